@@ -1,0 +1,115 @@
+"""Loss smoothing and the divergence rule, written once and used online and offline.
+
+The engine feeds ``CurveMonitor.update`` one loss per step (plain Python floats, a few
+microseconds); ``smooth`` and ``divergence_step`` replay the same code over an array.
+
+Divergence rule (shift-invariant). The classical rule "smoothed > th x best" measures the rise
+against the distance of the best loss from zero, so adding a constant to the loss changes when
+it fires, and a negative loss breaks it. Here the rise over the best smoothed loss is measured
+against a scale that moves with the curve, not with zero:
+
+    diverged  <=>  smoothed - best > (th - 1) * max(drop, noise)
+
+* ``drop``: how far the smoothed loss fell before reaching its best (peak before best - best);
+* ``noise``: the mean absolute step-to-step change of the raw loss, frozen when the best was
+  reached, so the explosion itself cannot inflate it.
+
+The noise floor is what keeps the rule quiet in a flat start, where the drop so far is only
+minibatch noise. Both terms shift with the loss and scale with it, so the stopping step is
+unchanged by ``loss + c`` and ``k * loss``. With ``th = 4`` the loss must climb three drops
+(or three noise widths) above its best.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["WARMUP_STEPS", "CurveMonitor", "divergence_step", "smooth"]
+
+# Steps before the rule may fire: the noise estimate needs a few differences to mean anything.
+# Non-finite losses stop the test from step 0 on.
+WARMUP_STEPS = 5
+
+
+class CurveMonitor:
+    """Debiased EMA of the loss (fastai's AvgSmoothLoss) plus the divergence rule."""
+
+    __slots__ = (
+        "beta", "diverge_th", "count", "_ema", "smoothed", "best", "_peak", "drop",
+        "_last_raw", "_noise_ema", "noise", "noise_at_best",
+    )
+
+    def __init__(self, beta: float = 0.98, diverge_th: float = 4.0) -> None:
+        if not 0 <= beta < 1:
+            raise ValueError(f"beta must be in [0, 1), got {beta!r}; 0.98 is the usual choice.")
+        if not diverge_th > 1:
+            raise ValueError(
+                f"diverge_th must be > 1, got {diverge_th!r}; use math.inf to never stop early."
+            )
+        self.beta = beta
+        self.diverge_th = diverge_th
+        self.count = 0
+        self._ema = 0.0
+        self.smoothed = math.nan
+        self.best = math.inf
+        self._peak = -math.inf
+        self.drop = 0.0
+        self._last_raw = math.nan
+        self._noise_ema = 0.0
+        self.noise = 0.0
+        self.noise_at_best = 0.0
+
+    def update(self, loss: float) -> str | None:
+        """Take one raw loss; return "non-finite" or "diverged" when the test should stop."""
+        if not math.isfinite(loss):
+            self.smoothed = math.nan
+            return "non-finite"
+        beta = self.beta
+        self.count += 1
+        debias = 1.0 - beta**self.count
+        self._ema = beta * self._ema + (1.0 - beta) * loss
+        smoothed = self.smoothed = self._ema / debias
+        if self.count > 1:
+            # Debiased EMA of |raw change| over the count-1 differences seen so far.
+            self._noise_ema = beta * self._noise_ema + (1.0 - beta) * abs(loss - self._last_raw)
+            self.noise = self._noise_ema / (1.0 - beta ** (self.count - 1))
+        self._last_raw = loss
+        if smoothed > self._peak:
+            self._peak = smoothed
+        if smoothed < self.best:
+            self.best = smoothed
+            self.drop = self._peak - smoothed
+            self.noise_at_best = self.noise
+        elif self.count <= WARMUP_STEPS:
+            self.noise_at_best = self.noise
+        if self.count <= WARMUP_STEPS:
+            return None
+        scale = max(self.drop, self.noise_at_best)
+        if smoothed - self.best > (self.diverge_th - 1.0) * scale:
+            return "diverged"
+        return None
+
+
+def smooth(losses: np.ndarray, beta: float = 0.98) -> np.ndarray:
+    """The debiased EMA of ``losses``; NaN from the first non-finite loss on."""
+    monitor = CurveMonitor(beta, math.inf)
+    out = np.full(len(losses), np.nan)
+    for i, loss in enumerate(np.asarray(losses, dtype=np.float64)):
+        if monitor.update(float(loss)) == "non-finite":
+            break
+        out[i] = monitor.smoothed
+    return out
+
+
+def divergence_step(
+    losses: np.ndarray, beta: float = 0.98, diverge_th: float = 4.0
+) -> tuple[int | None, str | None]:
+    """(index, reason) of the step where the engine would stop on this curve, else (None, None)."""
+    monitor = CurveMonitor(beta, diverge_th)
+    for i, loss in enumerate(np.asarray(losses, dtype=np.float64)):
+        reason = monitor.update(float(loss))
+        if reason is not None:
+            return i, reason
+    return None, None

@@ -1,0 +1,369 @@
+"""The range-test engine: plain PyTorch, no Hydra, MLflow or matplotlib.
+
+Read ``range_test`` top to bottom: snapshot state, ramp the LR one curve point at a time,
+train, record, stop on divergence, put everything back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lrexp.curve import CurveMonitor
+from lrexp.result import RangeTestResult
+from lrexp.schedules import make_schedule
+
+__all__ = ["range_test", "resolve_device"]
+
+log = logging.getLogger(__name__)
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+OnStep = Callable[[int, float, float], Any]
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` or "auto" means CUDA when available, else CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={str(device)!r} was requested but this machine has no usable CUDA device; "
+            "use device='cpu' (or None to pick CUDA only when present)."
+        )
+    return device
+
+
+def range_test(
+    model: nn.Module,
+    train_loader: Iterable,
+    loss_fn: Callable[[Any, Any], torch.Tensor],
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    min_lr: float = 1e-7,
+    max_lr: float = 10.0,
+    num_iter: int = 100,
+    schedule: str = "exp",
+    steps_per_lr: int | str = 1,
+    beta: float = 0.98,
+    diverge_th: float = 4.0,
+    restore: bool = True,
+    device: str | torch.device | None = None,
+    amp: str | None = None,
+    accumulation_steps: int = 1,
+    val_loader: Iterable | None = None,
+    on_step: OnStep | None = None,
+    progress: bool = True,
+    batch_keys: Sequence[str] = ("input", "target"),
+    grad_scaler: torch.amp.GradScaler | None = None,
+) -> RangeTestResult:
+    """Train ``model`` while the LR grows from ``min_lr`` to ``max_lr``; record the loss curve.
+
+    One curve point per LR value: ``num_iter`` points, each ``steps_per_lr`` optimizer steps
+    (or one pass over ``train_loader`` with ``"epoch"``), each step ``accumulation_steps``
+    batches. The recorded loss of a point is the mean training loss of its steps, or the
+    validation loss after them when ``val_loader`` is given. The test stops at the first
+    non-finite loss or once the smoothed loss diverges (see ``lrexp.curve``).
+
+    ``optimizer=None`` uses SGD(momentum=0.9). With several param groups, the first group
+    follows the schedule and the others keep their LR ratio to it. ``batch_keys`` names the
+    input and target entries of dict batches. ``amp`` is None, "bf16" or "fp16" (with a
+    GradScaler, ``grad_scaler`` or a new one). With ``restore=True`` the model, optimizer,
+    scaler and RNG states are put back exactly as they were, also after Ctrl-C, which returns
+    the partial curve with ``stop_reason="interrupted"``.
+    """
+    lrs = make_schedule(schedule, min_lr, max_lr, num_iter)
+    _check_arguments(steps_per_lr, accumulation_steps, amp, train_loader)
+    monitor = CurveMonitor(beta, diverge_th)  # validates beta and diverge_th
+    device = resolve_device(device)
+    if optimizer is None:
+        optimizer = torch.optim.SGD(model.parameters(), lr=min_lr, momentum=0.9)
+    lr_ratios = _lr_ratios(optimizer)
+    if amp == "fp16" and grad_scaler is None:
+        grad_scaler = torch.amp.GradScaler(device.type)
+
+    snapshot = _Snapshot.take(model, optimizer, grad_scaler, device) if restore else None
+    step = _TrainStep(model, loss_fn, optimizer, device, amp, grad_scaler, batch_keys)
+    batches = _endless(train_loader)
+    steps_per_point = (
+        math.ceil(len(train_loader) / accumulation_steps)  # type: ignore[arg-type]
+        if steps_per_lr == "epoch" else int(steps_per_lr)
+    )
+    recorded_lrs: list[float] = []
+    losses: list[float] = []
+    smoothed: list[float] = []
+    stop_reason = "completed"
+    bar = _progress_bar(num_iter, progress)
+
+    def record(point: int, lr: float, loss: torch.Tensor) -> str | None:
+        value = loss.item()
+        reason = monitor.update(value)
+        recorded_lrs.append(lr)
+        losses.append(value)
+        smoothed.append(monitor.smoothed)
+        if on_step is not None:
+            on_step(point, lr, value)
+        if bar is not None:
+            bar.update()
+            bar.set_postfix(lr=f"{lr:.2e}", loss=f"{monitor.smoothed:.4g}", refresh=False)
+        return reason
+
+    # The loss of point i is read only after point i+1 is queued, so on CUDA the host never
+    # waits for the device in steady state; divergence is then acted on one point late, and
+    # that extra point is dropped, so the curve is the same on every device.
+    pending: tuple[int, float, torch.Tensor] | None = None
+    try:
+        model.to(device)
+        if optimizer.state:  # state tensors follow their params to the test device
+            optimizer.load_state_dict(optimizer.state_dict())
+        model.train()
+        for point, lr in enumerate(lrs.tolist()):
+            for group, ratio in zip(optimizer.param_groups, lr_ratios, strict=True):
+                group["lr"] = lr * ratio
+            loss = step.run(batches, accumulation_steps)
+            for _ in range(steps_per_point - 1):
+                loss = loss + step.run(batches, accumulation_steps)
+            if steps_per_point > 1:
+                loss = loss / steps_per_point
+            if val_loader is not None:
+                loss = step.evaluate(val_loader)
+            if pending is not None:
+                previous, pending = pending, None
+                reason = record(*previous)
+                if reason is not None:
+                    stop_reason = reason
+                    break
+            pending = (point, lr, loss)
+        if pending is not None:
+            previous, pending = pending, None
+            stop_reason = record(*previous) or stop_reason
+    except KeyboardInterrupt:
+        log.warning("Range test interrupted after %d points; returning the partial curve.",
+                    len(losses))
+        if pending is not None:  # a finished point that was not read yet
+            record(*pending)
+        stop_reason = "interrupted"
+    finally:
+        if bar is not None:
+            bar.close()
+        if snapshot is not None:
+            snapshot.restore(model, optimizer, grad_scaler)
+
+    return RangeTestResult(
+        recorded_lrs, losses, smoothed, stop_reason=stop_reason, beta=beta,
+        diverge_th=diverge_th, schedule=schedule, min_lr=min_lr, max_lr=max_lr,
+        num_iter=num_iter, steps_per_lr=steps_per_lr,
+        loss_kind="train" if val_loader is None else "val",
+    )
+
+
+def _check_arguments(steps_per_lr, accumulation_steps, amp, train_loader) -> None:
+    if steps_per_lr == "epoch":
+        if not hasattr(train_loader, "__len__"):
+            raise ValueError(
+                "steps_per_lr='epoch' needs a train_loader with a length (a DataLoader or a "
+                f"list), got a {type(train_loader).__name__}; pass a number of steps instead."
+            )
+    elif not (isinstance(steps_per_lr, int) and steps_per_lr >= 1):
+        raise ValueError(
+            f"steps_per_lr must be a positive integer or 'epoch', got {steps_per_lr!r}."
+        )
+    if not (isinstance(accumulation_steps, int) and accumulation_steps >= 1):
+        raise ValueError(
+            f"accumulation_steps must be a positive integer, got {accumulation_steps!r}."
+        )
+    if amp is not None and amp not in AMP_DTYPES:
+        raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}.")
+
+
+def _lr_ratios(optimizer: torch.optim.Optimizer) -> list[float]:
+    base = optimizer.param_groups[0]["lr"]
+    if len(optimizer.param_groups) == 1:
+        return [1.0]
+    if not base > 0:
+        raise ValueError(
+            "With several param groups the others keep their LR ratio to the first, so the "
+            f"first group's LR must be > 0; it is {base!r}. Give every group its intended LR."
+        )
+    return [group["lr"] / base for group in optimizer.param_groups]
+
+
+def _progress_bar(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="LR range test", unit="lr", leave=False)
+
+
+def _endless(loader: Iterable) -> Iterator:
+    """Batches of ``loader``, re-iterating it (a new epoch) whenever it runs out."""
+    while True:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError(
+                "train_loader yielded no batches; check the dataset is not empty and that "
+                "drop_last does not drop its only batch."
+            )
+
+
+def _to_device(data: Any, device: torch.device) -> Any:
+    if isinstance(data, torch.Tensor):
+        return data.to(device, non_blocking=True)
+    if isinstance(data, Mapping):
+        return {key: _to_device(value, device) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return type(data)(_to_device(value, device) for value in data)
+    return data
+
+
+@dataclass
+class _TrainStep:
+    """One optimizer step (with accumulation and AMP) and the validation pass."""
+
+    model: nn.Module
+    loss_fn: Callable
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    amp: str | None
+    scaler: torch.amp.GradScaler | None
+    batch_keys: Sequence[str]
+
+    def _split(self, batch: Any) -> tuple[Any, Any]:
+        if isinstance(batch, Mapping):
+            missing = [key for key in self.batch_keys if key not in batch]
+            if missing:
+                raise ValueError(
+                    f"A dict batch lacks the keys {missing}; its keys are {sorted(batch)}. "
+                    "Name the input and target keys with batch_keys=(input_key, target_key)."
+                )
+            inputs, targets = (batch[key] for key in self.batch_keys)
+        elif isinstance(batch, (tuple, list)) and len(batch) >= 2:
+            inputs, targets = batch[0], batch[1]
+        else:
+            raise TypeError(
+                "Each batch must be an (inputs, targets) tuple/list or a dict, got "
+                f"{type(batch).__name__}; wrap the loader so it yields one of those."
+            )
+        return _to_device(inputs, self.device), _to_device(targets, self.device)
+
+    def _autocast(self):
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=AMP_DTYPES[self.amp])
+
+    def run(self, batches: Iterator, accumulation_steps: int) -> torch.Tensor:
+        """Returns the mean loss over the accumulated batches, detached, still on the device."""
+        optimizer, scaler = self.optimizer, self.scaler
+        optimizer.zero_grad(set_to_none=True)
+        total = None
+        for _ in range(accumulation_steps):
+            inputs, targets = self._split(next(batches))
+            with self._autocast():
+                loss = self.loss_fn(self.model(inputs), targets)
+            if accumulation_steps > 1:
+                loss = loss / accumulation_steps
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+            total = loss.detach() if total is None else total + loss.detach()
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        return total
+
+    @torch.no_grad()
+    def evaluate(self, loader: Iterable) -> torch.Tensor:
+        """Mean loss over ``loader`` (batches weighted by size), in eval mode."""
+        self.model.eval()
+        total, count = None, 0
+        for batch in loader:
+            inputs, targets = self._split(batch)
+            with self._autocast():
+                loss = self.loss_fn(self.model(inputs), targets).float()
+            size = len(targets) if hasattr(targets, "__len__") else 1
+            total = loss * size if total is None else total + loss * size
+            count += size
+        self.model.train()
+        if total is None:
+            raise ValueError("val_loader yielded no batches; pass a non-empty validation set.")
+        return total / count
+
+
+def _cpu_copy(value: Any) -> Any:
+    """A deep copy with every tensor cloned to CPU memory."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {key: _cpu_copy(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cpu_copy(item) for item in value)
+    return value
+
+
+def _single_device(model: nn.Module) -> torch.device | None:
+    devices = {tensor.device for tensor in (*model.parameters(), *model.buffers())}
+    return devices.pop() if len(devices) == 1 else None
+
+
+@dataclass
+class _Snapshot:
+    """Everything the test changes, copied to CPU (no second copy of the model on the GPU)."""
+
+    model_state: dict[str, torch.Tensor]
+    grads: list[torch.Tensor | None]
+    training_flags: list[bool]
+    model_device: torch.device | None
+    optimizer_state: dict[str, Any]
+    scaler_state: dict[str, Any] | None
+    python_rng: Any
+    numpy_rng: Any
+    torch_rng: torch.Tensor
+    cuda_rng: list[torch.Tensor] | None
+
+    @classmethod
+    def take(cls, model, optimizer, scaler, device: torch.device) -> _Snapshot:
+        uses_cuda = torch.cuda.is_available() and (
+            device.type == "cuda" or torch.cuda.is_initialized()
+        )
+        return cls(
+            model_state=_cpu_copy(model.state_dict()),
+            grads=[None if p.grad is None else _cpu_copy(p.grad) for p in model.parameters()],
+            training_flags=[module.training for module in model.modules()],
+            model_device=_single_device(model),
+            optimizer_state=_cpu_copy(optimizer.state_dict()),
+            scaler_state=None if scaler is None else _cpu_copy(scaler.state_dict()),
+            python_rng=random.getstate(),
+            numpy_rng=np.random.get_state(),
+            torch_rng=torch.get_rng_state(),
+            cuda_rng=torch.cuda.get_rng_state_all() if uses_cuda else None,
+        )
+
+    def restore(self, model, optimizer, scaler) -> None:
+        if self.model_device is not None:
+            model.to(self.model_device)
+        model.load_state_dict(self.model_state)
+        for param, grad in zip(model.parameters(), self.grads, strict=True):
+            param.grad = None if grad is None else grad.to(param.device)
+        for module, training in zip(model.modules(), self.training_flags, strict=True):
+            module.training = training
+        optimizer.load_state_dict(self.optimizer_state)
+        if scaler is not None and self.scaler_state is not None:
+            scaler.load_state_dict(self.scaler_state)
+        random.setstate(self.python_rng)
+        np.random.set_state(self.numpy_rng)
+        torch.set_rng_state(self.torch_rng)
+        if self.cuda_rng is not None:
+            torch.cuda.set_rng_state_all(self.cuda_rng)

@@ -1,0 +1,164 @@
+"""The result of a range test, and its lossless CSV / JSON round-trip."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lrexp.suggest import METHODS, Suggestion, suggest
+
+__all__ = ["STOP_REASONS", "RangeTestResult"]
+
+STOP_REASONS = ("completed", "diverged", "non-finite", "interrupted")
+_CSV_COLUMNS = ("step", "lr", "loss", "loss_smooth")
+_META_PREFIX = "# lrexp "
+
+
+@dataclass
+class RangeTestResult:
+    """One entry per recorded step: the LR used, the raw loss and its debiased EMA.
+
+    ``losses`` is the training loss, or the validation loss when the test ran with a
+    ``val_loader`` (``loss_kind`` says which). A step that diverged or went non-finite is the
+    last entry; its loss is kept as recorded (NaN/inf included).
+    """
+
+    lrs: np.ndarray
+    losses: np.ndarray
+    smoothed: np.ndarray
+    stop_reason: str = "completed"
+    beta: float = 0.98
+    diverge_th: float = 4.0
+    schedule: str = "exp"
+    min_lr: float | None = None
+    max_lr: float | None = None
+    num_iter: int | None = None
+    steps_per_lr: int | str = 1
+    loss_kind: str = "train"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.lrs = np.asarray(self.lrs, dtype=np.float64)
+        self.losses = np.asarray(self.losses, dtype=np.float64)
+        self.smoothed = np.asarray(self.smoothed, dtype=np.float64)
+        if not len(self.lrs) == len(self.losses) == len(self.smoothed):
+            raise ValueError(
+                f"lrs, losses and smoothed must have one length, got {len(self.lrs)}, "
+                f"{len(self.losses)} and {len(self.smoothed)}."
+            )
+        if self.stop_reason not in STOP_REASONS:
+            raise ValueError(
+                f"stop_reason must be one of {STOP_REASONS}, got {self.stop_reason!r}."
+            )
+
+    def __len__(self) -> int:
+        return len(self.lrs)
+
+    # -- what users ask of a curve -------------------------------------------------------------
+    def suggest(self, method: str = "default") -> Suggestion:
+        """The suggested LR by ``method`` ("default", "steepest", "minimum", "valley")."""
+        return suggest(self.lrs, self.losses, method, beta=self.beta)
+
+    def suggestions(self) -> dict[str, float | None]:
+        """Every method's suggested LR by name, "default" included (None where there is none)."""
+        names = ["default", *METHODS]
+        return {name: self.suggest(name).lr for name in names}
+
+    @property
+    def diverged_lr(self) -> float | None:
+        """The LR of the step where the test stopped on divergence or a non-finite loss."""
+        if self.stop_reason in ("diverged", "non-finite") and len(self):
+            return float(self.lrs[-1])
+        return None
+
+    @property
+    def best_index(self) -> int | None:
+        finite = np.isfinite(self.smoothed)
+        if not finite.any():
+            return None
+        return int(np.nanargmin(np.where(finite, self.smoothed, np.nan)))
+
+    @property
+    def min_loss(self) -> float | None:
+        """The lowest smoothed loss (the raw minimum is mostly minibatch noise)."""
+        index = self.best_index
+        return None if index is None else float(self.smoothed[index])
+
+    @property
+    def lr_at_min_loss(self) -> float | None:
+        index = self.best_index
+        return None if index is None else float(self.lrs[index])
+
+    # -- persistence ---------------------------------------------------------------------------
+    def _metadata(self) -> dict[str, Any]:
+        arrays = {"lrs", "losses", "smoothed"}
+        meta = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in arrays}
+        meta["diverge_th"] = _json_float(self.diverge_th)
+        return meta
+
+    def to_csv(self, path: str | Path) -> Path:
+        """Write the curve (one row per step) with the settings in a leading comment line.
+
+        Floats are written with ``repr``, which round-trips exactly.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="") as handle:
+            handle.write(_META_PREFIX + json.dumps(self._metadata()) + "\n")
+            writer = csv.writer(handle)
+            writer.writerow(_CSV_COLUMNS)
+            for step, row in enumerate(zip(self.lrs, self.losses, self.smoothed, strict=True)):
+                writer.writerow([step, *(repr(float(value)) for value in row)])
+        return path
+
+    @classmethod
+    def from_csv(cls, path: str | Path) -> RangeTestResult:
+        path = Path(path)
+        with path.open(newline="") as handle:
+            first = handle.readline()
+            meta = json.loads(first[len(_META_PREFIX):]) if first.startswith(_META_PREFIX) else {}
+            if not meta:
+                handle.seek(0)
+            rows = list(csv.DictReader(handle))
+        missing = set(_CSV_COLUMNS) - set(rows[0] if rows else _CSV_COLUMNS)
+        if missing:
+            raise ValueError(f"{path} is not an lrexp curve: columns {sorted(missing)} missing.")
+        columns = {name: [float(row[name]) for row in rows] for name in _CSV_COLUMNS[1:]}
+        meta["diverge_th"] = float(meta.get("diverge_th", 4.0))
+        return cls(columns["lr"], columns["loss"], columns["loss_smooth"], **meta)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for name in ("lrs", "losses", "smoothed"):
+            data[name] = [_json_float(value) for value in getattr(self, name)]
+        data["diverge_th"] = _json_float(self.diverge_th)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RangeTestResult:
+        data = dict(data)
+        for name in ("lrs", "losses", "smoothed"):
+            data[name] = [float(value) for value in data[name]]
+        data["diverge_th"] = float(data["diverge_th"])
+        return cls(**data)
+
+    def to_json(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=1))
+        return path
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> RangeTestResult:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _json_float(value: float) -> float | str:
+    """Strict JSON has no NaN/inf; those go as strings that ``float()`` reads back."""
+    return value if math.isfinite(value) else repr(float(value))

@@ -1,0 +1,174 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from helpers import Scalar, bn_net, classification_batches, noise_batches, quadratic_loss
+from torch import nn
+
+import lrexp
+from lrexp.curve import divergence_step
+
+
+@pytest.mark.parametrize("a", [2.0, 20.0, 200.0])
+@pytest.mark.parametrize("start", [0.0, 1.0])
+def test_noisy_quadratic_stops_between_2_over_a_and_8_over_a(a, start):
+    model = Scalar(start)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-7)  # no momentum: diverges at 2/a
+    result = lrexp.range_test(model, noise_batches(), quadratic_loss(a), optimizer,
+                              min_lr=1e-7, max_lr=10, num_iter=100, progress=False)
+    assert result.stop_reason == "diverged"
+    assert 2 / a <= result.diverged_lr <= 8 / a
+
+
+def test_does_not_stop_on_noise_when_the_loss_is_flat():
+    # lr stays far below 2/a: the loss is pure minibatch noise and must never count as diverging
+    model = Scalar(0.0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-7)
+    result = lrexp.range_test(model, noise_batches(n=200, size=8), quadratic_loss(2.0), optimizer,
+                              min_lr=1e-7, max_lr=1e-3, num_iter=200, progress=False)
+    assert result.stop_reason == "completed" and len(result) == 200
+
+
+def _nan_at(k, base_loss):
+    calls = {"n": 0}
+
+    def loss(out, y):
+        value = base_loss(out, y)
+        calls["n"] += 1
+        return value * math.nan if calls["n"] == k + 1 else value
+
+    return loss
+
+
+def test_nan_at_step_k_stops_there_and_is_recorded():
+    model = bn_net()
+    result = lrexp.range_test(model, classification_batches(), _nan_at(17, nn.CrossEntropyLoss()),
+                              num_iter=50, progress=False)
+    assert result.stop_reason == "non-finite"
+    assert len(result) == 18 and math.isnan(result.losses[17]) and math.isnan(result.smoothed[17])
+    assert np.isfinite(result.losses[:17]).all()
+    assert result.diverged_lr == result.lrs[17]
+
+
+def test_shifting_the_loss_does_not_move_the_stopping_step():
+    def run(shift):
+        torch.manual_seed(1)
+        model = bn_net()
+        ce = nn.CrossEntropyLoss()
+        return lrexp.range_test(model, classification_batches(), lambda o, y: ce(o, y) + shift,
+                                min_lr=1e-4, max_lr=100, num_iter=100, progress=False)
+
+    plain, shifted = run(0.0), run(-100.0)
+    assert plain.stop_reason == "diverged"
+    assert shifted.stop_reason == plain.stop_reason and len(shifted) == len(plain)
+    np.testing.assert_allclose(shifted.losses, plain.losses - 100, rtol=0, atol=1e-4)
+
+
+def test_divergence_rule_is_shift_and_scale_invariant_on_arrays():
+    rng = np.random.default_rng(0)
+    steps = np.arange(120)
+    curve = 2.3 - 1.5 / (1 + np.exp(-(steps - 40) / 8)) + np.exp((steps - 100) / 4)
+    curve = curve + 0.05 * rng.standard_normal(len(steps))
+    base = divergence_step(curve)
+    assert base[1] == "diverged"
+    for transformed in (curve - 100, curve + 1e3, 7 * curve, 0.01 * curve - 5):
+        assert divergence_step(transformed) == base
+
+
+def test_dict_batches_use_the_named_keys():
+    batches = [{"pixels": x, "label": y} for x, y in classification_batches()]
+    result = lrexp.range_test(bn_net(), batches, nn.CrossEntropyLoss(), num_iter=10,
+                              batch_keys=("pixels", "label"), progress=False)
+    assert len(result) == 10
+    with pytest.raises(ValueError, match="batch_keys"):
+        lrexp.range_test(bn_net(), batches, nn.CrossEntropyLoss(), num_iter=10, progress=False)
+
+
+def test_loader_is_reiterated_past_one_epoch():
+    batches = classification_batches(n=3)
+    result = lrexp.range_test(bn_net(), batches, nn.CrossEntropyLoss(), num_iter=20,
+                              max_lr=1e-2, progress=False)
+    assert len(result) == 20
+
+
+def _linear_model_after(batches, accumulation_steps):
+    torch.manual_seed(3)
+    model = nn.Linear(5, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    lrexp.range_test(model, batches, nn.MSELoss(), optimizer, min_lr=1e-2, max_lr=1e-1,
+                     num_iter=2, accumulation_steps=accumulation_steps, restore=False,
+                     diverge_th=math.inf, progress=False)
+    return torch.cat([model.weight.detach().ravel(), model.bias.detach()])
+
+
+def test_accumulating_4_batches_gives_the_gradient_of_one_4x_batch():
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(2 * 4 * 8, 5, generator=gen), torch.randn(2 * 4 * 8, 1, generator=gen)
+    small = [(x[i:i + 8], y[i:i + 8]) for i in range(0, len(x), 8)]
+    big = [(x[i:i + 32], y[i:i + 32]) for i in range(0, len(x), 32)]
+    accumulated = _linear_model_after(small, accumulation_steps=4)
+    whole = _linear_model_after(big, accumulation_steps=1)
+    moved = _linear_model_after(big[:1], accumulation_steps=1)
+    torch.testing.assert_close(accumulated, whole, rtol=1e-6, atol=1e-7)
+    assert not torch.allclose(whole, moved)  # the second step really used the second batch
+
+
+def test_steps_per_lr_epoch_trains_one_pass_per_lr_and_records_its_mean():
+    seen_per_lr = []
+
+    def loss(out, y):
+        seen_per_lr.append(1)
+        return nn.functional.cross_entropy(out, y)
+
+    batches = classification_batches(n=5)
+    result = lrexp.range_test(bn_net(), batches, loss, schedule="linear", min_lr=1e-3,
+                              max_lr=1e-1, num_iter=4, steps_per_lr="epoch",
+                              diverge_th=math.inf, progress=False)
+    assert len(result) == 4 and len(seen_per_lr) == 4 * 5
+
+
+def test_val_loader_records_the_validation_loss():
+    model = bn_net()
+    val = classification_batches(n=2, seed=9)
+    seen = []
+    result = lrexp.range_test(model, classification_batches(), nn.CrossEntropyLoss(),
+                              num_iter=5, max_lr=1e-3, val_loader=val, progress=False,
+                              on_step=lambda step, lr, loss: seen.append((step, lr, loss)))
+    assert result.loss_kind == "val"
+    assert [s for s, _, _ in seen] == list(range(5))
+    np.testing.assert_array_equal([loss for _, _, loss in seen], result.losses)
+    # at min_lr the model barely moves, so the first point is close to the untrained val loss
+    with torch.no_grad():
+        model.eval()
+        untrained = np.mean([nn.functional.cross_entropy(model(x), y).item() for x, y in val])
+    assert result.losses[0] == pytest.approx(untrained, rel=1e-3)
+
+
+def test_ctrl_c_returns_the_partial_curve_and_restores_state():
+    model = bn_net()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def interrupt_at_10(step, lr, loss):
+        if step == 10:
+            raise KeyboardInterrupt
+
+    result = lrexp.range_test(model, classification_batches(), nn.CrossEntropyLoss(),
+                              num_iter=50, on_step=interrupt_at_10, progress=False)
+    assert result.stop_reason == "interrupted" and len(result) == 11
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key])
+
+
+def test_bad_arguments_say_what_is_wrong():
+    with pytest.raises(ValueError, match="beta"):
+        lrexp.range_test(bn_net(), classification_batches(), nn.CrossEntropyLoss(), beta=1.0)
+    with pytest.raises(ValueError, match="diverge_th"):
+        lrexp.range_test(bn_net(), classification_batches(), nn.CrossEntropyLoss(), diverge_th=1)
+    with pytest.raises(ValueError, match="no batches"):
+        lrexp.range_test(bn_net(), [], nn.CrossEntropyLoss(), progress=False)
+    with pytest.raises(ValueError, match="steps_per_lr"):
+        lrexp.range_test(bn_net(), classification_batches(), nn.CrossEntropyLoss(),
+                         steps_per_lr=0)
+    with pytest.raises(ValueError, match="amp"):
+        lrexp.range_test(bn_net(), classification_batches(), nn.CrossEntropyLoss(), amp="fp8")

@@ -1,0 +1,92 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from helpers import bn_net, classification_batches
+from PIL import Image
+from torch import nn
+
+import lrexp
+from lrexp.result import RangeTestResult
+
+
+def _curve():
+    lrs = np.geomspace(1e-6, 1, 60)
+    losses = 2.3 - np.tanh(np.log10(lrs) + 3) + np.random.default_rng(0).normal(0, 0.05, 60)
+    losses[-1] = math.nan
+    from lrexp.curve import smooth
+
+    return RangeTestResult(lrs, losses, smooth(losses), stop_reason="non-finite",
+                           min_lr=1e-6, max_lr=1.0, num_iter=60, extra={"net": "mlp"})
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_result_round_trips_exactly(tmp_path, fmt):
+    result = _curve()
+    path = tmp_path / f"curve.{fmt}"
+    getattr(result, f"to_{fmt}")(path)
+    back = getattr(RangeTestResult, f"from_{fmt}")(path)
+    for name in ("lrs", "losses", "smoothed"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(result, name))
+        assert getattr(back, name).tobytes() == getattr(result, name).tobytes()
+    assert (back.stop_reason, back.min_lr, back.num_iter, back.extra) == \
+        ("non-finite", 1e-6, 60, {"net": "mlp"})
+    assert back.suggestions() == result.suggestions()
+
+
+def test_summary_values_come_from_the_smoothed_curve():
+    result = _curve()
+    best = int(np.nanargmin(result.smoothed))
+    assert result.min_loss == result.smoothed[best]
+    assert result.lr_at_min_loss == result.lrs[best]
+    assert result.diverged_lr == result.lrs[-1]
+
+
+@pytest.mark.parametrize("suffix,magic", [(".png", "PNG"), (".jpg", "JPEG")])
+def test_plot_writes_a_valid_image(tmp_path, suffix, magic):
+    from lrexp.plotting import save_figure
+
+    fig = lrexp.plot(_curve())
+    path = save_figure(fig, tmp_path / f"plot{suffix}")
+    with Image.open(path) as image:
+        assert image.format == magic and image.size[0] > 300
+
+
+def test_plot_draws_into_a_given_axes():
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    ax = fig.add_subplot()
+    assert lrexp.plot(_curve(), ax=ax) is fig
+    assert ax.get_xscale() == "log" and len(ax.lines) >= 2
+
+
+def test_original_lr_finder_facade_runs_and_saves_headless(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    finder = lrexp.lr_finder(bn_net(), classification_batches(), nn.CrossEntropyLoss(),
+                             num_iter=30, progress=False)
+    with pytest.raises(RuntimeError, match="update"):
+        finder.save()
+    result = finder.update()
+    assert len(result) == len(finder.lrs) > 5
+    finder.save()  # the original default: result.jpg in the working directory
+    with Image.open(tmp_path / "result.jpg") as image:
+        assert image.format == "JPEG"
+    finder.plotshow()  # Agg backend: must not raise
+
+
+def test_original_findlr_scheduler_with_the_blog_loop():
+    from lrexp.schedules import FindLR
+
+    model = bn_net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-7, momentum=0.9)
+    scheduler = FindLR(optimizer, max_lr=10, num_iter=100)
+    seen = []
+    for x, y in classification_batches(n=5):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+        scheduler.step()
+    np.testing.assert_allclose(seen, 1e-7 * (1e8) ** (np.arange(5) / 100), rtol=1e-12)

@@ -11,8 +11,8 @@ against a scale that moves with the curve, not with zero:
     diverged  <=>  smoothed - best > (th - 1) * max(drop, noise)
 
 * ``drop``: how far the smoothed loss fell before reaching its best (peak before best - best);
-* ``noise``: the mean absolute step-to-step change of the raw loss, frozen when the best was
-  reached, so the explosion itself cannot inflate it.
+* ``noise``: the median absolute step-to-step change of the raw loss so far; a median, so the
+  few exploding steps before the stop cannot inflate it.
 
 The noise floor is what keeps the rule quiet in a flat start, where the drop so far is only
 minibatch noise. Both terms shift with the loss and scale with it, so the stopping step is
@@ -22,15 +22,17 @@ unchanged by ``loss + c`` and ``k * loss``. With ``th = 4`` the loss must climb 
 
 from __future__ import annotations
 
+import bisect
 import math
 
 import numpy as np
 
 __all__ = ["WARMUP_STEPS", "CurveMonitor", "divergence_step", "smooth"]
 
-# Steps before the rule may fire: the noise estimate needs a few differences to mean anything.
-# Non-finite losses stop the test from step 0 on.
-WARMUP_STEPS = 5
+# Steps before the best is tracked and the rule may fire: the noise estimate needs some
+# differences, and the smoothed loss some batches, to mean anything. Non-finite losses stop the
+# test from step 0 on.
+WARMUP_STEPS = 8
 
 
 class CurveMonitor:
@@ -38,7 +40,7 @@ class CurveMonitor:
 
     __slots__ = (
         "beta", "diverge_th", "count", "_ema", "smoothed", "best", "_peak", "drop",
-        "_last_raw", "_noise_ema", "noise", "noise_at_best",
+        "_last_raw", "_sorted_abs_changes",
     )
 
     def __init__(self, beta: float = 0.98, diverge_th: float = 4.0) -> None:
@@ -57,9 +59,7 @@ class CurveMonitor:
         self._peak = -math.inf
         self.drop = 0.0
         self._last_raw = math.nan
-        self._noise_ema = 0.0
-        self.noise = 0.0
-        self.noise_at_best = 0.0
+        self._sorted_abs_changes: list[float] = []
 
     def update(self, loss: float) -> str | None:
         """Take one raw loss; return "non-finite" or "diverged" when the test should stop."""
@@ -72,24 +72,26 @@ class CurveMonitor:
         self._ema = beta * self._ema + (1.0 - beta) * loss
         smoothed = self.smoothed = self._ema / debias
         if self.count > 1:
-            # Debiased EMA of |raw change| over the count-1 differences seen so far.
-            self._noise_ema = beta * self._noise_ema + (1.0 - beta) * abs(loss - self._last_raw)
-            self.noise = self._noise_ema / (1.0 - beta ** (self.count - 1))
+            bisect.insort(self._sorted_abs_changes, abs(loss - self._last_raw))
         self._last_raw = loss
         if smoothed > self._peak:
             self._peak = smoothed
+        if self.count < WARMUP_STEPS:
+            return None
+        # The first smoothed values average only a few batches: a lucky one would become a
+        # "best" that the curve's normal wobble later seems to rise far above.
         if smoothed < self.best:
             self.best = smoothed
             self.drop = self._peak - smoothed
-            self.noise_at_best = self.noise
-        elif self.count <= WARMUP_STEPS:
-            self.noise_at_best = self.noise
-        if self.count <= WARMUP_STEPS:
-            return None
-        scale = max(self.drop, self.noise_at_best)
-        if smoothed - self.best > (self.diverge_th - 1.0) * scale:
+        if smoothed - self.best > (self.diverge_th - 1.0) * max(self.drop, self.noise):
             return "diverged"
         return None
+
+    @property
+    def noise(self) -> float:
+        """Median |raw change| between consecutive steps (0 before the second step)."""
+        changes = self._sorted_abs_changes
+        return changes[len(changes) // 2] if changes else 0.0
 
 
 def smooth(losses: np.ndarray, beta: float = 0.98) -> np.ndarray:

@@ -172,3 +172,18 @@ def test_bad_arguments_say_what_is_wrong():
                          steps_per_lr=0)
     with pytest.raises(ValueError, match="amp"):
         lrexp.range_test(bn_net(), classification_batches(), nn.CrossEntropyLoss(), amp="fp8")
+
+
+def test_pure_noise_curves_never_count_as_diverging():
+    rng = np.random.default_rng(0)
+    stops = [divergence_step(2.3 + 0.1 * rng.standard_normal(300))[0] for _ in range(300)]
+    assert stops == [None] * 300
+
+
+def test_an_explosion_is_caught_within_a_few_steps_of_turning_up():
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        curve = 2.3 + 0.1 * rng.standard_normal(100)
+        curve[70:] += 0.5 * 1.5 ** np.arange(30)  # the loss turns up at step 70
+        step, reason = divergence_step(curve)
+        assert reason == "diverged" and 70 <= step <= 80

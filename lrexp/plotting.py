@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from lrexp.result import RangeTestResult
 from lrexp.suggest import METHODS
 
-__all__ = ["plot", "save_figure"]
+__all__ = ["plot", "plot_schedule", "save_figure"]
 
 _MARKERS = {"default": ("*", "tab:red", 14), "steepest": ("o", "tab:orange", 7),
             "minimum": ("s", "tab:green", 7), "valley": ("D", "tab:purple", 7)}
@@ -68,6 +68,20 @@ def _set_useful_ylim(ax: Axes, raw: np.ndarray, smoothed: np.ndarray) -> None:
     low = float(min(finite_raw.min(initial=np.inf), finite_smooth.min()))
     span = max(start_level - low, 1e-12)
     ax.set_ylim(low - 0.05 * span, start_level + 0.5 * span)
+
+
+def plot_schedule(result: RangeTestResult) -> Figure:
+    """LR against iteration (the original toy demo's second plot)."""
+    fig = Figure(figsize=(6, 3.5), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(np.arange(len(result)), result.lrs, marker=".", linewidth=1)
+    if result.schedule == "exp":
+        ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("learning rate")
+    ax.set_title(f"{result.schedule} schedule, {len(result)} points")
+    ax.grid(True, which="both", alpha=0.3)
+    return fig
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:

@@ -47,6 +47,18 @@ class _Curve:
     raw: np.ndarray
     smoothed: np.ndarray
 
+    @property
+    def start(self) -> int:
+        """First point the rules may pick: the debiased EMA of the first few points averages
+        only a handful of batches, and a lucky one looks like a minimum or a steep drop.
+        fastai skips the first tenth for the same reason."""
+        return min(len(self.raw) // 10, len(self.raw) - MIN_POINTS)
+
+    @property
+    def best(self) -> int:
+        """Index of the smoothed minimum, after ``start``."""
+        return self.start + int(np.argmin(self.smoothed[self.start:]))
+
 
 def _usable_curve(
     lrs: np.ndarray, losses: np.ndarray, beta: float, method: str
@@ -77,13 +89,12 @@ def _usable_curve(
     return _Curve(lrs, raw, smoothed)
 
 
-def steepest(lrs, losses, *, beta: float = 0.98, skip_start: float = 0.1) -> Suggestion:
+def steepest(lrs, losses, *, beta: float = 0.98) -> Suggestion:
     """LR where the smoothed loss falls fastest per decade, before the smoothed minimum."""
     curve = _usable_curve(lrs, losses, beta, "steepest")
     if isinstance(curve, Suggestion):
         return curve
-    best = int(np.argmin(curve.smoothed))
-    start = min(int(skip_start * len(curve.raw)), max(best - 2, 0))
+    start, best = curve.start, curve.best
     if best - start < 2:
         return Suggestion(
             None, "steepest", reason="the loss is lowest at the very start of the curve; "
@@ -100,7 +111,7 @@ def minimum(lrs, losses, *, beta: float = 0.98) -> Suggestion:
     curve = _usable_curve(lrs, losses, beta, "minimum")
     if isinstance(curve, Suggestion):
         return curve
-    index = int(np.argmin(curve.smoothed))
+    index = curve.best
     return Suggestion(float(curve.lrs[index]) / 10.0, "minimum", index)
 
 
@@ -128,10 +139,9 @@ def valley(lrs, losses, *, beta: float = 0.98) -> Suggestion:
     curve = _usable_curve(lrs, losses, beta, "valley")
     if isinstance(curve, Suggestion):
         return curve
-    n = len(curve.raw)
-    start, stop = n // 10, n - 5
+    start, stop = curve.start, len(curve.raw) - 5
     if stop - start < MIN_POINTS:
-        start, stop = 0, n
+        stop = len(curve.raw)
     max_start, max_end = _longest_decreasing_run(curve.smoothed[start:stop])
     sections = (max_end - max_start) / 3
     index = start + max(max_start + int(sections) + int(sections / 2), 0)
@@ -145,7 +155,7 @@ METHODS: dict[str, Callable[..., Suggestion]] = {
 }
 
 # Picked by scripts/bench_suggest.py (hits per rule over its cases; table in the README).
-DEFAULT_METHOD = "valley"
+DEFAULT_METHOD = "minimum"
 
 
 def suggest(lrs, losses, method: str = "default", *, beta: float = 0.98) -> Suggestion:

@@ -1,0 +1,98 @@
+"""The model registry: ``name -> builder(num_classes, in_channels, input_size=32, **options)``.
+
+Zoo nets (CIFAR-style, for 32x32 inputs) and small nets register themselves on import; any
+torchvision classification model is reachable with ``source="torchvision"`` and any timm model
+with ``source="timm"`` (the ``timm`` extra).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["UnknownModelError", "available", "build", "register"]
+
+Builder = Callable[..., "nn.Module"]
+_REGISTRY: dict[str, Builder] = {}
+
+
+class UnknownModelError(ValueError):
+    """A model name that no registry knows; the message lists what is there."""
+
+
+def register(name: str) -> Callable[[Builder], Builder]:
+    def add(builder: Builder) -> Builder:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is registered twice")
+        _REGISTRY[name] = builder
+        return builder
+
+    return add
+
+
+def _load_zoo() -> None:
+    from lrexp.models import cifar, small  # noqa: F401 - registers on import
+
+
+def available() -> list[str]:
+    """Names of the registered (zoo and small) nets."""
+    _load_zoo()
+    return sorted(_REGISTRY)
+
+
+def build(
+    name: str,
+    num_classes: int,
+    in_channels: int = 3,
+    input_size: int = 32,
+    source: str = "zoo",
+    **options: Any,
+) -> nn.Module:
+    """Build net ``name`` from ``source`` ("zoo", "torchvision" or "timm")."""
+    if source == "zoo":
+        _load_zoo()
+        if name not in _REGISTRY:
+            raise UnknownModelError(
+                f"Unknown net {name!r}. Registered nets: {', '.join(available())}. For a "
+                "torchvision model use net=tv net.name=<name>; for timm, net=timm net.name=<name>."
+            )
+        return _REGISTRY[name](num_classes, in_channels, input_size=input_size, **options)
+    if source == "torchvision":
+        return _torchvision_model(name, num_classes, in_channels, **options)
+    if source == "timm":
+        return _timm_model(name, num_classes, in_channels, **options)
+    raise UnknownModelError(f"Unknown model source {source!r}; use zoo, torchvision or timm.")
+
+
+def _torchvision_model(name: str, num_classes: int, in_channels: int, **options: Any) -> nn.Module:
+    import torchvision
+
+    names = torchvision.models.list_models(module=torchvision.models)
+    if name not in names:
+        raise UnknownModelError(
+            f"torchvision has no classification model {name!r}. Some it has: "
+            f"{', '.join(names[:25])}, ... (torchvision.models.list_models())."
+        )
+    if in_channels != 3:
+        raise ValueError(
+            f"torchvision's {name} expects 3 input channels but the dataset has {in_channels}; "
+            "use a 3-channel dataset or a zoo net (which adapts its stem)."
+        )
+    return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **options)
+
+
+def _timm_model(name: str, num_classes: int, in_channels: int, **options: Any) -> nn.Module:
+    try:
+        import timm
+    except ImportError:
+        raise UnknownModelError(
+            f"net {name!r} needs timm, which is not installed; install the extra with "
+            "pip install 'lrexp[timm]'."
+        ) from None
+    if not timm.list_models(name):
+        raise UnknownModelError(f"timm has no model {name!r} (see timm.list_models()).")
+    return timm.create_model(name, pretrained=False, num_classes=num_classes,
+                             in_chans=in_channels, **options)

@@ -1,0 +1,212 @@
+"""The experiment runner: the only module that reads a DictConfig.
+
+compose (in __main__) -> check ranges -> build data, net, optimizer -> run the engine ->
+write plot, curve and config to the Hydra run dir -> hand everything to the tracker.
+Heavy modules (torch, mlflow) are imported only after the config passed its checks.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from lrexp.schema import ConfigError, check
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "run"]
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def run(cfg: DictConfig) -> int:
+    """Run one range test from a composed config; returns the process exit code."""
+    try:
+        check(cfg)
+        return _run(cfg)
+    except KeyboardInterrupt:
+        log.warning("Interrupted before the range test started; nothing was recorded.")
+        return EXIT_INTERRUPTED
+    except Exception as error:  # noqa: BLE001 - sorted into user mistakes and crashes below
+        user_error = _as_user_error(error)
+        if user_error is None:
+            raise
+        _report_user_error(user_error)
+        return EXIT_BAD_INPUT
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    from lrexp.data import DatasetNotFoundError, UnknownDatasetError
+    from lrexp.models import UnknownModelError
+
+    return (ConfigError, UnknownModelError, UnknownDatasetError, DatasetNotFoundError)
+
+
+def _as_user_error(error: BaseException) -> BaseException | None:
+    """The user-facing error behind ``error`` (Hydra's instantiate wraps what targets raise)."""
+    from hydra.errors import InstantiationException
+
+    if isinstance(error, InstantiationException) and error.__cause__ is not None:
+        error = error.__cause__
+    return error if isinstance(error, _user_error_types()) else None
+
+
+def _report_user_error(error: BaseException) -> None:
+    message = f"lrexp: error: {error}"
+    log.error(message)
+    if not _logs_reach_the_console():
+        sys.stderr.write(message + "\n")
+
+
+def _logs_reach_the_console() -> bool:
+    root = logging.getLogger()
+    return any(
+        isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) in (sys.stderr,
+                                                                                  sys.stdout)
+        for h in root.handlers
+    )
+
+
+def _output_dir() -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path.cwd()
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def _run(cfg: DictConfig) -> int:
+    import torch
+    from hydra.utils import instantiate
+    from torch import nn
+
+    from lrexp.plotting import plot, plot_schedule, save_figure
+    from lrexp.rangetest import range_test, resolve_device
+    from lrexp.tracking import make_tracker
+
+    try:
+        device = resolve_device(cfg.device)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    out_dir = _output_dir()
+    seed_everything(cfg.seed)
+
+    data = instantiate(cfg.dataset, batch_size=cfg.batch_size, seed=cfg.seed,
+                       device_type=device.type)
+    model = instantiate(cfg.net, num_classes=data.num_classes, in_channels=data.in_channels,
+                        input_size=data.input_size)
+    if device.type == "cuda" and cfg.channels_last and data.input_size > 1:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = instantiate(cfg.optimizer)(model.parameters(), lr=cfg.min_lr)
+    loss_fn = nn.CrossEntropyLoss() if data.task == "classification" else nn.MSELoss()
+    names = _names(cfg)
+
+    tracker = make_tracker(cfg.tracking)
+    tracker.start(run_name=f"{names['net']}-{names['dataset']}-{names['optimizer']}",
+                  params=_flatten(OmegaConf.to_container(cfg, resolve=True)),
+                  tags={**names, "device": str(device)})
+    started = time.perf_counter()
+    try:
+        result = range_test(
+            model, data.train, loss_fn, optimizer, min_lr=cfg.min_lr, max_lr=cfg.max_lr,
+            num_iter=cfg.num_iter, schedule=cfg.schedule, steps_per_lr=cfg.steps_per_lr,
+            beta=cfg.beta, diverge_th=cfg.diverge_th, restore=False, device=device,
+            amp=cfg.amp, accumulation_steps=cfg.accumulation_steps,
+            val_loader=data.val if cfg.validate else None, on_step=tracker.log_step,
+            progress=cfg.progress,
+        )
+    except BaseException as error:
+        tracker.finish(status="KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        raise
+    seconds = time.perf_counter() - started
+    result.extra.update(names)
+
+    files = {
+        "curve": result.to_csv(out_dir / "curve.csv"),
+        "plot": save_figure(plot(result, title=_title(names, result)), out_dir / "plot.png"),
+        "schedule": save_figure(plot_schedule(result), out_dir / "lr_vs_iteration.png"),
+        "config": out_dir / "config.yaml",
+    }
+    files["config"].write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    summary = _summary(result, names, seconds, str(device))
+    _write_json(out_dir / "summary.json", summary)
+    interrupted = result.stop_reason == "interrupted"
+    tracker.finish(result=result, summary=summary, files=files, out_dir=out_dir,
+                   status="KILLED" if interrupted else "FINISHED")
+    log.info("%s", _summary_text(summary, files, out_dir))
+    return EXIT_INTERRUPTED if interrupted else EXIT_OK
+
+
+def _names(cfg: DictConfig) -> dict[str, str]:
+    optimizer = str(cfg.optimizer.get("_target_", "optimizer")).rsplit(".", 1)[-1]
+    return {"net": str(cfg.net.name), "dataset": str(cfg.dataset.name), "optimizer": optimizer}
+
+
+def _title(names: dict[str, str], result) -> str:
+    return f"{names['net']} / {names['dataset']} / {names['optimizer']} ({result.stop_reason})"
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"net": {"name": "vgg16"}} -> {"net.name": "vgg16"}."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _summary(result, names: dict[str, str], seconds: float, device: str) -> dict[str, Any]:
+    default = result.suggest("default")
+    return {
+        **names,
+        "device": device,
+        "status": result.stop_reason,
+        "steps": len(result),
+        "seconds": round(seconds, 3),
+        "suggested_lr": default.lr,
+        "default_method": default.method,
+        "suggestions": result.suggestions(),
+        "min_loss": result.min_loss,
+        "lr_at_min_loss": result.lr_at_min_loss,
+        "diverged_lr": result.diverged_lr,
+    }
+
+
+def _summary_text(summary: dict[str, Any], files: dict[str, Path], out_dir: Path) -> str:
+    def fmt(value: float | None) -> str:
+        return "—" if value is None else f"{value:.3g}"
+
+    suggestions = "   ".join(f"{name} {fmt(lr)}" for name, lr in summary["suggestions"].items())
+    lines = [
+        f"LR range test: {summary['net']} on {summary['dataset']} with {summary['optimizer']}, "
+        f"{summary['steps']} steps on {summary['device']} in {summary['seconds']:.1f} s "
+        f"({summary['status']})",
+        f"  suggested LR ({summary['default_method']}): {fmt(summary['suggested_lr'])}",
+        f"  by method:    {suggestions}",
+        f"  min loss {fmt(summary['min_loss'])} at LR {fmt(summary['lr_at_min_loss'])}; "
+        f"diverged at LR {fmt(summary['diverged_lr'])}",
+        f"  files in {out_dir}: {', '.join(path.name for path in files.values())}",
+    ]
+    return "\n".join(lines)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    import json
+
+    path.write_text(json.dumps(data, indent=1))

@@ -1,0 +1,287 @@
+"""Where results go besides the run dir: MLflow, or nowhere (``tracking.enabled=false``).
+
+``MlflowTracker`` talks to MLflow through ``MlflowClient`` only (no global active run, so it is
+safe in joblib/submitit workers and never exports MLFLOW_RUN_ID). Steps are buffered in memory
+and sent in ``log_batch`` chunks at the end (and every ``flush_every`` steps when asked), so the
+training loop never waits on the store. Store calls are retried with backoff (SQLite writers of
+a parallel sweep wait on each other's lock); a store that cannot be reached turns into a warning,
+never a failed test: the run dir keeps everything, and ``python -m lrexp.import_run <dir>`` sends
+it later.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+__all__ = ["MlflowTracker", "NullTracker", "Tracker", "make_tracker", "resolve_tracking_uri"]
+
+log = logging.getLogger(__name__)
+
+# MLflow's limits for one log_batch call and for param values (mlflow.utils.validation).
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAMS_PER_BATCH = 100
+MAX_PARAM_VALUE_LENGTH = 6000
+TRUNCATION_MARKER = "...[truncated]"
+PARENT_RUN_FILE = "mlflow_parent_run_id"  # written into a sweep dir by lrexp.callbacks
+
+T = TypeVar("T")
+
+
+class Tracker(Protocol):
+    def start(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
+        ...
+
+    def log_step(self, step: int, lr: float, loss: float) -> None:
+        ...
+
+    def finish(self, *, status: str, result: Any = None, summary: Mapping[str, Any] | None = None,
+               files: Mapping[str, Path] | None = None, out_dir: Path | None = None) -> None:
+        ...
+
+
+class NullTracker:
+    """Records nothing; the run dir still holds the curve, plot and config."""
+
+    def start(self, run_name, params, tags) -> None:
+        pass
+
+    def log_step(self, step, lr, loss) -> None:
+        pass
+
+    def finish(self, *, status, result=None, summary=None, files=None, out_dir=None) -> None:
+        pass
+
+
+def resolve_tracking_uri(uri: str | None, base_dir: Path | None = None) -> str:
+    """``uri``, else MLFLOW_TRACKING_URI, else MLflow's default store (sqlite:///mlflow.db),
+    with a relative SQLite path made absolute so every job of a sweep writes the same file."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        path = (base_dir or Path.cwd()) / uri[len(prefix):]
+        uri = prefix + str(path.resolve())
+    return uri
+
+
+def make_tracker(settings: Any, parent_run_id: str | None = None) -> Tracker:
+    """A tracker for the ``tracking`` config (enabled, uri, experiment, flush_every, timeout_s)."""
+    if not settings.enabled:
+        return NullTracker()
+    return MlflowTracker(
+        uri=resolve_tracking_uri(settings.uri),
+        experiment=settings.experiment,
+        flush_every=settings.flush_every,
+        timeout_s=settings.timeout_s,
+        parent_run_id=parent_run_id,
+    )
+
+
+def server_reachable(uri: str, timeout_s: float) -> bool:
+    """For http(s) stores: does the server answer its health endpoint within ``timeout_s``?"""
+    if not uri.startswith(("http://", "https://")):
+        return True
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def with_retries(
+    call: Callable[[], T], what: str, attempts: int = 6, first_wait_s: float = 0.2
+) -> T:
+    """Run a store call, retrying with exponential backoff on errors that may pass (a locked
+    SQLite file, a busy server); the last error propagates."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Exception as error:  # noqa: BLE001 - MLflow raises many types for a busy store
+            transient = "locked" in str(error).lower() or "busy" in str(error).lower() or \
+                isinstance(error, (ConnectionError, TimeoutError))
+            if not transient or attempt == attempts - 1:
+                raise
+            wait = first_wait_s * 2**attempt
+            log.debug("%s failed (%s); retrying in %.1f s", what, error, wait)
+            time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def git_commit(directory: Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True,
+                             text=True, timeout=2, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def truncate_param(value: Any) -> str:
+    text = str(value)
+    if len(text) <= MAX_PARAM_VALUE_LENGTH:
+        return text
+    return text[: MAX_PARAM_VALUE_LENGTH - len(TRUNCATION_MARKER)] + TRUNCATION_MARKER
+
+
+def _chunks(items: list[T], size: int) -> list[list[T]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+class MlflowTracker:
+    """One MLflow run per range test; see the module docstring."""
+
+    def __init__(self, uri: str, experiment: str = "lrexp", flush_every: int = 0,
+                 timeout_s: float = 5.0, parent_run_id: str | None = None) -> None:
+        self.uri = uri
+        self.experiment = experiment
+        self.flush_every = flush_every
+        self.timeout_s = timeout_s
+        self.parent_run_id = parent_run_id
+        self.run_id: str | None = None
+        self.usable = True  # False once the store proved unreachable: keep going, locally
+        self._steps: list[tuple[int, float, float, int]] = []  # step, lr, loss, timestamp ms
+        self._sent = 0
+        self._client = None
+
+    # -- life cycle --------------------------------------------------------------------------
+    def start(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
+        if not server_reachable(self.uri, self.timeout_s):
+            self._give_up(f"the tracking server {self.uri} did not answer within "
+                          f"{self.timeout_s:g} s")
+            return
+        # Fail fast on a server that goes away mid-run instead of MLflow's minutes of retries.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, int(self.timeout_s))))
+        try:
+            from mlflow.entities import Param
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.uri)
+            experiment_id = with_retries(self._experiment_id, "get experiment")
+            run_tags = {**tags, "status": "RUNNING"}
+            if self.parent_run_id:
+                run_tags["mlflow.parentRunId"] = self.parent_run_id
+            commit = git_commit()
+            if commit:
+                run_tags["mlflow.source.git.commit"] = commit
+            run = with_retries(lambda: self._client.create_run(
+                experiment_id, run_name=run_name, tags={k: str(v) for k, v in run_tags.items()}),
+                "create run")
+            self.run_id = run.info.run_id
+            param_list = [Param(str(k)[:250], truncate_param(v)) for k, v in params.items()]
+            for chunk in _chunks(param_list, MAX_PARAMS_PER_BATCH):
+                with_retries(lambda c=chunk: self._client.log_batch(self.run_id, params=c),
+                             "log params")
+        except Exception as error:  # noqa: BLE001 - tracking must never fail the test
+            self._give_up(f"MLflow at {self.uri} failed: {error}")
+
+    def log_step(self, step: int, lr: float, loss: float) -> None:
+        self._steps.append((step, lr, loss, int(time.time() * 1000)))
+        if self.flush_every and len(self._steps) - self._sent >= self.flush_every:
+            self._send_steps()
+
+    def finish(self, *, status: str, result: Any = None,
+               summary: Mapping[str, Any] | None = None,
+               files: Mapping[str, Path] | None = None, out_dir: Path | None = None) -> None:
+        if not self.usable or self.run_id is None:
+            self._hint_import(out_dir)
+            return
+        try:
+            self._send_steps()
+            if result is not None:
+                self._send_smoothed(result)
+            if summary is not None:
+                self._send_summary(summary, status)
+            for path in (files or {}).values():
+                if Path(path).exists():
+                    with_retries(lambda p=path: self._client.log_artifact(self.run_id, str(p)),
+                                 "log artifact")
+            if out_dir is not None:
+                self._send_run_dir_extras(Path(out_dir))
+            with_retries(lambda: self._client.set_terminated(self.run_id, status), "end run")
+        except Exception as error:  # noqa: BLE001
+            self._give_up(f"sending the run to MLflow at {self.uri} failed: {error}")
+            self._hint_import(out_dir)
+
+    # -- pieces --------------------------------------------------------------------------------
+    def _experiment_id(self) -> str:
+        found = self._client.get_experiment_by_name(self.experiment)
+        if found is not None:
+            return found.experiment_id
+        try:
+            return self._client.create_experiment(self.experiment)
+        except Exception:  # noqa: BLE001 - a parallel job may have created it just now
+            found = self._client.get_experiment_by_name(self.experiment)
+            if found is None:
+                raise
+            return found.experiment_id
+
+    def _log_metrics(self, metrics: list) -> None:
+        for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
+            with_retries(lambda c=chunk: self._client.log_batch(self.run_id, metrics=c),
+                         "log metrics")
+
+    def _send_steps(self) -> None:
+        from mlflow.entities import Metric
+
+        pending = self._steps[self._sent:]
+        if not pending or self.run_id is None or not self.usable:
+            return
+        metrics = []
+        for step, lr, loss, stamp in pending:
+            metrics += [Metric("lr", lr, stamp, step), Metric("loss", loss, stamp, step)]
+        self._log_metrics(metrics)
+        self._sent = len(self._steps)
+
+    def _send_smoothed(self, result: Any) -> None:
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        self._log_metrics([Metric("loss_smooth", float(value), stamp, step)
+                           for step, value in enumerate(result.smoothed)])
+
+    def _send_summary(self, summary: Mapping[str, Any], status: str) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        stamp = int(time.time() * 1000)
+        values = {
+            "suggested_lr": summary.get("suggested_lr"),
+            "min_loss": summary.get("min_loss"),
+            "lr_at_min_loss": summary.get("lr_at_min_loss"),
+            "diverged_lr": summary.get("diverged_lr"),
+            **{f"suggested_lr_{name}": lr for name, lr in summary.get("suggestions", {}).items()
+               if name != "default"},
+        }
+        metrics = [Metric(key, float(value), stamp, 0) for key, value in values.items()
+                   if value is not None and math.isfinite(value)]
+        tags = [RunTag("status", str(summary.get("status", status))),
+                RunTag("default_method", str(summary.get("default_method", "")))]
+        with_retries(lambda: self._client.log_batch(self.run_id, metrics=metrics, tags=tags),
+                     "log summary")
+
+    def _send_run_dir_extras(self, out_dir: Path) -> None:
+        hydra_dir = out_dir / ".hydra"
+        if hydra_dir.is_dir():
+            with_retries(lambda: self._client.log_artifacts(self.run_id, str(hydra_dir),
+                                                            ".hydra"), "log .hydra")
+        for log_file in out_dir.glob("*.log"):
+            with_retries(lambda p=log_file: self._client.log_artifact(self.run_id, str(p)),
+                         "log run log")
+
+    def _give_up(self, why: str) -> None:
+        if self.usable:
+            log.warning("Tracking disabled for this run: %s. The test goes on; its curve, plot "
+                        "and config stay in the run dir.", why)
+        self.usable = False
+
+    def _hint_import(self, out_dir: Path | None) -> None:
+        if out_dir is not None and not self.usable:
+            log.warning("To send this run to MLflow later: python -m lrexp.import_run %s",
+                        out_dir)

@@ -119,6 +119,9 @@ def _run(cfg: DictConfig) -> int:
     tracker.start(run_name=f"{names['net']}-{names['dataset']}-{names['optimizer']}",
                   params=_flatten(OmegaConf.to_container(cfg, resolve=True)),
                   tags={**names, "device": str(device)})
+    log.info("Starting the LR range test: %s on %s with %s, %d points from %g to %g on %s",
+             names["net"], names["dataset"], names["optimizer"], cfg.num_iter, cfg.min_lr,
+             cfg.max_lr, device)
     started = time.perf_counter()
     try:
         result = range_test(

@@ -76,12 +76,13 @@ def _torchvision_model(name: str, num_classes: int, in_channels: int, **options:
             f"torchvision has no classification model {name!r}. Some it has: "
             f"{', '.join(names[:25])}, ... (torchvision.models.list_models())."
         )
+    model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **options)
     if in_channels != 3:
-        raise ValueError(
-            f"torchvision's {name} expects 3 input channels but the dataset has {in_channels}; "
-            "use a 3-channel dataset or a zoo net (which adapts its stem)."
-        )
-    return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **options)
+        from torch import nn
+
+        # torchvision stems expect RGB: a learned 1x1 conv maps the dataset's channels to 3
+        model = nn.Sequential(nn.Conv2d(in_channels, 3, kernel_size=1), model)
+    return model
 
 
 def _timm_model(name: str, num_classes: int, in_channels: int, **options: Any) -> nn.Module:

@@ -1,0 +1,98 @@
+"""Compose the real configs (hydra.compose) and run them through the real runner."""
+
+from pathlib import Path
+
+import pytest
+from fake_datasets import write_cifar
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+from lrexp.result import RangeTestResult
+from lrexp.runner import EXIT_OK, run
+from lrexp.schema import register
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+register()
+
+
+def compose_config(*overrides, out_dir=None):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("config", overrides=["tracking=none", "progress=false", *overrides],
+                      return_hydra_config=True)
+    if out_dir is not None:
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(out_dir)
+    return cfg
+
+
+def run_config(cfg):
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]  # a real job's config has no hydra node
+    return run(cfg)
+
+
+def test_default_config_is_the_offline_digits_run():
+    cfg = compose_config()
+    assert (cfg.net.name, cfg.dataset.name, cfg.optimizer._target_) == \
+        ("simple_cnn", "digits", "torch.optim.SGD")
+    assert (cfg.min_lr, cfg.max_lr, cfg.num_iter, cfg.schedule) == (1e-7, 10.0, 100, "exp")
+    assert cfg.hydra.job.name == "lrexp" and cfg.hydra.run.dir.startswith("outputs/")
+    assert cfg.hydra.sweep.dir.startswith("outputs/multirun/")
+
+
+def test_cifar100_vgg16_is_the_original_experiment():
+    cfg = compose_config("experiment=cifar100_vgg16")
+    assert (cfg.net.name, cfg.dataset.name, cfg.batch_size) == ("vgg16", "cifar100", 64)
+    assert (cfg.min_lr, cfg.max_lr, cfg.num_iter, cfg.schedule) == (1e-7, 10.0, 100, "exp")
+    assert cfg.optimizer._target_ == "torch.optim.SGD"
+
+
+def test_cifar100_vgg16_runs_on_a_tiny_cifar100_on_disk(tmp_path, monkeypatch):
+    write_cifar(tmp_path / "data", 100, monkeypatch, per_file=130)
+    cfg = compose_config("experiment=cifar100_vgg16", f"dataset.root={tmp_path / 'data'}",
+                         "num_iter=3", "dataset.num_workers=0", out_dir=tmp_path / "run")
+    assert run_config(cfg) == EXIT_OK
+    curve = RangeTestResult.from_csv(tmp_path / "run" / "curve.csv")
+    assert len(curve) == 3 and curve.extra["net"] == "vgg16"
+
+
+def test_sine_mlp_runs_the_toy_regression(tmp_path):
+    cfg = compose_config("experiment=sine_mlp", out_dir=tmp_path)
+    assert (cfg.net.name, cfg.dataset.name, list(cfg.net.hidden)) == ("mlp", "sine", [64, 64])
+    assert run_config(cfg) == EXIT_OK
+    curve = RangeTestResult.from_csv(tmp_path / "curve.csv")
+    assert curve.losses[0] > 0.1 and curve.min_loss < curve.losses[0]  # MSE fell from the start
+    assert (tmp_path / "lr_vs_iteration.png").stat().st_size > 1000
+
+
+def test_linear_epoch_trains_one_epoch_per_evenly_spaced_lr(tmp_path):
+    cfg = compose_config("experiment=linear_epoch", "num_iter=3", out_dir=tmp_path)
+    assert (cfg.schedule, cfg.steps_per_lr) == ("linear", "epoch")
+    assert run_config(cfg) == EXIT_OK
+    curve = RangeTestResult.from_csv(tmp_path / "curve.csv")
+    assert curve.steps_per_lr == "epoch" and len(curve) == 3
+    steps = curve.lrs[1:] - curve.lrs[:-1]
+    assert steps == pytest.approx([steps[0]] * 2)
+
+
+@pytest.mark.parametrize("net", ["mlp", "vgg11", "resnet18", "mobilenetv2", "tv"])
+def test_nets_compose_and_run_three_steps(tmp_path, net):
+    cfg = compose_config(f"net={net}", "num_iter=3", "batch_size=4", out_dir=tmp_path)
+    assert run_config(cfg) == EXIT_OK
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("min_lr=1,max_lr=0.1", "min_lr=1.0 and max_lr=0.1"),
+    ("num_iter=1", "num_iter=1"),
+    ("beta=1.0", "beta=1.0"),
+    ("diverge_th=0.5", "diverge_th=0.5"),
+    ("schedule=cosine", "schedule=cosine"),
+    ("device=tpu", "device=tpu"),
+])
+def test_out_of_range_settings_exit_2_with_the_value(tmp_path, caplog, override, needle):
+    cfg = compose_config(*override.split(","), out_dir=tmp_path)
+    assert run_config(cfg) == 2
+    assert needle in caplog.text
+    assert not (tmp_path / "curve.csv").exists()

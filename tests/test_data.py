@@ -1,0 +1,82 @@
+import pytest
+import torch
+from fake_datasets import write_cifar, write_image_folder, write_mnist
+
+from lrexp import data
+
+
+def _first_batch(loaders):
+    x, y = next(iter(loaders.train))
+    return x, y
+
+
+def test_digits_is_32x32_normalized_and_offline():
+    loaders = data.build("digits", batch_size=16, seed=0)
+    x, y = _first_batch(loaders)
+    assert x.shape == (16, 1, 32, 32) and y.dtype == torch.long
+    assert (loaders.num_classes, loaders.in_channels, loaders.task) == (10, 1, "classification")
+    everything = torch.cat([b[0] for b in loaders.train])
+    assert abs(everything.mean().item()) < 0.1 and abs(everything.std().item() - 1) < 0.1
+
+
+def test_seeded_loaders_shuffle_the_same_way():
+    a = _first_batch(data.build("digits", batch_size=8, seed=3))[1]
+    b = _first_batch(data.build("digits", batch_size=8, seed=3))[1]
+    c = _first_batch(data.build("digits", batch_size=8, seed=4))[1]
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_sine_targets_are_sin_of_inputs():
+    loaders = data.build("sine", batch_size=32)
+    x, y = _first_batch(loaders)
+    assert loaders.task == "regression" and loaders.num_classes == 1
+    torch.testing.assert_close(y, torch.sin(x))
+
+
+@pytest.mark.parametrize("classes", [10, 100])
+def test_cifar_loads_real_pickles_through_torchvision(tmp_path, monkeypatch, classes):
+    write_cifar(tmp_path, classes, monkeypatch)
+    loaders = data.build(f"cifar{classes}", root=str(tmp_path), batch_size=8)
+    x, y = _first_batch(loaders)
+    assert x.shape == (8, 3, 32, 32) and int(y.max()) < classes
+    assert loaders.num_classes == classes and len(loaders.train.dataset) == \
+        (100 if classes == 10 else 20)
+    assert len(loaders.val.dataset) == 20
+
+
+def test_cifar100_uses_the_original_normalization(tmp_path, monkeypatch):
+    write_cifar(tmp_path, 100, monkeypatch)
+    loaders = data.build("cifar100", root=str(tmp_path), batch_size=8, augment=False)
+    normalize = loaders.train.dataset.transform.transforms[-1]
+    assert normalize.mean == (0.5071, 0.4865, 0.4409)
+    assert normalize.std == (0.2673, 0.2564, 0.2762)
+
+
+@pytest.mark.parametrize("name,folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
+def test_mnist_idx_files_load_padded_to_32(tmp_path, name, folder):
+    write_mnist(tmp_path, folder)
+    loaders = data.build(name, root=str(tmp_path), batch_size=8)
+    x, _ = _first_batch(loaders)
+    assert x.shape == (8, 1, 32, 32) and len(loaders.train.dataset) == 40
+
+
+def test_image_folder_tree(tmp_path):
+    write_image_folder(tmp_path / "train")
+    loaders = data.build("imagefolder", root=str(tmp_path / "train"), batch_size=4)
+    x, y = _first_batch(loaders)
+    assert x.shape == (4, 3, 32, 32) and loaders.num_classes == 3
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100", "mnist", "fashion_mnist", "imagefolder"])
+def test_missing_files_say_where_and_how(tmp_path, name):
+    with pytest.raises(data.DatasetNotFoundError) as caught:
+        data.build(name, root=str(tmp_path / "nowhere"))
+    message = str(caught.value)
+    assert str((tmp_path / "nowhere").resolve()) in message and "dataset.root=" in message
+    if name != "imagefolder":
+        assert "dataset.download=true" in message
+
+
+def test_unknown_dataset_lists_the_registered_ones():
+    with pytest.raises(data.UnknownDatasetError, match="cifar100.*digits"):
+        data.build("imagenet22k")

@@ -1,0 +1,63 @@
+import pytest
+import torch
+
+from lrexp import models
+
+
+@pytest.mark.parametrize("name", models.available())
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_every_registered_net_trains_one_step(name, in_channels):
+    torch.manual_seed(0)
+    model = models.build(name, num_classes=7, in_channels=in_channels, input_size=32)
+    x = torch.randn(2, in_channels, 32, 32)
+    out = model(x)
+    assert out.shape == (2, 7)
+    torch.nn.functional.cross_entropy(out, torch.tensor([0, 6])).backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_the_zoo_holds_the_contracted_nets():
+    expected = {"mlp", "simple_cnn", "vgg11", "vgg13", "vgg16", "vgg19", "resnet18", "resnet34",
+                "resnet50", "mobilenetv2", "densenet121"}
+    assert expected <= set(models.available())
+
+
+def test_vgg16_is_the_cifar_variant_with_batchnorm():
+    vgg16 = models.build("vgg16", num_classes=100)
+    convs = [m for m in vgg16.modules() if isinstance(m, torch.nn.Conv2d)]
+    norms = [m for m in vgg16.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(convs) == 13 and len(norms) == 13
+    assert vgg16(torch.randn(2, 3, 32, 32)).shape == (2, 100)
+
+
+def test_mlp_on_vectors_for_the_sine_toy():
+    mlp = models.build("mlp", num_classes=1, in_channels=1, input_size=1, hidden=[8, 8])
+    assert mlp(torch.randn(5, 1)).shape == (5, 1)
+
+
+def test_any_torchvision_model_by_name():
+    net = models.build("resnet18", num_classes=5, in_channels=3, source="torchvision")
+    assert net.fc.out_features == 5
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 5)
+    gray = models.build("resnet18", num_classes=5, in_channels=1, source="torchvision")
+    assert gray(torch.randn(2, 1, 32, 32)).shape == (2, 5)  # a 1x1 conv adapts the channels
+
+
+def test_unknown_names_list_what_exists():
+    with pytest.raises(models.UnknownModelError, match="vgg16.*net=tv"):
+        models.build("vgg17", num_classes=10)
+    with pytest.raises(models.UnknownModelError, match="torchvision has no"):
+        models.build("vgg17", num_classes=10, source="torchvision")
+
+
+def test_timm_without_timm_names_the_extra():
+    pytest.importorskip("torch")
+    try:
+        import timm  # noqa: F401
+    except ImportError:
+        with pytest.raises(models.UnknownModelError, match=r"lrexp\[timm\]"):
+            models.build("resnet18", num_classes=10, source="timm")
+    else:
+        net = models.build("resnet18", num_classes=4, in_channels=1, source="timm")
+        assert net(torch.randn(2, 1, 32, 32)).shape == (2, 4)

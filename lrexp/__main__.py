@@ -32,8 +32,9 @@ def _app(cfg: DictConfig) -> int:
 
     from lrexp.runner import run
 
-    code = run(cfg)
-    if code and HydraConfig.get().mode != RunMode.MULTIRUN:
+    sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
+    code = run(cfg, keep_going=sweeping)
+    if code and not sweeping:
         sys.exit(code)  # in a sweep the other jobs go on; the callback reports the failure
     return code
 

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from lrexp.result import RangeTestResult
 from lrexp.suggest import METHODS
 
-__all__ = ["plot", "plot_schedule", "save_figure"]
+__all__ = ["plot", "plot_overlay", "plot_schedule", "save_figure"]
 
 _MARKERS = {"default": ("*", "tab:red", 14), "steepest": ("o", "tab:orange", 7),
             "minimum": ("s", "tab:green", 7), "valley": ("D", "tab:purple", 7)}
@@ -68,6 +68,42 @@ def _set_useful_ylim(ax: Axes, raw: np.ndarray, smoothed: np.ndarray) -> None:
     low = float(min(finite_raw.min(initial=np.inf), finite_smooth.min()))
     span = max(start_level - low, 1e-12)
     ax.set_ylim(low - 0.05 * span, start_level + 0.5 * span)
+
+
+def plot_overlay(results: dict[str, RangeTestResult]) -> Figure:
+    """Every curve's smoothed loss on one log-x axes, each with its default suggestion."""
+    fig = Figure(figsize=(8, 5), layout="constrained")
+    ax = fig.add_subplot()
+    colors = iter(_palette(len(results)))
+    for label, result in results.items():
+        if not len(result):
+            continue
+        color = next(colors)
+        ax.plot(result.lrs, result.smoothed, color=color, linewidth=1.8, label=label)
+        suggestion = result.suggest("default")
+        if suggestion.lr is not None:
+            y = float(np.interp(np.log(suggestion.lr), np.log(result.lrs), result.smoothed))
+            ax.plot([suggestion.lr], [y], marker="*", markersize=13, color=color,
+                    markeredgecolor="black", linestyle="")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("smoothed loss")
+    ax.set_title("LR range tests (★ = suggested LR)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    low = min((np.nanmin(r.smoothed) for r in results.values() if len(r)), default=0.0)
+    high = max((np.nanmax(r.smoothed[: (r.best_index or 0) + 1]) for r in results.values()
+                if len(r)), default=1.0)
+    if np.isfinite(low) and np.isfinite(high) and high > low:
+        ax.set_ylim(low - 0.05 * (high - low), high + 0.5 * (high - low))
+    return fig
+
+
+def _palette(n: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
 
 
 def plot_schedule(result: RangeTestResult) -> Figure:

@@ -24,8 +24,12 @@ log = logging.getLogger(__name__)
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-def run(cfg: DictConfig) -> int:
-    """Run one range test from a composed config; returns the process exit code."""
+def run(cfg: DictConfig, keep_going: bool = False) -> int:
+    """Run one range test from a composed config; returns the process exit code.
+
+    ``keep_going`` (a sweep job): a crash is logged and written to the run dir's summary.json
+    instead of raised, so Hydra goes on with the other jobs and the sweep summary shows it.
+    """
     try:
         check(cfg)
         return _run(cfg)
@@ -34,10 +38,17 @@ def run(cfg: DictConfig) -> int:
         return EXIT_INTERRUPTED
     except Exception as error:  # noqa: BLE001 - sorted into user mistakes and crashes below
         user_error = _as_user_error(error)
-        if user_error is None:
+        if user_error is not None:
+            _report_user_error(user_error)
+            _write_json(_output_dir() / "summary.json",
+                        {**_names(cfg), "status": "FAILED", "error": str(user_error)})
+            return EXIT_BAD_INPUT
+        if not keep_going:
             raise
-        _report_user_error(user_error)
-        return EXIT_BAD_INPUT
+        log.exception("The range test failed")
+        _write_json(_output_dir() / "summary.json",
+                    {**_names(cfg), "status": "FAILED", "error": repr(error)})
+        return EXIT_FAILED
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
@@ -78,6 +89,27 @@ def _output_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path.cwd()
 
 
+def _parent_run_id() -> str | None:
+    """The sweep's parent MLflow run, left in the sweep dir by lrexp.callbacks."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from lrexp.tracking import PARENT_RUN_FILE
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    marker = Path(HydraConfig.get().sweep.dir) / PARENT_RUN_FILE
+    return marker.read_text().strip() if marker.exists() else None
+
+
+def _overrides() -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return ""
+    return " ".join(HydraConfig.get().overrides.task)
+
+
 def seed_everything(seed: int) -> None:
     import random
 
@@ -96,7 +128,7 @@ def _run(cfg: DictConfig) -> int:
 
     from lrexp.plotting import plot, plot_schedule, save_figure
     from lrexp.rangetest import range_test, resolve_device
-    from lrexp.tracking import make_tracker
+    from lrexp.tracking import flatten, make_tracker
 
     try:
         device = resolve_device(cfg.device)
@@ -115,10 +147,10 @@ def _run(cfg: DictConfig) -> int:
     loss_fn = nn.CrossEntropyLoss() if data.task == "classification" else nn.MSELoss()
     names = _names(cfg)
 
-    tracker = make_tracker(cfg.tracking)
+    tracker = make_tracker(cfg.tracking, parent_run_id=_parent_run_id())
     tracker.start(run_name=f"{names['net']}-{names['dataset']}-{names['optimizer']}",
-                  params=_flatten(OmegaConf.to_container(cfg, resolve=True)),
-                  tags={**names, "device": str(device)})
+                  params=flatten(OmegaConf.to_container(cfg, resolve=True)),
+                  tags={**names, "device": str(device), "hydra_overrides": _overrides()})
     log.info("Starting the LR range test: %s on %s with %s, %d points from %g to %g on %s",
              names["net"], names["dataset"], names["optimizer"], cfg.num_iter, cfg.min_lr,
              cfg.max_lr, device)
@@ -146,7 +178,7 @@ def _run(cfg: DictConfig) -> int:
     }
     files["config"].write_text(OmegaConf.to_yaml(cfg, resolve=True))
     summary = _summary(result, names, seconds, str(device))
-    _write_json(out_dir / "summary.json", summary)
+    files["summary"] = _write_json(out_dir / "summary.json", summary)
     interrupted = result.stop_reason == "interrupted"
     tracker.finish(result=result, summary=summary, files=files, out_dir=out_dir,
                    status="KILLED" if interrupted else "FINISHED")
@@ -155,23 +187,14 @@ def _run(cfg: DictConfig) -> int:
 
 
 def _names(cfg: DictConfig) -> dict[str, str]:
-    optimizer = str(cfg.optimizer.get("_target_", "optimizer")).rsplit(".", 1)[-1]
-    return {"net": str(cfg.net.name), "dataset": str(cfg.dataset.name), "optimizer": optimizer}
+    optimizer = str(OmegaConf.select(cfg, "optimizer._target_", default="?")).rsplit(".", 1)[-1]
+    return {"net": str(OmegaConf.select(cfg, "net.name", default="?")),
+            "dataset": str(OmegaConf.select(cfg, "dataset.name", default="?")),
+            "optimizer": optimizer}
 
 
 def _title(names: dict[str, str], result) -> str:
     return f"{names['net']} / {names['dataset']} / {names['optimizer']} ({result.stop_reason})"
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"net": {"name": "vgg16"}} -> {"net.name": "vgg16"}."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _summary(result, names: dict[str, str], seconds: float, device: str) -> dict[str, Any]:
@@ -209,7 +232,9 @@ def _summary_text(summary: dict[str, Any], files: dict[str, Path], out_dir: Path
     return "\n".join(lines)
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
+def _write_json(path: Path, data: dict[str, Any]) -> Path:
     import json
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1))
+    return path

@@ -21,7 +21,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["MlflowTracker", "NullTracker", "Tracker", "make_tracker", "resolve_tracking_uri"]
+__all__ = ["MlflowTracker", "NullTracker", "Tracker", "flatten", "make_tracker",
+           "resolve_tracking_uri"]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,17 @@ def git_commit(directory: Path | None = None) -> str | None:
     return out.stdout.strip() or None
 
 
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"net": {"name": "vgg16"}} -> {"net.name": "vgg16"}: MLflow params are flat."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def truncate_param(value: Any) -> str:
     text = str(value)
     if len(text) <= MAX_PARAM_VALUE_LENGTH:
@@ -149,32 +161,48 @@ class MlflowTracker:
         self._steps: list[tuple[int, float, float, int]] = []  # step, lr, loss, timestamp ms
         self._sent = 0
         self._client = None
+        self._experiment_id: str | None = None
 
     # -- life cycle --------------------------------------------------------------------------
-    def start(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
+    def _connect(self) -> bool:
+        """Client and experiment, once; False (with one warning) when the store is unusable."""
+        if self._client is not None:
+            return True
+        if not self.usable:
+            return False
         if not server_reachable(self.uri, self.timeout_s):
             self._give_up(f"the tracking server {self.uri} did not answer within "
                           f"{self.timeout_s:g} s")
-            return
+            return False
         # Fail fast on a server that goes away mid-run instead of MLflow's minutes of retries.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, int(self.timeout_s))))
-        try:
-            from mlflow.entities import Param
-            from mlflow.tracking import MlflowClient
+        from mlflow.tracking import MlflowClient
 
-            self._client = MlflowClient(tracking_uri=self.uri)
-            experiment_id = with_retries(self._experiment_id, "get experiment")
+        client = MlflowClient(tracking_uri=self.uri)
+        self._client = client
+        self._experiment_id = with_retries(self._get_or_create_experiment, "get experiment")
+        return True
+
+    def _create_run(self, run_name: str, tags: Mapping[str, Any]) -> str:
+        run = with_retries(lambda: self._client.create_run(
+            self._experiment_id, run_name=run_name,
+            tags={key: str(value) for key, value in tags.items()}), "create run")
+        return run.info.run_id
+
+    def start(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
+        try:
+            if not self._connect():
+                return
+            from mlflow.entities import Param
+
             run_tags = {**tags, "status": "RUNNING"}
             if self.parent_run_id:
                 run_tags["mlflow.parentRunId"] = self.parent_run_id
             commit = git_commit()
             if commit:
                 run_tags["mlflow.source.git.commit"] = commit
-            run = with_retries(lambda: self._client.create_run(
-                experiment_id, run_name=run_name, tags={k: str(v) for k, v in run_tags.items()}),
-                "create run")
-            self.run_id = run.info.run_id
+            self.run_id = self._create_run(run_name, run_tags)
             param_list = [Param(str(k)[:250], truncate_param(v)) for k, v in params.items()]
             for chunk in _chunks(param_list, MAX_PARAMS_PER_BATCH):
                 with_retries(lambda c=chunk: self._client.log_batch(self.run_id, params=c),
@@ -182,6 +210,34 @@ class MlflowTracker:
         except Exception as error:  # noqa: BLE001 - tracking must never fail the test
             self._give_up(f"MLflow at {self.uri} failed: {error}")
 
+    # -- sweeps: the parent run ------------------------------------------------------------------
+    def open_parent(self, run_name: str, tags: Mapping[str, str]) -> str | None:
+        """Create a sweep's parent run; its id, or None when the store is unusable."""
+        try:
+            return self._create_run(run_name, tags) if self._connect() else None
+        except Exception as error:  # noqa: BLE001
+            self._give_up(f"creating the sweep's parent run at {self.uri} failed: {error}")
+            return None
+
+    def close_parent(self, run_id: str, rows: list[dict[str, Any]], files: list[Path],
+                     status: str) -> None:
+        """Attach the sweep summary (a table and its files) to the parent and end it."""
+        try:
+            if not self._connect():
+                return
+            columns = list(rows[0]) if rows else []
+            table = {column: [row.get(column) for row in rows] for column in columns}
+            with_retries(lambda: self._client.log_table(run_id, table, "sweep_summary.json"),
+                         "log table")
+            for path in files:
+                with_retries(lambda p=path: self._client.log_artifact(run_id, str(p)),
+                             "log artifact")
+            with_retries(lambda: self._client.set_tag(run_id, "status", status), "tag")
+            with_retries(lambda: self._client.set_terminated(run_id, status), "end run")
+        except Exception as error:  # noqa: BLE001
+            self._give_up(f"closing the sweep's parent run at {self.uri} failed: {error}")
+
+    # -- one run's curve -----------------------------------------------------------------------
     def log_step(self, step: int, lr: float, loss: float) -> None:
         self._steps.append((step, lr, loss, int(time.time() * 1000)))
         if self.flush_every and len(self._steps) - self._sent >= self.flush_every:
@@ -211,7 +267,7 @@ class MlflowTracker:
             self._hint_import(out_dir)
 
     # -- pieces --------------------------------------------------------------------------------
-    def _experiment_id(self) -> str:
+    def _get_or_create_experiment(self) -> str:
         found = self._client.get_experiment_by_name(self.experiment)
         if found is not None:
             return found.experiment_id

@@ -1,0 +1,115 @@
+"""Hydra callback for sweeps: one parent MLflow run per multirun, every job its child.
+
+Registered in conf/config.yaml under ``hydra.callbacks``. At sweep start it opens the parent run
+and leaves its id in the sweep dir (``mlflow_parent_run_id``), where every job finds it, in
+this process or another (joblib, submitit), without any environment variable. At sweep end it
+collects each job's ``summary.json`` and ``curve.csv`` from the sweep dir, writes the summary
+table and an overlay plot there and to the parent run, prints the table, and closes the parent
+(FAILED only when every job failed).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+SUMMARY_COLUMNS = ["job", "net", "dataset", "optimizer", "status", "suggested_lr",
+                   "suggested_lr_steepest", "suggested_lr_minimum", "suggested_lr_valley",
+                   "min_loss", "lr_at_min_loss", "diverged_lr", "error"]
+
+
+class MlflowSweepCallback(Callback):
+    def __init__(self) -> None:
+        self.parent_run_id: str | None = None
+        self.client = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from lrexp.tracking import PARENT_RUN_FILE, make_tracker
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        tracking = config.get("tracking")
+        if tracking is None or not tracking.enabled:
+            return
+        tracker = make_tracker(tracking)
+        overrides = " ".join(config.hydra.overrides.task)
+        run_id = tracker.open_parent(run_name=f"sweep {sweep_dir.name}",
+                                     tags={"lrexp.sweep": "true", "hydra_overrides": overrides,
+                                           "sweep_dir": str(sweep_dir.resolve())})
+        if run_id is not None:
+            self.parent_run_id, self.tracker = run_id, tracker
+            (sweep_dir / PARENT_RUN_FILE).write_text(run_id)
+            log.info("Sweep parent MLflow run: %s", run_id)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows, curves = collect_jobs(sweep_dir)
+        if not rows:
+            return
+        table_path = write_summary_csv(rows, sweep_dir / "sweep_summary.csv")
+        overlay_path = None
+        if curves:
+            from lrexp.plotting import plot_overlay, save_figure
+
+            overlay_path = save_figure(plot_overlay(curves), sweep_dir / "sweep_overlay.png")
+        log.info("Sweep summary (%s):\n%s", table_path, format_table(rows))
+        if self.parent_run_id is not None:
+            all_failed = all(row["status"] == "FAILED" for row in rows)
+            self.tracker.close_parent(self.parent_run_id, rows=rows,
+                                      files=[p for p in (table_path, overlay_path) if p],
+                                      status="FAILED" if all_failed else "FINISHED")
+
+
+def collect_jobs(sweep_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(summary rows, {label: RangeTestResult}) of the jobs in a sweep dir, in job order."""
+    from lrexp.result import RangeTestResult
+
+    rows, curves = [], {}
+    for summary_file in sorted(sweep_dir.glob("*/summary.json"), key=_job_number):
+        summary = json.loads(summary_file.read_text())
+        suggestions = summary.get("suggestions") or {}
+        row = {"job": summary_file.parent.name, **{k: summary.get(k) for k in SUMMARY_COLUMNS
+                                                   if k in summary}}
+        row.update({f"suggested_lr_{name}": lr for name, lr in suggestions.items()
+                    if name != "default"})
+        rows.append({column: row.get(column) for column in SUMMARY_COLUMNS})
+        curve_file = summary_file.parent / "curve.csv"
+        if curve_file.exists():
+            curves[f"{row['job']}: {row['net']} / {row['optimizer']}"] = \
+                RangeTestResult.from_csv(curve_file)
+    return rows, curves
+
+
+def _job_number(path: Path) -> tuple[int, str]:
+    head = path.parent.name.split("_", 1)[0]
+    return (int(head) if head.isdigit() else 1 << 30, path.parent.name)
+
+
+def write_summary_csv(rows: list[dict[str, Any]], path: Path) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=SUMMARY_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    columns = ["job", "net", "optimizer", "status", "suggested_lr", "suggested_lr_steepest",
+               "suggested_lr_valley", "min_loss", "diverged_lr"]
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.3g}"
+        return "—" if value is None else str(value)
+
+    table = [columns] + [[cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths)) for line in table)

@@ -1,0 +1,194 @@
+"""MLflow tracking against real stores: a SQLite file and a real ``mlflow server``."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from mlflow_server import free_port, mlflow_server
+
+from lrexp.result import RangeTestResult
+from lrexp.tracking import MAX_PARAM_VALUE_LENGTH, TRUNCATION_MARKER, MlflowTracker
+
+
+def lrexp_cli(*args, cwd, env_extra=None, timeout=300):
+    env = {**os.environ, "MPLBACKEND": "Agg", **(env_extra or {})}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    flags = [a for a in args if a.startswith("-")]  # Hydra wants -m before the overrides
+    overrides = [a for a in args if not a.startswith("-")]
+    return subprocess.run([sys.executable, "-m", "lrexp", *flags, "progress=false", *overrides],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _runs(client, experiment="lrexp"):
+    found = client.get_experiment_by_name(experiment)
+    return client.search_runs([found.experiment_id]) if found else []
+
+
+def assert_child_matches_its_run_dir(client, run, run_dir: Path):
+    """Every recorded step is in MLflow exactly once, equal to the CSV; params, tags, files."""
+    curve = RangeTestResult.from_csv(run_dir / "curve.csv")
+    for key, values in (("lr", curve.lrs), ("loss", curve.losses),
+                        ("loss_smooth", curve.smoothed)):
+        history = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
+        assert [m.step for m in history] == list(range(len(curve))), key
+        np.testing.assert_allclose([m.value for m in history], values, rtol=1e-12)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert run.data.metrics["suggested_lr"] == pytest.approx(summary["suggested_lr"])
+    assert run.data.metrics["min_loss"] == pytest.approx(summary["min_loss"])
+    assert run.data.params["net.name"] == summary["net"]
+    assert run.data.params["min_lr"] == "1e-07"
+    for tag in ("net", "dataset", "optimizer", "device", "status", "hydra_overrides"):
+        assert tag in run.data.tags
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"plot.png", "curve.csv", "config.yaml", ".hydra", "lrexp.log"} <= artifacts
+
+
+def test_single_run_goes_to_the_default_sqlite_store(tmp_path):
+    proc = lrexp_cli("num_iter=25", "hydra.run.dir=run", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "mlflow.db").exists()  # MLflow's default store, in the working dir
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    [run] = _runs(client)
+    assert run.info.status == "FINISHED" and run.info.run_name == "simple_cnn-digits-SGD"
+    assert_child_matches_its_run_dir(client, run, tmp_path / "run")
+
+
+def test_tracking_none_writes_no_store(tmp_path):
+    proc = lrexp_cli("num_iter=10", "tracking=none", cwd=tmp_path)
+    assert proc.returncode == 0
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def _check_sweep(client, sweep_root: Path, nets: list[str]):
+    runs = _runs(client)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1
+    parent = parents[0]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.tags["net"] for r in children) == sorted(nets)
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert parent.info.status == "FINISHED"
+    [sweep_dir] = sweep_root.glob("*/*")
+    for child in children:
+        net = child.data.tags["net"]
+        [job_dir] = [d for d in sweep_dir.iterdir() if d.name.endswith("_" + net)]
+        assert_child_matches_its_run_dir(client, child, job_dir)
+    parent_files = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"sweep_summary.csv", "sweep_overlay.png", "sweep_summary.json"} <= parent_files
+    summary = (sweep_dir / "sweep_summary.csv").read_text()
+    assert all(net in summary for net in nets)
+    return parent, children
+
+
+def test_sweep_on_sqlite_has_one_parent_and_a_child_per_job(tmp_path):
+    proc = lrexp_cli("-m", "net=mlp,simple_cnn", "num_iter=15", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    _check_sweep(client, tmp_path / "outputs" / "multirun", ["mlp", "simple_cnn"])
+    assert "Sweep summary" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_sweep_against_a_real_server_over_http(tmp_path):
+    with mlflow_server(tmp_path) as uri:
+        proc = lrexp_cli("-m", "net=mlp,simple_cnn", "num_iter=15", f"tracking.uri={uri}",
+                         cwd=tmp_path)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        _check_sweep(MlflowClient(uri), tmp_path / "outputs" / "multirun", ["mlp", "simple_cnn"])
+
+
+@pytest.mark.slow
+def test_unreachable_server_costs_seconds_and_keeps_everything_local(tmp_path):
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    started = time.time()
+    proc = lrexp_cli("num_iter=10", f"tracking.uri={uri}", "tracking.timeout_s=2",
+                     "hydra.run.dir=run", cwd=tmp_path)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    assert time.time() - started < 60
+    assert "did not answer" in output and "python -m lrexp.import_run" in output
+    assert (tmp_path / "run" / "curve.csv").exists()
+
+
+@pytest.mark.slow
+def test_server_stopped_mid_run_loses_nothing_and_import_run_sends_it_later(tmp_path):
+    port = free_port()
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    with mlflow_server(tmp_path, port=port) as uri:
+        job = subprocess.Popen(
+            [sys.executable, "-m", "lrexp", "progress=false", f"tracking.uri={uri}",
+             "tracking.timeout_s=2", "num_iter=60", "net=mlp", "hydra.run.dir=run"],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        log = tmp_path / "run" / "lrexp.log"
+        deadline = time.time() + 120
+        while time.time() < deadline and not (log.exists() and "Starting the LR range test"
+                                              in log.read_text()):
+            time.sleep(0.2)
+    # the server is gone now, while the job trains
+    output, _ = job.communicate(timeout=300)
+    assert job.returncode == 0, output
+    assert "python -m lrexp.import_run" in output
+    curve = RangeTestResult.from_csv(tmp_path / "run" / "curve.csv")
+    assert len(curve) > 10
+
+    with mlflow_server(tmp_path, port=port) as uri:  # the same store, back again
+        imported = subprocess.run([sys.executable, "-m", "lrexp.import_run", "run",
+                                   "--uri", uri], cwd=tmp_path, capture_output=True, text=True,
+                                  timeout=120)
+        assert imported.returncode == 0, imported.stdout + imported.stderr
+        client = MlflowClient(uri)
+        finished = [r for r in _runs(client) if r.info.status == "FINISHED"]
+        assert len(finished) == 1
+        history = client.get_metric_history(finished[0].info.run_id, "loss")
+        assert sorted(m.step for m in history) == list(range(len(curve)))
+
+
+def test_ctrl_c_marks_the_run_killed_with_the_partial_curve(tmp_path):
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    job = subprocess.Popen([sys.executable, "-m", "lrexp", "progress=false", "num_iter=100000",
+                            "max_lr=1e-3", "hydra.run.dir=run"], cwd=tmp_path, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "run" / "lrexp.log"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and "Starting the LR range test" in
+                                          log.read_text()):
+        time.sleep(0.2)
+    time.sleep(2)
+    job.send_signal(signal.SIGINT)
+    output, _ = job.communicate(timeout=120)
+    assert job.returncode == 130, output
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    [run] = _runs(client)
+    curve = RangeTestResult.from_csv(tmp_path / "run" / "curve.csv")
+    assert run.info.status == "KILLED" and curve.stop_reason == "interrupted"
+    assert len(client.get_metric_history(run.info.run_id, "loss")) == len(curve) > 0
+
+
+def test_long_params_are_truncated_with_a_marker_not_refused(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    tracker = MlflowTracker(uri)
+    tracker.start("long", params={"note": "x" * 10_000, "ok": 1}, tags={"net": "n"})
+    tracker.log_step(0, 1e-3, 2.0)
+    tracker.finish(status="FINISHED")
+    run = MlflowClient(uri).get_run(tracker.run_id)
+    assert run.data.params["note"].endswith(TRUNCATION_MARKER)
+    assert len(run.data.params["note"]) == MAX_PARAM_VALUE_LENGTH
+    assert run.info.status == "FINISHED"
+
+
+def test_more_steps_than_one_batch_holds_arrive_complete(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    tracker = MlflowTracker(uri, flush_every=700)  # live flushes plus the final one
+    tracker.start("many", params={}, tags={})
+    for step in range(2500):
+        tracker.log_step(step, 1e-6 * 1.01**step, 3.0 - step / 1000)
+    tracker.finish(status="FINISHED")
+    history = MlflowClient(uri).get_metric_history(tracker.run_id, "loss")
+    assert sorted(m.step for m in history) == list(range(2500))

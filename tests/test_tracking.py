@@ -16,6 +16,8 @@ from mlflow_server import free_port, mlflow_server
 from lrexp.result import RangeTestResult
 from lrexp.tracking import MAX_PARAM_VALUE_LENGTH, TRUNCATION_MARKER, MlflowTracker
 
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
 
 def lrexp_cli(*args, cwd, env_extra=None, timeout=300):
     env = {**os.environ, "MPLBACKEND": "Agg", **(env_extra or {})}
@@ -91,8 +93,16 @@ def test_sweep_on_sqlite_has_one_parent_and_a_child_per_job(tmp_path):
     proc = lrexp_cli("-m", "net=mlp,simple_cnn", "num_iter=15", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    _check_sweep(client, tmp_path / "outputs" / "multirun", ["mlp", "simple_cnn"])
+    parent, _ = _check_sweep(client, tmp_path / "outputs" / "multirun", ["mlp", "simple_cnn"])
     assert "Sweep summary" in proc.stdout + proc.stderr
+
+    compare = subprocess.run(
+        [sys.executable, str(SCRIPTS / "compare_runs.py"), "--parent", parent.info.run_id,
+         "--uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--out", str(tmp_path / "cmp.png")],
+        capture_output=True, text=True, timeout=120)
+    assert compare.returncode == 0, compare.stderr
+    assert "mlp" in compare.stdout and "simple_cnn" in compare.stdout
+    assert (tmp_path / "cmp.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.slow

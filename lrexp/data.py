@@ -79,12 +79,15 @@ def build(
     pin_memory: bool | str = "auto",
     persistent_workers: bool = True,
     device_type: str = "cpu",
+    rank: int = 0,
+    world_size: int = 1,
     **options: Any,
 ) -> Data:
     """Build dataset ``name`` and its loaders. ``pin_memory="auto"`` pins on CUDA only.
 
     The train loader shuffles with a generator seeded by ``seed`` and drops the last partial
-    batch (a batch of one breaks BatchNorm).
+    batch (a batch of one breaks BatchNorm). With ``world_size > 1`` (torchrun) each rank reads
+    its own shard through a DistributedSampler; ``batch_size`` is then per rank.
     """
     if name not in _REGISTRY:
         raise UnknownDatasetError(
@@ -98,9 +101,17 @@ def build(
         "pin_memory": pin,
         "persistent_workers": persistent_workers and num_workers > 0,
     }
-    generator = torch.Generator().manual_seed(seed)
-    train = DataLoader(splits.train, shuffle=True, generator=generator,
-                       drop_last=len(splits.train) > batch_size, **common)
+    drop_last = len(splits.train) > batch_size * world_size
+    if world_size > 1:
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(splits.train, num_replicas=world_size, rank=rank,
+                                     shuffle=True, seed=seed, drop_last=True)
+        train = DataLoader(splits.train, sampler=sampler, drop_last=drop_last, **common)
+    else:
+        generator = torch.Generator().manual_seed(seed)
+        train = DataLoader(splits.train, shuffle=True, generator=generator, drop_last=drop_last,
+                           **common)
     val = None if splits.val is None else DataLoader(splits.val, shuffle=False, **common)
     return Data(train, val, splits.num_classes, splits.in_channels, splits.input_size,
                 splits.task)

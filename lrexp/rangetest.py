@@ -80,6 +80,10 @@ def range_test(
     GradScaler, ``grad_scaler`` or a new one). With ``restore=True`` the model, optimizer,
     scaler and RNG states are put back exactly as they were, also after Ctrl-C, which returns
     the partial curve with ``stop_reason="interrupted"``.
+
+    Under torch.distributed (e.g. torchrun with a DistributedDataParallel model) each point's
+    loss is averaged across ranks before it is recorded, so every rank records the same curve
+    and stops at the same step; each rank restores its own state.
     """
     lrs = make_schedule(schedule, min_lr, max_lr, num_iter)
     _check_arguments(steps_per_lr, accumulation_steps, amp, train_loader)
@@ -93,6 +97,7 @@ def range_test(
 
     snapshot = _Snapshot.take(model, optimizer, grad_scaler, device) if restore else None
     step = _TrainStep(model, loss_fn, optimizer, device, amp, grad_scaler, batch_keys)
+    world_size = _world_size()
     batches = _endless(train_loader)
     steps_per_point = (
         math.ceil(len(train_loader) / accumulation_steps)  # type: ignore[arg-type]
@@ -136,6 +141,10 @@ def range_test(
                 loss = loss / steps_per_point
             if val_loader is not None:
                 loss = step.evaluate(val_loader)
+            if world_size > 1:  # the same mean loss on every rank -> the same stopping step
+                loss = loss.detach().clone()
+                torch.distributed.all_reduce(loss)
+                loss /= world_size
             if pending is not None:
                 previous, pending = pending, None
                 reason = record(*previous)
@@ -183,6 +192,13 @@ def _check_arguments(steps_per_lr, accumulation_steps, amp, train_loader) -> Non
         )
     if amp is not None and amp not in AMP_DTYPES:
         raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}.")
+
+
+def _world_size() -> int:
+    distributed = torch.distributed
+    if distributed.is_available() and distributed.is_initialized():
+        return distributed.get_world_size()
+    return 1
 
 
 def _lr_ratios(optimizer: torch.optim.Optimizer) -> list[float]:

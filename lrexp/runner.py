@@ -134,19 +134,29 @@ def _run(cfg: DictConfig) -> int:
         device = resolve_device(cfg.device)
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    rank, world_size, device = _join_process_group(device)
+    threads = _torch_threads(cfg)
+    if threads:
+        torch.set_num_threads(threads)
     out_dir = _output_dir()
     seed_everything(cfg.seed)
 
     data = instantiate(cfg.dataset, batch_size=cfg.batch_size, seed=cfg.seed,
-                       device_type=device.type)
+                       device_type=device.type, rank=rank, world_size=world_size)
     model = instantiate(cfg.net, num_classes=data.num_classes, in_channels=data.in_channels,
                         input_size=data.input_size)
     if device.type == "cuda" and cfg.channels_last and data.input_size > 1:
         model = model.to(memory_format=torch.channels_last)
+    if world_size > 1:
+        model = nn.parallel.DistributedDataParallel(
+            model.to(device), device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = instantiate(cfg.optimizer)(model.parameters(), lr=cfg.min_lr)
     loss_fn = nn.CrossEntropyLoss() if data.task == "classification" else nn.MSELoss()
     names = _names(cfg)
 
+    if rank != 0:  # every rank trains; rank 0 alone records and reports
+        range_test(model, data.train, loss_fn, optimizer, **_engine_settings(cfg, device, data))
+        return EXIT_OK
     tracker = make_tracker(cfg.tracking, parent_run_id=_parent_run_id())
     tracker.start(run_name=f"{names['net']}-{names['dataset']}-{names['optimizer']}",
                   params=flatten(OmegaConf.to_container(cfg, resolve=True)),
@@ -156,19 +166,13 @@ def _run(cfg: DictConfig) -> int:
              cfg.max_lr, device)
     started = time.perf_counter()
     try:
-        result = range_test(
-            model, data.train, loss_fn, optimizer, min_lr=cfg.min_lr, max_lr=cfg.max_lr,
-            num_iter=cfg.num_iter, schedule=cfg.schedule, steps_per_lr=cfg.steps_per_lr,
-            beta=cfg.beta, diverge_th=cfg.diverge_th, restore=False, device=device,
-            amp=cfg.amp, accumulation_steps=cfg.accumulation_steps,
-            val_loader=data.val if cfg.validate else None, on_step=tracker.log_step,
-            progress=cfg.progress,
-        )
+        result = range_test(model, data.train, loss_fn, optimizer, on_step=tracker.log_step,
+                            **_engine_settings(cfg, device, data))
     except BaseException as error:
         tracker.finish(status="KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise
     seconds = time.perf_counter() - started
-    result.extra.update(names)
+    result.extra.update(names, world_size=world_size)
 
     files = {
         "curve": result.to_csv(out_dir / "curve.csv"),
@@ -184,6 +188,54 @@ def _run(cfg: DictConfig) -> int:
                    status="KILLED" if interrupted else "FINISHED")
     log.info("%s", _summary_text(summary, files, out_dir))
     return EXIT_INTERRUPTED if interrupted else EXIT_OK
+
+
+def _engine_settings(cfg: DictConfig, device, data) -> dict[str, Any]:
+    """range_test's keyword arguments from the config (the CLI's model is fresh: no restore)."""
+    return dict(
+        min_lr=cfg.min_lr, max_lr=cfg.max_lr, num_iter=cfg.num_iter, schedule=cfg.schedule,
+        steps_per_lr=cfg.steps_per_lr, beta=cfg.beta, diverge_th=cfg.diverge_th,
+        restore=False, device=device, amp=cfg.amp, accumulation_steps=cfg.accumulation_steps,
+        val_loader=data.val if cfg.validate else None, progress=cfg.progress,
+    )
+
+
+def _join_process_group(device):
+    """(rank, world size, device) — under torchrun, join the process group first (NCCL on
+    CUDA, gloo on CPU) and take this rank's GPU."""
+    import os
+
+    import torch
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return 0, 1, device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return torch.distributed.get_rank(), world_size, device
+
+
+def _torch_threads(cfg: DictConfig) -> int | None:
+    """torch's intra-op threads: ``threads`` if set, else cores / parallel jobs when a joblib
+    launcher runs several jobs at once (N jobs x all cores each would oversubscribe)."""
+    import os
+
+    if cfg.threads > 0:
+        return int(cfg.threads)
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    launcher = HydraConfig.get().launcher
+    n_jobs = launcher.get("n_jobs") if "joblib" in str(launcher.get("_target_", "")) else None
+    cores = os.cpu_count() or 1
+    if n_jobs is None or n_jobs == 1:
+        return None
+    parallel = cores if n_jobs < 0 else min(int(n_jobs), cores)
+    return max(1, cores // parallel)
 
 
 def _names(cfg: DictConfig) -> dict[str, str]:

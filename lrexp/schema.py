@@ -48,6 +48,7 @@ class LrexpConfig:
     accumulation_steps: int = 1
     validate: bool = False  # record the validation loss after each step instead of the train loss
     channels_last: bool = True  # on CUDA only
+    threads: int = 0  # torch threads per job; 0 = auto (cores / parallel jobs under joblib)
     progress: bool = True
 
 

@@ -9,6 +9,7 @@ toy regression; ``synthetic`` is random tensors for benchmarks; ``cifar10``, ``c
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,7 @@ def build(
     num_workers: int = 0,
     pin_memory: bool | str = "auto",
     persistent_workers: bool = True,
+    multiprocessing_context: str | None = "auto",
     device_type: str = "cpu",
     rank: int = 0,
     world_size: int = 1,
@@ -95,11 +97,16 @@ def build(
         )
     splits = _REGISTRY[name](**options)
     pin = device_type == "cuda" if pin_memory == "auto" else bool(pin_memory)
+    if multiprocessing_context == "auto":
+        # Name the start method: inside a joblib (loky) worker the inherited default context
+        # cannot start DataLoader workers ("'Process' object has no attribute 'env'").
+        multiprocessing_context = "fork" if sys.platform == "linux" else "spawn"
     common = {
         "batch_size": batch_size,
         "num_workers": num_workers,
         "pin_memory": pin,
         "persistent_workers": persistent_workers and num_workers > 0,
+        "multiprocessing_context": multiprocessing_context if num_workers > 0 else None,
     }
     drop_last = len(splits.train) > batch_size * world_size
     if world_size > 1:

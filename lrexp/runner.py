@@ -160,7 +160,8 @@ def _run(cfg: DictConfig) -> int:
     tracker = make_tracker(cfg.tracking, parent_run_id=_parent_run_id())
     tracker.start(run_name=f"{names['net']}-{names['dataset']}-{names['optimizer']}",
                   params=flatten(OmegaConf.to_container(cfg, resolve=True)),
-                  tags={**names, "device": str(device), "hydra_overrides": _overrides()})
+                  tags={**names, "device": str(device), "hydra_overrides": _overrides(),
+                        "run_dir": str(out_dir.resolve())})
     log.info("Starting the LR range test: %s on %s with %s, %d points from %g to %g on %s",
              names["net"], names["dataset"], names["optimizer"], cfg.num_iter, cfg.min_lr,
              cfg.max_lr, device)

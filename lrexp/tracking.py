@@ -253,8 +253,7 @@ class MlflowTracker:
             self._send_steps()
             if result is not None:
                 self._send_smoothed(result)
-            if summary is not None:
-                self._send_summary(summary, status)
+            self._send_summary(summary or {}, status)
             for path in (files or {}).values():
                 if Path(path).exists():
                     with_retries(lambda p=path: self._client.log_artifact(self.run_id, str(p)),

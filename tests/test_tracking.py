@@ -1,6 +1,5 @@
 """MLflow tracking against real stores: a SQLite file and a real ``mlflow server``."""
 
-import json
 import os
 import signal
 import subprocess
@@ -8,10 +7,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 from mlflow_server import free_port, mlflow_server
+from sweep_checks import (
+    assert_child_matches_its_run_dir,
+    check_sweep,
+    lrexp_cli,
+    runs_of,
+)
 
 from lrexp.result import RangeTestResult
 from lrexp.tracking import MAX_PARAM_VALUE_LENGTH, TRUNCATION_MARKER, MlflowTracker
@@ -19,45 +23,12 @@ from lrexp.tracking import MAX_PARAM_VALUE_LENGTH, TRUNCATION_MARKER, MlflowTrac
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
-def lrexp_cli(*args, cwd, env_extra=None, timeout=300):
-    env = {**os.environ, "MPLBACKEND": "Agg", **(env_extra or {})}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    flags = [a for a in args if a.startswith("-")]  # Hydra wants -m before the overrides
-    overrides = [a for a in args if not a.startswith("-")]
-    return subprocess.run([sys.executable, "-m", "lrexp", *flags, "progress=false", *overrides],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def _runs(client, experiment="lrexp"):
-    found = client.get_experiment_by_name(experiment)
-    return client.search_runs([found.experiment_id]) if found else []
-
-
-def assert_child_matches_its_run_dir(client, run, run_dir: Path):
-    """Every recorded step is in MLflow exactly once, equal to the CSV; params, tags, files."""
-    curve = RangeTestResult.from_csv(run_dir / "curve.csv")
-    for key, values in (("lr", curve.lrs), ("loss", curve.losses),
-                        ("loss_smooth", curve.smoothed)):
-        history = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
-        assert [m.step for m in history] == list(range(len(curve))), key
-        np.testing.assert_allclose([m.value for m in history], values, rtol=1e-12)
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert run.data.metrics["suggested_lr"] == pytest.approx(summary["suggested_lr"])
-    assert run.data.metrics["min_loss"] == pytest.approx(summary["min_loss"])
-    assert run.data.params["net.name"] == summary["net"]
-    assert run.data.params["min_lr"] == "1e-07"
-    for tag in ("net", "dataset", "optimizer", "device", "status", "hydra_overrides"):
-        assert tag in run.data.tags
-    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"plot.png", "curve.csv", "config.yaml", ".hydra", "lrexp.log"} <= artifacts
-
-
 def test_single_run_goes_to_the_default_sqlite_store(tmp_path):
     proc = lrexp_cli("num_iter=25", "hydra.run.dir=run", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (tmp_path / "mlflow.db").exists()  # MLflow's default store, in the working dir
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    [run] = _runs(client)
+    [run] = runs_of(client)
     assert run.info.status == "FINISHED" and run.info.run_name == "simple_cnn-digits-SGD"
     assert_child_matches_its_run_dir(client, run, tmp_path / "run")
 
@@ -68,32 +39,11 @@ def test_tracking_none_writes_no_store(tmp_path):
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def _check_sweep(client, sweep_root: Path, nets: list[str]):
-    runs = _runs(client)
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    assert len(parents) == 1
-    parent = parents[0]
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert sorted(r.data.tags["net"] for r in children) == sorted(nets)
-    assert all(r.info.status == "FINISHED" for r in children)
-    assert parent.info.status == "FINISHED"
-    [sweep_dir] = sweep_root.glob("*/*")
-    for child in children:
-        net = child.data.tags["net"]
-        [job_dir] = [d for d in sweep_dir.iterdir() if d.name.endswith("_" + net)]
-        assert_child_matches_its_run_dir(client, child, job_dir)
-    parent_files = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"sweep_summary.csv", "sweep_overlay.png", "sweep_summary.json"} <= parent_files
-    summary = (sweep_dir / "sweep_summary.csv").read_text()
-    assert all(net in summary for net in nets)
-    return parent, children
-
-
 def test_sweep_on_sqlite_has_one_parent_and_a_child_per_job(tmp_path):
     proc = lrexp_cli("-m", "net=mlp,simple_cnn", "num_iter=15", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    parent, _ = _check_sweep(client, tmp_path / "outputs" / "multirun", ["mlp", "simple_cnn"])
+    parent, _ = check_sweep(client, tmp_path / "outputs" / "multirun", ["mlp", "simple_cnn"])
     assert "Sweep summary" in proc.stdout + proc.stderr
 
     compare = subprocess.run(
@@ -111,7 +61,7 @@ def test_sweep_against_a_real_server_over_http(tmp_path):
         proc = lrexp_cli("-m", "net=mlp,simple_cnn", "num_iter=15", f"tracking.uri={uri}",
                          cwd=tmp_path)
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        _check_sweep(MlflowClient(uri), tmp_path / "outputs" / "multirun", ["mlp", "simple_cnn"])
+        check_sweep(MlflowClient(uri), tmp_path / "outputs" / "multirun", ["mlp", "simple_cnn"])
 
 
 @pytest.mark.slow
@@ -154,7 +104,7 @@ def test_server_stopped_mid_run_loses_nothing_and_import_run_sends_it_later(tmp_
                                   timeout=120)
         assert imported.returncode == 0, imported.stdout + imported.stderr
         client = MlflowClient(uri)
-        finished = [r for r in _runs(client) if r.info.status == "FINISHED"]
+        finished = [r for r in runs_of(client) if r.info.status == "FINISHED"]
         assert len(finished) == 1
         history = client.get_metric_history(finished[0].info.run_id, "loss")
         assert sorted(m.step for m in history) == list(range(len(curve)))
@@ -175,7 +125,7 @@ def test_ctrl_c_marks_the_run_killed_with_the_partial_curve(tmp_path):
     output, _ = job.communicate(timeout=120)
     assert job.returncode == 130, output
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    [run] = _runs(client)
+    [run] = runs_of(client)
     curve = RangeTestResult.from_csv(tmp_path / "run" / "curve.csv")
     assert run.info.status == "KILLED" and curve.stop_reason == "interrupted"
     assert len(client.get_metric_history(run.info.run_id, "loss")) == len(curve) > 0

@@ -1,0 +1,92 @@
+"""Sweeps through real Hydra launchers (basic, joblib, submitit_local) into real stores."""
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+from mlflow_server import mlflow_server
+from sweep_checks import check_sweep, lrexp_cli
+
+from lrexp import models
+from lrexp.schema import register
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+register()
+
+NETS_X3_SEEDS = ["net=mlp,simple_cnn", "seed=0,1,2"]  # 6 jobs
+
+
+def _composed(*overrides):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_archs_sweep_covers_every_cifar_style_net():
+    params = _composed("sweep=archs").hydra.sweeper.params
+    assert set(params.net.split(",")) == set(models.available()) - {"mlp", "simple_cnn"}
+
+
+@pytest.mark.parametrize("preset,key", [("optimizers", "optimizer"), ("seeds", "seed"),
+                                        ("lr_bounds", "max_lr")])
+def test_other_sweep_presets_sweep_their_key(preset, key):
+    params = _composed(f"sweep={preset}").hydra.sweeper.params
+    assert len(str(params[key]).split(",")) >= 2
+
+
+def test_slurm_launcher_config_carries_the_keys_users_set():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    launcher = _composed("hydra/launcher=lrexp_slurm",
+                         "hydra.launcher.partition=gpu").hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.partition, launcher.gpus_per_node, launcher.cpus_per_task,
+            launcher.timeout_min, launcher.array_parallelism) == ("gpu", 1, 8, 60, 16)
+
+
+@pytest.mark.slow
+def test_joblib_6_jobs_3_at_a_time_into_the_default_sqlite_store(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    proc = lrexp_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=3", *NETS_X3_SEEDS,
+                     "num_iter=15", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    check_sweep(client, tmp_path / "outputs" / "multirun", ["mlp", "simple_cnn"] * 3)
+
+
+@pytest.mark.slow
+def test_joblib_jobs_with_dataloader_workers_into_a_local_server(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    with mlflow_server(tmp_path) as uri:
+        proc = lrexp_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=3",
+                         *NETS_X3_SEEDS, "num_iter=15", "dataset.num_workers=1",
+                         f"tracking.uri={uri}", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        check_sweep(MlflowClient(uri), tmp_path / "outputs" / "multirun",
+                    ["mlp", "simple_cnn"] * 3)
+
+
+@pytest.mark.slow
+def test_submitit_local_runs_jobs_in_other_processes_under_one_parent(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    proc = lrexp_cli("-m", "hydra/launcher=submitit_local", "net=mlp,simple_cnn",
+                     "num_iter=15", "hydra.launcher.timeout_min=10", cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    _, children = check_sweep(client, tmp_path / "outputs" / "multirun", ["mlp", "simple_cnn"])
+    assert len({c.data.tags["run_dir"] for c in children}) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("LREXP_TEST_POSTGRES_URI"),
+                    reason="set LREXP_TEST_POSTGRES_URI (.ci/run starts PostgreSQL and sets it)")
+def test_postgresql_backed_server_with_a_joblib_sweep(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    with mlflow_server(tmp_path, backend_uri=os.environ["LREXP_TEST_POSTGRES_URI"]) as uri:
+        proc = lrexp_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=3",
+                         "net=mlp,simple_cnn,vgg11", "num_iter=12", "batch_size=16",
+                         "tracking=server", f"tracking.uri={uri}", "tracking.experiment=pg",
+                         cwd=tmp_path)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        check_sweep(MlflowClient(uri), tmp_path / "outputs" / "multirun",
+                    ["mlp", "simple_cnn", "vgg11"], experiment="pg")

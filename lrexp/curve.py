@@ -83,7 +83,10 @@ class CurveMonitor:
         if smoothed < self.best:
             self.best = smoothed
             self.drop = self._peak - smoothed
-        if smoothed - self.best > (self.diverge_th - 1.0) * max(self.drop, self.noise):
+            return None
+        rise, factor = smoothed - self.best, self.diverge_th - 1.0
+        # the median (noise) is looked up only once the rise beats the drop: it rarely does
+        if rise > factor * self.drop and rise > factor * self.noise:
             return "diverged"
         return None
 

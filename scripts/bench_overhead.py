@@ -4,10 +4,11 @@ All contenders run in this one process, interleaved round by round in a shuffled
 same model (same initial weights), the same batches (one DataLoader over pre-built batches), the
 same number of steps and the same exponential LR ramp. The bare loop sets the LR, trains and
 reads each loss with .item(), which is the least any range test must do. Reported: the median
-over rounds of (time / bare-loop time in the same round), and the ratio of the fastest rounds
-(the least noisy estimate on a busy machine).
+over rounds of (time / bare-loop time in the same round) with its interquartile range, and the
+ratio of the fastest rounds. The process is pinned to one core with one torch thread to cut
+scheduler noise.
 
-    python scripts/bench_overhead.py              # both models, 9 rounds
+    python scripts/bench_overhead.py              # both models, 15 rounds
     python scripts/bench_overhead.py --rounds 3 --models mlp
 """
 
@@ -16,8 +17,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import random
-import statistics
 import time
 
 import numpy as np
@@ -50,7 +51,7 @@ def bare_loop(model, loader, optimizer, loss_fn, lrs):
     losses = []
     batches = iter(loader)
     model.train()
-    for lr in lrs:
+    for lr in lrs.tolist():
         for group in optimizer.param_groups:
             group["lr"] = lr
         x, y = next(batches)
@@ -118,20 +119,24 @@ def bench_model(name: str, rounds: int) -> dict[str, float]:
     bare = np.array(times["bare loop"][1:])
     for key, values in times.items():
         counted = np.array(values[1:])
-        median_ratio = statistics.median(counted / bare)
-        ratios[key] = fastest_ratio = counted.min() / bare.min()
-        print(f"  {name:4s} {key:16s} {1e3 * counted.min() / steps:8.3f} ms/step   × bare loop: "
-              f"fastest rounds {fastest_ratio:.3f}, median of rounds {median_ratio:.3f}")
+        paired = counted / bare
+        low, high = np.percentile(paired, [25, 75])
+        ratios[key] = median_ratio = float(np.median(paired))
+        print(f"  {name:4s} {key:16s} {1e3 * np.median(counted) / steps:8.3f} ms/step   "
+              f"× bare loop: median {median_ratio:.3f} (IQR {low:.3f}-{high:.3f}), "
+              f"fastest rounds {counted.min() / bare.min():.3f}")
     return ratios
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 = less noise)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if hasattr(os, "sched_setaffinity") and args.threads == 1:
+        os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
     random.seed(0)
     print(f"torch {torch.__version__}, {args.threads} thread(s), {args.rounds} rounds")
     for name in args.models:

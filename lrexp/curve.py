@@ -22,8 +22,8 @@ unchanged by ``loss + c`` and ``k * loss``. With ``th = 4`` the loss must climb 
 
 from __future__ import annotations
 
-import bisect
 import math
+from bisect import insort
 
 import numpy as np
 
@@ -40,7 +40,7 @@ class CurveMonitor:
 
     __slots__ = (
         "beta", "diverge_th", "count", "_ema", "smoothed", "best", "_peak", "drop",
-        "_last_raw", "_sorted_abs_changes",
+        "_last_raw", "_sorted_abs_changes", "_beta_power", "_factor",
     )
 
     def __init__(self, beta: float = 0.98, diverge_th: float = 4.0) -> None:
@@ -60,23 +60,25 @@ class CurveMonitor:
         self.drop = 0.0
         self._last_raw = math.nan
         self._sorted_abs_changes: list[float] = []
+        self._beta_power = 1.0  # beta ** count, kept by multiplication (called every step)
+        self._factor = diverge_th - 1.0
 
     def update(self, loss: float) -> str | None:
         """Take one raw loss; return "non-finite" or "diverged" when the test should stop."""
-        if not math.isfinite(loss):
+        if loss - loss != 0.0:  # NaN or +-inf; cheaper than math.isfinite on the hot path
             self.smoothed = math.nan
             return "non-finite"
         beta = self.beta
-        self.count += 1
-        debias = 1.0 - beta**self.count
-        self._ema = beta * self._ema + (1.0 - beta) * loss
-        smoothed = self.smoothed = self._ema / debias
-        if self.count > 1:
-            bisect.insort(self._sorted_abs_changes, abs(loss - self._last_raw))
+        count = self.count = self.count + 1
+        self._beta_power *= beta
+        self._ema = ema = beta * self._ema + (1.0 - beta) * loss
+        smoothed = self.smoothed = ema / (1.0 - self._beta_power)
+        if count > 1:
+            insort(self._sorted_abs_changes, abs(loss - self._last_raw))
         self._last_raw = loss
         if smoothed > self._peak:
             self._peak = smoothed
-        if self.count < WARMUP_STEPS:
+        if count < WARMUP_STEPS:
             return None
         # The first smoothed values average only a few batches: a lucky one would become a
         # "best" that the curve's normal wobble later seems to rise far above.
@@ -84,7 +86,7 @@ class CurveMonitor:
             self.best = smoothed
             self.drop = self._peak - smoothed
             return None
-        rise, factor = smoothed - self.best, self.diverge_th - 1.0
+        rise, factor = smoothed - self.best, self._factor
         # the median (noise) is looked up only once the rise beats the drop: it rarely does
         if rise > factor * self.drop and rise > factor * self.noise:
             return "diverged"

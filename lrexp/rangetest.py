@@ -140,7 +140,7 @@ def range_test(
                     group["lr"] = lr * ratio
             loss = step.run(batches, accumulation_steps)
             for _ in range(steps_per_point - 1):
-                loss = loss + step.run(batches, accumulation_steps)
+                loss = loss.detach() + step.run(batches, accumulation_steps).detach()
             if steps_per_point > 1:
                 loss = loss / steps_per_point
             if val_loader is not None:
@@ -289,7 +289,7 @@ class _TrainStep:
         return _to_device(inputs, self.device), _to_device(targets, self.device)
 
     def run(self, batches: Iterator, accumulation_steps: int) -> torch.Tensor:
-        """Returns the mean loss over the accumulated batches, detached, still on the device."""
+        """Returns the mean loss over the accumulated batches, still on the device."""
         optimizer, scaler = self.optimizer, self.scaler
         optimizer.zero_grad(set_to_none=True)
         if accumulation_steps == 1 and scaler is None:  # the plain step, as lean as a bare loop
@@ -298,7 +298,9 @@ class _TrainStep:
                 loss = self.loss_fn(self.model(inputs), targets)
             loss.backward()
             optimizer.step()
-            return loss.detach()
+            # Not detached: after backward the graph holds no activations, and detach() here
+            # measurably slows millisecond steps (scripts/bench_overhead.py).
+            return loss
         total = None
         for _ in range(accumulation_steps):
             inputs, targets = self._split(next(batches))

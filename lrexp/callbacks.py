@@ -29,7 +29,7 @@ SUMMARY_COLUMNS = ["job", "net", "dataset", "optimizer", "status", "suggested_lr
 class MlflowSweepCallback(Callback):
     def __init__(self) -> None:
         self.parent_run_id: str | None = None
-        self.client = None
+        self.tracker = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from lrexp.tracking import PARENT_RUN_FILE, make_tracker

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from sweep_checks import wait_until_training
 
 from lrexp.result import RangeTestResult
 
@@ -93,11 +94,7 @@ def test_ctrl_c_keeps_the_partial_curve_and_exits_130(tmp_path):
                              "num_iter=100000", "max_lr=1e-3", "hydra.run.dir=run"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    log = tmp_path / "run" / "lrexp.log"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (log.exists() and "Starting the LR range test" in
-                                          log.read_text()):
-        time.sleep(0.2)
+    wait_until_training(tmp_path / "run")
     time.sleep(2)  # a few steps into the test
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)

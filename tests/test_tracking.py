@@ -15,6 +15,7 @@ from sweep_checks import (
     check_sweep,
     lrexp_cli,
     runs_of,
+    wait_until_training,
 )
 
 from lrexp.result import RangeTestResult
@@ -86,11 +87,7 @@ def test_server_stopped_mid_run_loses_nothing_and_import_run_sends_it_later(tmp_
             [sys.executable, "-m", "lrexp", "progress=false", f"tracking.uri={uri}",
              "tracking.timeout_s=2", "num_iter=60", "net=mlp", "hydra.run.dir=run"],
             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        log = tmp_path / "run" / "lrexp.log"
-        deadline = time.time() + 120
-        while time.time() < deadline and not (log.exists() and "Starting the LR range test"
-                                              in log.read_text()):
-            time.sleep(0.2)
+        wait_until_training(tmp_path / "run")
     # the server is gone now, while the job trains
     output, _ = job.communicate(timeout=300)
     assert job.returncode == 0, output
@@ -115,11 +112,7 @@ def test_ctrl_c_marks_the_run_killed_with_the_partial_curve(tmp_path):
     job = subprocess.Popen([sys.executable, "-m", "lrexp", "progress=false", "num_iter=100000",
                             "max_lr=1e-3", "hydra.run.dir=run"], cwd=tmp_path, env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    log = tmp_path / "run" / "lrexp.log"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (log.exists() and "Starting the LR range test" in
-                                          log.read_text()):
-        time.sleep(0.2)
+    wait_until_training(tmp_path / "run")
     time.sleep(2)
     job.send_signal(signal.SIGINT)
     output, _ = job.communicate(timeout=120)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from sweep_checks import wait_until_training
+from sweep_checks import lrexp_cli, wait_until_training
 
 from lrexp.result import RangeTestResult
 
@@ -17,10 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def lrexp(*args, cwd, timeout=180):
-    env = {**os.environ, "MPLBACKEND": "Agg"}
-    return subprocess.run([sys.executable, "-m", "lrexp", "tracking=none", "progress=false",
-                           *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return lrexp_cli("tracking=none", *args, cwd=cwd, timeout=timeout)
 
 
 def _output(proc):

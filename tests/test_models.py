@@ -52,7 +52,6 @@ def test_unknown_names_list_what_exists():
 
 
 def test_timm_without_timm_names_the_extra():
-    pytest.importorskip("torch")
     try:
         import timm  # noqa: F401
     except ImportError:

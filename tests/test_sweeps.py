@@ -1,16 +1,22 @@
 """Sweeps through real Hydra launchers (basic, joblib, submitit_local) into real stores."""
 
+import importlib.util
 import os
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from mlflow_server import mlflow_server
+from omegaconf import OmegaConf
 from sweep_checks import check_sweep, lrexp_cli
 
 from lrexp import models
 from lrexp.schema import register
+from lrexp.warm_workers import PRELOAD, runs_parallel_loky_workers
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 register()
@@ -82,11 +88,60 @@ def test_submitit_local_runs_jobs_in_other_processes_under_one_parent(tmp_path):
                     reason="set LREXP_TEST_POSTGRES_URI (.ci/run starts PostgreSQL and sets it)")
 def test_postgresql_backed_server_with_a_joblib_sweep(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    experiment = f"pg-{uuid.uuid4().hex[:8]}"  # the database may outlive one test session
     with mlflow_server(tmp_path, backend_uri=os.environ["LREXP_TEST_POSTGRES_URI"]) as uri:
         proc = lrexp_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=3",
                          "net=mlp,simple_cnn,vgg11", "num_iter=12", "batch_size=16",
-                         "tracking=server", f"tracking.uri={uri}", "tracking.experiment=pg",
+                         "tracking=server", f"tracking.uri={uri}",
+                         f"tracking.experiment={experiment}",
                          cwd=tmp_path)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         check_sweep(MlflowClient(uri), tmp_path / "outputs" / "multirun",
-                    ["mlp", "simple_cnn", "vgg11"], experiment="pg")
+                    ["mlp", "simple_cnn", "vgg11"], experiment=experiment)
+
+
+JOBLIB_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+
+
+@pytest.mark.parametrize("launcher,warm", [
+    ({"_target_": JOBLIB_LAUNCHER, "n_jobs": 2, "backend": None, "prefer": "processes"}, True),
+    ({"_target_": JOBLIB_LAUNCHER, "n_jobs": -1, "backend": "loky", "prefer": "processes"}, True),
+    ({"_target_": JOBLIB_LAUNCHER, "n_jobs": 1, "backend": None, "prefer": "processes"}, False),
+    ({"_target_": JOBLIB_LAUNCHER, "n_jobs": 2, "backend": "threading"}, False),
+    ({"_target_": JOBLIB_LAUNCHER, "n_jobs": 2, "backend": None, "prefer": "threads"}, False),
+    ({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}, False),
+])
+def test_warm_start_applies_only_to_parallel_loky_processes(launcher, warm):
+    assert runs_parallel_loky_workers(OmegaConf.create(launcher)) is warm
+
+
+def test_every_preloaded_module_exists():
+    # The forkserver skips a module it cannot import, silently: a typo would cost the warm start.
+    assert all(importlib.util.find_spec(name) is not None for name in PRELOAD)
+
+
+# Runs the callback, then asks real loky workers whether torch was imported before their job:
+# a function pickled from __main__ imports nothing, so only a preload can have put it there.
+WORKER_PROBE = """
+import sys
+from joblib import Parallel, delayed
+from omegaconf import OmegaConf
+from lrexp.warm_workers import WarmJoblibWorkers
+
+def torch_already_imported(_):
+    return "torch" in sys.modules
+
+launcher = {"_target_": sys.argv[2], "n_jobs": 2, "backend": None, "prefer": "processes"}
+config = OmegaConf.create({"hydra": {"launcher": launcher}})
+WarmJoblibWorkers(enabled=sys.argv[1] == "on").on_multirun_start(config)
+print(Parallel(n_jobs=2)(delayed(torch_already_imported)(i) for i in range(4)))
+"""
+
+
+@pytest.mark.parametrize("enabled,expected", [("on", [True] * 4), ("off", [False] * 4)])
+def test_warm_workers_have_torch_imported_before_their_first_job(enabled, expected):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    proc = subprocess.run([sys.executable, "-c", WORKER_PROBE, enabled, JOBLIB_LAUNCHER],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == str(expected)

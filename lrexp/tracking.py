@@ -110,7 +110,9 @@ def with_retries(
             if not transient or attempt == attempts - 1:
                 raise
             wait = first_wait_s * 2**attempt
-            log.debug("%s failed (%s); retrying in %.1f s", what, error, wait)
+            # INFO, not DEBUG: how often a busy store makes jobs wait is worth seeing in the log
+            log.info("MLflow store busy during %s (%s); retry %d of %d in %.1f s",
+                     what, error, attempt + 1, attempts - 1, wait)
             time.sleep(wait)
     raise AssertionError("unreachable")
 

@@ -19,9 +19,10 @@ from sweep_checks import (
 )
 
 from lrexp.result import RangeTestResult
-from lrexp.tracking import MAX_PARAM_VALUE_LENGTH, TRUNCATION_MARKER, MlflowTracker
+from lrexp.tracking import MAX_PARAM_VALUE_LENGTH, TRUNCATION_MARKER, MlflowTracker, with_retries
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+MLFLOW_SQLITE_BUSY_TIMEOUT_S = 20  # mlflow/store/db/utils.py sets it on every session
 
 
 def test_single_run_goes_to_the_default_sqlite_store(tmp_path):
@@ -145,3 +146,58 @@ def test_more_steps_than_one_batch_holds_arrive_complete(tmp_path):
     tracker.finish(status="FINISHED")
     history = MlflowClient(uri).get_metric_history(tracker.run_id, "loss")
     assert sorted(m.step for m in history) == list(range(2500))
+
+
+@pytest.mark.slow
+def test_a_write_locked_sqlite_store_is_waited_out_not_lost(tmp_path, caplog):
+    # Another connection holds SQLite's write lock longer than MLflow's own wait for it
+    # (PRAGMA busy_timeout = 20 s): the first log_batch fails "database is locked", and the
+    # retry lands once the lock is gone.
+    import sqlite3
+    import threading
+
+    from mlflow.entities import Metric
+
+    db = tmp_path / "mlflow.db"
+    client = MlflowClient(f"sqlite:///{db}")
+    run_id = client.create_run(client.create_experiment("locked")).info.run_id
+    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    release = threading.Timer(MLFLOW_SQLITE_BUSY_TIMEOUT_S + 1.5, lambda: holder.execute("COMMIT"))
+    release.start()
+    metric = Metric("loss", 1.5, timestamp=0, step=0)
+    with caplog.at_level("INFO", logger="lrexp.tracking"):
+        with_retries(lambda: client.log_batch(run_id, metrics=[metric]), "log_batch")
+    release.join()
+    assert [m.value for m in client.get_metric_history(run_id, "loss")] == [1.5]
+    assert "retry 1 of 5" in caplog.text
+
+
+def test_retries_back_off_exponentially_and_give_up_on_a_lasting_error(monkeypatch):
+    waits = []
+    monkeypatch.setattr("lrexp.tracking.time.sleep", waits.append)
+    failures = iter(["database is locked"] * 3)
+
+    def flaky():
+        message = next(failures, None)
+        if message:
+            raise RuntimeError(message)
+        return "stored"
+
+    assert with_retries(flaky, "call") == "stored"
+    assert waits == [0.2, 0.4, 0.8]
+    with pytest.raises(RuntimeError, match="locked"):
+        with_retries(lambda: (_ for _ in ()).throw(RuntimeError("database is locked")), "call")
+    assert waits[3:] == [0.2, 0.4, 0.8, 1.6, 3.2]  # five retries, then the error propagates
+
+
+def test_a_mistake_is_not_retried():
+    calls = []
+
+    def wrong():
+        calls.append(1)
+        raise ValueError("no such run")
+
+    with pytest.raises(ValueError):
+        with_retries(wrong, "call")
+    assert len(calls) == 1

@@ -40,6 +40,8 @@ def _app(cfg: DictConfig) -> int:
 
 
 def main() -> None:
+    from lrexp import interrupt
+
     try:
         _app()
     except SystemExit as exit_:
@@ -48,6 +50,12 @@ def main() -> None:
         if exit_.code == 1 and not _task_started:
             raise SystemExit(2) from None
         raise
+    except KeyboardInterrupt:
+        # Outside a range test (between sweep jobs, a second Ctrl-C): what was recorded stays.
+        sys.stderr.write("lrexp: interrupted\n")
+        raise SystemExit(130) from None
+    if interrupt.interrupted_in_this_process():
+        raise SystemExit(130)  # a sweep stopped by Ctrl-C; its summary is written
 
 
 if __name__ == "__main__":

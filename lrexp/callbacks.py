@@ -5,7 +5,7 @@ and leaves its id in the sweep dir (``mlflow_parent_run_id``), where every job f
 this process or another (joblib, submitit), without any environment variable. At sweep end it
 collects each job's ``summary.json`` and ``curve.csv`` from the sweep dir, writes the summary
 table and an overlay plot there and to the parent run, prints the table, and closes the parent
-(FAILED only when every job failed).
+(KILLED when Ctrl-C stopped the sweep, FAILED only when every job failed).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from lrexp import interrupt
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +64,15 @@ class MlflowSweepCallback(Callback):
             overlay_path = save_figure(plot_overlay(curves), sweep_dir / "sweep_overlay.png")
         log.info("Sweep summary (%s):\n%s", table_path, format_table(rows))
         if self.parent_run_id is not None:
-            all_failed = all(row["status"] == "FAILED" for row in rows)
+            if interrupt.was_interrupted(sweep_dir):
+                status = "KILLED"
+            elif all(row["status"] == "FAILED" for row in rows):
+                status = "FAILED"
+            else:
+                status = "FINISHED"
             self.tracker.close_parent(self.parent_run_id, rows=rows,
                                       files=[p for p in (table_path, overlay_path) if p],
-                                      status="FAILED" if all_failed else "FINISHED")
+                                      status=status)
 
 
 def collect_jobs(sweep_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from lrexp import interrupt
 from lrexp.schema import ConfigError, check
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "run"]
@@ -30,12 +31,18 @@ def run(cfg: DictConfig, keep_going: bool = False) -> int:
     ``keep_going`` (a sweep job): a crash is logged and written to the run dir's summary.json
     instead of raised, so Hydra goes on with the other jobs and the sweep summary shows it.
     """
+    sweep_dir = _sweep_dir()
+    if sweep_dir is not None and interrupt.was_interrupted(sweep_dir):
+        log.warning("Skipped: the sweep was interrupted (Ctrl-C).")
+        _write_json(_output_dir() / "summary.json", {**_names(cfg), "status": "SKIPPED"})
+        return EXIT_INTERRUPTED
     try:
         check(cfg)
-        return _run(cfg)
+        code = _run(cfg)
     except KeyboardInterrupt:
         log.warning("Interrupted before the range test started; nothing was recorded.")
-        return EXIT_INTERRUPTED
+        _write_json(_output_dir() / "summary.json", {**_names(cfg), "status": "KILLED"})
+        code = EXIT_INTERRUPTED
     except Exception as error:  # noqa: BLE001 - sorted into user mistakes and crashes below
         user_error = _as_user_error(error)
         if user_error is not None:
@@ -49,6 +56,9 @@ def run(cfg: DictConfig, keep_going: bool = False) -> int:
         _write_json(_output_dir() / "summary.json",
                     {**_names(cfg), "status": "FAILED", "error": repr(error)})
         return EXIT_FAILED
+    if code == EXIT_INTERRUPTED and sweep_dir is not None:
+        interrupt.mark(sweep_dir)  # the jobs not started yet skip themselves
+    return code
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
@@ -89,17 +99,24 @@ def _output_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path.cwd()
 
 
-def _parent_run_id() -> str | None:
-    """The sweep's parent MLflow run, left in the sweep dir by lrexp.callbacks."""
+def _sweep_dir() -> Path | None:
+    """This job's sweep dir, or None outside a multirun."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from lrexp.tracking import PARENT_RUN_FILE
-
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
-    marker = Path(HydraConfig.get().sweep.dir) / PARENT_RUN_FILE
-    return marker.read_text().strip() if marker.exists() else None
+    return Path(HydraConfig.get().sweep.dir)
+
+
+def _parent_run_id() -> str | None:
+    """The sweep's parent MLflow run, left in the sweep dir by lrexp.callbacks."""
+    from lrexp.tracking import PARENT_RUN_FILE
+
+    sweep_dir = _sweep_dir()
+    if sweep_dir is None or not (sweep_dir / PARENT_RUN_FILE).exists():
+        return None
+    return (sweep_dir / PARENT_RUN_FILE).read_text().strip()
 
 
 def _overrides() -> str:

@@ -1,9 +1,12 @@
 """Sweeps through real Hydra launchers (basic, joblib, submitit_local) into real stores."""
 
 import importlib.util
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -12,9 +15,10 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from mlflow_server import mlflow_server
 from omegaconf import OmegaConf
-from sweep_checks import check_sweep, lrexp_cli
+from sweep_checks import check_sweep, lrexp_cli, runs_of
 
 from lrexp import models
+from lrexp.result import RangeTestResult
 from lrexp.schema import register
 from lrexp.warm_workers import PRELOAD, runs_parallel_loky_workers
 
@@ -145,3 +149,63 @@ def test_warm_workers_have_torch_imported_before_their_first_job(enabled, expect
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == str(expected)
+
+
+def interrupt_sweep_once_running(tmp_path, running: int, *launcher):
+    """Start a 3-job sweep, press Ctrl-C (SIGINT to its process group, as a terminal does)
+    once ``running`` jobs are training; returns (exit code, output, sweep dir)."""
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "lrexp", "-m", *launcher, "seed=0,1,2", "num_iter=100000",
+         "max_lr=1e-3", "progress=false"], cwd=tmp_path, env=env, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        logs = list(tmp_path.glob("outputs/multirun/*/*/*/lrexp.log"))
+        if sum("Starting the LR range test" in log.read_text() for log in logs) >= running:
+            break
+        time.sleep(0.2)
+    time.sleep(3)  # let every running job record some points
+    os.killpg(sweep.pid, signal.SIGINT)
+    output, _ = sweep.communicate(timeout=120)
+    [sweep_dir] = tmp_path.glob("outputs/multirun/*/*")
+    return sweep.returncode, output, sweep_dir
+
+
+def check_interrupted_sweep(tmp_path, sweep_dir: Path, running: int):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = runs_of(client)
+    [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.info.status == "KILLED"
+    assert len(children) == running  # the skipped jobs never opened a run
+    for child in children:  # what a running job had recorded is all there
+        curve = RangeTestResult.from_csv(Path(child.data.tags["run_dir"]) / "curve.csv")
+        history = client.get_metric_history(child.info.run_id, "loss")
+        assert child.info.status == "KILLED" and curve.stop_reason == "interrupted"
+        assert len(history) == len(curve) > 0
+    statuses = [json.loads((sweep_dir / f"{n}_simple_cnn" / "summary.json").read_text())["status"]
+                for n in range(3)]
+    assert statuses == ["interrupted"] * running + ["SKIPPED"] * (3 - running)
+    table = (sweep_dir / "sweep_summary.csv").read_text().splitlines()
+    assert [row.split(",")[4] for row in table[1:]] == statuses  # the status column
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_serial_sweep_and_keeps_the_running_jobs_curve(tmp_path):
+    code, output, sweep_dir = interrupt_sweep_once_running(tmp_path, 1)
+    assert code == 130, output
+    assert "Traceback" not in output
+    check_interrupted_sweep(tmp_path, sweep_dir, running=1)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_joblib_sweep_after_its_workers_record(tmp_path):
+    # joblib alone would kill its workers at the first Ctrl-C, before they record anything.
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    code, output, sweep_dir = interrupt_sweep_once_running(
+        tmp_path, 2, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    assert code == 130, output
+    assert "Traceback" not in output
+    check_interrupted_sweep(tmp_path, sweep_dir, running=2)

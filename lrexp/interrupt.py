@@ -1,0 +1,72 @@
+"""Ctrl-C in a sweep stops the sweep and keeps what was recorded.
+
+The running jobs stop their range tests, record their partial curves and mark their MLflow runs
+KILLED (the engine's own Ctrl-C path); the jobs not yet started are skipped; the sweep summary
+and the parent run are still written (the parent KILLED); the process exits 130.
+
+The jobs tell each other through a file in the sweep dir, which every launcher shares: an
+interrupted job leaves ``INTERRUPTED`` there and a job that finds it skips itself. With the
+joblib launcher the jobs run in worker processes that get the terminal's Ctrl-C themselves, so
+the parent must not react to the first one: joblib would kill the workers at once, before they
+record anything. ``SweepInterrupt`` makes the parent wait for them; a second Ctrl-C quits at
+once.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from lrexp.warm_workers import runs_parallel_loky_workers
+
+log = logging.getLogger(__name__)
+
+MARKER = "INTERRUPTED"
+_interrupted_here = False  # this process saw the sweep interrupted (read by __main__ for 130)
+
+
+def mark(sweep_dir: str | Path) -> None:
+    global _interrupted_here
+    _interrupted_here = True
+    Path(sweep_dir, MARKER).touch()
+
+
+def was_interrupted(sweep_dir: str | Path) -> bool:
+    return Path(sweep_dir, MARKER).exists()
+
+
+def interrupted_in_this_process() -> bool:
+    return _interrupted_here
+
+
+class SweepInterrupt(Callback):
+    """Parent side: waits for joblib workers on the first Ctrl-C; notes an interrupted sweep."""
+
+    def __init__(self) -> None:
+        self.previous_handler: Any = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not runs_parallel_loky_workers(config.hydra.launcher):
+            return  # jobs run in this process (basic launcher) or get no Ctrl-C from us
+        sweep_dir = config.hydra.sweep.dir
+
+        def first_ctrl_c(signum: int, frame: Any) -> None:
+            mark(sweep_dir)
+            log.warning("Ctrl-C: the running jobs record their partial curves, the others are "
+                        "skipped. Press Ctrl-C again to quit at once (running jobs stay "
+                        "unrecorded).")
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+        self.previous_handler = signal.signal(signal.SIGINT, first_ctrl_c)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.previous_handler is not None:
+            signal.signal(signal.SIGINT, self.previous_handler)
+            self.previous_handler = None
+        if was_interrupted(config.hydra.sweep.dir):
+            mark(config.hydra.sweep.dir)  # a worker saw the Ctrl-C: this process exits 130 too

@@ -7,9 +7,10 @@ forkserver start method imports them once, in one server process started at swee
 the parent still opens the MLflow parent run; each worker is then a fork of that server: no
 import of its own, and the imported modules' memory pages are shared between workers.
 
-The server only imports modules; it never runs a torch op, opens a database or starts a thread,
-so forking it is as safe as forking a process that has just imported torch. Turn it off with
-``hydra.callbacks.warm_workers.enabled=false`` (workers then start the loky way, each importing).
+The server only imports modules: it never runs a torch op or opens a database, so forking it is
+as safe as torch's own fork-started DataLoader workers, which fork a process that has done far
+more. Turn it off with ``hydra.callbacks.warm_workers.enabled=false`` (workers then start the
+loky way, each importing).
 """
 
 from __future__ import annotations

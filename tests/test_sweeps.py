@@ -1,5 +1,6 @@
 """Sweeps through real Hydra launchers (basic, joblib, submitit_local) into real stores."""
 
+import csv
 import importlib.util
 import json
 import os
@@ -168,7 +169,11 @@ def interrupt_sweep_once_running(tmp_path, running: int, *launcher):
         time.sleep(0.2)
     time.sleep(3)  # let every running job record some points
     os.killpg(sweep.pid, signal.SIGINT)
-    output, _ = sweep.communicate(timeout=120)
+    try:
+        output, _ = sweep.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(sweep.pid, signal.SIGKILL)  # leave no stray workers behind a failed test
+        raise
     [sweep_dir] = tmp_path.glob("outputs/multirun/*/*")
     return sweep.returncode, output, sweep_dir
 
@@ -188,8 +193,8 @@ def check_interrupted_sweep(tmp_path, sweep_dir: Path, running: int):
     statuses = [json.loads((sweep_dir / f"{n}_simple_cnn" / "summary.json").read_text())["status"]
                 for n in range(3)]
     assert statuses == ["interrupted"] * running + ["SKIPPED"] * (3 - running)
-    table = (sweep_dir / "sweep_summary.csv").read_text().splitlines()
-    assert [row.split(",")[4] for row in table[1:]] == statuses  # the status column
+    with open(sweep_dir / "sweep_summary.csv") as table:
+        assert [row["status"] for row in csv.DictReader(table)] == statuses
 
 
 @pytest.mark.slow

@@ -34,27 +34,25 @@ def run(cfg: DictConfig, keep_going: bool = False) -> int:
     sweep_dir = _sweep_dir()
     if sweep_dir is not None and interrupt.was_interrupted(sweep_dir):
         log.warning("Skipped: the sweep was interrupted (Ctrl-C).")
-        _write_json(_output_dir() / "summary.json", {**_names(cfg), "status": "SKIPPED"})
+        _write_status(cfg, "SKIPPED")
         return EXIT_INTERRUPTED
     try:
         check(cfg)
         code = _run(cfg)
     except KeyboardInterrupt:
         log.warning("Interrupted before the range test started; nothing was recorded.")
-        _write_json(_output_dir() / "summary.json", {**_names(cfg), "status": "KILLED"})
+        _write_status(cfg, "KILLED")
         code = EXIT_INTERRUPTED
     except Exception as error:  # noqa: BLE001 - sorted into user mistakes and crashes below
         user_error = _as_user_error(error)
         if user_error is not None:
             _report_user_error(user_error)
-            _write_json(_output_dir() / "summary.json",
-                        {**_names(cfg), "status": "FAILED", "error": str(user_error)})
+            _write_status(cfg, "FAILED", error=str(user_error))
             return EXIT_BAD_INPUT
         if not keep_going:
             raise
         log.exception("The range test failed")
-        _write_json(_output_dir() / "summary.json",
-                    {**_names(cfg), "status": "FAILED", "error": repr(error)})
+        _write_status(cfg, "FAILED", error=repr(error))
         return EXIT_FAILED
     if code == EXIT_INTERRUPTED and sweep_dir is not None:
         interrupt.mark(sweep_dir)  # the jobs not started yet skip themselves
@@ -237,22 +235,25 @@ def _join_process_group(device):
 
 
 def _torch_threads(cfg: DictConfig) -> int | None:
-    """torch's intra-op threads: ``threads`` if set, else cores / parallel jobs when a joblib
-    launcher runs several jobs at once (N jobs x all cores each would oversubscribe)."""
     import os
 
-    if cfg.threads > 0:
-        return int(cfg.threads)
     from hydra.core.hydra_config import HydraConfig
 
-    if not HydraConfig.initialized():
-        return None
-    launcher = HydraConfig.get().launcher
-    n_jobs = launcher.get("n_jobs") if "joblib" in str(launcher.get("_target_", "")) else None
-    cores = os.cpu_count() or 1
+    from lrexp.warm_workers import joblib_n_jobs
+
+    n_jobs = joblib_n_jobs(HydraConfig.get().launcher) if HydraConfig.initialized() else None
+    return torch_threads(int(cfg.threads), n_jobs, os.cpu_count() or 1)
+
+
+def torch_threads(threads: int, n_jobs: int | None, cores: int) -> int | None:
+    """torch's intra-op threads (None: leave torch's default): ``threads`` if set, else
+    cores // parallel jobs when the joblib launcher runs several jobs at once (N jobs with all
+    cores each would oversubscribe); n_jobs < 0 means as many jobs as cores."""
+    if threads > 0:
+        return threads
     if n_jobs is None or n_jobs == 1:
         return None
-    parallel = cores if n_jobs < 0 else min(int(n_jobs), cores)
+    parallel = cores if n_jobs < 0 else min(n_jobs, cores)
     return max(1, cores // parallel)
 
 
@@ -300,6 +301,12 @@ def _summary_text(summary: dict[str, Any], files: dict[str, Path], out_dir: Path
         f"  files in {out_dir}: {', '.join(path.name for path in files.values())}",
     ]
     return "\n".join(lines)
+
+
+def _write_status(cfg: DictConfig, status: str, error: str | None = None) -> None:
+    """summary.json for a job that has no curve, so the sweep summary still lists it."""
+    summary = {**_names(cfg), "status": status, **({"error": error} if error else {})}
+    _write_json(_output_dir() / "summary.json", summary)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> Path:

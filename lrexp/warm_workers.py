@@ -53,10 +53,14 @@ class WarmJoblibWorkers(Callback):
         log.debug("joblib workers fork from a forkserver that preloads %s", self.preload)
 
 
+def joblib_n_jobs(launcher: DictConfig) -> int | None:
+    """``n_jobs`` of Hydra's joblib launcher; None for any other launcher."""
+    if "joblib" not in str(launcher.get("_target_", "")):
+        return None
+    return launcher.get("n_jobs")
+
+
 def runs_parallel_loky_workers(launcher: DictConfig) -> bool:
     """Whether this launcher is Hydra's joblib launcher running loky processes, n_jobs != 1."""
-    if "joblib" not in str(launcher.get("_target_", "")):
-        return False
-    backend = launcher.get("backend")
-    return backend in (None, "loky") and launcher.get("n_jobs") not in (None, 1) \
-        and launcher.get("prefer") != "threads"
+    return joblib_n_jobs(launcher) not in (None, 1) \
+        and launcher.get("backend") in (None, "loky") and launcher.get("prefer") != "threads"

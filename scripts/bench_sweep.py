@@ -114,7 +114,7 @@ def main() -> None:
     # 2-thread tests; overheads aside.
     best_parallel = max(sum(one_thread.values()) / (2 * efficiency), max(one_thread.values()))
     floor = best_parallel / sum(two_threads.values())
-    print(f"best joblib/serial ratio on the 'nets' range tests themselves: {floor:.2f}")
+    print(f"'nets' range tests split as well as possible over 2 workers / serial: {floor:.2f}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from sweep_checks import check_sweep, lrexp_cli, runs_of
 
 from lrexp import models
 from lrexp.result import RangeTestResult
+from lrexp.runner import torch_threads
 from lrexp.schema import register
 from lrexp.warm_workers import PRELOAD, runs_parallel_loky_workers
 
@@ -214,3 +215,16 @@ def test_ctrl_c_stops_a_joblib_sweep_after_its_workers_record(tmp_path):
     assert code == 130, output
     assert "Traceback" not in output
     check_interrupted_sweep(tmp_path, sweep_dir, running=2)
+
+
+@pytest.mark.parametrize("threads,n_jobs,cores,expected", [
+    (0, None, 2, None),  # not joblib: torch's own default
+    (0, 1, 8, None),
+    (0, 2, 2, 1),        # the README's rule: cores // n_jobs
+    (0, 3, 8, 2),
+    (0, 8, 2, 1),        # more jobs than cores: at least one thread each
+    (0, -1, 4, 1),       # n_jobs=-1: one job per core
+    (3, 2, 2, 3),        # threads=K wins
+])
+def test_thread_rule_under_joblib(threads, n_jobs, cores, expected):
+    assert torch_threads(threads, n_jobs, cores) == expected

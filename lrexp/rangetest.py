@@ -65,6 +65,8 @@ def range_test(
     progress: bool = True,
     batch_keys: Sequence[str] = ("input", "target"),
     grad_scaler: torch.amp.GradScaler | None = None,
+    verify: bool = False,
+    verify_steps: int = 50,
 ) -> RangeTestResult:
     """Train ``model`` while the LR grows from ``min_lr`` to ``max_lr``; record the loss curve.
 
@@ -81,12 +83,16 @@ def range_test(
     scaler and RNG states are put back exactly as they were, also after Ctrl-C, which returns
     the partial curve with ``stop_reason="interrupted"``.
 
+    With ``verify=True``, short trainings of ``verify_steps`` steps at candidate LRs from the
+    curve (``lrexp.verify``) each start from the initial state, and ``result.suggest()``
+    returns the one with the lowest measured loss (method "verified").
+
     Under torch.distributed (e.g. torchrun with a DistributedDataParallel model) each point's
     loss is averaged across ranks before it is recorded, so every rank records the same curve
     and stops at the same step; each rank restores its own state.
     """
     lrs = make_schedule(schedule, min_lr, max_lr, num_iter)
-    _check_arguments(steps_per_lr, accumulation_steps, amp, train_loader)
+    _check_arguments(steps_per_lr, accumulation_steps, amp, train_loader, verify_steps)
     monitor = CurveMonitor(beta, diverge_th)  # validates beta and diverge_th
     device = resolve_device(device)
     if optimizer is None:
@@ -95,91 +101,154 @@ def range_test(
     if amp == "fp16" and grad_scaler is None:
         grad_scaler = torch.amp.GradScaler(device.type)
 
-    snapshot = _Snapshot.take(model, optimizer, grad_scaler, device) if restore else None
+    # verify restarts every probe from the initial state, so it needs the snapshot too
+    snapshot = _Snapshot.take(model, optimizer, grad_scaler, device) if restore or verify else None
     step = _TrainStep(model, loss_fn, optimizer, device, amp, grad_scaler, batch_keys)
-    world_size = _world_size()
-    batches = _endless(train_loader)
     steps_per_point = (
         math.ceil(len(train_loader) / accumulation_steps)  # type: ignore[arg-type]
         if steps_per_lr == "epoch" else int(steps_per_lr)
     )
-    recorded_lrs: list[float] = []
-    losses: list[float] = []
-    smoothed: list[float] = []
-    stop_reason = "completed"
-    bar = _progress_bar(num_iter, progress)
-
-    def record(point: int, lr: float, loss: torch.Tensor) -> str | None:
-        value = loss.item()
-        reason = monitor.update(value)
-        recorded_lrs.append(lr)
-        losses.append(value)
-        smoothed.append(monitor.smoothed)
-        if on_step is not None:
-            on_step(point, lr, value)
-        if bar is not None:
-            bar.update()
-            bar.set_postfix(lr=f"{lr:.2e}", loss=f"{monitor.smoothed:.4g}", refresh=False)
-        return reason
-
-    # The loss of point i is read only after point i+1 is queued, so on CUDA the host never
-    # waits for the device in steady state; divergence is then acted on one point late, and
-    # that extra point is dropped, so the curve is the same on every device.
-    pending: tuple[int, float, torch.Tensor] | None = None
+    settings = dict(beta=beta, diverge_th=diverge_th, schedule=schedule, min_lr=min_lr,
+                    max_lr=max_lr, num_iter=num_iter, steps_per_lr=steps_per_lr,
+                    loss_kind="train" if val_loader is None else "val")
     try:
         model.to(device)
         if optimizer.state:  # state tensors follow their params to the test device
             optimizer.load_state_dict(optimizer.state_dict())
         model.train()
-        groups = optimizer.param_groups
-        for point, lr in enumerate(lrs.tolist()):
-            if len(groups) == 1:  # the common case, without the loop (microseconds count)
-                groups[0]["lr"] = lr
-            else:
-                for group, ratio in zip(groups, lr_ratios, strict=True):
-                    group["lr"] = lr * ratio
-            loss = step.run(batches, accumulation_steps)
-            for _ in range(steps_per_point - 1):
-                loss = loss.detach() + step.run(batches, accumulation_steps).detach()
-            if steps_per_point > 1:
-                loss = loss / steps_per_point
-            if val_loader is not None:
-                loss = step.evaluate(val_loader)
-            if world_size > 1:  # the same mean loss on every rank -> the same stopping step
-                loss = loss.detach().clone()
-                torch.distributed.all_reduce(loss)
-                loss /= world_size
+        ramp = _Ramp(step, monitor, _endless(train_loader), steps_per_point, accumulation_steps,
+                     val_loader, on_step, _progress_bar(num_iter, progress))
+        ramp.run(lrs.tolist(), lr_ratios)
+        result = RangeTestResult(ramp.lrs, ramp.losses, ramp.smoothed,
+                                 stop_reason=ramp.stop_reason, **settings)
+        if verify and result.stop_reason != "interrupted":
+            _verify(result, step, snapshot, train_loader, val_loader, lr_ratios,
+                    accumulation_steps, verify_steps)
+    finally:
+        if snapshot is not None and restore:
+            snapshot.restore(model, optimizer, grad_scaler)
+    return result
+
+
+class _Ramp:
+    """The range test's loop: one curve point per LR, recorded, stopped on divergence."""
+
+    def __init__(self, step, monitor, batches, steps_per_point, accumulation_steps, val_loader,
+                 on_step, bar) -> None:
+        self.step, self.monitor, self.batches = step, monitor, batches
+        self.steps_per_point, self.accumulation_steps = steps_per_point, accumulation_steps
+        self.val_loader, self.on_step, self.bar = val_loader, on_step, bar
+        self.world_size = _world_size()
+        self.lrs: list[float] = []
+        self.losses: list[float] = []
+        self.smoothed: list[float] = []
+        self.stop_reason = "completed"
+
+    def record(self, point: int, lr: float, loss: torch.Tensor) -> str | None:
+        value = loss.item()
+        monitor = self.monitor
+        reason = monitor.update(value)
+        self.lrs.append(lr)
+        self.losses.append(value)
+        self.smoothed.append(monitor.smoothed)
+        if self.on_step is not None:
+            self.on_step(point, lr, value)
+        if self.bar is not None:
+            self.bar.update()
+            self.bar.set_postfix(lr=f"{lr:.2e}", loss=f"{monitor.smoothed:.4g}", refresh=False)
+        return reason
+
+    def point_loss(self) -> torch.Tensor:
+        """Train one curve point's steps; its loss (train mean, or validation), on the device."""
+        step, accumulation_steps = self.step, self.accumulation_steps
+        loss = step.run(self.batches, accumulation_steps)
+        for _ in range(self.steps_per_point - 1):
+            loss = loss.detach() + step.run(self.batches, accumulation_steps).detach()
+        if self.steps_per_point > 1:
+            loss = loss / self.steps_per_point
+        if self.val_loader is not None:
+            loss = step.evaluate(self.val_loader)
+        if self.world_size > 1:  # the same mean loss on every rank -> the same stopping step
+            loss = loss.detach().clone()
+            torch.distributed.all_reduce(loss)
+            loss /= self.world_size
+        return loss
+
+    def run(self, lrs: list[float], lr_ratios: list[float]) -> None:
+        # The loss of point i is read only after point i+1 is queued, so on CUDA the host never
+        # waits for the device in steady state; divergence is then acted on one point late, and
+        # that extra point is dropped, so the curve is the same on every device.
+        pending: tuple[int, float, torch.Tensor] | None = None
+        groups = self.step.optimizer.param_groups
+        try:
+            for point, lr in enumerate(lrs):
+                _set_lr(groups, lr, lr_ratios)
+                loss = self.point_loss()
+                if pending is not None:
+                    previous, pending = pending, None
+                    reason = self.record(*previous)
+                    if reason is not None:
+                        self.stop_reason = reason
+                        break
+                pending = (point, lr, loss)
             if pending is not None:
                 previous, pending = pending, None
-                reason = record(*previous)
-                if reason is not None:
-                    stop_reason = reason
-                    break
-            pending = (point, lr, loss)
-        if pending is not None:
-            previous, pending = pending, None
-            stop_reason = record(*previous) or stop_reason
-    except KeyboardInterrupt:
-        log.warning("Range test interrupted after %d points; returning the partial curve.",
-                    len(losses))
-        if pending is not None:  # a finished point that was not read yet
-            record(*pending)
-        stop_reason = "interrupted"
-    finally:
-        if bar is not None:
-            bar.close()
-        if snapshot is not None:
-            snapshot.restore(model, optimizer, grad_scaler)
-
-    return RangeTestResult(
-        recorded_lrs, losses, smoothed, stop_reason=stop_reason, beta=beta,
-        diverge_th=diverge_th, schedule=schedule, min_lr=min_lr, max_lr=max_lr,
-        num_iter=num_iter, steps_per_lr=steps_per_lr,
-        loss_kind="train" if val_loader is None else "val",
-    )
+                self.stop_reason = self.record(*previous) or self.stop_reason
+        except KeyboardInterrupt:
+            log.warning("Range test interrupted after %d points; returning the partial curve.",
+                        len(self.losses))
+            if pending is not None:  # a finished point that was not read yet
+                self.record(*pending)
+            self.stop_reason = "interrupted"
+        finally:
+            if self.bar is not None:
+                self.bar.close()
 
 
-def _check_arguments(steps_per_lr, accumulation_steps, amp, train_loader) -> None:
+def _set_lr(groups: list[dict], lr: float, lr_ratios: list[float]) -> None:
+    if len(groups) == 1:  # the common case, without the loop (microseconds count)
+        groups[0]["lr"] = lr
+    else:
+        for group, ratio in zip(groups, lr_ratios, strict=True):
+            group["lr"] = lr * ratio
+
+
+def _verify(result: RangeTestResult, step: _TrainStep, snapshot: _Snapshot, train_loader,
+            val_loader, lr_ratios, accumulation_steps: int, steps: int) -> None:
+    """Attach the verify probe to ``result`` (see lrexp.verify); Ctrl-C keeps what was probed
+    and marks the result interrupted."""
+    from lrexp.verify import candidate_lrs, run_probes
+
+    candidates = candidate_lrs(result)
+    if not candidates:
+        log.info("Verify skipped: the curve supports no LR (%s)", result.verdict.reason)
+        return
+
+    def train(lr: float, steps: int) -> list[float]:
+        snapshot.restore(step.model, step.optimizer, step.scaler)
+        step.model.to(step.device)
+        step.model.train()
+        _set_lr(step.optimizer.param_groups, lr, lr_ratios)
+        batches, losses = _endless(train_loader), []
+        for _ in range(steps):
+            losses.append(step.run(batches, accumulation_steps).item())
+            if not math.isfinite(losses[-1]):
+                break
+        return losses
+
+    def evaluate() -> float:
+        return step.evaluate(val_loader).item()
+
+    try:
+        result.verification = run_probes(
+            candidates, train, evaluate if val_loader is not None else None, steps)
+    except KeyboardInterrupt as interrupt:
+        log.warning("Verify interrupted; keeping the probes that finished.")
+        result.verification = getattr(interrupt, "verification", None)
+        result.stop_reason = "interrupted"
+
+
+def _check_arguments(steps_per_lr, accumulation_steps, amp, train_loader, verify_steps) -> None:
     if steps_per_lr == "epoch":
         if not hasattr(train_loader, "__len__"):
             raise ValueError(
@@ -196,6 +265,10 @@ def _check_arguments(steps_per_lr, accumulation_steps, amp, train_loader) -> Non
         )
     if amp is not None and amp not in AMP_DTYPES:
         raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}.")
+    if not (isinstance(verify_steps, int) and verify_steps >= 1):
+        raise ValueError(
+            f"verify_steps must be a positive integer, got {verify_steps!r}; 30-60 is usual."
+        )
 
 
 def _world_size() -> int:

@@ -11,13 +11,53 @@ from typing import Any
 
 import numpy as np
 
-from lrexp.suggest import METHODS, Suggestion, suggest
+from lrexp.curve import zero_lag
+from lrexp.suggest import METHODS, Suggestion, Verdict, assess, suggest
 
-__all__ = ["STOP_REASONS", "RangeTestResult"]
+__all__ = ["STOP_REASONS", "Probe", "RangeTestResult", "Verification"]
 
 STOP_REASONS = ("completed", "diverged", "non-finite", "interrupted")
 _CSV_COLUMNS = ("step", "lr", "loss", "loss_smooth")
 _META_PREFIX = "# lrexp "
+
+
+@dataclass
+class Probe:
+    """One short training at a constant candidate LR, from the model's initial state."""
+
+    lr: float
+    source: str  # which rule(s) proposed it, e.g. "minimum" or "minimum x3"
+    loss: float  # the measured loss: validation loss, or the mean of the last training losses
+    losses: list[float] = field(default_factory=list)  # its training loss at every step
+
+
+@dataclass
+class Verification:
+    """The verify probe: every candidate and the one with the lowest measured loss."""
+
+    probes: list[Probe]
+    chosen: int | None  # index into probes; None when no probe gave a finite loss
+    steps: int  # optimizer steps per probe
+    seconds: float  # wall time of all probes
+    loss_kind: str = "train"  # "train" (mean of the last steps) or "val"
+
+    @property
+    def chosen_lr(self) -> float | None:
+        return None if self.chosen is None else self.probes[self.chosen].lr
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for probe in data["probes"]:
+            probe["loss"] = _json_float(probe["loss"])
+            probe["losses"] = [_json_float(value) for value in probe["losses"]]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Verification:
+        probes = [Probe(float(p["lr"]), str(p["source"]), float(p["loss"]),
+                        [float(value) for value in p["losses"]]) for p in data["probes"]]
+        return cls(probes, data["chosen"], int(data["steps"]), float(data["seconds"]),
+                   str(data.get("loss_kind", "train")))
 
 
 @dataclass
@@ -42,6 +82,7 @@ class RangeTestResult:
     steps_per_lr: int | str = 1
     loss_kind: str = "train"
     extra: dict[str, Any] = field(default_factory=dict)
+    verification: Verification | None = None
 
     def __post_init__(self) -> None:
         self.lrs = np.asarray(self.lrs, dtype=np.float64)
@@ -62,13 +103,48 @@ class RangeTestResult:
 
     # -- what users ask of a curve -------------------------------------------------------------
     def suggest(self, method: str = "default") -> Suggestion:
-        """The suggested LR by ``method`` ("default", "steepest", "minimum", "valley")."""
-        return suggest(self.lrs, self.losses, method, beta=self.beta)
+        """The suggested LR by ``method`` ("default", "verified", or a rule in METHODS).
+
+        "default" is the verified choice when the test ran with ``verify=True`` and a probe
+        gave a finite loss, else the default rule's reading of the curve.
+        """
+        if method in ("default", "verified") and self.verification is not None:
+            verified = self._verified()
+            if verified is not None or method == "verified":
+                return verified or Suggestion(
+                    None, "verified", reason="no probe of the verify step gave a finite loss.")
+        elif method == "verified":
+            return Suggestion(None, "verified", reason="the test ran without verify=True.")
+        return suggest(self.lrs, self.losses, method)
+
+    def _verified(self) -> Suggestion | None:
+        verification = self.verification
+        if verification is None or verification.chosen is None:
+            return None
+        probe = verification.probes[verification.chosen]
+        verdict = self.verdict
+        reason = (f"{len(verification.probes)} probes of {verification.steps} steps: LR "
+                  f"{probe.lr:.3g} ({probe.source}) reached the lowest {verification.loss_kind} "
+                  f"loss, {probe.loss:.4g}. The curve: {verdict.reason}")
+        confidence = "low" if verdict.confidence == "none" else verdict.confidence
+        return Suggestion(probe.lr, "verified", None, reason, confidence, verdict.interval)
+
+    @property
+    def verdict(self) -> Verdict:
+        """The curve's confidence verdict (``lrexp.suggest.Verdict``)."""
+        return assess(self.lrs, self.losses)
 
     def suggestions(self) -> dict[str, float | None]:
-        """Every method's suggested LR by name, "default" included (None where there is none)."""
-        names = ["default", *METHODS]
+        """Every method's suggested LR by name, "default" included (None where there is none);
+        "verified" too when the test ran with ``verify=True``."""
+        names = ["default", *METHODS, *(["verified"] if self.verification else [])]
         return {name: self.suggest(name).lr for name in names}
+
+    @property
+    def zero_lag(self) -> np.ndarray:
+        """The zero-lag smoothing of the loss that the suggestion rules read (NaN past the
+        curve's finite prefix); ``smoothed`` is the online EMA the stopping rule used."""
+        return zero_lag(self.losses)
 
     @property
     def diverged_lr(self) -> float | None:
@@ -79,16 +155,19 @@ class RangeTestResult:
 
     @property
     def best_index(self) -> int | None:
-        finite = np.isfinite(self.smoothed)
+        """Index of the minimum of the zero-lag smoothed loss."""
+        trend = self.zero_lag
+        finite = np.isfinite(trend)
         if not finite.any():
             return None
-        return int(np.nanargmin(np.where(finite, self.smoothed, np.nan)))
+        return int(np.nanargmin(trend))
 
     @property
     def min_loss(self) -> float | None:
-        """The lowest smoothed loss (the raw minimum is mostly minibatch noise)."""
+        """The lowest zero-lag smoothed loss (the raw minimum is mostly minibatch noise, and
+        the EMA's minimum lags behind the curve)."""
         index = self.best_index
-        return None if index is None else float(self.smoothed[index])
+        return None if index is None else float(self.zero_lag[index])
 
     @property
     def lr_at_min_loss(self) -> float | None:
@@ -97,9 +176,11 @@ class RangeTestResult:
 
     # -- persistence ---------------------------------------------------------------------------
     def _metadata(self) -> dict[str, Any]:
-        arrays = {"lrs", "losses", "smoothed"}
+        arrays = {"lrs", "losses", "smoothed", "verification"}
         meta = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in arrays}
         meta["diverge_th"] = _json_float(self.diverge_th)
+        if self.verification is not None:
+            meta["verification"] = self.verification.to_dict()
         return meta
 
     def to_csv(self, path: str | Path) -> Path:
@@ -131,6 +212,8 @@ class RangeTestResult:
             raise ValueError(f"{path} is not an lrexp curve: columns {sorted(missing)} missing.")
         columns = {name: [float(row[name]) for row in rows] for name in _CSV_COLUMNS[1:]}
         meta["diverge_th"] = float(meta.get("diverge_th", 4.0))
+        if meta.get("verification") is not None:
+            meta["verification"] = Verification.from_dict(meta["verification"])
         return cls(columns["lr"], columns["loss"], columns["loss_smooth"], **meta)
 
     def to_dict(self) -> dict[str, Any]:
@@ -138,6 +221,8 @@ class RangeTestResult:
         for name in ("lrs", "losses", "smoothed"):
             data[name] = [_json_float(value) for value in getattr(self, name)]
         data["diverge_th"] = _json_float(self.diverge_th)
+        if self.verification is not None:
+            data["verification"] = self.verification.to_dict()
         return data
 
     @classmethod
@@ -146,6 +231,8 @@ class RangeTestResult:
         for name in ("lrs", "losses", "smoothed"):
             data[name] = [float(value) for value in data[name]]
         data["diverge_th"] = float(data["diverge_th"])
+        if data.get("verification") is not None:
+            data["verification"] = Verification.from_dict(data["verification"])
         return cls(**data)
 
     def to_json(self, path: str | Path) -> Path:

@@ -1,39 +1,71 @@
 """Learning-rate suggestions: pure functions of a curve's LRs and raw losses.
 
-Every rule returns a ``Suggestion`` and never raises on a poor curve: when the curve is too
-short, flat or non-finite, ``lr`` is None and ``reason`` says why (the peers crash there).
+Every rule reads the zero-lag smoothing of the finished curve (``lrexp.curve.zero_lag``), not
+the lagging online EMA, and returns a ``Suggestion`` carrying the curve's confidence verdict.
+A rule never raises on a poor curve: when the curve is too short, flat or non-finite, ``lr`` is
+None and ``reason`` says why (the peers crash there or answer silently).
 
-* ``steepest``: steepest descent of the smoothed loss w.r.t. log LR, searched only up to the
-  smoothed minimum so a drop after divergence is never picked (torch-lr-finder's rule, made safe).
-* ``minimum``: the LR of the smoothed minimum, divided by 10 (fastai's "minimum").
-* ``valley``: fastai's rule: the longest strictly decreasing stretch of the smoothed curve, and a
-  point half-way down it.
-* ``default``: the rule the suggestion benchmark (scripts/bench_suggest.py) found best; see README.
+* ``steepest``: steepest descent of the loss w.r.t. log LR, searched only up to the minimum so
+  a drop after divergence is never picked (torch-lr-finder's rule, made safe).
+* ``minimum``: the LR of the minimum divided by ``MINIMUM_DIVISOR`` (fastai's "minimum" divides
+  the lagged minimum by 10; see that constant for why the unlagged one is divided by less).
+* ``valley``: fastai's rule: the longest strictly decreasing stretch of the curve, and a point
+  half-way down it.
+* ``default``: the rule the suggestion benchmark (scripts/bench_suggest.py) found best; README.
+
+The verdict (``assess``) compares how far the loss fell with its minibatch noise, checks that
+the loss turned up again before the test ended, and gives the interval of LRs the curve
+supports: from where the loss has made half its fall to where it bottoms out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from lrexp.curve import smooth
+from lrexp.curve import readable_end, readable_losses, zero_lag
 
-__all__ = ["DEFAULT_METHOD", "METHODS", "Suggestion", "minimum", "steepest", "suggest", "valley"]
+__all__ = [
+    "CONFIDENCE_LEVELS", "DEFAULT_METHOD", "METHODS", "Suggestion", "Verdict", "assess",
+    "minimum", "steepest", "suggest", "valley",
+]
 
 # Fewer usable points than this cannot show a descent and a turn.
 MIN_POINTS = 5
+CONFIDENCE_LEVELS = ("none", "low", "high")
+# How many noise widths the loss must fall: below NONE it never left its noise band; below
+# HIGH it did, but not by enough for one reading of the minimum to be trusted.
+FALL_NONE, FALL_HIGH = 2.0, 5.0
+# fastai divides the LR at the EMA's minimum by 10. Part of that tenth cancels the EMA's lag
+# (the EMA's minimum sits a fraction of a decade to several decades past the raw loss's);
+# the rest keeps clear of the edge where the loss turns up. The unlagged minimum needs only
+# that second part. Chosen with scripts/bench_suggest.py (README, "How the default was chosen").
+MINIMUM_DIVISOR = 4.0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How far a curve can be trusted: ``confidence`` in CONFIDENCE_LEVELS, the LR
+    ``interval`` (low, high) the curve supports, and the ``reason`` in plain words."""
+
+    confidence: str
+    reason: str
+    interval: tuple[float, float] | None = None
+    fall_in_noise_widths: float | None = None
 
 
 @dataclass(frozen=True)
 class Suggestion:
-    """A suggested LR, or ``lr=None`` with the ``reason`` no LR could be suggested."""
+    """A suggested LR with the curve's verdict, or ``lr=None`` with the ``reason`` why not."""
 
     lr: float | None
     method: str
     index: int | None = None  # the curve point the rule picked (for minimum: the minimum itself)
     reason: str | None = None
+    confidence: str = "none"
+    interval: tuple[float, float] | None = None
 
     def __bool__(self) -> bool:
         return self.lr is not None
@@ -41,28 +73,33 @@ class Suggestion:
 
 @dataclass(frozen=True)
 class _Curve:
-    """The finite prefix of a curve and its smoothed loss."""
+    """The readable prefix of a curve and its zero-lag smoothing (``trend``)."""
 
     lrs: np.ndarray
     raw: np.ndarray
-    smoothed: np.ndarray
+    trend: np.ndarray
+    clipped: np.ndarray  # what the smoothing read: raw, the diverged tail clipped
 
     @property
     def start(self) -> int:
-        """First point the rules may pick: the debiased EMA of the first few points averages
-        only a handful of batches, and a lucky one looks like a minimum or a steep drop.
-        fastai skips the first tenth for the same reason."""
+        """First point the rules may pick: a two-sided smoothing has half its neighbours at
+        the ends, so the first points are its noisiest (fastai skips the first tenth too)."""
         return min(len(self.raw) // 10, len(self.raw) - MIN_POINTS)
 
     @property
     def best(self) -> int:
         """Index of the smoothed minimum, after ``start``."""
-        return self.start + int(np.argmin(self.smoothed[self.start:]))
+        return self.start + int(np.argmin(self.trend[self.start:]))
+
+    @property
+    def noise(self) -> float:
+        """Robust std of the minibatch noise: the scaled median distance of the raw loss from
+        its smoothing (a median, so the diverged tail's few huge losses do not count)."""
+        return float(1.4826 * np.median(np.abs(self.clipped - self.trend)))
 
 
-def _usable_curve(
-    lrs: np.ndarray, losses: np.ndarray, beta: float, method: str
-) -> _Curve | Suggestion:
+def _readable_curve(lrs, losses) -> _Curve | str:
+    """The curve the rules read, or the reason there is none."""
     lrs = np.asarray(lrs, dtype=np.float64)
     raw = np.asarray(losses, dtype=np.float64)
     if lrs.shape != raw.shape or lrs.ndim != 1:
@@ -70,49 +107,96 @@ def _usable_curve(
             f"lrs and losses must be 1-D arrays of one length, got shapes {lrs.shape} and "
             f"{raw.shape}."
         )
-    finite = np.isfinite(raw) & np.isfinite(lrs) & (lrs > 0)
-    end = len(raw) if finite.all() else int(np.argmin(finite))
+    usable = np.isfinite(lrs) & (lrs > 0)
+    end = min(readable_end(raw), len(raw) if usable.all() else int(np.argmin(usable)))
     if end < MIN_POINTS:
         what = "no finite loss" if end == 0 else f"only {end} finite point(s)"
-        return Suggestion(
-            None, method, reason=f"the curve has {what}; at least {MIN_POINTS} are needed "
-            "(lower min_lr or raise num_iter)."
-        )
+        return (f"the curve has {what}; at least {MIN_POINTS} are needed to see the loss fall "
+                "and turn (raise num_iter, or lower min_lr if the loss diverged at once).")
     lrs, raw = lrs[:end], raw[:end]
-    smoothed = smooth(raw, beta)
-    spread = float(smoothed.max() - smoothed.min())
-    if spread <= 1e-9 * float(np.abs(smoothed).max()):
-        return Suggestion(
-            None, method, reason=f"the loss is flat at {smoothed[0]:.6g} over the whole range; "
-            "check that the loss depends on the model's parameters and that they require grad."
-        )
-    return _Curve(lrs, raw, smoothed)
+    if float(raw.max() - raw.min()) <= 1e-9 * max(float(np.abs(raw).max()), 1e-30):
+        return (f"the loss is flat at {raw[0]:.6g} over the whole range; check that the loss "
+                "depends on the model's parameters and that they require grad.")
+    return _Curve(lrs, raw, zero_lag(raw), readable_losses(raw))
 
 
-def steepest(lrs, losses, *, beta: float = 0.98) -> Suggestion:
-    """LR where the smoothed loss falls fastest per decade, before the smoothed minimum."""
-    curve = _usable_curve(lrs, losses, beta, "steepest")
-    if isinstance(curve, Suggestion):
-        return curve
+def assess(lrs, losses) -> Verdict:
+    """The confidence verdict of a curve (see the module docstring)."""
+    curve = _readable_curve(lrs, losses)
+    if isinstance(curve, str):
+        return Verdict("none", curve)
+    return _assess(curve)
+
+
+def _assess(curve: _Curve) -> Verdict:
+    trend, start, best = curve.trend, curve.start, curve.best
+    noise = curve.noise
+    peak = float(trend[: best + 1].max())
+    fall = peak - float(trend[best])
+    widths = fall / noise if noise > 0 else float("inf")
+    interval = _interval(curve, peak, fall)
+    fell = f"the loss fell {fall:.3g} ({widths:.1f} noise widths of {noise:.2g})"
+    rise_after = float(trend[best:].max() - trend[best])
+    if widths < FALL_NONE and rise_after >= FALL_NONE * noise and best - start < 2:
+        return Verdict("none", f"{fell} and then only rose, from LR {curve.lrs[start]:.3g} on: "
+                       "its descent lies below the range; lower min_lr.", None, widths)
+    if widths < FALL_NONE:
+        return Verdict("none", f"{fell}: it never fell below its noise; raise max_lr or "
+                       "num_iter, or check that the model learns.", None, widths)
+    if rise_after < max(noise, 0.1 * fall):
+        return Verdict("low", f"{fell} and was still falling at the end of the range (LR "
+                       f"{curve.lrs[-1]:.3g}); the minimum was not reached: raise max_lr.",
+                       interval, widths)
+    if best - start < 2 or trend[start] - trend[best] < 0.5 * fall:
+        return Verdict("low", f"{fell}, mostly before the first points the rules read (LR "
+                       f"{curve.lrs[start]:.3g}); lower min_lr so the descent is on the curve.",
+                       interval, widths)
+    if widths < FALL_HIGH:
+        return Verdict("low", f"{fell}: only a little more than its noise, so the reading "
+                       "is uncertain; raise num_iter or batch_size, or use repeats.",
+                       interval, widths)
+    return Verdict("high", f"{fell} and turned up after LR {curve.lrs[best]:.3g}.",
+                   interval, widths)
+
+
+def _interval(curve: _Curve, peak: float, fall: float) -> tuple[float, float]:
+    """From the first LR where the loss has made half its fall to the LR of its minimum."""
+    best = curve.best
+    halfway = np.flatnonzero(curve.trend[: best + 1] <= peak - 0.5 * fall)
+    low = int(halfway[0]) if len(halfway) else best
+    return float(curve.lrs[low]), float(curve.lrs[best])
+
+
+def _with_verdict(suggestion: Suggestion, verdict: Verdict) -> Suggestion:
+    if verdict.confidence == "none":  # a flat or noisy curve gets no number, only the reason
+        return replace(suggestion, lr=None, index=None, reason=verdict.reason,
+                       confidence="none", interval=None)
+    return replace(suggestion, reason=verdict.reason, confidence=verdict.confidence,
+                   interval=verdict.interval)
+
+
+def steepest(lrs, losses) -> Suggestion:
+    """LR where the loss falls fastest per decade, before its minimum."""
+    curve = _readable_curve(lrs, losses)
+    if isinstance(curve, str):
+        return Suggestion(None, "steepest", reason=curve)
     start, best = curve.start, curve.best
     if best - start < 2:
-        return Suggestion(
-            None, "steepest", reason="the loss is lowest at the very start of the curve; "
-            "lower min_lr so the descent is on the curve."
-        )
+        return _with_verdict(Suggestion(None, "steepest"), _assess(curve))
     segment = slice(start, best + 1)
-    slope = np.gradient(curve.smoothed[segment], np.log10(curve.lrs[segment]))
+    slope = np.gradient(curve.trend[segment], np.log10(curve.lrs[segment]))
     index = start + int(np.argmin(slope))
-    return Suggestion(float(curve.lrs[index]), "steepest", index)
+    return _with_verdict(Suggestion(float(curve.lrs[index]), "steepest", index), _assess(curve))
 
 
-def minimum(lrs, losses, *, beta: float = 0.98) -> Suggestion:
-    """A tenth of the LR at the smoothed minimum (fastai's ``minimum``)."""
-    curve = _usable_curve(lrs, losses, beta, "minimum")
-    if isinstance(curve, Suggestion):
-        return curve
+def minimum(lrs, losses) -> Suggestion:
+    """The LR at the loss's minimum divided by ``MINIMUM_DIVISOR``."""
+    curve = _readable_curve(lrs, losses)
+    if isinstance(curve, str):
+        return Suggestion(None, "minimum", reason=curve)
     index = curve.best
-    return Suggestion(float(curve.lrs[index]) / 10.0, "minimum", index)
+    suggestion = Suggestion(float(curve.lrs[index]) / MINIMUM_DIVISOR, "minimum", index)
+    return _with_verdict(suggestion, _assess(curve))
 
 
 def _longest_decreasing_run(values: np.ndarray) -> tuple[int, int]:
@@ -131,21 +215,21 @@ def _longest_decreasing_run(values: np.ndarray) -> tuple[int, int]:
     return max_start, max_end
 
 
-def valley(lrs, losses, *, beta: float = 0.98) -> Suggestion:
+def valley(lrs, losses) -> Suggestion:
     """fastai's ``valley``: 1/3 + 1/6 of the way along the longest descending valley.
 
     Like fastai, the first tenth and the last five points are left out.
     """
-    curve = _usable_curve(lrs, losses, beta, "valley")
-    if isinstance(curve, Suggestion):
-        return curve
+    curve = _readable_curve(lrs, losses)
+    if isinstance(curve, str):
+        return Suggestion(None, "valley", reason=curve)
     start, stop = curve.start, len(curve.raw) - 5
     if stop - start < MIN_POINTS:
         stop = len(curve.raw)
-    max_start, max_end = _longest_decreasing_run(curve.smoothed[start:stop])
+    max_start, max_end = _longest_decreasing_run(curve.trend[start:stop])
     sections = (max_end - max_start) / 3
     index = start + max(max_start + int(sections) + int(sections / 2), 0)
-    return Suggestion(float(curve.lrs[index]), "valley", index)
+    return _with_verdict(Suggestion(float(curve.lrs[index]), "valley", index), _assess(curve))
 
 
 METHODS: dict[str, Callable[..., Suggestion]] = {
@@ -158,14 +242,12 @@ METHODS: dict[str, Callable[..., Suggestion]] = {
 DEFAULT_METHOD = "minimum"
 
 
-def suggest(lrs, losses, method: str = "default", *, beta: float = 0.98) -> Suggestion:
+def suggest(lrs, losses, method: str = "default") -> Suggestion:
     """The suggestion of ``method`` ("default" or a name in METHODS)."""
     name = DEFAULT_METHOD if method == "default" else method
     if name not in METHODS:
         raise ValueError(
             f"Unknown suggestion method {method!r}; choose 'default' or one of {sorted(METHODS)}."
         )
-    result = METHODS[name](lrs, losses, beta=beta)
-    return result if method != "default" else Suggestion(
-        result.lr, f"default ({name})", result.index, result.reason
-    )
+    result = METHODS[name](lrs, losses)
+    return result if method != "default" else replace(result, method=f"default ({name})")

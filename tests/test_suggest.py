@@ -2,9 +2,7 @@ import numpy as np
 import pytest
 
 from lrexp.curve import smooth, zero_lag
-from lrexp.suggest import (
-    METHODS, MINIMUM_DIVISOR, assess, minimum, steepest, suggest, valley,
-)
+from lrexp.suggest import METHODS, MINIMUM_DIVISOR, assess, minimum, steepest, suggest, valley
 
 
 def _sigmoid_curve(n=100, noise=0.0, seed=0):

@@ -1,0 +1,138 @@
+"""The verify probe on problems with known answers: SGD on a quadratic 0.5·a·|w - w*|²
+contracts the error by |1 - a·lr| per step, so after the same number of steps the candidate
+with the smallest |1 - a·lr| has the lowest loss, and lr > 2/a diverges."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import lrexp
+from lrexp.result import RangeTestResult
+from lrexp.verify import MERGE_FACTOR, candidate_lrs
+
+CURVATURE = 4.0  # a: the best constant LR is 1/a = 0.25; above 2/a = 0.5 SGD diverges
+
+
+class Point(nn.Module):
+    def __init__(self, dim: int = 8) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.linspace(-1.0, 1.0, dim))
+
+    def forward(self, x):
+        return self.w + 0 * x.sum()
+
+
+def quadratic_loss(outputs, targets):
+    return 0.5 * CURVATURE * ((outputs - targets) ** 2).sum()
+
+
+def _batches(n=20, dim=8):
+    return [(torch.zeros(1), torch.full((dim,), 0.5))] * n
+
+
+def _state(model, optimizer):
+    return ({k: v.clone() for k, v in model.state_dict().items()},
+            repr(optimizer.state_dict()))
+
+
+def test_verify_picks_the_candidate_that_contracts_fastest_and_restores_bitwise():
+    torch.manual_seed(0)
+    model = Point()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-5)
+    before = _state(model, optimizer)
+    rng_before = torch.get_rng_state()
+    res = lrexp.range_test(model, _batches(40), quadratic_loss, optimizer, min_lr=1e-2,
+                           max_lr=10, num_iter=30, progress=False, verify=True, verify_steps=12)
+    verification = res.verification
+    assert verification is not None and len(verification.probes) >= 3
+    lrs = [probe.lr for probe in verification.probes]
+    assert min(lrs) < 1 / CURVATURE < max(lrs)  # candidates on both sides of the optimum
+    contraction = [abs(1 - CURVATURE * probe.lr) for probe in verification.probes]
+    assert verification.chosen == int(np.argmin(contraction))
+    assert res.suggest().method == "verified"
+    assert res.suggest().lr == verification.probes[verification.chosen].lr
+    # every probe started from the initial weights: its first loss is the initial loss
+    initial = quadratic_loss(before[0]["w"], torch.full((8,), 0.5)).item()
+    for probe in verification.probes:
+        assert probe.losses[0] == pytest.approx(initial, rel=1e-6)
+        assert len(probe.losses) == 12 or not math.isfinite(probe.loss)
+        if probe.lr > 2 / CURVATURE:  # past the stability limit the loss grows
+            assert probe.loss > initial
+    after = _state(model, optimizer)
+    assert torch.equal(after[0]["w"], before[0]["w"]) and after[1] == before[1]
+    assert torch.equal(torch.get_rng_state(), rng_before)
+
+
+def test_verify_measures_the_validation_loss_when_given_a_val_loader():
+    model = Point()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-5)
+    res = lrexp.range_test(model, _batches(), quadratic_loss, optimizer, min_lr=1e-4, max_lr=10,
+                           num_iter=60, progress=False, verify=True, verify_steps=5,
+                           val_loader=_batches(2))
+    verification = res.verification
+    assert verification.loss_kind == "val"
+    # the validation loss after k steps at lr is (1 - a·lr)^(2k) times the initial loss
+    initial = 0.5 * CURVATURE * float(((torch.linspace(-1, 1, 8) - 0.5) ** 2).sum())
+    for probe in verification.probes:
+        expected = initial * (1 - CURVATURE * probe.lr) ** 10
+        assert probe.loss == pytest.approx(expected, rel=1e-4, abs=1e-9)
+
+
+def test_candidates_stay_below_the_minimum_and_are_merged():
+    torch.manual_seed(0)
+    res = lrexp.range_test(Point(), _batches(), quadratic_loss, min_lr=1e-4, max_lr=10,
+                           num_iter=60, progress=False)
+    candidates = candidate_lrs(res)
+    lrs = [lr for lr, _ in candidates]
+    assert lrs == sorted(lrs) and len(lrs) >= 2
+    assert all(lr <= res.lr_at_min_loss for lr in lrs)
+    assert all(b >= a * MERGE_FACTOR for a, b in zip(lrs, lrs[1:]))
+    default = res.suggest("default").lr
+    assert any(abs(math.log(lr / default)) < math.log(MERGE_FACTOR) for lr in lrs)
+
+
+def test_a_curve_that_supports_no_lr_is_not_probed():
+    flat = [(torch.zeros(1), torch.zeros(1))] * 5
+    model = nn.Linear(1, 1)
+    noise = iter(np.random.default_rng(0).normal(2.3, 0.1, 1000).tolist())
+
+    def noisy_constant(outputs, targets):  # depends on the weights only by 1e-12
+        return 1e-12 * outputs.sum() + next(noise)
+
+    res = lrexp.range_test(model, flat, noisy_constant, progress=False, verify=True)
+    assert res.verification is None
+    assert res.suggest().lr is None and res.suggest().confidence == "none"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_verify_results_round_trip(tmp_path, fmt):
+    res = lrexp.range_test(Point(), _batches(), quadratic_loss, min_lr=1e-4, max_lr=10,
+                           num_iter=40, progress=False, verify=True, verify_steps=6)
+    path = getattr(res, f"to_{fmt}")(tmp_path / f"curve.{fmt}")
+    back = getattr(RangeTestResult, f"from_{fmt}")(path)
+    assert back.verification == res.verification  # diverged probes keep their inf losses
+    assert back.suggest() == res.suggest()
+
+
+def test_ctrl_c_during_verify_keeps_the_curve_and_the_finished_probes():
+    model = Point()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-5)
+    before = _state(model, optimizer)
+    calls = {"n": 0}
+
+    def interrupting_loss(outputs, targets):
+        calls["n"] += 1
+        if calls["n"] == 60 + 4 + 3:  # the 60-point curve, one probe of 4 steps, then Ctrl-C
+            raise KeyboardInterrupt
+        return quadratic_loss(outputs, targets)
+
+    res = lrexp.range_test(model, _batches(), interrupting_loss, optimizer, min_lr=1e-4,
+                           max_lr=1, num_iter=60, progress=False, verify=True, verify_steps=4,
+                           diverge_th=math.inf)
+    assert res.stop_reason == "interrupted" and len(res) == 60
+    assert len(res.verification.probes) == 1
+    after = _state(model, optimizer)
+    assert torch.equal(after[0]["w"], before[0]["w"]) and after[1] == before[1]

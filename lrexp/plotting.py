@@ -11,90 +11,136 @@ from matplotlib.figure import Figure
 from lrexp.result import RangeTestResult
 from lrexp.suggest import METHODS
 
-__all__ = ["plot", "plot_overlay", "plot_schedule", "save_figure"]
+__all__ = ["plot", "plot_overlay", "plot_probes", "plot_schedule", "save_figure"]
 
 _MARKERS = {"default": ("*", "tab:red", 14), "steepest": ("o", "tab:orange", 7),
             "minimum": ("s", "tab:green", 7), "valley": ("D", "tab:purple", 7)}
 
 
 def plot(result: RangeTestResult, ax: Axes | None = None, *, title: str | None = None) -> Figure:
-    """The curve: raw and smoothed loss against LR, suggestions marked, diverged tail shaded."""
+    """The curve as the rules read it: raw loss, the zero-lag smoothing, every suggestion, the
+    interval the curve supports (shaded) and where the test stopped. With a verify probe and
+    no ``ax`` given, a second panel shows the probes' short trainings."""
+    probes = result.verification.probes if result.verification is not None else []
     if ax is None:
-        fig = Figure(figsize=(7, 4.5), layout="constrained")
-        ax = fig.add_subplot()
+        fig = Figure(figsize=(12 if probes else 7, 4.5), layout="constrained")
+        axes = fig.subplots(1, 2, width_ratios=(3, 2)) if probes else [fig.add_subplot()]
+        ax = axes[0]
+        if probes:
+            plot_probes(result, axes[1])
     else:
         fig = ax.figure
-    lrs, raw, smoothed = result.lrs, result.losses, result.smoothed
+    lrs, raw, trend = result.lrs, result.losses, result.zero_lag
     if len(lrs) == 0:
         ax.text(0.5, 0.5, "empty curve", ha="center", va="center", transform=ax.transAxes)
         return fig
     ax.plot(lrs, raw, color="tab:blue", alpha=0.3, linewidth=1, label=f"{result.loss_kind} loss")
-    ax.plot(lrs, smoothed, color="tab:blue", linewidth=2, label=f"smoothed (β={result.beta})")
+    ax.plot(lrs, result.smoothed, color="tab:gray", linewidth=1, linestyle=":",
+            label=f"online EMA (β={result.beta}, stopping rule)")
+    ax.plot(lrs, trend, color="tab:blue", linewidth=2, label="zero-lag smoothing (rules read it)")
     if result.schedule == "exp":
         ax.set_xscale("log")
 
     default = result.suggest("default")
-    for name in ["default", *METHODS]:
-        suggestion = default if name == "default" else result.suggest(name)
-        if suggestion.lr is None:
-            continue
-        marker, color, size = _MARKERS.get(name, ("o", "gray", 7))
-        y = float(np.interp(np.log(suggestion.lr), np.log(lrs), smoothed))
-        ax.plot([suggestion.lr], [y], marker=marker, color=color, markersize=size, linestyle="",
-                label=f"{suggestion.method}: {suggestion.lr:.2e}")
-
-    if result.diverged_lr is not None and result.best_index is not None:
-        ax.axvspan(lrs[result.best_index], lrs[-1], color="tab:red", alpha=0.08,
+    if default.interval is not None:
+        ax.axvspan(*default.interval, color="tab:green", alpha=0.1,
+                   label=f"supported: {default.interval[0]:.2g} – {default.interval[1]:.2g}")
+    _mark_suggestions(ax, result, default)
+    if result.diverged_lr is not None:
+        ax.axvline(result.diverged_lr, color="tab:red", linestyle="--", linewidth=1,
                    label=f"{result.stop_reason} at {result.diverged_lr:.2e}")
-        ax.plot([lrs[-1]], [np.nanmax(smoothed[-1:]) if np.isfinite(smoothed[-1]) else
-                            np.nanmax(smoothed)], marker="x", color="tab:red", markersize=10)
-    _set_useful_ylim(ax, raw, smoothed)
+    _set_useful_ylim(ax, raw, trend)
     ax.set_xlabel("learning rate")
     ax.set_ylabel("loss")
     ax.set_title(title or f"LR range test ({result.stop_reason}, {len(result)} points)")
-    ax.grid(True, which="both", alpha=0.3)
+    ax.text(0.01, 0.01, f"confidence: {default.confidence}", transform=ax.transAxes,
+            fontsize="small", va="bottom", color=_CONFIDENCE_COLORS[default.confidence])
+    ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize="small")
     return fig
+
+
+_CONFIDENCE_COLORS = {"high": "tab:green", "low": "tab:orange", "none": "tab:red"}
+
+
+def _mark_suggestions(ax: Axes, result: RangeTestResult, default) -> None:
+    finite = np.isfinite(result.zero_lag)
+    log_lrs, trend = np.log(result.lrs[finite]), result.zero_lag[finite]
+    for name in ["default", *METHODS]:
+        suggestion = default if name == "default" else result.suggest(name)
+        if suggestion.lr is None or not len(trend):
+            continue
+        marker, color, size = _MARKERS.get(name, ("o", "gray", 7))
+        y = float(np.interp(np.log(suggestion.lr), log_lrs, trend))
+        ax.plot([suggestion.lr], [y], marker=marker, color=color, markersize=size, linestyle="",
+                label=f"{suggestion.method}: {suggestion.lr:.2e}")
+
+
+def plot_probes(result: RangeTestResult, ax: Axes) -> None:
+    """The verify probes: each candidate's training loss per step, the chosen one bold."""
+    verification = result.verification
+    colors = _palette(len(verification.probes))
+    for index, (probe, color) in enumerate(zip(verification.probes, colors)):
+        chosen = index == verification.chosen
+        ax.plot(np.arange(1, len(probe.losses) + 1), probe.losses, color=color,
+                linewidth=2.5 if chosen else 1, alpha=1 if chosen else 0.7,
+                label=f"{probe.lr:.2e} → {probe.loss:.3g}{'  ✓' if chosen else ''}")
+    finite = [v for p in verification.probes for v in p.losses if np.isfinite(v)]
+    if finite:
+        low, high = min(finite), max(p.losses[0] for p in verification.probes)
+        if np.isfinite(high) and high > low:
+            ax.set_ylim(low - 0.05 * (high - low), high + 0.3 * (high - low))
+    ax.set_xlabel("probe step")
+    ax.set_ylabel("training loss")
+    ax.set_title(f"verify: {len(verification.probes)} probes × {verification.steps} steps "
+                 f"({verification.loss_kind} loss decides)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small", title="LR → measured loss", title_fontsize="small")
 
 
 def _set_useful_ylim(ax: Axes, raw: np.ndarray, smoothed: np.ndarray) -> None:
     """Keep the descent readable: an exploding tail would squash it to a flat line."""
     finite_smooth = smoothed[np.isfinite(smoothed)]
-    finite_raw = raw[np.isfinite(raw)]
     if not len(finite_smooth):
         return
     best = int(np.argmin(finite_smooth))
     start_level = float(np.max(finite_smooth[: best + 1]))
-    low = float(min(finite_raw.min(initial=np.inf), finite_smooth.min()))
+    # the raw loss's lowest percentile, not its minimum: one lucky batch would stretch the axis
+    low = float(min(np.percentile(raw[np.isfinite(raw)], 1), finite_smooth.min()))
     span = max(start_level - low, 1e-12)
     ax.set_ylim(low - 0.05 * span, start_level + 0.5 * span)
 
 
 def plot_overlay(results: dict[str, RangeTestResult]) -> Figure:
-    """Every curve's smoothed loss on one log-x axes, each with its default suggestion."""
+    """Every curve's zero-lag smoothing on one log-x axes, each with its default suggestion."""
     fig = Figure(figsize=(8, 5), layout="constrained")
     ax = fig.add_subplot()
     colors = iter(_palette(len(results)))
+    lows, highs = [], []
     for label, result in results.items():
-        if not len(result):
+        trend = result.zero_lag
+        finite = np.isfinite(trend)
+        if not finite.any():
             continue
         color = next(colors)
-        ax.plot(result.lrs, result.smoothed, color=color, linewidth=1.8, label=label)
         suggestion = result.suggest("default")
+        ax.plot(result.lrs, trend, color=color, linewidth=1.8,
+                label=f"{label} ({suggestion.confidence})")
         if suggestion.lr is not None:
-            y = float(np.interp(np.log(suggestion.lr), np.log(result.lrs), result.smoothed))
+            y = float(np.interp(np.log(suggestion.lr), np.log(result.lrs[finite]), trend[finite]))
             ax.plot([suggestion.lr], [y], marker="*", markersize=13, color=color,
                     markeredgecolor="black", linestyle="")
+        best = int(np.nanargmin(trend))
+        lows.append(float(trend[best]))
+        highs.append(float(np.nanmax(trend[: best + 1])))
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
-    ax.set_ylabel("smoothed loss")
-    ax.set_title("LR range tests (★ = suggested LR)")
-    ax.grid(True, which="both", alpha=0.3)
+    ax.set_ylabel("loss (zero-lag smoothing)")
+    ax.set_title("LR range tests (★ = suggested LR; confidence in brackets)")
+    ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize="small")
-    low = min((np.nanmin(r.smoothed) for r in results.values() if len(r)), default=0.0)
-    high = max((np.nanmax(r.smoothed[: (r.best_index or 0) + 1]) for r in results.values()
-                if len(r)), default=1.0)
-    if np.isfinite(low) and np.isfinite(high) and high > low:
+    if lows and max(highs) > min(lows):
+        low, high = min(lows), max(highs)
         ax.set_ylim(low - 0.05 * (high - low), high + 0.5 * (high - low))
     return fig
 

@@ -24,8 +24,8 @@ from lrexp import interrupt
 log = logging.getLogger(__name__)
 
 SUMMARY_COLUMNS = ["job", "net", "dataset", "optimizer", "status", "suggested_lr",
-                   "suggested_lr_steepest", "suggested_lr_minimum", "suggested_lr_valley",
-                   "min_loss", "lr_at_min_loss", "diverged_lr", "error"]
+                   "confidence", "suggested_lr_steepest", "suggested_lr_minimum",
+                   "suggested_lr_valley", "min_loss", "lr_at_min_loss", "diverged_lr", "error"]
 
 
 class MlflowSweepCallback(Callback):
@@ -109,7 +109,8 @@ def write_summary_csv(rows: list[dict[str, Any]], path: Path) -> Path:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    columns = ["job", "net", "optimizer", "status", "suggested_lr", "suggested_lr_steepest",
+    columns = ["job", "net", "optimizer", "status", "suggested_lr", "confidence",
+               "suggested_lr_steepest",
                "suggested_lr_valley", "min_loss", "diverged_lr"]
 
     def cell(value: Any) -> str:

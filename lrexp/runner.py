@@ -213,6 +213,7 @@ def _engine_settings(cfg: DictConfig, device, data) -> dict[str, Any]:
         steps_per_lr=cfg.steps_per_lr, beta=cfg.beta, diverge_th=cfg.diverge_th,
         restore=False, device=device, amp=cfg.amp, accumulation_steps=cfg.accumulation_steps,
         val_loader=data.val if cfg.validate else None, progress=cfg.progress,
+        verify=cfg.verify, verify_steps=cfg.verify_steps,
     )
 
 
@@ -270,6 +271,7 @@ def _title(names: dict[str, str], result) -> str:
 
 def _summary(result, names: dict[str, str], seconds: float, device: str) -> dict[str, Any]:
     default = result.suggest("default")
+    verification = result.verification
     return {
         **names,
         "device": device,
@@ -278,11 +280,28 @@ def _summary(result, names: dict[str, str], seconds: float, device: str) -> dict
         "seconds": round(seconds, 3),
         "suggested_lr": default.lr,
         "default_method": default.method,
+        "confidence": default.confidence,
+        "confidence_reason": default.reason,
+        "interval": list(default.interval) if default.interval else None,
         "suggestions": result.suggestions(),
         "min_loss": result.min_loss,
         "lr_at_min_loss": result.lr_at_min_loss,
         "diverged_lr": result.diverged_lr,
+        "verification": None if verification is None else {
+            "steps_per_probe": verification.steps,
+            "seconds": round(verification.seconds, 3),
+            "loss_kind": verification.loss_kind,
+            "chosen_lr": verification.chosen_lr,
+            "probes": [{"lr": p.lr, "source": p.source, "loss": _finite_or_none(p.loss)}
+                       for p in verification.probes],
+        },
     }
+
+
+def _finite_or_none(value: float) -> float | None:
+    import math
+
+    return value if math.isfinite(value) else None
 
 
 def _summary_text(summary: dict[str, Any], files: dict[str, Path], out_dir: Path) -> str:
@@ -290,16 +309,28 @@ def _summary_text(summary: dict[str, Any], files: dict[str, Path], out_dir: Path
         return "—" if value is None else f"{value:.3g}"
 
     suggestions = "   ".join(f"{name} {fmt(lr)}" for name, lr in summary["suggestions"].items())
+    interval = summary["interval"]
     lines = [
         f"LR range test: {summary['net']} on {summary['dataset']} with {summary['optimizer']}, "
         f"{summary['steps']} steps on {summary['device']} in {summary['seconds']:.1f} s "
         f"({summary['status']})",
-        f"  suggested LR ({summary['default_method']}): {fmt(summary['suggested_lr'])}",
+        f"  suggested LR ({summary['default_method']}): {fmt(summary['suggested_lr'])}   "
+        f"confidence: {summary['confidence']}"
+        + (f", supported {fmt(interval[0])} – {fmt(interval[1])}" if interval else ""),
+        f"  why: {summary['confidence_reason']}",
         f"  by method:    {suggestions}",
         f"  min loss {fmt(summary['min_loss'])} at LR {fmt(summary['lr_at_min_loss'])}; "
         f"diverged at LR {fmt(summary['diverged_lr'])}",
-        f"  files in {out_dir}: {', '.join(path.name for path in files.values())}",
     ]
+    probe = summary["verification"]
+    if probe is not None:
+        losses = ", ".join(f"{fmt(p['lr'])} → {fmt(p['loss'])}" for p in probe["probes"])
+        curve_seconds = max(summary["seconds"] - probe["seconds"], 1e-9)
+        lines.append(
+            f"  verify: {len(probe['probes'])} probes × {probe['steps_per_probe']} steps in "
+            f"{probe['seconds']:.1f} s ({probe['seconds'] / curve_seconds:.1f}x the range "
+            f"test's {curve_seconds:.1f} s); {probe['loss_kind']} loss by LR: {losses}")
+    lines.append(f"  files in {out_dir}: {', '.join(path.name for path in files.values())}")
     return "\n".join(lines)
 
 

@@ -50,6 +50,8 @@ class LrexpConfig:
     channels_last: bool = True  # on CUDA only
     threads: int = 0  # torch threads per job; 0 = auto (cores / parallel jobs under joblib)
     progress: bool = True
+    verify: bool = False  # short probe trainings pick among the curve's candidate LRs
+    verify_steps: int = 50  # optimizer steps per probe
 
 
 def register() -> None:
@@ -76,6 +78,8 @@ def check(cfg: Any) -> None:
         (cfg.batch_size >= 1, f"batch_size={cfg.batch_size}", "use batch_size >= 1"),
         (cfg.accumulation_steps >= 1, f"accumulation_steps={cfg.accumulation_steps}",
          "use accumulation_steps >= 1"),
+        (cfg.verify_steps >= 1, f"verify_steps={cfg.verify_steps}",
+         "use verify_steps >= 1 (30-60 is usual)"),
     ]
     for ok, given, fix in rules:
         if not ok:

@@ -32,6 +32,7 @@ MAX_PARAMS_PER_BATCH = 100
 MAX_PARAM_VALUE_LENGTH = 6000
 TRUNCATION_MARKER = "...[truncated]"
 PARENT_RUN_FILE = "mlflow_parent_run_id"  # written into a sweep dir by lrexp.callbacks
+CONFIDENCE_SCORES = {"none": 0, "low": 1, "high": 2}  # the metric suggestion_confidence
 
 T = TypeVar("T")
 
@@ -142,6 +143,34 @@ def truncate_param(value: Any) -> str:
     if len(text) <= MAX_PARAM_VALUE_LENGTH:
         return text
     return text[: MAX_PARAM_VALUE_LENGTH - len(TRUNCATION_MARKER)] + TRUNCATION_MARKER
+
+
+def _summary_metrics(summary: Mapping[str, Any]) -> list:
+    """The run's summary metrics; the verify probes as series over the probe index."""
+    from mlflow.entities import Metric
+
+    stamp = int(time.time() * 1000)
+    values = {
+        "suggested_lr": summary.get("suggested_lr"),
+        "min_loss": summary.get("min_loss"),
+        "lr_at_min_loss": summary.get("lr_at_min_loss"),
+        "diverged_lr": summary.get("diverged_lr"),
+        **{f"suggested_lr_{name}": lr for name, lr in summary.get("suggestions", {}).items()
+           if name != "default"},
+        # a number, so the UI can chart and sort runs by it
+        "suggestion_confidence": CONFIDENCE_SCORES.get(summary.get("confidence")),
+    }
+    if summary.get("interval"):
+        values["suggested_lr_low"], values["suggested_lr_high"] = summary["interval"]
+    verification = summary.get("verification") or {}
+    values["verify_seconds"] = verification.get("seconds")
+    metrics = [Metric(key, float(value), stamp, 0) for key, value in values.items()
+               if value is not None and math.isfinite(value)]
+    for index, probe in enumerate(verification.get("probes", [])):
+        metrics.append(Metric("verify_probe_lr", float(probe["lr"]), stamp, index))
+        if probe["loss"] is not None:
+            metrics.append(Metric("verify_probe_loss", float(probe["loss"]), stamp, index))
+    return metrics
 
 
 def _chunks(items: list[T], size: int) -> list[list[T]]:
@@ -305,21 +334,13 @@ class MlflowTracker:
                            for step, value in enumerate(result.smoothed)])
 
     def _send_summary(self, summary: Mapping[str, Any], status: str) -> None:
-        from mlflow.entities import Metric, RunTag
+        from mlflow.entities import RunTag
 
-        stamp = int(time.time() * 1000)
-        values = {
-            "suggested_lr": summary.get("suggested_lr"),
-            "min_loss": summary.get("min_loss"),
-            "lr_at_min_loss": summary.get("lr_at_min_loss"),
-            "diverged_lr": summary.get("diverged_lr"),
-            **{f"suggested_lr_{name}": lr for name, lr in summary.get("suggestions", {}).items()
-               if name != "default"},
-        }
-        metrics = [Metric(key, float(value), stamp, 0) for key, value in values.items()
-                   if value is not None and math.isfinite(value)]
         tags = [RunTag("status", str(summary.get("status", status))),
-                RunTag("default_method", str(summary.get("default_method", "")))]
+                RunTag("default_method", str(summary.get("default_method", ""))),
+                RunTag("confidence", str(summary.get("confidence"))),
+                RunTag("confidence_reason", str(summary.get("confidence_reason", ""))[:5000])]
+        metrics = _summary_metrics(summary)
         with_retries(lambda: self._client.log_batch(self.run_id, metrics=metrics, tags=tags),
                      "log summary")
 

@@ -375,10 +375,17 @@ def _suggestion_record(s) -> dict:
             "interval": None if interval is None else [float(v) for v in interval]}
 
 
+def curve_suggest(lrs, losses, method: str, beta: float):
+    """lrexp's pure rule on a curve; ``beta`` only where the engine's rules still take one."""
+    if "beta" in inspect.signature(suggest).parameters:
+        return suggest(lrs, losses, method, beta=beta)
+    return suggest(lrs, losses, method)
+
+
 def _suggestions(result) -> dict[str, dict]:
     """Every scored rule on one curve; "lrexp default" is the curve-only default in any case."""
     records = {"lrexp default": _suggestion_record(
-        suggest(result.lrs, result.losses, "default", beta=result.beta))}
+        curve_suggest(result.lrs, result.losses, "default", result.beta))}
     if getattr(result, "verification", None) is not None:
         records["lrexp verified"] = _suggestion_record(result.suggest("default"))
     records |= {f"lrexp {name}": _suggestion_record(result.suggest(name)) for name in METHODS}
@@ -405,6 +412,13 @@ def _range_test(case: Case, data, seed: int, verify_steps: int | None):
     return result, full, seconds
 
 
+def _verification_record(verification) -> dict | None:
+    """The probes as saved (every candidate's LR and loss), for offline looks at the probe."""
+    if verification is None:
+        return None
+    return verification.to_dict() if hasattr(verification, "to_dict") else str(verification)
+
+
 def run_case(name: str, seeds: tuple[int, ...] = SEEDS, steps: int = STEPS,
              verify_steps: int | None = None) -> dict:
     case = next(c for c in CASES if c.name == name)  # by name: lambdas do not pickle
@@ -427,6 +441,7 @@ def run_case(name: str, seeds: tuple[int, ...] = SEEDS, steps: int = STEPS,
             "lrs": result.lrs.tolist(), "losses": result.losses.tolist(), "beta": result.beta,
             "range_test_seconds": seconds,
             "probe_seconds": None if verification is None else verification.seconds,
+            "verification": _verification_record(verification),
             "suggested_lr": {name: s["lr"] for name, s in suggestions.items()},
             "suggestion": suggestions, "val_loss": scores,
             "hit": {name: is_hit(score, best) for name, score in scores.items()},
@@ -466,12 +481,12 @@ def estimated_val_loss(grid: dict[float, float], lr: float) -> float:
     losses = np.array([grid[lr] for lr in lrs])
     x = math.log10(lr)
     xs = np.log10(lrs)
-    if x > xs[-1] + 1e-9:
+    if x > xs[-1] + 1e-6:  # up to rounding of the LR, as in the cache key
         return math.inf
     if x <= xs[0]:
         return float(losses[0])
-    right = min(int(np.searchsorted(xs, x - 1e-9)), len(xs) - 1)
-    if abs(xs[right] - x) <= 1e-9:  # on a grid point, up to rounding of the LR
+    right = min(int(np.searchsorted(xs, x - 1e-6)), len(xs) - 1)
+    if abs(xs[right] - x) <= 1e-6:  # on a grid point
         return float(losses[right])
     left = right - 1
     if not (math.isfinite(losses[left]) and math.isfinite(losses[right])):
@@ -575,8 +590,10 @@ def _interval_lines(results) -> list[str]:
             if level is not None:
                 levels.setdefault(level, []).append(t["hit"][name])
         if levels:
+            order = ["high", "low", "none"]  # lrexp's levels first, any other after them
+            ranked = sorted(levels, key=lambda lv: (order.index(lv) if lv in order else 3, lv))
             lines.append(f"{name}: hits by confidence: " + ", ".join(
-                f"{level} {sum(h)}/{len(h)}" for level, h in sorted(levels.items())))
+                f"{level} {sum(levels[level])}/{len(levels[level])}" for level in ranked))
     return lines
 
 

@@ -203,6 +203,9 @@ def _run(cfg: DictConfig) -> int:
     tracker.finish(result=result, summary=summary, files=files, out_dir=out_dir,
                    status="KILLED" if interrupted else "FINISHED")
     log.info("%s", _summary_text(summary, files, out_dir))
+    if summary["confidence"] != "high":  # a weak answer must not pass silently
+        log.warning("Suggestion confidence %s: %s", summary["confidence"],
+                    summary["confidence_reason"])
     return EXIT_INTERRUPTED if interrupted else EXIT_OK
 
 

@@ -36,7 +36,14 @@ def assert_child_matches_its_run_dir(client, run, run_dir: Path):
         assert [m.step for m in history] == list(range(len(curve))), key
         np.testing.assert_allclose([m.value for m in history], values, rtol=1e-12)
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert run.data.metrics["suggested_lr"] == pytest.approx(summary["suggested_lr"])
+    if summary["suggested_lr"] is None:  # confidence "none": no number, only the reason
+        assert "suggested_lr" not in run.data.metrics
+    else:
+        assert run.data.metrics["suggested_lr"] == pytest.approx(summary["suggested_lr"])
+    assert run.data.tags["confidence"] == summary["confidence"]
+    assert run.data.tags["confidence_reason"] == summary["confidence_reason"]
+    assert run.data.metrics["suggestion_confidence"] == \
+        {"none": 0, "low": 1, "high": 2}[summary["confidence"]]
     assert run.data.metrics["min_loss"] == pytest.approx(summary["min_loss"])
     assert run.data.params["net.name"] == summary["net"]
     assert run.data.params["min_lr"] == "1e-07"

@@ -1,5 +1,6 @@
 """Compose the real configs (hydra.compose) and run them through the real runner."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,31 @@ def test_out_of_range_settings_exit_2_with_the_value(tmp_path, caplog, override,
     assert run_config(cfg) == 2
     assert needle in caplog.text
     assert not (tmp_path / "curve.csv").exists()
+
+
+def test_verify_in_the_app_records_every_probe_and_suggests_the_chosen_one(tmp_path, caplog):
+    cfg = compose_config("experiment=sine_mlp", "num_iter=60", "verify=true", "verify_steps=8",
+                         out_dir=tmp_path)
+    with caplog.at_level("INFO"):
+        assert run_config(cfg) == EXIT_OK
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    verification = summary["verification"]
+    assert summary["default_method"] == "verified"
+    assert summary["suggested_lr"] == verification["chosen_lr"]
+    assert summary["suggestions"]["verified"] == verification["chosen_lr"]
+    chosen = min((p for p in verification["probes"] if p["loss"] is not None),
+                 key=lambda p: p["loss"])
+    assert chosen["lr"] == verification["chosen_lr"] and verification["steps_per_probe"] == 8
+    curve = RangeTestResult.from_csv(tmp_path / "curve.csv")
+    assert [p.lr for p in curve.verification.probes] == [p["lr"] for p in verification["probes"]]
+    assert "verify: " in caplog.text and "x the range test's" in caplog.text
+
+
+@pytest.mark.parametrize("num_iter", [2, 4])
+def test_a_too_short_curve_says_why_there_is_no_suggestion(tmp_path, caplog, num_iter):
+    cfg = compose_config(f"num_iter={num_iter}", out_dir=tmp_path)
+    assert run_config(cfg) == EXIT_OK
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["suggested_lr"] is None and summary["confidence"] == "none"
+    assert "raise num_iter" in summary["confidence_reason"]
+    assert "raise num_iter" in caplog.text

@@ -35,10 +35,10 @@ def test_result_round_trips_exactly(tmp_path, fmt):
     assert back.suggestions() == result.suggestions()
 
 
-def test_summary_values_come_from_the_smoothed_curve():
+def test_summary_values_come_from_the_zero_lag_curve():
     result = _curve()
-    best = int(np.nanargmin(result.smoothed))
-    assert result.min_loss == result.smoothed[best]
+    best = int(np.nanargmin(result.zero_lag))
+    assert result.min_loss == result.zero_lag[best]
     assert result.lr_at_min_loss == result.lrs[best]
     assert result.diverged_lr == result.lrs[-1]
 

@@ -62,6 +62,32 @@ def test_plot_draws_into_a_given_axes():
     assert ax.get_xscale() == "log" and len(ax.lines) >= 2
 
 
+def test_plot_shows_the_curve_the_rules_read_and_shades_the_supported_interval():
+    result = _curve()
+    fig = lrexp.plot(result)
+    [ax] = fig.axes
+    drawn = [line.get_ydata() for line in ax.lines if len(line.get_ydata()) == len(result)]
+    assert any(np.array_equal(y, result.zero_lag, equal_nan=True) for y in drawn)
+    low, high = result.suggest().interval
+    [band] = [p for p in ax.patches if p.get_label().startswith("supported")]
+    assert (band.get_x(), band.get_x() + band.get_width()) == pytest.approx((low, high))
+
+
+def test_plot_adds_a_panel_with_the_verify_probes():
+    from lrexp.result import Probe, Verification
+
+    result = _curve()
+    result.verification = Verification(
+        [Probe(1e-4, "minimum", 0.9, [2.3, 1.5, 0.9]), Probe(3e-4, "minimum x3", 0.7,
+                                                          [2.3, 1.2, 0.7])], 1, 3, 0.1)
+    fig = lrexp.plot(result)
+    assert len(fig.axes) == 2
+    probes_ax = fig.axes[1]
+    assert [list(line.get_ydata()) for line in probes_ax.lines] == \
+        [[2.3, 1.5, 0.9], [2.3, 1.2, 0.7]]
+    assert probes_ax.lines[1].get_linewidth() > probes_ax.lines[0].get_linewidth()  # the chosen
+
+
 def test_original_lr_finder_facade_runs_and_saves_headless(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     finder = lrexp.lr_finder(bn_net(), classification_batches(), nn.CrossEntropyLoss(),

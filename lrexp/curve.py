@@ -29,7 +29,7 @@ import numpy as np
 
 __all__ = [
     "WARMUP_STEPS", "CurveMonitor", "divergence_step", "noise_scale", "readable_end",
-    "readable_losses", "smooth", "zero_lag",
+    "readable_losses", "smooth", "zero_lag", "blowup_index",
 ]
 
 # Steps before the best is tracked and the rule may fire: the noise estimate needs some
@@ -193,8 +193,33 @@ def readable_losses(losses: np.ndarray) -> np.ndarray:
     if not len(values):
         return values
     head = values[: max(3, len(values) // 10)]
-    ceiling = float(np.median(head)) + 3.0 * noise_scale(values)
+    ceiling = _start_level(values) + 3.0 * noise_scale(values)
     return np.minimum(values, max(ceiling, float(head.max())))
+
+
+def _start_level(values: np.ndarray) -> float:
+    """The loss where the test began: the median of its first tenth (at least 3 points)."""
+    return float(np.median(values[: max(3, len(values) // 10)]))
+
+
+def blowup_index(losses: np.ndarray) -> int | None:
+    """Where the loss blew up: the first point of the final stretch in which the zero-lag loss
+    stays more than two noise widths above the level the test started at, or the first
+    non-finite loss. None when the curve does not end blown up (the range ended first).
+
+    Divergence is explosive, so this point moves little with noise, unlike the minimum of a
+    noisy curve; it marks the edge of the stable LRs."""
+    raw = np.asarray(losses, dtype=np.float64)
+    values = readable_losses(raw)
+    end = len(values)
+    if end < 3:
+        return end if end < len(raw) else None
+    trend = zero_lag(raw)[:end]
+    above = trend > _start_level(values) + 2.0 * noise_scale(values)
+    if not above[-1]:
+        return end if end < len(raw) else None
+    calm = np.flatnonzero(~above)
+    return int(calm[-1]) + 1 if len(calm) else 0
 
 
 def _local_linear(values: np.ndarray, bandwidth: float) -> tuple[np.ndarray, np.ndarray]:

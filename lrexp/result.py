@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from lrexp.curve import zero_lag
+from lrexp.curve import blowup_index, zero_lag
 from lrexp.suggest import METHODS, Suggestion, Verdict, assess, suggest
 
 __all__ = ["STOP_REASONS", "Probe", "RangeTestResult", "Verification"]
@@ -152,6 +152,12 @@ class RangeTestResult:
         if self.stop_reason in ("diverged", "non-finite") and len(self):
             return float(self.lrs[-1])
         return None
+
+    @property
+    def blowup_lr(self) -> float | None:
+        """The LR where the loss blew up (``lrexp.curve.blowup_index``), None if it did not."""
+        index = blowup_index(self.losses)
+        return None if index is None or index >= len(self) else float(self.lrs[index])
 
     @property
     def best_index(self) -> int | None:

@@ -11,6 +11,10 @@ None and ``reason`` says why (the peers crash there or answer silently).
   the lagged minimum by 10; see that constant for why the unlagged one is divided by less).
 * ``valley``: fastai's rule: the longest strictly decreasing stretch of the curve, and a point
   half-way down it.
+* ``edge``: the LR where the loss blew up (``lrexp.curve.blowup_index``) divided by
+  ``EDGE_DIVISOR``: a fixed distance below the edge of the stable LRs. Divergence is explosive,
+  so this anchor barely moves with minibatch noise, where the minimum of a noisy curve wanders
+  by decades. Without a blow-up on the curve it falls back to ``minimum``.
 * ``default``: the rule the suggestion benchmark (scripts/bench_suggest.py) found best; README.
 
 The verdict (``assess``) compares how far the loss fell with its minibatch noise, checks that
@@ -20,15 +24,16 @@ supports: from where the loss has made half its fall to where it bottoms out.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from lrexp.curve import readable_end, readable_losses, zero_lag
+from lrexp.curve import blowup_index, readable_end, readable_losses, zero_lag
 
 __all__ = [
-    "CONFIDENCE_LEVELS", "DEFAULT_METHOD", "METHODS", "Suggestion", "Verdict", "assess",
+    "CONFIDENCE_LEVELS", "DEFAULT_METHOD", "METHODS", "Suggestion", "Verdict", "assess", "edge",
     "minimum", "steepest", "suggest", "valley",
 ]
 
@@ -41,8 +46,10 @@ FALL_NONE, FALL_HIGH = 2.0, 5.0
 # fastai divides the LR at the EMA's minimum by 10. Part of that tenth cancels the EMA's lag
 # (the EMA's minimum sits a fraction of a decade to several decades past the raw loss's);
 # the rest keeps clear of the edge where the loss turns up. The unlagged minimum needs only
-# that second part. Chosen with scripts/bench_suggest.py (README, "How the default was chosen").
-MINIMUM_DIVISOR = 4.0
+# that second part. Both divisors were chosen with scripts/bench_suggest.py (README, "How the
+# default was chosen"): the hit counts change little from 20 to 50 for EDGE_DIVISOR.
+MINIMUM_DIVISOR = 2.0
+EDGE_DIVISOR = 30.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,8 @@ class _Curve:
     raw: np.ndarray
     trend: np.ndarray
     clipped: np.ndarray  # what the smoothing read: raw, the diverged tail clipped
+    blowup: int | None  # where the loss blew up (a non-finite loss may be past the prefix)
+    blowup_lr: float | None
 
     @property
     def start(self) -> int:
@@ -113,11 +122,14 @@ def _readable_curve(lrs, losses) -> _Curve | str:
         what = "no finite loss" if end == 0 else f"only {end} finite point(s)"
         return (f"the curve has {what}; at least {MIN_POINTS} are needed to see the loss fall "
                 "and turn (raise num_iter, or lower min_lr if the loss diverged at once).")
+    blowup = blowup_index(raw)
+    blowup_lr = float(lrs[blowup]) if blowup is not None and blowup < len(lrs) else None
     lrs, raw = lrs[:end], raw[:end]
     if float(raw.max() - raw.min()) <= 1e-9 * max(float(np.abs(raw).max()), 1e-30):
         return (f"the loss is flat at {raw[0]:.6g} over the whole range; check that the loss "
                 "depends on the model's parameters and that they require grad.")
-    return _Curve(lrs, raw, zero_lag(raw), readable_losses(raw))
+    return _Curve(lrs, raw, zero_lag(raw), readable_losses(raw),
+                  blowup if blowup_lr is not None else None, blowup_lr)
 
 
 def assess(lrs, losses) -> Verdict:
@@ -134,16 +146,19 @@ def _assess(curve: _Curve) -> Verdict:
     peak = float(trend[: best + 1].max())
     fall = peak - float(trend[best])
     widths = fall / noise if noise > 0 else float("inf")
-    interval = _interval(curve, peak, fall)
     fell = f"the loss fell {fall:.3g} ({widths:.1f} noise widths of {noise:.2g})"
-    rise_after = float(trend[best:].max() - trend[best])
-    if widths < FALL_NONE and rise_after >= FALL_NONE * noise and best - start < 2:
-        return Verdict("none", f"{fell} and then only rose, from LR {curve.lrs[start]:.3g} on: "
-                       "its descent lies below the range; lower min_lr.", None, widths)
+    blowup = curve.blowup
     if widths < FALL_NONE:
-        return Verdict("none", f"{fell}: it never fell below its noise; raise max_lr or "
-                       "num_iter, or check that the model learns.", None, widths)
-    if rise_after < max(noise, 0.1 * fall):
+        if blowup is None:
+            return Verdict("none", f"{fell}: it never fell below its noise and never blew up; "
+                           "raise max_lr or num_iter, or check that the model learns.",
+                           None, widths)
+        return Verdict("low", f"{fell}: it never fell below its noise, so the suggestion "
+                       f"rests on where it blew up (LR {curve.blowup_lr:.3g}) alone; raise "
+                       "num_iter or batch_size, or use repeats.", _edge_interval(curve), widths)
+    interval = _interval(curve, peak, fall)
+    rise_after = float(trend[best:].max() - trend[best])
+    if blowup is None and rise_after < max(noise, 0.1 * fall):
         return Verdict("low", f"{fell} and was still falling at the end of the range (LR "
                        f"{curve.lrs[-1]:.3g}); the minimum was not reached: raise max_lr.",
                        interval, widths)
@@ -155,16 +170,27 @@ def _assess(curve: _Curve) -> Verdict:
         return Verdict("low", f"{fell}: only a little more than its noise, so the reading "
                        "is uncertain; raise num_iter or batch_size, or use repeats.",
                        interval, widths)
-    return Verdict("high", f"{fell} and turned up after LR {curve.lrs[best]:.3g}.",
-                   interval, widths)
+    turned = (f"blew up at LR {curve.blowup_lr:.3g}" if blowup is not None
+              else f"turned up after LR {curve.lrs[best]:.3g}")
+    return Verdict("high", f"{fell} and {turned}.", interval, widths)
 
 
 def _interval(curve: _Curve, peak: float, fall: float) -> tuple[float, float]:
-    """From the first LR where the loss has made half its fall to the LR of its minimum."""
+    """From the first LR where the loss has made half its fall to the LR of its minimum, or
+    to the edge's suggestion when that is higher (the minimum of a noisy curve can sit low)."""
     best = curve.best
     halfway = np.flatnonzero(curve.trend[: best + 1] <= peak - 0.5 * fall)
-    low = int(halfway[0]) if len(halfway) else best
-    return float(curve.lrs[low]), float(curve.lrs[best])
+    low = float(curve.lrs[int(halfway[0]) if len(halfway) else best])
+    high = float(curve.lrs[best])
+    if curve.blowup_lr is not None:
+        high = max(high, curve.blowup_lr / EDGE_DIVISOR)
+    return min(low, high), high
+
+
+def _edge_interval(curve: _Curve) -> tuple[float, float]:
+    """A decade around the edge's suggestion: all a curve without a clear fall supports."""
+    edge_lr = curve.blowup_lr / EDGE_DIVISOR
+    return edge_lr / math.sqrt(10), edge_lr * math.sqrt(10)
 
 
 def _with_verdict(suggestion: Suggestion, verdict: Verdict) -> Suggestion:
@@ -196,6 +222,17 @@ def minimum(lrs, losses) -> Suggestion:
         return Suggestion(None, "minimum", reason=curve)
     index = curve.best
     suggestion = Suggestion(float(curve.lrs[index]) / MINIMUM_DIVISOR, "minimum", index)
+    return _with_verdict(suggestion, _assess(curve))
+
+
+def edge(lrs, losses) -> Suggestion:
+    """The LR where the loss blew up divided by ``EDGE_DIVISOR``; ``minimum`` without one."""
+    curve = _readable_curve(lrs, losses)
+    if isinstance(curve, str):
+        return Suggestion(None, "edge", reason=curve)
+    if curve.blowup_lr is None:
+        return replace(minimum(lrs, losses), method="edge")
+    suggestion = Suggestion(curve.blowup_lr / EDGE_DIVISOR, "edge", curve.blowup)
     return _with_verdict(suggestion, _assess(curve))
 
 
@@ -233,13 +270,14 @@ def valley(lrs, losses) -> Suggestion:
 
 
 METHODS: dict[str, Callable[..., Suggestion]] = {
-    "steepest": steepest,
+    "edge": edge,
     "minimum": minimum,
+    "steepest": steepest,
     "valley": valley,
 }
 
 # Picked by scripts/bench_suggest.py (hits per rule over its cases; table in the README).
-DEFAULT_METHOD = "minimum"
+DEFAULT_METHOD = "edge"
 
 
 def suggest(lrs, losses, method: str = "default") -> Suggestion:

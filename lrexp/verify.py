@@ -6,8 +6,8 @@ from the initial state, train ``steps`` steps at each candidate LR and keep the 
 lowest measured loss (validation loss when there is a validation set, else the mean training
 loss of the probe's last third: the level it reached, not its luckiest batch).
 
-Candidates are the rules' answers and factors of 3 around the default, nothing above the LR
-where the curve bottoms out (the loss rises there), merged when closer than a factor of 1.5.
+Candidates are the rules' answers and factors of 3 around the default, nothing at or above
+the LR where the loss blew up, merged when closer than a factor of 1.5.
 This module is pure selection logic; ``lrexp.rangetest`` supplies the training callables.
 """
 
@@ -39,10 +39,10 @@ def candidate_lrs(result: RangeTestResult) -> list[tuple[float, str]]:
                   for factor in AROUND_DEFAULT]
     proposals += [(s.lr, name) for name in METHODS if name != DEFAULT_METHOD
                   and (s := result.suggest(name)).lr is not None]
-    ceiling = result.lr_at_min_loss or math.inf
+    ceiling = result.blowup_lr or math.inf
     merged: list[tuple[float, str]] = []
     for lr, source in sorted(proposals):  # ties and near-ties join the first (lower) LR
-        if lr > ceiling:
+        if lr >= ceiling:
             continue
         if merged and lr < merged[-1][0] * MERGE_FACTOR:
             merged[-1] = (merged[-1][0], f"{merged[-1][1]}, {source}")

@@ -150,3 +150,40 @@ def test_unknown_method_lists_the_known_ones():
     lrs, losses = _sigmoid_curve()
     with pytest.raises(ValueError, match="steepest"):
         suggest(lrs, losses, "magic")
+
+
+def test_edge_is_a_fixed_fraction_of_where_the_loss_blows_up():
+    from lrexp.suggest import EDGE_DIVISOR, edge
+
+    lrs, losses = _sigmoid_curve(noise=0.05)
+    losses[80:] = 10.0 ** np.arange(1, 21)  # a blow-up at point 80, far above the start (2.0)
+    s = edge(lrs, losses)
+    assert 78 <= s.index <= 83  # within a quarter decade (3 points) of the true blow-up
+    assert s.lr == pytest.approx(lrs[s.index] / EDGE_DIVISOR)
+
+
+def test_edge_counts_a_nan_as_the_blowup():
+    from lrexp.suggest import EDGE_DIVISOR, edge
+
+    lrs, losses = _sigmoid_curve(noise=0.05)
+    losses[70] = np.nan  # the test stopped on a non-finite loss at point 70
+    assert edge(lrs, losses).lr == pytest.approx(lrs[70] / EDGE_DIVISOR)
+
+
+def test_a_noise_dominated_curve_that_blows_up_gets_low_confidence_and_says_why():
+    lrs = np.geomspace(1e-7, 10, 100)
+    losses = 1.0 + 0.5 * np.random.default_rng(0).standard_normal(100)  # MSE on tiny batches
+    losses[85:] = 10.0 ** np.arange(1, 16)
+    s = suggest(lrs, losses)
+    assert s.confidence == "low" and "blew up" in s.reason and s.lr is not None
+    low, high = s.interval
+    assert low < s.lr < high
+
+
+def test_without_a_blowup_edge_falls_back_to_minimum():
+    from lrexp.suggest import edge
+
+    lrs = np.geomspace(1e-7, 10, 100)
+    x = np.log10(lrs)
+    losses = 2.0 - np.tanh(x + 3) + 0.05 * np.exp(x + 0.5)  # a gentle turn, no explosion
+    assert edge(lrs, losses).lr == minimum(lrs, losses).lr

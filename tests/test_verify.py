@@ -81,14 +81,14 @@ def test_verify_measures_the_validation_loss_when_given_a_val_loader():
         assert probe.loss == pytest.approx(expected, rel=1e-4, abs=1e-9)
 
 
-def test_candidates_stay_below_the_minimum_and_are_merged():
+def test_candidates_stay_below_the_blowup_and_are_merged():
     torch.manual_seed(0)
     res = lrexp.range_test(Point(), _batches(), quadratic_loss, min_lr=1e-4, max_lr=10,
                            num_iter=60, progress=False)
     candidates = candidate_lrs(res)
     lrs = [lr for lr, _ in candidates]
     assert lrs == sorted(lrs) and len(lrs) >= 2
-    assert all(lr <= res.lr_at_min_loss for lr in lrs)
+    assert res.blowup_lr is not None and all(lr < res.blowup_lr for lr in lrs)
     assert all(b >= a * MERGE_FACTOR for a, b in zip(lrs, lrs[1:]))
     default = res.suggest("default").lr
     assert any(abs(math.log(lr / default)) < math.log(MERGE_FACTOR) for lr in lrs)

@@ -155,7 +155,7 @@ def _assess(curve: _Curve) -> Verdict:
                            None, widths)
         return Verdict("low", f"{fell}: it never fell below its noise, so the suggestion "
                        f"rests on where it blew up (LR {curve.blowup_lr:.3g}) alone; raise "
-                       "num_iter or batch_size, or use repeats.", _edge_interval(curve), widths)
+                       "num_iter or batch_size.", _edge_interval(curve), widths)
     interval = _interval(curve, peak, fall)
     rise_after = float(trend[best:].max() - trend[best])
     if blowup is None and rise_after < max(noise, 0.1 * fall):
@@ -168,7 +168,7 @@ def _assess(curve: _Curve) -> Verdict:
                        interval, widths)
     if widths < FALL_HIGH:
         return Verdict("low", f"{fell}: only a little more than its noise, so the reading "
-                       "is uncertain; raise num_iter or batch_size, or use repeats.",
+                       "is uncertain; raise num_iter or batch_size.",
                        interval, widths)
     turned = (f"blew up at LR {curve.blowup_lr:.3g}" if blowup is not None
               else f"turned up after LR {curve.lrs[best]:.3g}")

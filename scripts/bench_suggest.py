@@ -382,11 +382,13 @@ def curve_suggest(lrs, losses, method: str, beta: float):
     return suggest(lrs, losses, method)
 
 
-def _suggestions(result) -> dict[str, dict]:
-    """Every scored rule on one curve; "lrexp default" is the curve-only default in any case."""
+def _suggestions(result, verified: bool) -> dict[str, dict]:
+    """Every scored rule on one curve; "lrexp default" is the curve-only default in any case,
+    "lrexp verified" what a verify=True user gets (the engine skips the probe on a curve that
+    supports no LR, and then answers with the curve's default)."""
     records = {"lrexp default": _suggestion_record(
         curve_suggest(result.lrs, result.losses, "default", result.beta))}
-    if getattr(result, "verification", None) is not None:
+    if verified:
         records["lrexp verified"] = _suggestion_record(result.suggest("default"))
     records |= {f"lrexp {name}": _suggestion_record(result.suggest(name)) for name in METHODS}
     for name, rule in PEER_RULES.items():
@@ -431,7 +433,7 @@ def run_case(name: str, seeds: tuple[int, ...] = SEEDS, steps: int = STEPS,
     trials = []
     for seed in seeds:
         result, full, seconds = _range_test(case, truth.data, seed, verify_steps)
-        suggestions = _suggestions(result)
+        suggestions = _suggestions(result, has_verify())
         scores = {name: None if s["lr"] is None else truth.val_loss(s["lr"])
                   for name, s in suggestions.items()}
         verification = getattr(result, "verification", None)
@@ -605,10 +607,18 @@ def _probe_cost_lines(results) -> list[str]:
         if probe:
             total = sum(t["range_test_seconds"] for t in r["trials"])
             ratios.append(sum(probe) / max(total - sum(probe), 1e-9))
-    if not ratios:
+    verified = [t["suggestion"]["lrexp verified"] for r in results for t in r["trials"]
+                if "lrexp verified" in t["suggestion"]]
+    if not verified:
         return ["Verification probe: not in this engine (no verified row)."]
-    return [f"Verification probe cost: probe seconds / curve seconds, median over cases "
-            f"{statistics.median(ratios):.2f} (range {min(ratios):.2f} .. {max(ratios):.2f})."]
+    unprobed = sum(s["method"] != "verified" for s in verified)
+    lines = [f"Verified row: no probe result in {unprobed} of {len(verified)} trials (the "
+             "engine then answers with the curve's default)."]
+    if ratios:
+        lines.append(f"Verification probe cost: probe seconds / curve seconds, median over "
+                     f"cases {statistics.median(ratios):.2f} (range {min(ratios):.2f} .. "
+                     f"{max(ratios):.2f}; cases where it ran).")
+    return lines
 
 
 def _sensitivity_lines(results) -> list[str]:

@@ -14,8 +14,11 @@ once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,38 @@ log = logging.getLogger(__name__)
 
 MARKER = "INTERRUPTED"
 _interrupted_here = False  # this process saw the sweep interrupted (read by __main__ for 130)
+_terminated = False  # this process got SIGTERM (exit 143 instead of 130)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a SLURM time limit, ``docker stop``, systemd) taken as Ctrl-C, so the engine
+    returns its partial curve and the run is recorded KILLED like an interrupted one."""
+
+
+def terminated() -> bool:
+    return _terminated
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, the first SIGTERM raises ``Terminated``; later ones are ignored while
+    the run records what it has (the sender's SIGKILL follows anyway after its grace time).
+    Signal handlers can only be set in the main thread; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        global _terminated
+        _terminated = True
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def mark(sweep_dir: str | Path) -> None:

@@ -5,16 +5,18 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lrexp.curve import blowup_index, zero_lag
+from lrexp.curve import CurveMonitor, blowup_index, zero_lag
 from lrexp.suggest import METHODS, Suggestion, Verdict, assess, suggest
 
-__all__ = ["STOP_REASONS", "Probe", "RangeTestResult", "Verification"]
+__all__ = ["STOP_REASONS", "CurveWriter", "Probe", "RangeTestResult", "Verification"]
 
 STOP_REASONS = ("completed", "diverged", "non-finite", "interrupted")
 _CSV_COLUMNS = ("step", "lr", "loss", "loss_smooth")
@@ -196,12 +198,15 @@ class RangeTestResult:
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="") as handle:
+        # written beside and renamed: a crash mid-write never leaves a half file in its place
+        partial = path.with_name(path.name + ".tmp")
+        with partial.open("w", newline="") as handle:
             handle.write(_META_PREFIX + json.dumps(self._metadata()) + "\n")
             writer = csv.writer(handle)
             writer.writerow(_CSV_COLUMNS)
             for step, row in enumerate(zip(self.lrs, self.losses, self.smoothed, strict=True)):
                 writer.writerow([step, *(repr(float(value)) for value in row)])
+        os.replace(partial, path)
         return path
 
     @classmethod
@@ -250,6 +255,46 @@ class RangeTestResult:
     @classmethod
     def from_json(cls, path: str | Path) -> RangeTestResult:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+class CurveWriter:
+    """Appends a range test's rows to its curve CSV while it runs, so that a process killed
+    outright (``kill -9``, an out-of-memory kill) leaves its curve up to the last flush.
+
+    The file is ``RangeTestResult.to_csv``'s format with ``stop_reason`` "interrupted" in the
+    header: until the finished result replaces it, the curve is a cut-off one. Rows are flushed
+    to the OS every ``flush_every_steps`` rows or ``flush_every_s`` seconds, whichever is first.
+    """
+
+    def __init__(self, path: str | Path, settings: RangeTestResult, flush_every_steps: int = 10,
+                 flush_every_s: float = 2.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._monitor = CurveMonitor(settings.beta, math.inf)  # the smoothed column, as stored
+        self._flush_every_steps, self._flush_every_s = flush_every_steps, flush_every_s
+        self._handle = self.path.open("w", newline="")
+        meta = {**settings._metadata(), "stop_reason": "interrupted"}
+        self._handle.write(_META_PREFIX + json.dumps(meta) + "\n")
+        self._writer = csv.writer(self._handle)
+        self._writer.writerow(_CSV_COLUMNS)
+        self._unflushed, self._flushed_at = 0, time.monotonic()
+        self.rows = 0
+
+    def append(self, step: int, lr: float, loss: float) -> None:
+        self._monitor.update(loss)
+        self._writer.writerow([step, repr(float(lr)), repr(float(loss)),
+                               repr(float(self._monitor.smoothed))])
+        self.rows += 1
+        self._unflushed += 1
+        now = time.monotonic()
+        if self._unflushed >= self._flush_every_steps or now - self._flushed_at >= \
+                self._flush_every_s:
+            self._handle.flush()
+            self._unflushed, self._flushed_at = 0, now
+
+    def close(self) -> None:
+        if not self._handle.closed:
+            self._handle.close()
 
 
 def _json_float(value: float) -> float | str:

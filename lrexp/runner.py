@@ -7,6 +7,7 @@ Heavy modules (torch, mlflow) are imported only after the config passed its chec
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 import time
@@ -18,11 +19,15 @@ from omegaconf import DictConfig, OmegaConf
 from lrexp import interrupt
 from lrexp.schema import ConfigError, check
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "run"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_TERMINATED",
+           "run"]
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+# A run dir that cannot be written is the user's setting (exit 2); anything else a fault (1).
+_USER_FS_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 
 
 def run(cfg: DictConfig, keep_going: bool = False) -> int:
@@ -30,19 +35,39 @@ def run(cfg: DictConfig, keep_going: bool = False) -> int:
 
     ``keep_going`` (a sweep job): a crash is logged and written to the run dir's summary.json
     instead of raised, so Hydra goes on with the other jobs and the sweep summary shows it.
+    SIGTERM is taken as Ctrl-C (the partial curve is recorded) and exits 143.
     """
     sweep_dir = _sweep_dir()
     if sweep_dir is not None and interrupt.was_interrupted(sweep_dir):
-        log.warning("Skipped: the sweep was interrupted (Ctrl-C).")
+        log.warning("Skipped: the sweep was interrupted (Ctrl-C or SIGTERM).")
         _write_status(cfg, "SKIPPED")
         return EXIT_INTERRUPTED
+    with interrupt.sigterm_as_interrupt():
+        code = _run_checked(cfg, keep_going)
+    if code == EXIT_INTERRUPTED and interrupt.terminated():
+        code = EXIT_TERMINATED
+    if code in (EXIT_INTERRUPTED, EXIT_TERMINATED) and sweep_dir is not None:
+        interrupt.mark(sweep_dir)  # the jobs not started yet skip themselves
+    return code
+
+
+def _run_checked(cfg: DictConfig, keep_going: bool) -> int:
+    """``_run`` with user mistakes and crashes sorted into exit codes."""
     try:
         check(cfg)
-        code = _run(cfg)
+        return _run(cfg)
     except KeyboardInterrupt:
         log.warning("Interrupted before the range test started; nothing was recorded.")
         _write_status(cfg, "KILLED")
-        code = EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED
+    except _RecordedFailure as failure:  # the curve exists and was kept; the log says where
+        if failure.interrupted:
+            return EXIT_INTERRUPTED
+        if failure.user_error:
+            return EXIT_BAD_INPUT
+        if not keep_going:
+            raise failure.__cause__ from None
+        return EXIT_FAILED
     except Exception as error:  # noqa: BLE001 - sorted into user mistakes and crashes below
         user_error = _as_user_error(error)
         if user_error is not None:
@@ -54,9 +79,14 @@ def run(cfg: DictConfig, keep_going: bool = False) -> int:
         log.exception("The range test failed")
         _write_status(cfg, "FAILED", error=repr(error))
         return EXIT_FAILED
-    if code == EXIT_INTERRUPTED and sweep_dir is not None:
-        interrupt.mark(sweep_dir)  # the jobs not started yet skip themselves
-    return code
+
+
+class _RecordedFailure(Exception):
+    """Raised once a failure after the range test started has been recorded truthfully."""
+
+    def __init__(self, interrupted: bool, user_error: bool) -> None:
+        super().__init__()
+        self.interrupted, self.user_error = interrupted, user_error
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
@@ -138,11 +168,9 @@ def seed_everything(seed: int) -> None:
 
 def _run(cfg: DictConfig) -> int:
     import torch
-    from hydra.utils import instantiate
-    from torch import nn
 
-    from lrexp.plotting import plot, plot_schedule, save_figure
     from lrexp.rangetest import range_test, resolve_device
+    from lrexp.result import CurveWriter
     from lrexp.tracking import flatten, make_tracker
 
     try:
@@ -155,6 +183,64 @@ def _run(cfg: DictConfig) -> int:
         torch.set_num_threads(threads)
     out_dir = _output_dir()
     seed_everything(cfg.seed)
+    data, model, optimizer, loss_fn = _build(cfg, device, rank, world_size)
+    names = _names(cfg)
+
+    if rank != 0:  # every rank trains; rank 0 alone records and reports
+        range_test(model, data.train, loss_fn, optimizer, **_engine_settings(cfg, device, data))
+        return EXIT_OK
+    config_file = _write_config(cfg, out_dir)
+    tracker = make_tracker(cfg.tracking, parent_run_id=_parent_run_id())
+    tracker.start(run_name=f"{names['net']}-{names['dataset']}-{names['optimizer']}",
+                  params=flatten(OmegaConf.to_container(cfg, resolve=True)),
+                  tags={**names, "device": str(device), "hydra_overrides": _overrides(),
+                        "run_dir": str(out_dir.resolve())})
+    log.info("Starting the LR range test: %s on %s with %s, %d points from %g to %g on %s",
+             names["net"], names["dataset"], names["optimizer"], cfg.num_iter, cfg.min_lr,
+             cfg.max_lr, device)
+    settings = _engine_settings(cfg, device, data)
+    writer = CurveWriter(out_dir / "curve.csv", _curve_settings(settings, names))
+
+    def on_step(step: int, lr: float, loss: float) -> None:
+        writer.append(step, lr, loss)
+        tracker.log_step(step, lr, loss)
+
+    started = time.perf_counter()
+    try:
+        result = range_test(model, data.train, loss_fn, optimizer, on_step=on_step, **settings)
+    except BaseException as error:
+        _record_failure(error, tracker, names, out_dir, writer.rows, [config_file],
+                        str(device), reraise_user_errors=True)
+        raise  # not reached: _record_failure raises
+    finally:
+        writer.close()
+    seconds = time.perf_counter() - started
+    result.extra.update(names, world_size=world_size)
+    return _write_and_track(result, tracker, names, out_dir, seconds, str(device))
+
+
+def _write_config(cfg: DictConfig, out_dir: Path) -> Path:
+    """config.yaml first: even a run killed outright leaves what it ran with. A run dir that
+    cannot be written is the user's setting, said before any work."""
+    path = out_dir / "config.yaml"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    except OSError as error:
+        if error.errno not in _USER_FS_ERRORS:
+            raise
+        raise ConfigError(
+            f"The run dir {out_dir} is not writable ({error.strerror}); nothing was run. Point "
+            "hydra.run.dir (or hydra.sweep.dir) at a writable folder."
+        ) from None
+    return path
+
+
+def _build(cfg: DictConfig, device, rank: int, world_size: int):
+    """(data, model, optimizer, loss function) from the config's groups."""
+    import torch
+    from hydra.utils import instantiate
+    from torch import nn
 
     data = instantiate(cfg.dataset, batch_size=cfg.batch_size, seed=cfg.seed,
                        device_type=device.type, rank=rank, world_size=world_size)
@@ -167,38 +253,36 @@ def _run(cfg: DictConfig) -> int:
             model.to(device), device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = instantiate(cfg.optimizer)(model.parameters(), lr=cfg.min_lr)
     loss_fn = nn.CrossEntropyLoss() if data.task == "classification" else nn.MSELoss()
-    names = _names(cfg)
+    return data, model, optimizer, loss_fn
 
-    if rank != 0:  # every rank trains; rank 0 alone records and reports
-        range_test(model, data.train, loss_fn, optimizer, **_engine_settings(cfg, device, data))
-        return EXIT_OK
-    tracker = make_tracker(cfg.tracking, parent_run_id=_parent_run_id())
-    tracker.start(run_name=f"{names['net']}-{names['dataset']}-{names['optimizer']}",
-                  params=flatten(OmegaConf.to_container(cfg, resolve=True)),
-                  tags={**names, "device": str(device), "hydra_overrides": _overrides(),
-                        "run_dir": str(out_dir.resolve())})
-    log.info("Starting the LR range test: %s on %s with %s, %d points from %g to %g on %s",
-             names["net"], names["dataset"], names["optimizer"], cfg.num_iter, cfg.min_lr,
-             cfg.max_lr, device)
-    started = time.perf_counter()
+
+def _curve_settings(settings: dict[str, Any], names: dict[str, str]):
+    """An empty RangeTestResult holding the run's settings: the curve file's header."""
+    from lrexp.result import RangeTestResult
+
+    keys = ("beta", "diverge_th", "schedule", "min_lr", "max_lr", "num_iter", "steps_per_lr")
+    return RangeTestResult([], [], [], extra=dict(names),
+                           loss_kind="train" if settings["val_loader"] is None else "val",
+                           **{key: settings[key] for key in keys})
+
+
+def _write_and_track(result, tracker, names: dict[str, str], out_dir: Path, seconds: float,
+                     device: str) -> int:
+    """Write the run dir's files and close the tracked run; a failure on the way (a full
+    disk, Ctrl-C while plotting) is recorded truthfully instead of losing what exists."""
+    from lrexp.plotting import plot, plot_schedule, save_figure
+
+    summary = _summary(result, names, seconds, device)
+    files: dict[str, Path] = {"config": out_dir / "config.yaml"}
     try:
-        result = range_test(model, data.train, loss_fn, optimizer, on_step=tracker.log_step,
-                            **_engine_settings(cfg, device, data))
+        files["curve"] = result.to_csv(out_dir / "curve.csv")
+        files["summary"] = _write_json(out_dir / "summary.json", summary)
+        files["plot"] = save_figure(plot(result, title=_title(names, result)),
+                                    out_dir / "plot.png")
+        files["schedule"] = save_figure(plot_schedule(result), out_dir / "lr_vs_iteration.png")
     except BaseException as error:
-        tracker.finish(status="KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
-        raise
-    seconds = time.perf_counter() - started
-    result.extra.update(names, world_size=world_size)
-
-    files = {
-        "curve": result.to_csv(out_dir / "curve.csv"),
-        "plot": save_figure(plot(result, title=_title(names, result)), out_dir / "plot.png"),
-        "schedule": save_figure(plot_schedule(result), out_dir / "lr_vs_iteration.png"),
-        "config": out_dir / "config.yaml",
-    }
-    files["config"].write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    summary = _summary(result, names, seconds, str(device))
-    files["summary"] = _write_json(out_dir / "summary.json", summary)
+        _record_failure(error, tracker, names, out_dir, len(result), list(files.values()),
+                        device, result=result, summary=summary)
     interrupted = result.stop_reason == "interrupted"
     tracker.finish(result=result, summary=summary, files=files, out_dir=out_dir,
                    status="KILLED" if interrupted else "FINISHED")
@@ -207,6 +291,48 @@ def _run(cfg: DictConfig) -> int:
         log.warning("Suggestion confidence %s: %s", summary["confidence"],
                     summary["confidence_reason"])
     return EXIT_INTERRUPTED if interrupted else EXIT_OK
+
+
+def _record_failure(error: BaseException, tracker, names: dict[str, str], out_dir: Path,
+                    steps: int, files: list[Path], device: str, *, result=None,
+                    summary: dict[str, Any] | None = None,
+                    reraise_user_errors: bool = False) -> None:
+    """Close the tracked run KILLED or FAILED with every step it has, keep a truthful
+    summary.json, say what was kept, and raise ``_RecordedFailure`` (exit code decided by
+    ``run``). User mistakes found by the engine before any step are re-raised as they are."""
+    interrupted = isinstance(error, KeyboardInterrupt)
+    if reraise_user_errors and not interrupted and steps == 0 and \
+            _as_user_error(error) is not None:
+        tracker.finish(status="FAILED")
+        raise error
+    status = "KILLED" if interrupted else "FAILED"
+    what = "SIGTERM" if isinstance(error, interrupt.Terminated) else \
+        "Ctrl-C" if interrupted else f"{type(error).__name__}: {error}"
+    record = {**(summary or {**names, "device": device, "steps": steps}),
+              "status": status, "error": what}
+    kept = [path for path in dict.fromkeys([*files, out_dir / "curve.csv"]) if path.exists()]
+    try:
+        kept.append(_write_json(out_dir / "summary.json", record))
+    except OSError as write_error:
+        log.warning("summary.json could not be written either: %s", write_error)
+    tracker.finish(status=status, result=result, summary=record,
+                   files={path.name: path for path in kept}, out_dir=out_dir)
+    kept_names = ", ".join(path.name for path in kept)
+    user_error = isinstance(error, OSError) and error.errno in _USER_FS_ERRORS
+    message = (f"The run stopped after {steps} recorded steps ({what}). Kept in {out_dir}: "
+               f"{kept_names or 'nothing'}; the tracked run is closed {status} with every "
+               "recorded step.")
+    if isinstance(error, OSError) and not interrupted:
+        message += (" The run dir is not writable: point hydra.run.dir at a writable folder."
+                    if user_error else " Free space on that disk or point hydra.run.dir "
+                    "elsewhere, then rerun.")
+    if interrupted:
+        log.warning("%s", message)
+    else:
+        log.error("%s", message)
+        if not _logs_reach_the_console():
+            sys.stderr.write(f"lrexp: error: {message}\n")
+    raise _RecordedFailure(interrupted, user_error) from error
 
 
 def _engine_settings(cfg: DictConfig, device, data) -> dict[str, Any]:

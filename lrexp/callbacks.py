@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +122,28 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     table = [columns] + [[cell(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths)) for line in table)
+
+
+class RunDirCheck(Callback):
+    """Before Hydra creates the run (or sweep) dir: one paragraph and exit 2 when it cannot be
+    written (a read-only mount, a missing permission), instead of Hydra's chained traceback."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _require_writable(Path(config.hydra.run.dir), "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _require_writable(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
+
+
+def _require_writable(folder: Path, key: str) -> None:
+    probe = folder / ".lrexp_write_check"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        sys.stderr.write(
+            f"lrexp: error: the output folder {folder} cannot be written ({error.strerror}); "
+            f"nothing was run. Set {key}=<a writable folder>, or run from a folder you can "
+            "write to (outputs/ is created there).\n")
+        raise SystemExit(2) from None

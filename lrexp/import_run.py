@@ -1,72 +1,492 @@
-"""Send a finished run dir to MLflow later (when the store was unreachable at run time).
+"""Send a run dir to MLflow later (when the store was unreachable at run time, or the run crashed).
 
     python -m lrexp.import_run outputs/2026-11-25/10-00-00 [--uri URI] [--experiment NAME]
 
-Reads the run dir's config.yaml, summary.json and curve.csv and records them exactly as the
-runner would have: params, tags, every step's lr / loss / loss_smooth, summary metrics and the
-artifacts. Exit code 0 when the run is in MLflow, 2 when the folder is not an lrexp run dir,
-1 when the store cannot be reached.
+Reads the run dir's config.yaml, curve.csv and summary.json and records them as the runner
+would have: params, tags, every step's lr / loss / loss_smooth, summary metrics and the
+artifacts. A run dir without summary.json (the run crashed or was killed) is imported as a
+KILLED run with every step of its curve.
+
+The run dir is untrusted input: only regular files that live in it are read or uploaded (links
+are skipped with a warning), its config is plain YAML whose ${...} stay literal text, and the
+store is --uri, else MLFLOW_TRACKING_URI, else MLflow's default; never the run's tracking.uri
+unless --use-run-dir-uri asks for it. Everything is checked before the MLflow run is created.
+Exit code 0 when the run is in MLflow, 2 when the folder is not a usable lrexp run dir, 1 when
+the store cannot be reached or fails.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import math
+import os
+import shutil
+import stat
 import sys
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from lrexp.result import RangeTestResult
+import yaml
+
+from lrexp.result import STOP_REASONS, RangeTestResult
 from lrexp.tracking import MlflowTracker, flatten, resolve_tracking_uri
 
-REQUIRED = ("config.yaml", "summary.json", "curve.csv")
+__all__ = ["RunDirError", "import_run", "main"]
+
+log = logging.getLogger(__name__)
+
+CONFIG, SUMMARY, CURVE, HYDRA_DIR = "config.yaml", "summary.json", "curve.csv", ".hydra"
+ARTIFACT_SUFFIXES = (".png", ".csv", ".yaml", ".json")  # top-level files sent as artifacts
+LOG_SUFFIX = ".log"  # the tracker sends these itself, with .hydra (MlflowTracker.finish)
+CURVE_COLUMNS = ("step", "lr", "loss", "loss_smooth")  # as RangeTestResult.to_csv writes them
+CURVE_META_PREFIX = "# lrexp "
+DEFAULT_EXPERIMENT, DEFAULT_TIMEOUT_S = "lrexp", 5.0
+# Open without following a final link, and without blocking on a FIFO planted in the dir.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
 
 
-def import_run(run_dir: Path, uri: str | None = None, experiment: str | None = None) -> str | None:
-    """Record ``run_dir`` in MLflow; returns the new run id (None if the store is unusable)."""
-    from omegaconf import OmegaConf
+class RunDirError(ValueError):
+    """A run dir that cannot be imported; the message says what is wrong and what to do."""
 
-    missing = [name for name in REQUIRED if not (run_dir / name).exists()]
-    if missing:
-        raise FileNotFoundError(
-            f"{run_dir} is not a finished lrexp run dir: {', '.join(missing)} missing. Pass the "
-            "folder that holds curve.csv (e.g. outputs/<date>/<time>)."
+
+# -- reading the run dir without trusting it ------------------------------------------------------
+def stage_run_dir(run_dir: Path, staged: Path) -> set[str]:
+    """Copy into ``staged`` every file the import reads or uploads (the top level's artifacts and
+    logs, all of .hydra) that is a regular file living in ``run_dir``; return the names of the
+    ones skipped, each also warned about once.
+
+    Nothing is looked up through a link: os.fwalk holds each folder open and never descends into
+    a linked folder, and files open relative to it with O_NOFOLLOW, so a link swapped in after a
+    check is refused too, unread.
+    """
+    skipped: set[str] = set()
+    for folder, subfolders, names, folder_fd in os.fwalk(run_dir):
+        where = Path(folder).relative_to(run_dir)
+        subfolders[:] = _subfolders_to_walk(run_dir, where, subfolders, folder_fd, skipped)
+        for name in sorted(names):
+            if not _wanted_file(where / name):
+                continue
+            refusal = _copy_regular_file(name, folder_fd, staged / where / name)
+            if refusal:
+                skipped.add(_skip(run_dir, where / name, refusal))
+    return skipped
+
+
+def _subfolders_to_walk(run_dir: Path, where: Path, subfolders: list[str], folder_fd: int,
+                        skipped: set[str]) -> list[str]:
+    """.hydra and the folders inside it, less the links (warned about)."""
+    kept = []
+    for name in sorted(subfolders):
+        if (where / name).parts[0] != HYDRA_DIR:
+            continue
+        if _is_link(name, folder_fd):
+            skipped.add(_skip(run_dir, where / name, "a symlink"))
+        else:
+            kept.append(name)
+    return kept
+
+
+def _wanted_file(relative: Path) -> bool:
+    if relative.parts[0] == HYDRA_DIR:
+        return True
+    return len(relative.parts) == 1 and relative.suffix in (*ARTIFACT_SUFFIXES, LOG_SUFFIX)
+
+
+def _is_link(name: str, folder_fd: int) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=folder_fd, follow_symlinks=False).st_mode)
+    except OSError:  # gone since it was listed: nothing to walk into
+        return True
+
+
+def _copy_regular_file(name: str, folder_fd: int, target: Path) -> str | None:
+    """Copy ``name`` to ``target`` if it is a regular file; else why not (nothing was read)."""
+    try:
+        fd = os.open(name, _OPEN_FLAGS, dir_fd=folder_fd)
+    except OSError as error:
+        return "a symlink" if error.errno == errno.ELOOP else f"unreadable ({error.strerror})"
+    with open(fd, "rb") as source:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return "not a regular file"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("wb") as copy:
+            shutil.copyfileobj(source, copy)
+    return None
+
+
+def _skip(run_dir: Path, relative: Path, why: str) -> str:
+    log.warning("Skipped %s: %s; import_run reads and uploads only regular files that live in "
+                "the run dir.", run_dir / relative, why)
+    return str(relative)
+
+
+def _read_text(staged: Path, run_dir: Path, name: str, skipped: set[str]) -> str | None:
+    """A staged file's text; None if the run dir has no such file."""
+    if name in skipped:
+        raise RunDirError(
+            f"{run_dir / name} is not a regular file in the run dir (see the warning above), so "
+            f"import_run will not read it. Put the file itself in {run_dir} in place of the link."
         )
-    config = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
-    summary = json.loads((run_dir / "summary.json").read_text())
-    result = RangeTestResult.from_csv(run_dir / "curve.csv")
-    tracking = config.get("tracking", {})
-    tracker = MlflowTracker(uri=resolve_tracking_uri(uri or tracking.get("uri")),
-                            experiment=experiment or tracking.get("experiment", "lrexp"),
-                            timeout_s=float(tracking.get("timeout_s", 5.0)))
-    names = {key: summary.get(key, "?") for key in ("net", "dataset", "optimizer")}
-    tracker.start(run_name="-".join(names.values()), params=flatten(config),
-                  tags={**names, "device": summary.get("device", "?"), "imported_from":
-                        str(run_dir.resolve())})
-    for step, (lr, loss) in enumerate(zip(result.lrs, result.losses)):
+    try:
+        return (staged / name).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError as error:
+        raise RunDirError(
+            f"{run_dir / name} is not UTF-8 text ({error.reason} at byte {error.start}). "
+            f"Restore the {name} that lrexp wrote, or fix the file."
+        ) from None
+
+
+# -- checking what was read -----------------------------------------------------------------------
+def parse_config(text: str, path: Path) -> dict[str, Any]:
+    """The run's config as written: plain YAML, so an ${...} interpolation stays literal text
+    and is never resolved (it could read the importer's environment or files)."""
+    redo = (f"Restore the {path.name} that lrexp wrote at the start of the run, or write the "
+            "run's settings as a YAML mapping.")
+    try:
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text)):
+            # lrexp never writes aliases, and a few can expand into a huge params table
+            raise RunDirError(f"{path} uses YAML aliases (*name), which lrexp never writes. "
+                              + redo)
+        config = yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError) as error:
+        raise RunDirError(f"{path} is not valid YAML ({_one_line(error)}). {redo}") from None
+    if not isinstance(config, dict):
+        raise RunDirError(f"{path} holds {_kind(config)}, not a mapping of settings. {redo}")
+    _check_mlflow_names(flatten(config), path, "setting", param=True)
+    return config
+
+
+def _is_number(value: Any) -> bool:
+    """A JSON number Python can use as a float (true and false are not numbers here)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
+
+
+def _is_number_or_null(value: Any) -> bool:
+    return value is None or _is_number(value)
+
+
+def _is_probe(value: Any) -> bool:
+    return isinstance(value, dict) and _is_number(value.get("lr")) and "loss" in value \
+        and _is_number_or_null(value["loss"])
+
+
+def _is_verification(value: Any) -> bool:
+    if value is None:
+        return True
+    probes = value.get("probes", []) if isinstance(value, dict) else None
+    return isinstance(probes, list) and all(_is_probe(probe) for probe in probes) \
+        and _is_number_or_null(value.get("seconds"))
+
+
+# Every summary.json key the import or the tracker reads: (check, what it must be).
+SUMMARY_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    **{key: (lambda v: isinstance(v, str), "a string")
+       for key in ("net", "dataset", "optimizer", "device", "status")},
+    **{key: (_is_number_or_null, "a number or null")
+       for key in ("suggested_lr", "min_loss", "lr_at_min_loss", "diverged_lr")},
+    "suggestions": (lambda v: isinstance(v, dict) and all(map(_is_number_or_null, v.values())),
+                    "an object of method name -> number or null"),
+    "steps": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "confidence": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "interval": (lambda v: v is None or isinstance(v, list) and len(v) == 2
+                 and all(map(_is_number_or_null, v)), "null or a list of two numbers"),
+    "verification": (_is_verification, "null or an object with a list of probes {lr, loss}"),
+}
+
+
+def parse_summary(text: str, path: Path) -> dict[str, Any]:
+    """summary.json, with every field the import uses of the right type."""
+    redo = (f"Restore the {path.name} that lrexp wrote, or delete it to import the curve as a "
+            "KILLED run.")
+    try:
+        summary = json.loads(text)
+    except (ValueError, RecursionError) as error:
+        raise RunDirError(f"{path} is not valid JSON ({_one_line(error)}). {redo}") from None
+    if not isinstance(summary, dict):
+        raise RunDirError(f"{path} holds {_kind(summary)}, not a JSON object. {redo}")
+    for key, (check, expected) in SUMMARY_FIELDS.items():
+        if key in summary and not check(summary[key]):
+            raise RunDirError(f"{path}: {key!r} is {_shown(summary[key])}, expected {expected}. "
+                              + redo)
+    suggestions = summary.get("suggestions", {})
+    _check_mlflow_names([f"suggested_lr_{name}" for name in suggestions], path, "metric",
+                        param=False)
+    return summary
+
+
+def parse_curve(text: str, path: Path) -> RangeTestResult:
+    """Every complete row of curve.csv. Its last line may be cut by a crash mid-write (no line
+    end, or a part of a row): that one is dropped with a warning; any other bad row is an
+    error."""
+    lines = text.splitlines(keepends=True)
+    first_row = 1 if lines and lines[0].startswith("#") else 0
+    if len(lines) <= first_row:
+        raise RunDirError(f"{path} is empty: the run recorded no step, so there is nothing to "
+                          "import. Pass a run dir whose curve has steps, or rerun the test.")
+    header = lines[first_row].strip()
+    if tuple(header.split(",")) != CURVE_COLUMNS:
+        raise RunDirError(
+            f"{path} is not an lrexp curve: line {first_row + 1} is {_shown(header)}, expected "
+            f"the header {','.join(CURVE_COLUMNS)}. Restore the {path.name} that lrexp wrote."
+        )
+    rows = _curve_rows(lines, first_row + 1, path)
+    if not rows:
+        raise RunDirError(f"{path} has a header but no complete row: the run stopped before its "
+                          "first step, so there is nothing to import. Rerun the range test.")
+    lrs, losses, smoothed = zip(*rows)
+    return RangeTestResult(lrs, losses, smoothed, stop_reason=_stop_reason(lines[0]))
+
+
+def _curve_rows(lines: list[str], start: int, path: Path) -> list[tuple[float, float, float]]:
+    rows = []
+    for index in range(start, len(lines)):
+        line, last = lines[index], index == len(lines) - 1
+        try:
+            rows.append(_curve_row(line, complete=not last or line.endswith(("\n", "\r"))))
+        except ValueError as error:
+            if not last:
+                raise RunDirError(
+                    f"{path} line {index + 1} is not a step: {_shown(line.strip())} ({error}). "
+                    "Only the last line may be cut by a crash; restore the file, or delete this "
+                    "line and those after it to import the steps before it."
+                ) from None
+            log.warning("%s: dropped its last line %s, cut mid-write (%s); importing the %d "
+                        "complete rows.", path, _shown(line.strip()), error, len(rows))
+    return rows
+
+
+def _curve_row(line: str, complete: bool) -> tuple[float, float, float]:
+    """(lr, loss, loss_smooth) of one line; ValueError says what is wrong with it."""
+    if not complete:
+        raise ValueError("no line end")
+    fields = line.strip().split(",")
+    if len(fields) != len(CURVE_COLUMNS):
+        raise ValueError(f"{len(fields)} fields, expected {len(CURVE_COLUMNS)}")
+    try:
+        int(fields[0])
+    except ValueError:
+        raise ValueError(f"step {fields[0]!r} is not a whole number") from None
+    lr, loss, smooth = (float(field) for field in fields[1:])  # a ValueError names the field
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr {lr!r} is not a finite number > 0")
+    return lr, loss, smooth  # the loss may be NaN/inf: that is how a diverged run ends
+
+
+def _stop_reason(first_line: str) -> str:
+    """The stop reason in the curve's ``# lrexp {json}`` line ("completed" if unreadable): only
+    the curve object's own record; the imported run's status comes from summary.json."""
+    if not first_line.startswith(CURVE_META_PREFIX):
+        return "completed"
+    try:
+        reason = json.loads(first_line[len(CURVE_META_PREFIX):]).get("stop_reason")
+    except (ValueError, AttributeError, RecursionError):
+        return "completed"
+    return reason if reason in STOP_REASONS else "completed"
+
+
+def _check_mlflow_names(names: Iterable[Any], path: Path, what: str, param: bool) -> None:
+    """Refuse a name MLflow would refuse mid-import, by MLflow's own rule (it depends on the
+    platform), so that no half-sent run is left behind."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_metric_name, _validate_param_name
+
+    validate = _validate_param_name if param else _validate_metric_name
+    for name in names:
+        try:
+            validate(str(name))
+        except MlflowException:
+            raise RunDirError(
+                f"{path}: the {what} name {_shown(str(name))} is not one MLflow accepts (letters, "
+                "digits, _ - . / : and spaces, a relative path without '..'). Rename it in "
+                f"{path.name}."
+            ) from None
+
+
+def _kind(value: Any) -> str:
+    kinds = {type(None): "null", bool: "a boolean", int: "a number", float: "a number",
+             str: "a string", list: "a list", dict: "a mapping"}
+    return kinds.get(type(value), f"a {type(value).__name__}")
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value) if isinstance(value, str) else repr(value)
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return text if isinstance(value, str) else f"{text} ({_kind(value)})"
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
+# -- the checked run dir ----------------------------------------------------------------------
+@dataclass
+class RunDir:
+    """A run dir's checked contents: everything the import sends."""
+
+    path: Path
+    config: dict[str, Any]
+    summary: dict[str, Any] | None  # None: the run never finished (a crash, kill -9)
+    curve: RangeTestResult
+
+    @property
+    def status(self) -> str:
+        """The MLflow run status: a run without summary.json did not end by itself."""
+        recorded = None if self.summary is None else self.summary.get("status")
+        if self.summary is None or recorded in ("interrupted", "KILLED"):
+            return "KILLED"
+        return "FAILED" if recorded == "FAILED" else "FINISHED"
+
+    @property
+    def names(self) -> dict[str, str]:
+        """net, dataset and optimizer: the summary's, else the config's (as lrexp.runner names
+        them: net.name, dataset.name, the last part of optimizer._target_)."""
+        from_config = {"net": _setting(self.config, "net", "name"),
+                       "dataset": _setting(self.config, "dataset", "name"),
+                       "optimizer": _setting(self.config, "optimizer", "_target_").rsplit(".")[-1]}
+        summary = self.summary or {}
+        return {key: summary.get(key, value) for key, value in from_config.items()}
+
+    @property
+    def tracking(self) -> dict[str, Any]:
+        tracking = self.config.get("tracking")
+        return tracking if isinstance(tracking, dict) else {}
+
+
+def _setting(config: dict[str, Any], group: str, key: str) -> str:
+    value = config[group].get(key) if isinstance(config.get(group), dict) else None
+    return value if isinstance(value, str) and value else "?"
+
+
+def read_run_dir(run_dir: Path, staged: Path) -> RunDir:
+    """Stage ``run_dir`` into ``staged`` and check everything the import will send."""
+    skipped = stage_run_dir(run_dir, staged)
+    texts = {name: _read_text(staged, run_dir, name, skipped) for name in (CONFIG, SUMMARY, CURVE)}
+    missing = [name for name in (CONFIG, CURVE) if texts[name] is None]
+    if missing:
+        raise RunDirError(
+            f"{run_dir} is not an lrexp run dir: {' and '.join(missing)} missing. Pass the folder "
+            "that holds config.yaml and curve.csv (e.g. outputs/<date>/<time>)."
+        )
+    summary_text = texts[SUMMARY]
+    return RunDir(
+        path=run_dir,
+        config=parse_config(texts[CONFIG], run_dir / CONFIG),
+        summary=None if summary_text is None else parse_summary(summary_text, run_dir / SUMMARY),
+        curve=parse_curve(texts[CURVE], run_dir / CURVE),
+    )
+
+
+def _resolved_dir(run_dir: Path | str) -> Path:
+    """The run dir itself, once: a link to it is fine, what matters is what lies inside."""
+    try:
+        path = Path(run_dir).resolve(strict=True)
+    except (OSError, RuntimeError):
+        path = None
+    if path is None or not path.is_dir():
+        raise RunDirError(f"{run_dir} is not a folder. Pass a run dir written by lrexp: the "
+                          "folder that holds config.yaml and curve.csv (outputs/<date>/<time>).")
+    return path
+
+
+# -- sending it -----------------------------------------------------------------------------------
+class _StagedTracker(MlflowTracker):
+    """Sends the run dir's extras (.hydra, logs) from the checked copy, never from the dir
+    itself; its hints still name the real run dir."""
+
+    def __init__(self, staged: Path, **settings: Any) -> None:
+        super().__init__(**settings)
+        self.staged = staged
+
+    def _send_run_dir_extras(self, out_dir: Path) -> None:
+        super()._send_run_dir_extras(self.staged)
+
+
+def _tracker(run: RunDir, staged: Path, uri: str | None, experiment: str | None,
+             use_run_dir_uri: bool) -> _StagedTracker:
+    """Where to send: --uri, else (only when asked) the run's own tracking.uri, else
+    MLFLOW_TRACKING_URI or MLflow's default; the run's experiment name is harmless."""
+    tracking = run.tracking
+    run_uri = tracking.get("uri") if use_run_dir_uri else None
+    run_experiment = tracking.get("experiment")
+    timeout_s = tracking.get("timeout_s")
+    if not (_is_number(timeout_s) and 0 < timeout_s < math.inf):
+        timeout_s = DEFAULT_TIMEOUT_S
+    return _StagedTracker(
+        staged,
+        uri=resolve_tracking_uri(uri or (run_uri if isinstance(run_uri, str) else None)),
+        experiment=experiment or (run_experiment if isinstance(run_experiment, str)
+                                  and run_experiment else DEFAULT_EXPERIMENT),
+        timeout_s=float(timeout_s),
+    )
+
+
+def _send(run: RunDir, tracker: MlflowTracker, staged: Path) -> None:
+    names, summary = run.names, run.summary or {}
+    tracker.start(run_name="-".join(names.values()), params=flatten(run.config),
+                  tags={**names, "device": summary.get("device", "?"),
+                        "imported_from": str(run.path)})
+    for step, (lr, loss) in enumerate(zip(run.curve.lrs, run.curve.losses)):
         tracker.log_step(step, float(lr), float(loss))
-    files = {path.name: path for path in sorted(run_dir.iterdir())
-             if path.suffix in (".png", ".csv", ".yaml", ".json")}
-    status = "KILLED" if result.stop_reason == "interrupted" else "FINISHED"
-    tracker.finish(status=status, result=result, summary=summary, files=files, out_dir=run_dir)
+    files = {path.name: path for path in sorted(staged.iterdir())
+             if path.is_file() and path.suffix in ARTIFACT_SUFFIXES}
+    tracker.finish(status=run.status, result=run.curve, summary=summary, files=files,
+                   out_dir=run.path)
+
+
+def import_run(run_dir: Path | str, uri: str | None = None, experiment: str | None = None, *,
+               use_run_dir_uri: bool = False) -> str | None:
+    """Record ``run_dir`` in MLflow; returns the new run id (None if the store is unusable).
+
+    Raises RunDirError, before anything reaches the store, when the run dir cannot be imported.
+    ``uri`` wins over ``use_run_dir_uri``.
+    """
+    run_dir = _resolved_dir(run_dir)
+    with tempfile.TemporaryDirectory(prefix="lrexp-import-") as staging:
+        staged = Path(staging)
+        run = read_run_dir(run_dir, staged)
+        tracker = _tracker(run, staged, uri, experiment, use_run_dir_uri)
+        _send(run, tracker, staged)
     return tracker.run_id if tracker.usable else None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lrexp.import_run", description=__doc__)
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lrexp.import_run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--uri", help="tracking URI (default: the run's, MLFLOW_TRACKING_URI, "
-                        "or sqlite:///mlflow.db)")
-    parser.add_argument("--experiment", help="experiment name (default: the run's)")
-    args = parser.parse_args(argv)
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--uri", help="tracking URI (default: MLFLOW_TRACKING_URI, else "
+                       "sqlite:///mlflow.db)")
+    where.add_argument("--use-run-dir-uri", action="store_true",
+                       help="send to the tracking.uri named in the run dir's config.yaml")
+    parser.add_argument("--experiment", help="experiment name (default: the run's, else lrexp)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        run_id = import_run(args.run_dir, args.uri, args.experiment)
-    except FileNotFoundError as error:
+        run_id = import_run(args.run_dir, args.uri, args.experiment,
+                            use_run_dir_uri=args.use_run_dir_uri)
+    except RunDirError as error:
         sys.stderr.write(f"lrexp.import_run: error: {error}\n")
         return 2
     if run_id is None:
-        return 1
+        return 1  # the tracker has said why
     print(f"Imported {args.run_dir} as MLflow run {run_id}")
     return 0
 

@@ -63,11 +63,7 @@ def _run_checked(cfg: DictConfig, keep_going: bool) -> int:
     except _RecordedFailure as failure:  # the curve exists and was kept; the log says where
         if failure.interrupted:
             return EXIT_INTERRUPTED
-        if failure.user_error:
-            return EXIT_BAD_INPUT
-        if not keep_going:
-            raise failure.__cause__ from None
-        return EXIT_FAILED
+        return EXIT_BAD_INPUT if failure.user_error else EXIT_FAILED
     except Exception as error:  # noqa: BLE001 - sorted into user mistakes and crashes below
         user_error = _as_user_error(error)
         if user_error is not None:
@@ -312,16 +308,18 @@ def _record_failure(error: BaseException, tracker, names: dict[str, str], out_di
               "status": status, "error": what}
     kept = [path for path in dict.fromkeys([*files, out_dir / "curve.csv"]) if path.exists()]
     try:
-        kept.append(_write_json(out_dir / "summary.json", record))
+        summary_file = _write_json(out_dir / "summary.json", record)
+        kept += [] if summary_file in kept else [summary_file]
     except OSError as write_error:
         log.warning("summary.json could not be written either: %s", write_error)
     tracker.finish(status=status, result=result, summary=record,
                    files={path.name: path for path in kept}, out_dir=out_dir)
     kept_names = ", ".join(path.name for path in kept)
     user_error = isinstance(error, OSError) and error.errno in _USER_FS_ERRORS
-    message = (f"The run stopped after {steps} recorded steps ({what}). Kept in {out_dir}: "
-               f"{kept_names or 'nothing'}; the tracked run is closed {status} with every "
-               "recorded step.")
+    when = (f"The range test recorded {steps} steps, then writing its results stopped"
+            if result is not None else f"The run stopped after {steps} recorded steps")
+    message = (f"{when} ({what}). Kept in {out_dir}: {kept_names or 'nothing'}; the tracked "
+               f"run is closed {status} with every recorded step.")
     if isinstance(error, OSError) and not interrupted:
         message += (" The run dir is not writable: point hydra.run.dir at a writable folder."
                     if user_error else " Free space on that disk or point hydra.run.dir "
@@ -329,7 +327,8 @@ def _record_failure(error: BaseException, tracker, names: dict[str, str], out_di
     if interrupted:
         log.warning("%s", message)
     else:
-        log.error("%s", message)
+        # a fault of the machine gets the paragraph; anything else is a bug: its traceback too
+        log.error("%s", message, exc_info=None if isinstance(error, OSError) else error)
         if not _logs_reach_the_console():
             sys.stderr.write(f"lrexp: error: {message}\n")
     raise _RecordedFailure(interrupted, user_error) from error

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 import subprocess
 import time
 import urllib.request
@@ -33,6 +34,9 @@ MAX_PARAM_VALUE_LENGTH = 6000
 TRUNCATION_MARKER = "...[truncated]"
 PARENT_RUN_FILE = "mlflow_parent_run_id"  # written into a sweep dir by lrexp.callbacks
 CONFIDENCE_SCORES = {"none": 0, "low": 1, "high": 2}  # the metric suggestion_confidence
+# Which process owns a run, so a later lrexp run on the same host can close it if that
+# process died without closing it (see MlflowTracker._close_orphans).
+OWNER_HOST_TAG, OWNER_PID_TAG = "lrexp.host", "lrexp.pid"
 
 T = TypeVar("T")
 
@@ -173,6 +177,16 @@ def _summary_metrics(summary: Mapping[str, Any]) -> list:
     return metrics
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
+
+
 def _chunks(items: list[T], size: int) -> list[list[T]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
@@ -216,10 +230,32 @@ class MlflowTracker:
         return True
 
     def _create_run(self, run_name: str, tags: Mapping[str, Any]) -> str:
+        self._close_orphans()
+        owner = {OWNER_HOST_TAG: socket.gethostname(), OWNER_PID_TAG: str(os.getpid())}
         run = with_retries(lambda: self._client.create_run(
             self._experiment_id, run_name=run_name,
-            tags={key: str(value) for key, value in tags.items()}), "create run")
+            tags={**owner, **{key: str(value) for key, value in tags.items()}}), "create run")
         return run.info.run_id
+
+    def _close_orphans(self) -> None:
+        """Close (KILLED) this host's RUNNING runs whose lrexp process is gone: a process
+        killed outright (kill -9, out of memory) cannot close its own run. Runs of other hosts
+        are left alone: their processes cannot be checked from here."""
+        host = socket.gethostname().replace("'", "")
+        try:
+            running = self._client.search_runs(
+                [self._experiment_id], f"attributes.status = 'RUNNING' and "
+                f"tags.`{OWNER_HOST_TAG}` = '{host}'", max_results=200)
+        except Exception as error:  # noqa: BLE001 - housekeeping must never stop a run
+            log.debug("Looking for orphaned runs failed: %s", error)
+            return
+        for run in running:
+            pid = run.data.tags.get(OWNER_PID_TAG, "")
+            if pid.isdigit() and not _process_alive(int(pid)):
+                log.info("Closing MLflow run %s (KILLED): its process %s is gone",
+                         run.info.run_id, pid)
+                self._client.set_tag(run.info.run_id, "status", "KILLED")
+                self._client.set_terminated(run.info.run_id, "KILLED")
 
     def start(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
         try:

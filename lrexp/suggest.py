@@ -24,7 +24,6 @@ supports: from where the loss has made half its fall to where it bottoms out.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -50,6 +49,7 @@ FALL_NONE, FALL_HIGH = 2.0, 5.0
 # default was chosen"): the hit counts change little from 20 to 50 for EDGE_DIVISOR.
 MINIMUM_DIVISOR = 2.0
 EDGE_DIVISOR = 30.0
+INTERVAL_BELOW_EDGE = (100.0, 5.0)  # the supported interval: blow-up LR / 100 .. / 5
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ def _assess(curve: _Curve) -> Verdict:
                            None, widths)
         return Verdict("low", f"{fell}: it never fell below its noise, so the suggestion "
                        f"rests on where it blew up (LR {curve.blowup_lr:.3g}) alone; raise "
-                       "num_iter or batch_size.", _edge_interval(curve), widths)
+                       "num_iter or batch_size.", _interval(curve, peak, fall), widths)
     interval = _interval(curve, peak, fall)
     rise_after = float(trend[best:].max() - trend[best])
     if blowup is None and rise_after < max(noise, 0.1 * fall):
@@ -176,21 +176,15 @@ def _assess(curve: _Curve) -> Verdict:
 
 
 def _interval(curve: _Curve, peak: float, fall: float) -> tuple[float, float]:
-    """From the first LR where the loss has made half its fall to the LR of its minimum, or
-    to the edge's suggestion when that is higher (the minimum of a noisy curve can sit low)."""
+    """With a blow-up on the curve: from a hundredth to a fifth of its LR (the band that held
+    the best constant LR most often in scripts/bench_suggest.py; README). Without one: from
+    the first LR where the loss has made half its fall to the LR of its minimum."""
+    if curve.blowup_lr is not None:
+        return curve.blowup_lr / INTERVAL_BELOW_EDGE[0], curve.blowup_lr / INTERVAL_BELOW_EDGE[1]
     best = curve.best
     halfway = np.flatnonzero(curve.trend[: best + 1] <= peak - 0.5 * fall)
-    low = float(curve.lrs[int(halfway[0]) if len(halfway) else best])
-    high = float(curve.lrs[best])
-    if curve.blowup_lr is not None:
-        high = max(high, curve.blowup_lr / EDGE_DIVISOR)
-    return min(low, high), high
-
-
-def _edge_interval(curve: _Curve) -> tuple[float, float]:
-    """A decade around the edge's suggestion: all a curve without a clear fall supports."""
-    edge_lr = curve.blowup_lr / EDGE_DIVISOR
-    return edge_lr / math.sqrt(10), edge_lr * math.sqrt(10)
+    low = int(halfway[0]) if len(halfway) else best
+    return float(curve.lrs[low]), float(curve.lrs[best])
 
 
 def _with_verdict(suggestion: Suggestion, verdict: Verdict) -> Suggestion:

@@ -84,15 +84,26 @@ def test_valley_lies_inside_the_descent():
     assert 1e-5 < s.lr < lrs[np.nanargmin(zero_lag(losses))]
 
 
-def test_a_clean_curve_gets_high_confidence_and_an_interval_around_the_good_lrs():
+def test_a_clean_curve_gets_high_confidence_and_an_interval_below_its_blowup():
+    from lrexp.curve import blowup_index
+    from lrexp.suggest import INTERVAL_BELOW_EDGE
+
     lrs, losses = _sigmoid_curve(noise=0.05)
     s = suggest(lrs, losses)
     assert s.confidence == "high"
-    low, high = s.interval
-    # half the fall is made at the tanh's centre (1e-3); the minimum is near 3.5e-2
-    assert low == pytest.approx(1e-3, rel=0.5)
-    assert high == pytest.approx(_true_minimum_lr(), rel=0.8)
-    assert low <= s.lr <= high
+    blowup_lr = lrs[blowup_index(losses)]
+    assert s.interval == pytest.approx((blowup_lr / INTERVAL_BELOW_EDGE[0],
+                                        blowup_lr / INTERVAL_BELOW_EDGE[1]))
+    assert s.interval[0] <= s.lr <= s.interval[1]
+
+
+def test_without_a_blowup_the_interval_runs_from_half_the_fall_to_the_minimum():
+    lrs = np.geomspace(1e-7, 10, 100)
+    x = np.log10(lrs)
+    losses = 2.0 - np.tanh(x + 3) + 0.05 * np.exp(x + 0.5)  # falls fastest at 1e-3, no blow-up
+    low, high = suggest(lrs, losses).interval
+    assert low == pytest.approx(1e-3, rel=0.3)  # half the fall is made at the tanh's centre
+    assert high == pytest.approx(lrs[np.nanargmin(zero_lag(losses))])
 
 
 @pytest.mark.parametrize("seed", range(5))

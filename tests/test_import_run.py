@@ -1,0 +1,331 @@
+"""import_run: a run dir goes to MLflow later, and the run dir is untrusted input.
+
+One real SQLite store serves the module (creating one costs seconds); each test imports into its
+own experiment, whose artifacts live under the test's tmp_path.
+"""
+
+import json
+import math
+import os
+import uuid
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from lrexp.import_run import main
+from lrexp.result import RangeTestResult
+
+CONFIG_YAML = """\
+net:
+  _target_: lrexp.models.build
+  name: simple_cnn
+  source: zoo
+dataset:
+  _target_: lrexp.data.build
+  name: digits
+  image_size: 32
+optimizer:
+  _target_: torch.optim.SGD
+  _partial_: true
+  momentum: 0.9
+tracking:
+  enabled: true
+  uri: null
+  experiment: lrexp
+  flush_every: 0
+  timeout_s: 1.0
+min_lr: 1.0e-07
+max_lr: 10.0
+num_iter: 6
+seed: 0
+device: auto
+amp: null
+"""
+LOSSES = [2.31, 2.2, 1.9, 1.7, 2.6, math.nan]  # a diverged run ends on a non-finite loss
+SUMMARY = {
+    "net": "simple_cnn", "dataset": "digits", "optimizer": "SGD", "device": "cpu",
+    "status": "diverged", "steps": len(LOSSES), "seconds": 1.5, "suggested_lr": 0.001,
+    "default_method": "edge", "confidence": "low", "confidence_reason": "a short curve",
+    "interval": [1e-4, 1e-2], "suggestions": {"default": 0.001, "minimum": 0.01, "steepest": None},
+    "min_loss": 1.7, "lr_at_min_loss": 0.01, "diverged_lr": 1.0, "verification": None,
+}
+CURVE_HEADER = "step,lr,loss,loss_smooth\r\n"
+
+
+# -- fixtures and helpers -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    uri = f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
+    return uri, MlflowClient(uri)
+
+
+@pytest.fixture
+def experiment(store, tmp_path):
+    """A fresh experiment in the shared store; its name."""
+    name = f"import-{uuid.uuid4().hex[:10]}"
+    store[1].create_experiment(name, artifact_location=(tmp_path / "artifacts").as_uri())
+    return name
+
+
+@pytest.fixture(autouse=True)
+def hermetic(monkeypatch, tmp_path):
+    """No store from the environment; anything written to the working dir lands in tmp_path."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def curve() -> RangeTestResult:
+    lrs = np.geomspace(1e-4, 1.0, len(LOSSES))
+    smoothed = [2.31, 2.25, 2.12, 1.98, 2.1, math.nan]
+    return RangeTestResult(lrs, LOSSES, smoothed, stop_reason="diverged")
+
+
+def make_run_dir(tmp_path, summary=True, config=CONFIG_YAML):
+    """A run dir as lrexp.runner leaves it: config, summary, curve, plots, .hydra, log."""
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(config)
+    if summary:
+        (run_dir / "summary.json").write_text(json.dumps(SUMMARY, indent=1))
+    curve().to_csv(run_dir / "curve.csv")
+    for name in ("plot.png", "lr_vs_iteration.png"):
+        (run_dir / name).write_bytes(b"\x89PNG\r\n\x1a\n not really a plot")
+    (run_dir / ".hydra" / "config.yaml").write_text(config)
+    (run_dir / ".hydra" / "overrides.yaml").write_text("- num_iter=6\n")
+    (run_dir / "lrexp.log").write_text("[INFO] Starting the LR range test\n")
+    return run_dir
+
+
+def import_into(store, experiment, run_dir, *flags):
+    return main([str(run_dir), "--uri", store[0], "--experiment", experiment, *flags])
+
+
+def the_run(store, experiment):
+    client = store[1]
+    [run] = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    return run
+
+
+def history(client, run, key):
+    return [m.value for m in sorted(client.get_metric_history(run.info.run_id, key),
+                                    key=lambda m: m.step)]
+
+
+def artifact_paths(client, run, folder=None):
+    return {item.path for item in client.list_artifacts(run.info.run_id, folder)}
+
+
+def assert_refused(capsys, store, run_dir, code, names_file):
+    """Exit 2 with one error paragraph naming the file; nothing reached the store."""
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    [paragraph] = [line for line in err.splitlines() if line.startswith("lrexp.import_run:")]
+    assert names_file in paragraph, paragraph
+    client = store[1]
+    everywhere = [e.experiment_id for e in client.search_experiments()]
+    assert client.search_runs(everywhere, f"tags.imported_from = '{run_dir.resolve()}'") == []
+
+
+# -- a good run dir -------------------------------------------------------------------------------
+def test_a_run_dir_arrives_with_every_step_its_params_and_artifacts(tmp_path, store, experiment,
+                                                                   capsys):
+    run_dir = make_run_dir(tmp_path)
+    assert import_into(store, experiment, run_dir) == 0, capsys.readouterr().err
+    client, run = store[1], the_run(store, experiment)
+    recorded = RangeTestResult.from_csv(run_dir / "curve.csv")
+    np.testing.assert_array_equal(history(client, run, "loss"), recorded.losses)
+    np.testing.assert_array_equal(history(client, run, "lr"), recorded.lrs)
+    assert run.info.status == "FINISHED" and run.info.run_name == "simple_cnn-digits-SGD"
+    assert run.data.params["net.name"] == "simple_cnn"
+    assert run.data.metrics["suggested_lr"] == SUMMARY["suggested_lr"]
+    assert {"config.yaml", "summary.json", "curve.csv", "plot.png", "lr_vs_iteration.png",
+            "lrexp.log", ".hydra"} <= artifact_paths(client, run)
+    assert artifact_paths(client, run, ".hydra") == {".hydra/config.yaml", ".hydra/overrides.yaml"}
+
+
+def test_a_run_dir_given_through_a_symlink_is_imported(tmp_path, store, experiment, capsys):
+    link = tmp_path / "latest"
+    link.symlink_to(make_run_dir(tmp_path))
+    assert import_into(store, experiment, link) == 0, capsys.readouterr().err
+    assert the_run(store, experiment).info.status == "FINISHED"
+
+
+@pytest.mark.parametrize("status, expected", [("FAILED", "FAILED"), ("interrupted", "KILLED"),
+                                              ("KILLED", "KILLED"), ("completed", "FINISHED")])
+def test_the_run_status_follows_the_summary(tmp_path, store, experiment, status, expected):
+    run_dir = make_run_dir(tmp_path)
+    (run_dir / "summary.json").write_text(json.dumps({**SUMMARY, "status": status}))
+    assert import_into(store, experiment, run_dir) == 0
+    assert the_run(store, experiment).info.status == expected
+
+
+# -- the trust boundary ---------------------------------------------------------------------------
+def test_symlinked_files_are_not_uploaded(tmp_path, store, experiment, caplog):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.yaml").write_text("token: hunter2\n")
+    run_dir = make_run_dir(tmp_path)
+    (run_dir / "passwd.csv").symlink_to("/etc/passwd")
+    hydra = run_dir / ".hydra"
+    os.rename(hydra, tmp_path / "real_hydra")
+    hydra.symlink_to(outside)
+    assert import_into(store, experiment, run_dir) == 0
+    client, run = store[1], the_run(store, experiment)
+    uploaded = artifact_paths(client, run)
+    assert "passwd.csv" not in uploaded and ".hydra" not in uploaded
+    assert "curve.csv" in uploaded
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("passwd.csv" in message for message in warned)
+    assert any(".hydra" in message for message in warned)
+
+
+def test_symlinks_inside_hydra_are_not_uploaded(tmp_path, store, experiment, caplog):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.yaml").write_text("token: hunter2\n")
+    run_dir = make_run_dir(tmp_path)
+    (run_dir / ".hydra" / "hydra.yaml").symlink_to(outside / "secret.yaml")
+    (run_dir / ".hydra" / "more").symlink_to(outside)
+    assert import_into(store, experiment, run_dir) == 0
+    client, run = store[1], the_run(store, experiment)
+    assert artifact_paths(client, run, ".hydra") == {".hydra/config.yaml", ".hydra/overrides.yaml"}
+    warned = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert "hydra.yaml" in warned and "more" in warned
+
+
+def test_a_symlinked_summary_is_refused_unread(tmp_path, store, capsys):
+    run_dir = make_run_dir(tmp_path, summary=False)
+    (tmp_path / "elsewhere.json").write_text(json.dumps(SUMMARY))
+    (run_dir / "summary.json").symlink_to(tmp_path / "elsewhere.json")
+    code = import_into(store, "never-created", run_dir)
+    assert_refused(capsys, store, run_dir, code, "summary.json")
+
+
+def test_interpolations_in_the_config_are_never_resolved(tmp_path, store, experiment,
+                                                         monkeypatch):
+    monkeypatch.setenv("SOME_SECRET", "hunter2-do-not-leak")
+    config = CONFIG_YAML + "leak: ${oc.env:SOME_SECRET}\nnested:\n  also: ${oc.env:SOME_SECRET}\n"
+    run_dir = make_run_dir(tmp_path, config=config)
+    assert import_into(store, experiment, run_dir) == 0
+    run = the_run(store, experiment)
+    assert run.data.params["leak"] == "${oc.env:SOME_SECRET}"
+    assert not any("hunter2" in value for value in run.data.params.values())
+    assert not any("hunter2" in value for value in run.data.tags.values())
+
+
+def test_the_run_dirs_tracking_uri_is_ignored(tmp_path, store, experiment, monkeypatch, capsys):
+    other = tmp_path / "other.db"
+    config = CONFIG_YAML.replace("uri: null", f"uri: sqlite:///{other}")
+    run_dir = make_run_dir(tmp_path, config=config)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store[0])  # the store the importer chose
+    assert main([str(run_dir), "--experiment", experiment]) == 0, capsys.readouterr().err
+    assert not other.exists()
+    assert the_run(store, experiment).info.status == "FINISHED"
+
+
+def test_use_run_dir_uri_sends_to_the_store_the_run_names(tmp_path, store, capsys):
+    other = tmp_path / "other.db"
+    config = CONFIG_YAML.replace("uri: null", f"uri: sqlite:///{other}")
+    run_dir = make_run_dir(tmp_path, config=config)
+    experiment = f"own-{uuid.uuid4().hex[:10]}"
+    client = MlflowClient(f"sqlite:///{other}")
+    client.create_experiment(experiment, artifact_location=(tmp_path / "artifacts").as_uri())
+    code = main([str(run_dir), "--use-run-dir-uri", "--experiment", experiment])
+    assert code == 0, capsys.readouterr().err
+    assert the_run((None, client), experiment).info.status == "FINISHED"
+
+
+# -- bad run dirs: exit 2, one paragraph, nothing in the store -----------------------------------
+BAD_FILES = {
+    "junk summary": ("summary.json", "{not json at all"),
+    "list summary": ("summary.json", "[1, 2, 3]"),
+    "null summary": ("summary.json", "null"),
+    "string steps": ("summary.json", json.dumps({**SUMMARY, "steps": "6"})),
+    "list suggestions": ("summary.json", json.dumps({**SUMMARY, "suggestions": [0.1]})),
+    "boolean lr": ("summary.json", json.dumps({**SUMMARY, "suggested_lr": True})),
+    "junk config": ("config.yaml", "net: [unclosed\n  : : {\n"),
+    "list config": ("config.yaml", "- net\n- dataset\n"),
+    "empty config": ("config.yaml", ""),
+    "aliased config": ("config.yaml", "a: &x [1, 2]\nb: [*x, *x]\n"),
+    "bad param name": ("config.yaml", CONFIG_YAML + "'../escape': 1\n"),
+    "empty curve": ("curve.csv", ""),
+    "header-only curve": ("curve.csv", CURVE_HEADER),
+    "junk curve": ("curve.csv", "\x00\x01 this is no curve\nat all\n"),
+    "bad middle row": ("curve.csv", CURVE_HEADER + "0,0.1,2.3,2.3\r\n1,oops,2.2,2.2\r\n"
+                       "2,0.3,2.1,2.1\r\n"),
+    "negative lr": ("curve.csv", CURVE_HEADER + "0,-0.1,2.3,2.3\r\n1,0.2,2.2,2.2\r\n"),
+}
+
+
+@pytest.mark.parametrize("name, content", BAD_FILES.values(), ids=BAD_FILES.keys())
+def test_a_bad_file_is_refused_before_anything_reaches_the_store(tmp_path, store, capsys, name,
+                                                                 content):
+    run_dir = make_run_dir(tmp_path)
+    (run_dir / name).write_text(content)
+    code = import_into(store, "never-created", run_dir)
+    assert_refused(capsys, store, run_dir, code, name)
+    assert store[1].get_experiment_by_name("never-created") is None
+
+
+def test_a_binary_curve_is_refused(tmp_path, store, capsys):
+    run_dir = make_run_dir(tmp_path)
+    (run_dir / "curve.csv").write_bytes(b"\xff\xfe\x00garbage")
+    assert_refused(capsys, store, run_dir, import_into(store, "never-created", run_dir),
+                   "curve.csv")
+
+
+@pytest.mark.parametrize("missing", ["config.yaml", "curve.csv"])
+def test_a_folder_without_config_or_curve_is_not_a_run_dir(tmp_path, store, capsys, missing):
+    run_dir = make_run_dir(tmp_path)
+    (run_dir / missing).unlink()
+    assert_refused(capsys, store, run_dir, import_into(store, "never-created", run_dir), missing)
+
+
+def test_a_missing_folder_is_refused(tmp_path, store, capsys):
+    code = import_into(store, "never-created", tmp_path / "nowhere")
+    err = capsys.readouterr().err
+    assert code == 2 and "nowhere" in err and "Traceback" not in err
+
+
+def test_an_unreachable_store_exits_1(tmp_path, capsys):
+    run_dir = make_run_dir(tmp_path)
+    # port 9 (discard) on localhost: nothing listens, the connection is refused at once
+    assert main([str(run_dir), "--uri", "http://127.0.0.1:9"]) == 1
+    assert "Traceback" not in capsys.readouterr().err
+
+
+# -- partial run dirs: a crash or kill -9 -------------------------------------------------------
+def test_a_run_dir_without_summary_imports_as_killed_with_every_step(tmp_path, store,
+                                                                     experiment):
+    run_dir = make_run_dir(tmp_path, summary=False)
+    completed = curve()
+    completed.stop_reason = "completed"  # the metadata line does not make a crash a success
+    completed.to_csv(run_dir / "curve.csv")
+    assert import_into(store, experiment, run_dir) == 0
+    client, run = store[1], the_run(store, experiment)
+    assert run.info.status == "KILLED" and run.info.run_name == "simple_cnn-digits-SGD"
+    assert run.data.tags["optimizer"] == "SGD" and run.data.tags["net"] == "simple_cnn"
+    np.testing.assert_array_equal(history(client, run, "loss"), LOSSES)
+
+
+@pytest.mark.parametrize("cut", ["6,2.0,2.4", "6,2.0\r\n", "6,2.0,2.4x,2.3\r\n"],
+                         ids=["no line end", "fewer fields", "unparsable number"])
+def test_a_last_line_cut_mid_write_is_dropped_and_the_rest_imported(tmp_path, store, experiment,
+                                                                    caplog, cut):
+    run_dir = make_run_dir(tmp_path, summary=False)
+    with (run_dir / "curve.csv").open("a", newline="") as handle:
+        handle.write(cut)
+    assert import_into(store, experiment, run_dir) == 0
+    client, run = store[1], the_run(store, experiment)
+    np.testing.assert_array_equal(history(client, run, "loss"), LOSSES)
+    assert run.info.status == "KILLED"
+    assert any("cut mid-write" in r.getMessage() for r in caplog.records)
+
+
+def test_a_curve_whose_only_row_is_cut_is_refused(tmp_path, store, capsys):
+    run_dir = make_run_dir(tmp_path, summary=False)
+    (run_dir / "curve.csv").write_text(CURVE_HEADER + "0,0.1,2.")
+    assert_refused(capsys, store, run_dir, import_into(store, "never-created", run_dir),
+                   "curve.csv")

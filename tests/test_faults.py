@@ -1,0 +1,128 @@
+"""Faults against the real app: signals to real processes, a real full or read-only
+filesystem (a small tmpfs, where this machine lets the tests mount one), a real SQLite store.
+Each test states what must be kept; no MLflow run may stay RUNNING after any of them."""
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from sweep_checks import lrexp_cli, runs_of, wait_until_training
+
+from lrexp.result import RangeTestResult
+
+
+def _start(*overrides, cwd):
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.Popen([sys.executable, "-m", "lrexp", "progress=false", *overrides],
+                            cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for_rows(curve: Path, rows: int, timeout_s: float = 120) -> None:
+    """Poll until the curve file being written holds ``rows`` data rows."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if curve.exists() and curve.read_text().count("\n") >= rows + 2:  # meta + header
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{curve} did not reach {rows} rows in {timeout_s} s")
+
+
+def _store(tmp_path):
+    return MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def _loss_steps(client, run) -> int:
+    return len(client.get_metric_history(run.info.run_id, "loss"))
+
+
+@contextlib.contextmanager
+def _tmpfs(path: Path, options: str):
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("this machine does not let the tests mount a tmpfs")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+# A long, slow ramp: the range test is still running when the signal arrives.
+LONG_RUN = ("num_iter=100000", "max_lr=1e-3", "hydra.run.dir=run")
+
+
+@pytest.mark.slow
+def test_sigterm_records_the_partial_curve_closes_the_run_killed_and_exits_143(tmp_path):
+    proc = _start(*LONG_RUN, cwd=tmp_path)
+    wait_until_training(tmp_path / "run")
+    _wait_for_rows(tmp_path / "run" / "curve.csv", 12)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, out
+    assert "Traceback" not in out
+    curve = RangeTestResult.from_csv(tmp_path / "run" / "curve.csv")
+    assert curve.stop_reason == "interrupted" and len(curve) >= 12
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["steps"] == len(curve)
+    client = _store(tmp_path)
+    [run] = runs_of(client)
+    assert run.info.status == "KILLED"
+    assert _loss_steps(client, run) == len(curve)
+
+
+@pytest.mark.slow
+def test_kill_9_leaves_the_flushed_curve_and_the_next_run_closes_the_orphan(tmp_path):
+    proc = _start(*LONG_RUN, cwd=tmp_path)
+    wait_until_training(tmp_path / "run")
+    _wait_for_rows(tmp_path / "run" / "curve.csv", 25)
+    proc.kill()
+    proc.communicate(timeout=60)
+    curve = RangeTestResult.from_csv(tmp_path / "run" / "curve.csv")
+    assert curve.stop_reason == "interrupted" and len(curve) >= 20  # flushed every 10 rows
+    assert (tmp_path / "run" / "config.yaml").exists()
+    client = _store(tmp_path)
+    [orphan] = runs_of(client)
+    assert orphan.info.status == "RUNNING"  # nobody could close it yet
+
+    later = lrexp_cli("num_iter=5", "hydra.run.dir=later", cwd=tmp_path)
+    assert later.returncode == 0, later.stdout + later.stderr
+    statuses = {r.data.tags["run_dir"]: r.info.status for r in runs_of(client)}
+    assert statuses[str((tmp_path / "run").resolve())] == "KILLED"
+    assert statuses[str((tmp_path / "later").resolve())] == "FINISHED"
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_writing_results_keeps_the_curve_and_closes_the_run_failed(tmp_path):
+    # 48 kB hold Hydra's files, the config, the curve and the summary, not the plots
+    with _tmpfs(tmp_path / "small", "size=48k") as small:
+        proc = lrexp_cli("num_iter=60", f"hydra.run.dir={small / 'run'}", cwd=tmp_path)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 1, out
+        assert "Traceback" not in out and "No space left on device" in out
+        assert "Free space on that disk" in out and "curve.csv" in out
+        curve = RangeTestResult.from_csv(small / "run" / "curve.csv")
+        summary = json.loads((small / "run" / "summary.json").read_text())
+    assert summary["status"] == "FAILED" and "No space left" in summary["error"]
+    assert summary["steps"] == len(curve) and "suggestions" in summary  # the real summary
+    client = _store(tmp_path)
+    [run] = runs_of(client)
+    assert run.info.status == "FAILED" and _loss_steps(client, run) == len(curve)
+
+
+def test_a_read_only_run_dir_is_refused_in_one_paragraph_before_any_work(tmp_path):
+    with _tmpfs(tmp_path / "ro", "ro,size=1m") as read_only:
+        proc = lrexp_cli("num_iter=5", "tracking=none", f"hydra.run.dir={read_only / 'run'}",
+                         cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert "Traceback" not in out and "cannot be written" in out and "hydra.run.dir=" in out

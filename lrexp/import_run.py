@@ -131,7 +131,7 @@ def _read_text(staged: Path, run_dir: Path, name: str, skipped: set[str]) -> str
     if name in skipped:
         raise RunDirError(
             f"{run_dir / name} is not a regular file in the run dir (see the warning above), so "
-            f"import_run will not read it. Put the file itself in {run_dir} in place of the link."
+            f"import_run will not read it. Put the file itself (not a link) in {run_dir}."
         )
     try:
         return (staged / name).read_text(encoding="utf-8")
@@ -323,12 +323,17 @@ def _kind(value: Any) -> str:
 
 
 def _shown(value: Any, limit: int = 60) -> str:
-    text = json.dumps(value) if isinstance(value, str) else repr(value)
+    """``value`` as JSON (cut to ``limit``), with its kind unless it is a string."""
+    text = json.dumps(value, default=repr)
     text = text if len(text) <= limit else text[: limit - 3] + "..."
     return text if isinstance(value, str) else f"{text} ({_kind(value)})"
 
 
 def _one_line(error: BaseException) -> str:
+    """A parser's error in one line: YAML's problem and where, else the whole message."""
+    problem, mark = getattr(error, "problem", None), getattr(error, "problem_mark", None)
+    if problem and mark:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
     return " ".join(str(error).split())
 
 
@@ -368,7 +373,12 @@ class RunDir:
 
 def _setting(config: dict[str, Any], group: str, key: str) -> str:
     value = config[group].get(key) if isinstance(config.get(group), dict) else None
-    return value if isinstance(value, str) and value else "?"
+    return _text(value) or "?"
+
+
+def _text(value: Any) -> str | None:
+    """``value`` if it is a non-empty string (a setting read from an untrusted file)."""
+    return value if isinstance(value, str) and value else None
 
 
 def read_run_dir(run_dir: Path, staged: Path) -> RunDir:
@@ -420,16 +430,14 @@ def _tracker(run: RunDir, staged: Path, uri: str | None, experiment: str | None,
     """Where to send: --uri, else (only when asked) the run's own tracking.uri, else
     MLFLOW_TRACKING_URI or MLflow's default; the run's experiment name is harmless."""
     tracking = run.tracking
-    run_uri = tracking.get("uri") if use_run_dir_uri else None
-    run_experiment = tracking.get("experiment")
+    run_uri = _text(tracking.get("uri")) if use_run_dir_uri else None
     timeout_s = tracking.get("timeout_s")
     if not (_is_number(timeout_s) and 0 < timeout_s < math.inf):
         timeout_s = DEFAULT_TIMEOUT_S
     return _StagedTracker(
         staged,
-        uri=resolve_tracking_uri(uri or (run_uri if isinstance(run_uri, str) else None)),
-        experiment=experiment or (run_experiment if isinstance(run_experiment, str)
-                                  and run_experiment else DEFAULT_EXPERIMENT),
+        uri=resolve_tracking_uri(uri or run_uri),
+        experiment=experiment or _text(tracking.get("experiment")) or DEFAULT_EXPERIMENT,
         timeout_s=float(timeout_s),
     )
 
@@ -485,8 +493,11 @@ def main(argv: list[str] | None = None) -> int:
     except RunDirError as error:
         sys.stderr.write(f"lrexp.import_run: error: {error}\n")
         return 2
-    if run_id is None:
-        return 1  # the tracker has said why
+    if run_id is None:  # the tracker's warning above says why
+        sys.stderr.write(f"lrexp.import_run: error: {args.run_dir} was not imported: the MLflow "
+                         "store failed or could not be reached. Check --uri (or "
+                         "MLFLOW_TRACKING_URI) and that the store is up, then run this again.\n")
+        return 1
     print(f"Imported {args.run_dir} as MLflow run {run_id}")
     return 0
 

@@ -216,12 +216,19 @@ def _run(cfg: DictConfig) -> int:
 
 
 def _write_config(cfg: DictConfig, out_dir: Path) -> Path:
-    """config.yaml first: even a run killed outright leaves what it ran with. A run dir that
-    cannot be written is the user's setting, said before any work."""
+    """config.yaml first: even a run killed outright leaves what it ran with. Credentials in
+    URIs are redacted there and in Hydra's own record. A run dir that cannot be written is the
+    user's setting, said before any work."""
+    from lrexp.tracking import redact
+
     path = out_dir / "config.yaml"
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        path.write_text(redact(OmegaConf.to_yaml(cfg, resolve=True)))
+        for hydra_file in (out_dir / ".hydra").glob("*.yaml"):  # Hydra's record of overrides
+            text = hydra_file.read_text()
+            if redact(text) != text:
+                hydra_file.write_text(redact(text))
     except OSError as error:
         if error.errno not in _USER_FS_ERRORS:
             raise

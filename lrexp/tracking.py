@@ -11,18 +11,21 @@ it later.
 
 from __future__ import annotations
 
+import base64
 import logging
 import math
 import os
+import re
 import socket
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["MlflowTracker", "NullTracker", "Tracker", "flatten", "make_tracker",
+__all__ = ["MlflowTracker", "NullTracker", "Tracker", "flatten", "make_tracker", "redact",
            "resolve_tracking_uri"]
 
 log = logging.getLogger(__name__)
@@ -90,12 +93,34 @@ def make_tracker(settings: Any, parent_run_id: str | None = None) -> Tracker:
     )
 
 
+# scheme://user:password@host -> scheme://***@host
+_CREDENTIALS = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]+@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the credentials of every URI in it replaced by ``***``: for anything lrexp
+    writes (console, log, config.yaml, MLflow params and tags)."""
+    return _CREDENTIALS.sub(r"\g<scheme>***@", text)
+
+
 def server_reachable(uri: str, timeout_s: float) -> bool:
-    """For http(s) stores: does the server answer its health endpoint within ``timeout_s``?"""
+    """For http(s) stores: does the server answer its health endpoint within ``timeout_s``?
+    Credentials in the URI (or MLFLOW_TRACKING_USERNAME / _PASSWORD) go as basic auth, as
+    MLflow's own client sends them; urllib would not accept them inside the URL."""
     if not uri.startswith(("http://", "https://")):
         return True
+    parts = urllib.parse.urlsplit(uri)
+    user = urllib.parse.unquote(parts.username or os.environ.get("MLFLOW_TRACKING_USERNAME", ""))
+    password = urllib.parse.unquote(parts.password or
+                                    os.environ.get("MLFLOW_TRACKING_PASSWORD", ""))
+    host = parts.netloc.rsplit("@", 1)[-1]
+    request = urllib.request.Request(
+        urllib.parse.urlunsplit(parts._replace(netloc=host)).rstrip("/") + "/health")
+    if user or password:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
     try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as response:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return response.status == 200
     except OSError:
         return False
@@ -234,7 +259,8 @@ class MlflowTracker:
         owner = {OWNER_HOST_TAG: socket.gethostname(), OWNER_PID_TAG: str(os.getpid())}
         run = with_retries(lambda: self._client.create_run(
             self._experiment_id, run_name=run_name,
-            tags={**owner, **{key: str(value) for key, value in tags.items()}}), "create run")
+            tags={**owner, **{key: redact(str(value)) for key, value in tags.items()}}),
+            "create run")
         return run.info.run_id
 
     def _close_orphans(self) -> None:
@@ -270,7 +296,8 @@ class MlflowTracker:
             if commit:
                 run_tags["mlflow.source.git.commit"] = commit
             self.run_id = self._create_run(run_name, run_tags)
-            param_list = [Param(str(k)[:250], truncate_param(v)) for k, v in params.items()]
+            param_list = [Param(str(k)[:250], truncate_param(redact(str(v))))
+                          for k, v in params.items()]
             for chunk in _chunks(param_list, MAX_PARAMS_PER_BATCH):
                 with_retries(lambda c=chunk: self._client.log_batch(self.run_id, params=c),
                              "log params")
@@ -392,7 +419,7 @@ class MlflowTracker:
     def _give_up(self, why: str) -> None:
         if self.usable:
             log.warning("Tracking disabled for this run: %s. The test goes on; its curve, plot "
-                        "and config stay in the run dir.", why)
+                        "and config stay in the run dir.", redact(why))
         self.usable = False
 
     def _hint_import(self, out_dir: Path | None) -> None:

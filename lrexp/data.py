@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from lrexp.schema import ConfigError
+
 __all__ = ["Data", "DatasetNotFoundError", "UnknownDatasetError", "available", "build"]
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -95,6 +97,9 @@ def build(
         raise UnknownDatasetError(
             f"Unknown dataset {name!r}. Registered datasets: {', '.join(available())}."
         )
+    if not (isinstance(num_workers, int) and num_workers >= 0):
+        raise ConfigError(f"Invalid setting dataset.num_workers={num_workers}: use 0 (load in "
+                          "the main process) or a positive number of loader processes.")
     splits = _REGISTRY[name](**options)
     pin = device_type == "cuda" if pin_memory == "auto" else bool(pin_memory)
     if multiprocessing_context == "auto":

@@ -22,7 +22,7 @@ from lrexp.curve import CurveMonitor
 from lrexp.result import RangeTestResult
 from lrexp.schedules import make_schedule
 
-__all__ = ["range_test", "resolve_device"]
+__all__ = ["LoaderExhausted", "range_test", "resolve_device"]
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +200,13 @@ class _Ramp:
             if pending is not None:  # a finished point that was not read yet
                 self.record(*pending)
             self.stop_reason = "interrupted"
+        except LoaderExhausted:
+            if pending is not None:
+                self.record(*pending)
+            log.warning("train_loader ran out after %d points and cannot be iterated again (a "
+                        "one-shot iterator?); the curve stops there. Pass a DataLoader or a "
+                        "list to get all num_iter points.", len(self.losses))
+            self.stop_reason = "exhausted"
         finally:
             if self.bar is not None:
                 self.bar.close()
@@ -222,6 +229,10 @@ def _verify(result: RangeTestResult, step: _TrainStep, snapshot: _Snapshot, trai
     candidates = candidate_lrs(result)
     if not candidates:
         log.info("Verify skipped: the curve supports no LR (%s)", result.verdict.reason)
+        return
+    if isinstance(train_loader, Iterator):  # a one-shot iterator: its batches are spent
+        log.warning("Verify skipped: it trains every candidate from the same batches, so it "
+                    "needs a train_loader that can be iterated again (a DataLoader or a list).")
         return
 
     def train(lr: float, steps: int) -> list[float]:
@@ -298,18 +309,27 @@ def _progress_bar(total: int, enabled: bool):
     return tqdm(total=total, desc="LR range test", unit="lr", leave=False)
 
 
+class LoaderExhausted(Exception):
+    """The train loader ran out and gives nothing more when iterated again (a one-shot
+    iterator or generator): the test stops there and keeps its curve."""
+
+
 def _endless(loader: Iterable) -> Iterator:
     """Batches of ``loader``, re-iterating it (a new epoch) whenever it runs out."""
+    epochs = 0
     while True:
         empty = True
         for batch in loader:
             empty = False
             yield batch
+        if empty and epochs:
+            raise LoaderExhausted
         if empty:
             raise ValueError(
                 "train_loader yielded no batches; check the dataset is not empty and that "
                 "drop_last does not drop its only batch."
             )
+        epochs += 1
 
 
 def _to_device(data: Any, device: torch.device) -> Any:

@@ -18,7 +18,7 @@ from lrexp.suggest import METHODS, Suggestion, Verdict, assess, suggest
 
 __all__ = ["STOP_REASONS", "CurveWriter", "Probe", "RangeTestResult", "Verification"]
 
-STOP_REASONS = ("completed", "diverged", "non-finite", "interrupted")
+STOP_REASONS = ("completed", "diverged", "non-finite", "interrupted", "exhausted")
 _CSV_COLUMNS = ("step", "lr", "loss", "loss_smooth")
 _META_PREFIX = "# lrexp "
 

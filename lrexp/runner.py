@@ -42,6 +42,7 @@ def run(cfg: DictConfig, keep_going: bool = False) -> int:
         log.warning("Skipped: the sweep was interrupted (Ctrl-C or SIGTERM).")
         _write_status(cfg, "SKIPPED")
         return EXIT_INTERRUPTED
+    _warn_if_sweep_preset_without_multirun()
     with interrupt.sigterm_as_interrupt():
         code = _run_checked(cfg, keep_going)
     if code == EXIT_INTERRUPTED and interrupt.terminated():
@@ -49,6 +50,19 @@ def run(cfg: DictConfig, keep_going: bool = False) -> int:
     if code in (EXIT_INTERRUPTED, EXIT_TERMINATED) and sweep_dir is not None:
         interrupt.mark(sweep_dir)  # the jobs not started yet skip themselves
     return code
+
+
+def _warn_if_sweep_preset_without_multirun() -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode == RunMode.MULTIRUN:
+        return
+    preset = HydraConfig.get().runtime.choices.get("sweep")
+    if preset not in (None, "null"):
+        log.warning("sweep=%s lists values to sweep over, but this is a single run: only the "
+                    "defaults ran. Add -m (python -m lrexp -m sweep=%s) to run the sweep.",
+                    preset, preset)
 
 
 def _run_checked(cfg: DictConfig, keep_going: bool) -> int:
@@ -173,6 +187,10 @@ def _run(cfg: DictConfig) -> int:
         device = resolve_device(cfg.device)
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    if cfg.amp == "fp16" and device.type != "cuda":
+        raise ConfigError(
+            f"Invalid setting amp=fp16 on {device}: float16 autocast is a CUDA feature and runs "
+            "about 12x slower on a CPU. Use amp=bf16 (or amp=null) on the CPU.")
     rank, world_size, device = _join_process_group(device)
     threads = _torch_threads(cfg)
     if threads:

@@ -10,6 +10,7 @@ to ``max_lr`` (the convention of the original ``FindLR``), so the last LR tried 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -48,10 +49,10 @@ def make_schedule(name: str, min_lr: float, max_lr: float, num_iter: int) -> np.
             f"Unknown schedule {name!r}; choose one of {sorted(SCHEDULES)} "
             "(exp for a range spanning decades, linear for a narrow one)."
         )
-    if not 0 < min_lr < max_lr:
+    if not 0 < min_lr < max_lr < math.inf:
         raise ValueError(
-            f"The LR range must satisfy 0 < min_lr < max_lr, got min_lr={min_lr!r} and "
-            f"max_lr={max_lr!r}; pass a smaller min_lr or a larger max_lr."
+            f"The LR range must satisfy 0 < min_lr < max_lr < inf, got min_lr={min_lr!r} and "
+            f"max_lr={max_lr!r}; pass finite bounds, e.g. min_lr=1e-7 and max_lr=10."
         )
     return SCHEDULES[name](min_lr, max_lr, num_iter)
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,8 +62,8 @@ def register() -> None:
 def check(cfg: Any) -> None:
     """Raise ConfigError for the first value out of range (types were checked on compose)."""
     rules = [
-        (0 < cfg.min_lr < cfg.max_lr, f"min_lr={cfg.min_lr} and max_lr={cfg.max_lr}",
-         "the range must satisfy 0 < min_lr < max_lr; e.g. min_lr=1e-7 max_lr=10"),
+        (0 < cfg.min_lr < cfg.max_lr < math.inf, f"min_lr={cfg.min_lr} and max_lr={cfg.max_lr}",
+         "the range must satisfy 0 < min_lr < max_lr < inf; e.g. min_lr=1e-7 max_lr=10"),
         (cfg.num_iter >= 2, f"num_iter={cfg.num_iter}", "a curve needs num_iter >= 2"),
         (0 <= cfg.beta < 1, f"beta={cfg.beta}", "the smoothing factor needs 0 <= beta < 1"),
         (cfg.diverge_th > 1, f"diverge_th={cfg.diverge_th}",

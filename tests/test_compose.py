@@ -91,6 +91,11 @@ def test_nets_compose_and_run_three_steps(tmp_path, net):
     ("diverge_th=0.5", "diverge_th=0.5"),
     ("schedule=cosine", "schedule=cosine"),
     ("device=tpu", "device=tpu"),
+    ("max_lr=inf", "max_lr=inf"),
+    ("amp=fp16,device=cpu", "amp=fp16 on cpu"),
+    ("dataset.num_workers=-1", "dataset.num_workers=-1"),
+    ("net=mlp,net.activation=foo", "net.activation=foo"),
+    ("net=mlp,net.hidden=[abc]", "net.hidden=['abc']"),
 ])
 def test_out_of_range_settings_exit_2_with_the_value(tmp_path, caplog, override, needle):
     cfg = compose_config(*override.split(","), out_dir=tmp_path)
@@ -125,3 +130,10 @@ def test_a_too_short_curve_says_why_there_is_no_suggestion(tmp_path, caplog, num
     assert summary["suggested_lr"] is None and summary["confidence"] == "none"
     assert "raise num_iter" in summary["confidence_reason"]
     assert "raise num_iter" in caplog.text
+
+
+def test_a_sweep_preset_without_multirun_warns(tmp_path, caplog):
+    cfg = compose_config("sweep=seeds", "num_iter=5", out_dir=tmp_path)
+    cfg.hydra.runtime.choices.sweep = "seeds"  # what Hydra records for sweep=seeds
+    assert run_config(cfg) == EXIT_OK
+    assert "sweep=seeds" in caplog.text and "-m" in caplog.text

@@ -187,3 +187,16 @@ def test_an_explosion_is_caught_within_a_few_steps_of_turning_up():
         curve[70:] += 0.5 * 1.5 ** np.arange(30)  # the loss turns up at step 70
         step, reason = divergence_step(curve)
         assert reason == "diverged" and 70 <= step <= 80
+
+
+def test_a_one_shot_iterator_that_runs_out_keeps_its_partial_curve():
+    model = bn_net()
+    batches = iter(classification_batches(n=8))
+    res = lrexp.range_test(model, batches, nn.CrossEntropyLoss(), num_iter=30, progress=False)
+    assert res.stop_reason == "exhausted" and len(res) == 8
+
+
+def test_non_finite_lr_bounds_are_refused():
+    with pytest.raises(ValueError, match="max_lr < inf"):
+        lrexp.range_test(bn_net(), classification_batches(), nn.CrossEntropyLoss(),
+                         max_lr=float("inf"), progress=False)

@@ -7,13 +7,21 @@ from collections.abc import Sequence
 from torch import nn
 
 from lrexp.models import register
+from lrexp.schema import ConfigError
 
 
 @register("mlp")
 def mlp(num_classes: int, in_channels: int, input_size: int = 32,
         hidden: Sequence[int] = (256, 256), activation: str = "relu") -> nn.Module:
     """Flatten, then fully connected layers. For vector data (the sine toy) input_size is 1."""
-    act = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}[activation]
+    activations = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
+    if activation not in activations:
+        raise ConfigError(f"Invalid setting net.activation={activation}: choose one of "
+                          f"{', '.join(activations)}.")
+    if not all(isinstance(size, int) and size >= 1 for size in hidden):
+        raise ConfigError(f"Invalid setting net.hidden={list(hidden)}: give layer widths as "
+                          "positive integers, e.g. net.hidden=[256,256].")
+    act = activations[activation]
     layers: list[nn.Module] = [nn.Flatten()]
     width = in_channels * input_size * input_size
     for size in hidden:

@@ -439,6 +439,12 @@ def _cpu_copy(value: Any) -> Any:
     return value
 
 
+def _optimizer_only(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    owned = {id(param) for param in model.parameters()}
+    return [param for group in optimizer.param_groups for param in group["params"]
+            if id(param) not in owned]
+
+
 def _single_device(model: nn.Module) -> torch.device | None:
     devices = {tensor.device for tensor in (*model.parameters(), *model.buffers())}
     return devices.pop() if len(devices) == 1 else None
@@ -458,6 +464,10 @@ class _Snapshot:
     numpy_rng: Any
     torch_rng: torch.Tensor
     cuda_rng: list[torch.Tensor] | None
+    # state_dict() leaves these out: buffers registered with persistent=False, and tensors the
+    # optimizer trains that the model does not own (a temperature, an extra head)
+    loose_buffers: list[tuple[nn.Module, str, torch.Tensor]]
+    loose_params: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]
 
     @classmethod
     def take(cls, model, optimizer, scaler, device: torch.device) -> _Snapshot:
@@ -475,6 +485,12 @@ class _Snapshot:
             numpy_rng=np.random.get_state(),
             torch_rng=torch.get_rng_state(),
             cuda_rng=torch.cuda.get_rng_state_all() if uses_cuda else None,
+            loose_buffers=[(module, name, _cpu_copy(buffer)) for module in model.modules()
+                           for name, buffer in module._buffers.items()
+                           if buffer is not None and name in module._non_persistent_buffers_set],
+            loose_params=[(param, _cpu_copy(param), None if param.grad is None
+                           else _cpu_copy(param.grad)) for param in _optimizer_only(model,
+                                                                                    optimizer)],
         )
 
     def restore(self, model, optimizer, scaler) -> None:
@@ -485,6 +501,13 @@ class _Snapshot:
             param.grad = None if grad is None else grad.to(param.device)
         for module, training in zip(model.modules(), self.training_flags, strict=True):
             module.training = training
+        for module, name, saved in self.loose_buffers:  # forward may have replaced the tensor
+            module._buffers[name] = saved.to(module._buffers[name].device
+                                             if module._buffers.get(name) is not None else "cpu")
+        with torch.no_grad():
+            for param, saved, grad in self.loose_params:
+                param.copy_(saved)
+                param.grad = None if grad is None else grad.to(param.device)
         optimizer.load_state_dict(self.optimizer_state)
         if scaler is not None and self.scaler_state is not None:
             scaler.load_state_dict(self.scaler_state)

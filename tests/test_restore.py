@@ -126,3 +126,30 @@ def test_cuda_run_restores_the_model_to_cpu_and_keeps_the_snapshot_off_the_gpu(a
     assert all(p.device.type == "cpu" for p in model.parameters())
     _assert_state_equal(model.state_dict(), model_before)
     _assert_state_equal(optimizer.state_dict(), optimizer_before)
+
+
+class _CountsCalls(nn.Module):
+    """A non-persistent buffer that forward replaces, and a scale the model does not own."""
+
+    def __init__(self, scale: nn.Parameter) -> None:
+        super().__init__()
+        self.linear = nn.Linear(10, 3)
+        self.register_buffer("calls", torch.zeros(()), persistent=False)
+        self.scale = [scale]  # a list: not registered, so not in parameters() or state_dict()
+
+    def forward(self, x):
+        self.calls = self.calls + 1  # a new tensor each call, as running statistics often are
+        return self.linear(x) * self.scale[0]
+
+
+def test_non_persistent_buffers_and_optimizer_only_params_are_restored():
+    scale = nn.Parameter(torch.tensor(1.5))
+    model = _CountsCalls(scale)
+    optimizer = torch.optim.SGD([*model.parameters(), scale], lr=1e-7, momentum=0.9)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    lrexp.range_test(model, classification_batches(), nn.CrossEntropyLoss(), optimizer,
+                     num_iter=20, progress=False)
+    assert model.calls.item() == 0 and "calls" not in model.state_dict()
+    assert scale.item() == 1.5 and scale.grad is None
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, weights[key])

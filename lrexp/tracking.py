@@ -12,6 +12,7 @@ it later.
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import math
 import os
@@ -21,7 +22,7 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -124,6 +125,46 @@ def server_reachable(uri: str, timeout_s: float) -> bool:
             return response.status == 200
     except OSError:
         return False
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    prefix = "sqlite:///"
+    return Path(uri[len(prefix):]) if uri.startswith(prefix) else None
+
+
+def sqlite_store_problem(uri: str) -> str | None:
+    """Why a SQLite store cannot be used, found in microseconds (MLflow itself would retry
+    for minutes on a folder or a corrupt file), or None."""
+    path = _sqlite_path(uri)
+    if path is None or not path.exists():
+        return None
+    if not path.is_file():
+        return (f"the SQLite store {path} is not a file (a folder?); move it away or set "
+                "tracking.uri")
+    with path.open("rb") as handle:
+        header = handle.read(16)
+    if header and header != b"SQLite format 3\x00":
+        return (f"the SQLite store {path} is not an SQLite database (corrupt or another kind of "
+                "file); move it away or set tracking.uri")
+    return None
+
+
+@contextlib.contextmanager
+def sqlite_creation_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock beside a SQLite store while MLflow opens (creates, migrates) it."""
+    path = _sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def with_retries(
@@ -244,14 +285,22 @@ class MlflowTracker:
             self._give_up(f"the tracking server {self.uri} did not answer within "
                           f"{self.timeout_s:g} s")
             return False
+        problem = sqlite_store_problem(self.uri)
+        if problem:
+            self._give_up(problem)
+            return False
         # Fail fast on a server that goes away mid-run instead of MLflow's minutes of retries.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, int(self.timeout_s))))
         from mlflow.tracking import MlflowClient
 
-        client = MlflowClient(tracking_uri=self.uri)
-        self._client = client
-        self._experiment_id = with_retries(self._get_or_create_experiment, "get experiment")
+        # MLflow creates and migrates a new SQLite store on first use; two runs doing that at
+        # once collide ("table _alembic_tmp_experiments already exists"), so one at a time.
+        with sqlite_creation_lock(self.uri):
+            client = MlflowClient(tracking_uri=self.uri)
+            self._client = client
+            self._experiment_id = with_retries(self._get_or_create_experiment,
+                                               "get experiment")
         return True
 
     def _create_run(self, run_name: str, tags: Mapping[str, Any]) -> str:
@@ -418,8 +467,9 @@ class MlflowTracker:
 
     def _give_up(self, why: str) -> None:
         if self.usable:
+            first_line = redact(str(why)).strip().splitlines()[0]  # not SQLAlchemy's essay
             log.warning("Tracking disabled for this run: %s. The test goes on; its curve, plot "
-                        "and config stay in the run dir.", redact(why))
+                        "and config stay in the run dir.", first_line)
         self.usable = False
 
     def _hint_import(self, out_dir: Path | None) -> None:

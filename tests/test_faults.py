@@ -126,3 +126,42 @@ def test_a_read_only_run_dir_is_refused_in_one_paragraph_before_any_work(tmp_pat
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2, out
     assert "Traceback" not in out and "cannot be written" in out and "hydra.run.dir=" in out
+
+
+@pytest.mark.parametrize("store", ["a folder", "a corrupt file"])
+def test_an_unusable_sqlite_store_costs_one_warning_not_minutes(tmp_path, store):
+    if store == "a folder":
+        (tmp_path / "mlflow.db").mkdir()
+    else:
+        (tmp_path / "mlflow.db").write_bytes(b"not a database at all, just junk bytes")
+    started = time.time()
+    proc = lrexp_cli("num_iter=5", "hydra.run.dir=run", cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert time.time() - started < 60  # MLflow alone retried for 1 min 42 s on a folder
+    [warning] = [line for line in out.splitlines() if "Tracking disabled" in line]
+    assert "mlflow.db" in warning and "Traceback" not in out
+    assert (tmp_path / "run" / "curve.csv").exists()
+
+
+@pytest.mark.slow
+def test_two_first_runs_at_once_both_track_into_the_new_store(tmp_path):
+    procs = [_start("num_iter=5", f"hydra.run.dir=run{i}", cwd=tmp_path) for i in range(2)]
+    outputs = [proc.communicate(timeout=300)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    assert not any("Tracking disabled" in out for out in outputs), outputs
+    runs = runs_of(_store(tmp_path))
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]
+
+
+@pytest.mark.slow
+def test_a_read_only_store_costs_one_warning_line(tmp_path):
+    with _tmpfs(tmp_path / "store", "size=8m") as store:
+        uri = f"tracking.uri=sqlite:///{store / 'mlflow.db'}"
+        assert lrexp_cli("num_iter=5", uri, "hydra.run.dir=first", cwd=tmp_path).returncode == 0
+        subprocess.run(["mount", "-o", "remount,ro", str(store)], check=True)
+        proc = lrexp_cli("num_iter=5", uri, "hydra.run.dir=second", cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Traceback" not in out, out
+    assert len([line for line in out.splitlines() if "Tracking disabled" in line]) == 1
+    assert len(out.splitlines()) < 20  # no SQLAlchemy essay

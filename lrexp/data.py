@@ -20,7 +20,8 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from lrexp.schema import ConfigError
 
-__all__ = ["Data", "DatasetNotFoundError", "UnknownDatasetError", "available", "build"]
+__all__ = ["BadDataError", "Data", "DatasetNotFoundError", "UnknownDatasetError", "available",
+           "build"]
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 # The original blog post's CIFAR-100 normalization.
@@ -32,6 +33,10 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 class UnknownDatasetError(ValueError):
     """A dataset name that is not registered; the message lists what is."""
+
+
+class BadDataError(ValueError):
+    """Data files that exist but cannot be used; the message names the file and the fix."""
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -263,11 +268,40 @@ _register("mnist")(_mnist_like("MNIST", MNIST_MEAN, MNIST_STD))
 _register("fashion_mnist")(_mnist_like("FashionMNIST", FASHION_MEAN, FASHION_STD))
 
 
+def _image_folder(root: Path, transform):
+    """torchvision's ImageFolder, with its complaints about the folder said for users."""
+    import torchvision
+
+    try:
+        return torchvision.datasets.ImageFolder(str(root), transform=transform,
+                                                loader=_load_image)
+    except FileNotFoundError as error:
+        raise BadDataError(
+            f"The image folder {root.resolve()} holds no usable images ({error}). It needs one "
+            "sub-folder per class with .jpg/.png/... files inside; point dataset.root at such a "
+            "folder."
+        ) from None
+
+
+def _load_image(path: str):
+    """PIL's loader; a file it cannot read is fatal and named (it is not skipped: a silently
+    smaller dataset would change the curve)."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as handle:
+            return Image.open(handle).convert("RGB")
+    except OSError as error:  # PIL's UnidentifiedImageError is an OSError
+        raise BadDataError(
+            f"The image {path} cannot be read ({error}); remove or replace it, then rerun. "
+            "Unreadable images stop the run rather than being skipped."
+        ) from None
+
+
 @_register("imagefolder")
 def imagefolder(root: str = "data/images", image_size: int = 32, val_root: str | None = None,
                 mean=IMAGENET_MEAN, std=IMAGENET_STD) -> _Splits:
     """One sub-folder per class (torchvision's ImageFolder), resized to image_size."""
-    import torchvision
 
     root_path = Path(root).expanduser()
     if not root_path.is_dir():
@@ -276,8 +310,7 @@ def imagefolder(root: str = "data/images", image_size: int = 32, val_root: str |
             "sub-folder of images per class with dataset.root=<folder>."
         )
     make = _transforms(tuple(mean), tuple(std), train=False, augment=False, resize=image_size)
-    train = torchvision.datasets.ImageFolder(str(root_path), transform=make)
-    val = torchvision.datasets.ImageFolder(str(Path(val_root).expanduser()), transform=make) \
-        if val_root else None
+    train = _image_folder(root_path, make)
+    val = _image_folder(Path(val_root).expanduser(), make) if val_root else None
     return _Splits(train, val, num_classes=len(train.classes), in_channels=3,
                    input_size=image_size)

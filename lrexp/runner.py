@@ -100,10 +100,11 @@ class _RecordedFailure(Exception):
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
-    from lrexp.data import DatasetNotFoundError, UnknownDatasetError
+    from lrexp.data import BadDataError, DatasetNotFoundError, UnknownDatasetError
     from lrexp.models import UnknownModelError
 
-    return (ConfigError, UnknownModelError, UnknownDatasetError, DatasetNotFoundError)
+    return (ConfigError, UnknownModelError, UnknownDatasetError, DatasetNotFoundError,
+            BadDataError)
 
 
 def _as_user_error(error: BaseException) -> BaseException | None:
@@ -340,7 +341,8 @@ def _record_failure(error: BaseException, tracker, names: dict[str, str], out_di
     tracker.finish(status=status, result=result, summary=record,
                    files={path.name: path for path in kept}, out_dir=out_dir)
     kept_names = ", ".join(path.name for path in kept)
-    user_error = isinstance(error, OSError) and error.errno in _USER_FS_ERRORS
+    user_error = (isinstance(error, OSError) and error.errno in _USER_FS_ERRORS) or \
+        _as_user_error(error) is not None
     when = (f"The range test recorded {steps} steps, then writing its results stopped"
             if result is not None else f"The run stopped after {steps} recorded steps")
     message = (f"{when} ({what}). Kept in {out_dir}: {kept_names or 'nothing'}; the tracked "

@@ -80,3 +80,26 @@ def test_missing_files_say_where_and_how(tmp_path, name):
 def test_unknown_dataset_lists_the_registered_ones():
     with pytest.raises(data.UnknownDatasetError, match="cifar100.*digits"):
         data.build("imagenet22k")
+
+
+def test_an_empty_image_folder_says_what_it_needs(tmp_path):
+    (tmp_path / "images").mkdir()
+    with pytest.raises(data.BadDataError, match="one sub-folder per class"):
+        data.build("imagefolder", root=str(tmp_path / "images"))
+
+
+def test_class_folders_without_images_say_what_they_need(tmp_path):
+    for name in ("cat", "dog"):
+        (tmp_path / "images" / name).mkdir(parents=True)
+        (tmp_path / "images" / name / "notes.txt").write_text("no images here")
+    with pytest.raises(data.BadDataError, match="holds no usable images"):
+        data.build("imagefolder", root=str(tmp_path / "images"))
+
+
+def test_a_corrupt_image_is_named_and_fatal(tmp_path):
+    write_image_folder(tmp_path / "train")
+    broken = next((tmp_path / "train").glob("*/*.png"))
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n but then nothing an image needs")
+    loaders = data.build("imagefolder", root=str(tmp_path / "train"), batch_size=64)
+    with pytest.raises(data.BadDataError, match=str(broken)):
+        _first_batch(loaders)

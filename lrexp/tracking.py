@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import logging
 import math
 import os
 import re
 import socket
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -312,6 +314,19 @@ class MlflowTracker:
             "create run")
         return run.info.run_id
 
+    def _end_run(self, run_id: str, status: str) -> None:
+        """set_terminated; MLflow then prints links to the run built from the URI, so with
+        credentials in the URI that printout is redacted on its way to the console."""
+        if redact(self.uri) == self.uri:
+            self._client.set_terminated(run_id, status)
+            return
+        printed = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(printed):
+                self._client.set_terminated(run_id, status)
+        finally:
+            sys.stdout.write(redact(printed.getvalue()))
+
     def _close_orphans(self) -> None:
         """Close (KILLED) this host's RUNNING runs whose lrexp process is gone: a process
         killed outright (kill -9, out of memory) cannot close its own run. Runs of other hosts
@@ -330,7 +345,7 @@ class MlflowTracker:
                 log.info("Closing MLflow run %s (KILLED): its process %s is gone",
                          run.info.run_id, pid)
                 self._client.set_tag(run.info.run_id, "status", "KILLED")
-                self._client.set_terminated(run.info.run_id, "KILLED")
+                self._end_run(run.info.run_id, "KILLED")
 
     def start(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
         try:
@@ -376,7 +391,7 @@ class MlflowTracker:
                 with_retries(lambda p=path: self._client.log_artifact(run_id, str(p)),
                              "log artifact")
             with_retries(lambda: self._client.set_tag(run_id, "status", status), "tag")
-            with_retries(lambda: self._client.set_terminated(run_id, status), "end run")
+            with_retries(lambda: self._end_run(run_id, status), "end run")
         except Exception as error:  # noqa: BLE001
             self._give_up(f"closing the sweep's parent run at {self.uri} failed: {error}")
 
@@ -403,7 +418,7 @@ class MlflowTracker:
                                  "log artifact")
             if out_dir is not None:
                 self._send_run_dir_extras(Path(out_dir))
-            with_retries(lambda: self._client.set_terminated(self.run_id, status), "end run")
+            with_retries(lambda: self._end_run(self.run_id, status), "end run")
         except Exception as error:  # noqa: BLE001
             self._give_up(f"sending the run to MLflow at {self.uri} failed: {error}")
             self._hint_import(out_dir)

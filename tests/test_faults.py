@@ -165,3 +165,27 @@ def test_a_read_only_store_costs_one_warning_line(tmp_path):
     assert proc.returncode == 0 and "Traceback" not in out, out
     assert len([line for line in out.splitlines() if "Tracking disabled" in line]) == 1
     assert len(out.splitlines()) < 20  # no SQLAlchemy essay
+
+
+@pytest.mark.slow
+def test_a_password_in_the_tracking_uri_works_and_is_written_nowhere(tmp_path):
+    from mlflow_server import mlflow_server
+
+    secret = "s3cret-pa55"
+    with mlflow_server(tmp_path) as uri:
+        with_password = uri.replace("http://", f"http://alice:{secret}@")
+        proc = lrexp_cli("num_iter=8", f"tracking.uri={with_password}", "hydra.run.dir=run",
+                         cwd=tmp_path)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out
+        assert "Tracking disabled" not in out  # the health probe got through
+        client = MlflowClient(uri)
+        [run] = runs_of(client)
+        assert run.info.status == "FINISHED"
+        recorded = [*run.data.params.values(), *run.data.tags.values()]
+    assert run.data.params["tracking.uri"] == uri.replace("http://", "http://***@")
+    assert not any(secret in str(value) for value in recorded)
+    assert secret not in out
+    for path in (tmp_path / "run").rglob("*"):
+        if path.is_file():
+            assert secret not in path.read_text(errors="replace"), path

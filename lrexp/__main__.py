@@ -1,6 +1,7 @@
 """``python -m lrexp [overrides]``: compose the config with Hydra, run, exit with the code.
 
-Exit codes: 0 done, 2 bad config or input, 130 interrupted (partial results kept), 1 a crash.
+Exit codes: 0 done, 2 bad config or input, 130 interrupted (partial results kept), 143 the same
+after SIGTERM, 1 a crash.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def main() -> None:
         sys.stderr.write("lrexp: interrupted\n")
         raise SystemExit(130) from None
     if interrupt.interrupted_in_this_process():
-        raise SystemExit(130)  # a sweep stopped by Ctrl-C; its summary is written
+        # a sweep stopped by Ctrl-C or SIGTERM; its summary is written
+        raise SystemExit(143 if interrupt.terminated() else 130)
 
 
 if __name__ == "__main__":

@@ -35,8 +35,9 @@ class MlflowSweepCallback(Callback):
         self.tracker = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from lrexp.tracking import PARENT_RUN_FILE, make_tracker
+        from lrexp.tracking import PARENT_RUN_FILE, make_tracker, redact_logs
 
+        redact_logs()
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         tracking = config.get("tracking")
@@ -53,7 +54,12 @@ class MlflowSweepCallback(Callback):
             log.info("Sweep parent MLflow run: %s", run_id)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from lrexp.tracking import redact
+
         sweep_dir = Path(config.hydra.sweep.dir)
+        record = sweep_dir / "multirun.yaml"  # Hydra's record of the sweep's overrides
+        if record.is_file() and redact(record.read_text()) != record.read_text():
+            record.write_text(redact(record.read_text()))
         rows, curves = collect_jobs(sweep_dir)
         if not rows:
             return

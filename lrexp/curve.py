@@ -215,7 +215,9 @@ def blowup_index(losses: np.ndarray) -> int | None:
     if end < 3:
         return end if end < len(raw) else None
     trend = zero_lag(raw)[:end]
-    above = trend > _start_level(values) + 2.0 * noise_scale(values)
+    level = _start_level(values)
+    # a relative floor: on a noiseless flat curve rounding alone must not look like a rise
+    above = trend > level + max(2.0 * noise_scale(values), 1e-9 * max(abs(level), 1.0))
     if not above[-1]:
         return end if end < len(raw) else None
     calm = np.flatnonzero(~above)

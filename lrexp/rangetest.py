@@ -228,16 +228,22 @@ def _verify(result: RangeTestResult, step: _TrainStep, snapshot: _Snapshot, trai
 
     candidates = candidate_lrs(result)
     if not candidates:
-        log.info("Verify skipped: the curve supports no LR (%s)", result.verdict.reason)
+        log.warning("Verify skipped: the curve supports no LR (%s)", result.verdict.reason)
         return
     if isinstance(train_loader, Iterator):  # a one-shot iterator: its batches are spent
         log.warning("Verify skipped: it trains every candidate from the same batches, so it "
                     "needs a train_loader that can be iterated again (a DataLoader or a list).")
         return
+    if _world_size() > 1:  # each rank would pick on its own losses and stop at its own step
+        log.warning("Verify skipped: it does not run under torch.distributed yet; the curve's "
+                    "suggestion stands.")
+        return
 
     def train(lr: float, steps: int) -> list[float]:
         snapshot.restore(step.model, step.optimizer, step.scaler)
         step.model.to(step.device)
+        if step.optimizer.state:  # its state follows the params to the test device
+            step.optimizer.load_state_dict(step.optimizer.state_dict())
         step.model.train()
         _set_lr(step.optimizer.param_groups, lr, lr_ratios)
         batches, losses = _endless(train_loader), []
@@ -257,6 +263,9 @@ def _verify(result: RangeTestResult, step: _TrainStep, snapshot: _Snapshot, trai
         log.warning("Verify interrupted; keeping the probes that finished.")
         result.verification = getattr(interrupt, "verification", None)
         result.stop_reason = "interrupted"
+    except Exception as error:  # noqa: BLE001 - a probe (e.g. out of memory) must not lose the curve
+        log.warning("Verify failed (%s: %s); the curve's suggestion stands.",
+                    type(error).__name__, error)
 
 
 def _check_arguments(steps_per_lr, accumulation_steps, amp, train_loader, verify_steps) -> None:
@@ -498,19 +507,23 @@ class _Snapshot:
             model.to(self.model_device)
         model.load_state_dict(self.model_state)
         for param, grad in zip(model.parameters(), self.grads, strict=True):
-            param.grad = None if grad is None else grad.to(param.device)
+            param.grad = None if grad is None else grad.to(param.device, copy=True)
         for module, training in zip(model.modules(), self.training_flags, strict=True):
             module.training = training
         for module, name, saved in self.loose_buffers:  # forward may have replaced the tensor
-            module._buffers[name] = saved.to(module._buffers[name].device
-                                             if module._buffers.get(name) is not None else "cpu")
+            device = module._buffers[name].device if module._buffers.get(name) is not None \
+                else "cpu"
+            module._buffers[name] = saved.to(device, copy=True)
         with torch.no_grad():
             for param, saved, grad in self.loose_params:
                 param.copy_(saved)
-                param.grad = None if grad is None else grad.to(param.device)
-        optimizer.load_state_dict(self.optimizer_state)
+                param.grad = None if grad is None else grad.to(param.device, copy=True)
+        # load_state_dict keeps the tensors it is given, and optimizers update them in place
+        # (Adam's step and moments): hand it copies, so the snapshot survives for the next
+        # restore (verify restores once per probe)
+        optimizer.load_state_dict(_cpu_copy(self.optimizer_state))
         if scaler is not None and self.scaler_state is not None:
-            scaler.load_state_dict(self.scaler_state)
+            scaler.load_state_dict(_cpu_copy(self.scaler_state))
         random.setstate(self.python_rng)
         np.random.set_state(self.numpy_rng)
         torch.set_rng_state(self.torch_rng)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import logging
 import math
 import os
 import time
@@ -21,6 +23,8 @@ __all__ = ["STOP_REASONS", "CurveWriter", "Probe", "RangeTestResult", "Verificat
 STOP_REASONS = ("completed", "diverged", "non-finite", "interrupted", "exhausted")
 _CSV_COLUMNS = ("step", "lr", "loss", "loss_smooth")
 _META_PREFIX = "# lrexp "
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -200,13 +204,18 @@ class RangeTestResult:
         path.parent.mkdir(parents=True, exist_ok=True)
         # written beside and renamed: a crash mid-write never leaves a half file in its place
         partial = path.with_name(path.name + ".tmp")
-        with partial.open("w", newline="") as handle:
-            handle.write(_META_PREFIX + json.dumps(self._metadata()) + "\n")
-            writer = csv.writer(handle)
-            writer.writerow(_CSV_COLUMNS)
-            for step, row in enumerate(zip(self.lrs, self.losses, self.smoothed, strict=True)):
-                writer.writerow([step, *(repr(float(value)) for value in row)])
-        os.replace(partial, path)
+        try:
+            with partial.open("w", newline="") as handle:
+                handle.write(_META_PREFIX + json.dumps(self._metadata()) + "\n")
+                writer = csv.writer(handle)
+                writer.writerow(_CSV_COLUMNS)
+                for step, row in enumerate(zip(self.lrs, self.losses, self.smoothed,
+                                               strict=True)):
+                    writer.writerow([step, *(repr(float(value)) for value in row)])
+            os.replace(partial, path)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
         return path
 
     @classmethod
@@ -264,27 +273,36 @@ class CurveWriter:
     The file is ``RangeTestResult.to_csv``'s format with ``stop_reason`` "interrupted" in the
     header: until the finished result replaces it, the curve is a cut-off one. Rows are flushed
     to the OS every ``flush_every_steps`` rows or ``flush_every_s`` seconds, whichever is first.
+    Writing is best effort: a full disk stops the writer with one warning, never the test.
     """
 
     def __init__(self, path: str | Path, settings: RangeTestResult, flush_every_steps: int = 10,
                  flush_every_s: float = 2.0) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._monitor = CurveMonitor(settings.beta, math.inf)  # the smoothed column, as stored
         self._flush_every_steps, self._flush_every_s = flush_every_steps, flush_every_s
-        self._handle = self.path.open("w", newline="")
+        self._unflushed, self._flushed_at = 0, time.monotonic()
+        self.rows = 0
+        self._handle = None
         meta = {**settings._metadata(), "stop_reason": "interrupted"}
+        self._guarded(self._open, meta)
+
+    def _open(self, meta: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = self.path.open("w", newline="")
         self._handle.write(_META_PREFIX + json.dumps(meta) + "\n")
         self._writer = csv.writer(self._handle)
         self._writer.writerow(_CSV_COLUMNS)
-        self._unflushed, self._flushed_at = 0, time.monotonic()
-        self.rows = 0
 
     def append(self, step: int, lr: float, loss: float) -> None:
         self._monitor.update(loss)
+        self.rows += 1
+        if self._handle is not None:
+            self._guarded(self._write_row, step, lr, loss)
+
+    def _write_row(self, step: int, lr: float, loss: float) -> None:
         self._writer.writerow([step, repr(float(lr)), repr(float(loss)),
                                repr(float(self._monitor.smoothed))])
-        self.rows += 1
         self._unflushed += 1
         now = time.monotonic()
         if self._unflushed >= self._flush_every_steps or now - self._flushed_at >= \
@@ -293,8 +311,20 @@ class CurveWriter:
             self._unflushed, self._flushed_at = 0, now
 
     def close(self) -> None:
-        if not self._handle.closed:
-            self._handle.close()
+        if self._handle is not None:
+            self._guarded(self._handle.close)
+            self._handle = None
+
+    def _guarded(self, write: Any, *args: Any) -> None:
+        try:
+            write(*args)
+        except OSError as error:
+            log.warning("Appending to %s stopped (%s); the test goes on and its curve is "
+                        "written when it ends.", self.path, error.strerror or error)
+            if self._handle is not None:
+                with contextlib.suppress(OSError):
+                    self._handle.close()
+            self._handle = None
 
 
 def _json_float(value: float) -> float | str:

@@ -37,6 +37,9 @@ def run(cfg: DictConfig, keep_going: bool = False) -> int:
     instead of raised, so Hydra goes on with the other jobs and the sweep summary shows it.
     SIGTERM is taken as Ctrl-C (the partial curve is recorded) and exits 143.
     """
+    from lrexp.tracking import redact_logs
+
+    redact_logs()  # the handlers Hydra set up for this job
     sweep_dir = _sweep_dir()
     if sweep_dir is not None and interrupt.was_interrupted(sweep_dir):
         log.warning("Skipped: the sweep was interrupted (Ctrl-C or SIGTERM).")
@@ -71,7 +74,7 @@ def _run_checked(cfg: DictConfig, keep_going: bool) -> int:
         check(cfg)
         return _run(cfg)
     except KeyboardInterrupt:
-        log.warning("Interrupted before the range test started; nothing was recorded.")
+        log.warning("Interrupted; files already in the run dir stay there.")
         _write_status(cfg, "KILLED")
         return EXIT_INTERRUPTED
     except _RecordedFailure as failure:  # the curve exists and was kept; the log says where
@@ -117,7 +120,7 @@ def _as_user_error(error: BaseException) -> BaseException | None:
 
 
 def _report_user_error(error: BaseException) -> None:
-    message = f"lrexp: error: {error}"
+    message = f"lrexp: error: {_user_message(error)}"
     log.error(message)
     if not _logs_reach_the_console():
         sys.stderr.write(message + "\n")
@@ -224,11 +227,11 @@ def _run(cfg: DictConfig) -> int:
     try:
         result = range_test(model, data.train, loss_fn, optimizer, on_step=on_step, **settings)
     except BaseException as error:
+        writer.close()  # its last rows reach the disk before the failure is recorded
         _record_failure(error, tracker, names, out_dir, writer.rows, [config_file],
                         str(device), reraise_user_errors=True)
         raise  # not reached: _record_failure raises
-    finally:
-        writer.close()
+    writer.close()
     seconds = time.perf_counter() - started
     result.extra.update(names, world_size=world_size)
     return _write_and_track(result, tracker, names, out_dir, seconds, str(device))
@@ -249,12 +252,14 @@ def _write_config(cfg: DictConfig, out_dir: Path) -> Path:
             if redact(text) != text:
                 hydra_file.write_text(redact(text))
     except OSError as error:
-        if error.errno not in _USER_FS_ERRORS:
-            raise
-        raise ConfigError(
-            f"The run dir {out_dir} is not writable ({error.strerror}); nothing was run. Point "
-            "hydra.run.dir (or hydra.sweep.dir) at a writable folder."
-        ) from None
+        if error.errno in _USER_FS_ERRORS:
+            raise ConfigError(
+                f"The run dir {out_dir} is not writable ({error.strerror}); nothing was run. "
+                "Point hydra.run.dir (or hydra.sweep.dir) at a writable folder."
+            ) from None
+        _report_fault(f"Writing {path} failed ({error.strerror}); nothing was run. Free space "
+                      "on that disk or point hydra.run.dir elsewhere, then rerun.")
+        raise _RecordedFailure(interrupted=False, user_error=False) from error
     return path
 
 
@@ -294,9 +299,10 @@ def _write_and_track(result, tracker, names: dict[str, str], out_dir: Path, seco
     disk, Ctrl-C while plotting) is recorded truthfully instead of losing what exists."""
     from lrexp.plotting import plot, plot_schedule, save_figure
 
-    summary = _summary(result, names, seconds, device)
-    files: dict[str, Path] = {"config": out_dir / "config.yaml"}
+    summary: dict[str, Any] | None = None
+    files: dict[str, Path] = {"config": out_dir / "config.yaml", "curve": out_dir / "curve.csv"}
     try:
+        summary = _summary(result, names, seconds, device)
         files["curve"] = result.to_csv(out_dir / "curve.csv")
         files["summary"] = _write_json(out_dir / "summary.json", summary)
         files["plot"] = save_figure(plot(result, title=_title(names, result)),
@@ -306,8 +312,12 @@ def _write_and_track(result, tracker, names: dict[str, str], out_dir: Path, seco
         _record_failure(error, tracker, names, out_dir, len(result), list(files.values()),
                         device, result=result, summary=summary)
     interrupted = result.stop_reason == "interrupted"
-    tracker.finish(result=result, summary=summary, files=files, out_dir=out_dir,
-                   status="KILLED" if interrupted else "FINISHED")
+    try:
+        tracker.finish(result=result, summary=summary, files=files, out_dir=out_dir,
+                       status="KILLED" if interrupted else "FINISHED")
+    except KeyboardInterrupt as error:  # the tracker closed its run KILLED; the files are done
+        _record_failure(error, tracker, names, out_dir, len(result), list(files.values()),
+                        device, result=result, summary=summary)
     log.info("%s", _summary_text(summary, files, out_dir))
     if summary["confidence"] != "high":  # a weak answer must not pass silently
         log.warning("Suggestion confidence %s: %s", summary["confidence"],
@@ -323,42 +333,70 @@ def _record_failure(error: BaseException, tracker, names: dict[str, str], out_di
     summary.json, say what was kept, and raise ``_RecordedFailure`` (exit code decided by
     ``run``). User mistakes found by the engine before any step are re-raised as they are."""
     interrupted = isinstance(error, KeyboardInterrupt)
-    if reraise_user_errors and not interrupted and steps == 0 and \
-            _as_user_error(error) is not None:
+    user_error = _as_user_error(error) is not None or (
+        isinstance(error, OSError) and error.errno in _USER_FS_ERRORS)
+    if reraise_user_errors and steps == 0 and _as_user_error(error) is not None:
         tracker.finish(status="FAILED")
         raise error
     status = "KILLED" if interrupted else "FAILED"
-    what = "SIGTERM" if isinstance(error, interrupt.Terminated) else \
-        "Ctrl-C" if interrupted else f"{type(error).__name__}: {error}"
+    what = ("SIGTERM" if isinstance(error, interrupt.Terminated) else "Ctrl-C" if interrupted
+            else f"{type(error).__name__}: {_user_message(error)}")
     record = {**(summary or {**names, "device": device, "steps": steps}),
               "status": status, "error": what}
+    kept = _keep(record, tracker, out_dir, files, result, status)
+    when = (f"The range test recorded {steps} steps, then writing its results stopped"
+            if result is not None else f"The run stopped after {steps} recorded steps")
+    message = (f"{when} ({what}). Kept in {out_dir}: {', '.join(p.name for p in kept) or 'nothing'}"
+               f"; the tracked run is closed {status} with every recorded step."
+               + _advice(error, interrupted, user_error))
+    if interrupted:
+        log.warning("%s", message)
+    elif isinstance(error, OSError) or user_error:
+        _report_fault(message)
+    else:  # a bug: its traceback too
+        log.error("%s", message, exc_info=error)
+    raise _RecordedFailure(interrupted, user_error) from error
+
+
+def _keep(record: dict[str, Any], tracker, out_dir: Path, files: list[Path], result,
+          status: str) -> list[Path]:
+    """Write summary.json and close the tracked run; the files that exist afterwards."""
     kept = [path for path in dict.fromkeys([*files, out_dir / "curve.csv"]) if path.exists()]
     try:
         summary_file = _write_json(out_dir / "summary.json", record)
         kept += [] if summary_file in kept else [summary_file]
     except OSError as write_error:
         log.warning("summary.json could not be written either: %s", write_error)
-    tracker.finish(status=status, result=result, summary=record,
-                   files={path.name: path for path in kept}, out_dir=out_dir)
-    kept_names = ", ".join(path.name for path in kept)
-    user_error = (isinstance(error, OSError) and error.errno in _USER_FS_ERRORS) or \
-        _as_user_error(error) is not None
-    when = (f"The range test recorded {steps} steps, then writing its results stopped"
-            if result is not None else f"The run stopped after {steps} recorded steps")
-    message = (f"{when} ({what}). Kept in {out_dir}: {kept_names or 'nothing'}; the tracked "
-               f"run is closed {status} with every recorded step.")
-    if isinstance(error, OSError) and not interrupted:
-        message += (" The run dir is not writable: point hydra.run.dir at a writable folder."
-                    if user_error else " Free space on that disk or point hydra.run.dir "
-                    "elsewhere, then rerun.")
-    if interrupted:
-        log.warning("%s", message)
-    else:
-        # a fault of the machine gets the paragraph; anything else is a bug: its traceback too
-        log.error("%s", message, exc_info=None if isinstance(error, OSError) else error)
-        if not _logs_reach_the_console():
-            sys.stderr.write(f"lrexp: error: {message}\n")
-    raise _RecordedFailure(interrupted, user_error) from error
+    try:
+        tracker.finish(status=status, result=result, summary=record,
+                       files={path.name: path for path in kept}, out_dir=out_dir)
+    except KeyboardInterrupt:  # another Ctrl-C: the tracker closed its run KILLED as it stopped
+        log.warning("Interrupted again while sending to MLflow; the run there is closed KILLED.")
+    return kept
+
+
+def _advice(error: BaseException, interrupted: bool, user_error: bool) -> str:
+    if interrupted or not isinstance(error, OSError) or _as_user_error(error) is not None:
+        return ""
+    if user_error:
+        return " The run dir is not writable: point hydra.run.dir at a writable folder."
+    return " Free space on that disk or point hydra.run.dir elsewhere, then rerun."
+
+
+def _user_message(error: BaseException) -> str:
+    """The error's own message; for one re-raised from a DataLoader worker, without the
+    worker's traceback that torch puts into the message."""
+    text = str(error)
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text
+
+
+def _report_fault(message: str) -> None:
+    log.error("%s", message)
+    if not _logs_reach_the_console():
+        sys.stderr.write(f"lrexp: error: {message}\n")
 
 
 def _engine_settings(cfg: DictConfig, device, data) -> dict[str, Any]:
@@ -490,9 +528,21 @@ def _summary_text(summary: dict[str, Any], files: dict[str, Path], out_dir: Path
 
 
 def _write_status(cfg: DictConfig, status: str, error: str | None = None) -> None:
-    """summary.json for a job that has no curve, so the sweep summary still lists it."""
-    summary = {**_names(cfg), "status": status, **({"error": error} if error else {})}
-    _write_json(_output_dir() / "summary.json", summary)
+    """The status in summary.json, so the sweep summary lists the job; a summary already
+    written (the run got that far) is kept, only its status and error change."""
+    import json
+
+    path = _output_dir() / "summary.json"
+    try:
+        summary = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        summary = {}
+    summary = {**_names(cfg), **(summary if isinstance(summary, dict) else {}),
+               "status": status, **({"error": error} if error else {})}
+    try:
+        _write_json(path, summary)
+    except OSError as write_error:
+        log.warning("summary.json could not be written: %s", write_error)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> Path:

@@ -104,7 +104,9 @@ class _Curve:
     def noise(self) -> float:
         """Robust std of the minibatch noise: the scaled median distance of the raw loss from
         its smoothing (a median, so the diverged tail's few huge losses do not count)."""
-        return float(1.4826 * np.median(np.abs(self.clipped - self.trend)))
+        end = self.blowup if self.blowup is not None and self.blowup >= MIN_POINTS else None
+        # before the blow-up only: the clipped tail would pass for a noiseless stretch
+        return float(1.4826 * np.median(np.abs(self.clipped[:end] - self.trend[:end])))
 
 
 def _readable_curve(lrs, losses) -> _Curve | str:
@@ -226,8 +228,13 @@ def edge(lrs, losses) -> Suggestion:
         return Suggestion(None, "edge", reason=curve)
     if curve.blowup_lr is None:
         return replace(minimum(lrs, losses), method="edge")
-    suggestion = Suggestion(curve.blowup_lr / EDGE_DIVISOR, "edge", curve.blowup)
-    return _with_verdict(suggestion, _assess(curve))
+    suggestion = _with_verdict(Suggestion(curve.blowup_lr / EDGE_DIVISOR, "edge", curve.blowup),
+                               _assess(curve))
+    if suggestion.lr < curve.lrs[0]:  # the blow-up came too soon for the rule's distance
+        return replace(suggestion, confidence="low", reason=(
+            f"the loss blew up at LR {curve.blowup_lr:.3g}, so close to min_lr that the "
+            f"suggestion lies below the tested range; lower min_lr. {suggestion.reason}"))
+    return suggestion
 
 
 def _longest_decreasing_run(values: np.ndarray) -> tuple[int, int]:

@@ -97,13 +97,33 @@ def make_tracker(settings: Any, parent_run_id: str | None = None) -> Tracker:
 
 
 # scheme://user:password@host -> scheme://***@host
-_CREDENTIALS = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]+@")
+# the whole authority up to its last @ (a password may hold one), stopping where a URI ends
+_CREDENTIALS = re.compile(
+    r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#\s\"'@]*(?:@[^/?#\s\"'@]*)*@")
 
 
 def redact(text: str) -> str:
     """``text`` with the credentials of every URI in it replaced by ``***``: for anything lrexp
     writes (console, log, config.yaml, MLflow params and tags)."""
     return _CREDENTIALS.sub(r"\g<scheme>***@", text)
+
+
+class RedactingFilter(logging.Filter):
+    """Redacts URI credentials in every record a handler writes, whoever logged it (Hydra's
+    launchers log each job's overrides, a tracking.uri with a password among them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if redact(message) != message:
+            record.msg, record.args = redact(message), None
+        return True
+
+
+def redact_logs() -> None:
+    """Put a RedactingFilter on the root logger's handlers (those Hydra set up)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
 
 
 def server_reachable(uri: str, timeout_s: float) -> bool:
@@ -341,11 +361,15 @@ class MlflowTracker:
             return
         for run in running:
             pid = run.data.tags.get(OWNER_PID_TAG, "")
-            if pid.isdigit() and not _process_alive(int(pid)):
-                log.info("Closing MLflow run %s (KILLED): its process %s is gone",
-                         run.info.run_id, pid)
+            if not pid.isdigit() or _process_alive(int(pid)):
+                continue
+            try:
                 self._client.set_tag(run.info.run_id, "status", "KILLED")
                 self._end_run(run.info.run_id, "KILLED")
+                log.info("Closed MLflow run %s (KILLED): its process %s is gone",
+                         run.info.run_id, pid)
+            except Exception as error:  # noqa: BLE001 - e.g. another user's run on a server
+                log.debug("Could not close orphaned run %s: %s", run.info.run_id, error)
 
     def start(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
         try:
@@ -419,6 +443,12 @@ class MlflowTracker:
             if out_dir is not None:
                 self._send_run_dir_extras(Path(out_dir))
             with_retries(lambda: self._end_run(self.run_id, status), "end run")
+        except KeyboardInterrupt:
+            # Ctrl-C while sending: close the run (the steps went first) rather than leave it
+            # RUNNING, then let the interrupt go on
+            with contextlib.suppress(Exception):
+                self._end_run(self.run_id, "KILLED")
+            raise
         except Exception as error:  # noqa: BLE001
             self._give_up(f"sending the run to MLflow at {self.uri} failed: {error}")
             self._hint_import(out_dir)

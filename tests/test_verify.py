@@ -136,3 +136,24 @@ def test_ctrl_c_during_verify_keeps_the_curve_and_the_finished_probes():
     assert len(res.verification.probes) == 1
     after = _state(model, optimizer)
     assert torch.equal(after[0]["w"], before[0]["w"]) and after[1] == before[1]
+
+
+def test_every_probe_starts_from_the_initial_adam_state_and_all_is_restored_bitwise():
+    torch.manual_seed(0)
+    model = Point()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(3):  # a used optimizer: its moments must come back exactly
+        optimizer.zero_grad()
+        quadratic_loss(model(torch.zeros(1)), torch.full((8,), 0.5)).backward()
+        optimizer.step()
+    weights = model.w.detach().clone()
+    moments = {k: v.clone() for k, v in optimizer.state[model.w].items()}
+    initial = quadratic_loss(weights, torch.full((8,), 0.5)).item()
+    res = lrexp.range_test(model, _batches(40), quadratic_loss, optimizer, min_lr=1e-4,
+                           max_lr=10, num_iter=40, progress=False, verify=True, verify_steps=6)
+    assert len(res.verification.probes) >= 2
+    for probe in res.verification.probes:  # each probe began at the initial weights
+        assert probe.losses[0] == pytest.approx(initial, rel=1e-6)
+    assert torch.equal(model.w, weights)
+    for key, value in optimizer.state[model.w].items():
+        assert torch.equal(value, moments[key]), key

@@ -44,7 +44,8 @@ def main() -> None:
     from lrexp import interrupt
 
     try:
-        _app()
+        with interrupt.sigterm_as_interrupt():  # also outside a job: between jobs, in Hydra
+            _app()
     except SystemExit as exit_:
         # Hydra exits with 1 on errors of its own: a bad override, an unknown config option.
         # Those are the user's input, before any work: exit 2 like our own config errors.
@@ -54,7 +55,7 @@ def main() -> None:
     except KeyboardInterrupt:
         # Outside a range test (between sweep jobs, a second Ctrl-C): what was recorded stays.
         sys.stderr.write("lrexp: interrupted\n")
-        raise SystemExit(130) from None
+        raise SystemExit(143 if interrupt.terminated() else 130) from None
     if interrupt.interrupted_in_this_process():
         # a sweep stopped by Ctrl-C or SIGTERM; its summary is written
         raise SystemExit(143 if interrupt.terminated() else 130)

@@ -1,4 +1,4 @@
-"""Ctrl-C in a sweep stops the sweep and keeps what was recorded.
+"""Ctrl-C (or SIGTERM) in a sweep stops the sweep and keeps what was recorded.
 
 The running jobs stop their range tests, record their partial curves and mark their MLflow runs
 KILLED (the engine's own Ctrl-C path); the jobs not yet started are skipped; the sweep summary
@@ -80,28 +80,33 @@ def interrupted_in_this_process() -> bool:
 
 
 class SweepInterrupt(Callback):
-    """Parent side: waits for joblib workers on the first Ctrl-C; notes an interrupted sweep."""
+    """Parent side: waits for joblib workers on the first Ctrl-C or SIGTERM; notes an
+    interrupted sweep."""
 
     def __init__(self) -> None:
-        self.previous_handler: Any = None
+        self.previous_handlers: dict[int, Any] = {}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not runs_parallel_loky_workers(config.hydra.launcher):
-            return  # jobs run in this process (basic launcher) or get no Ctrl-C from us
+            return  # jobs run in this process (basic launcher) or get no signal from us
         sweep_dir = config.hydra.sweep.dir
 
-        def first_ctrl_c(signum: int, frame: Any) -> None:
+        def first_signal(signum: int, frame: Any) -> None:
+            global _terminated
+            _terminated = _terminated or signum == signal.SIGTERM
             mark(sweep_dir)
-            log.warning("Ctrl-C: the running jobs record their partial curves, the others are "
-                        "skipped. Press Ctrl-C again to quit at once (running jobs stay "
-                        "unrecorded).")
+            log.warning("Stopping the sweep: the running jobs record their partial curves, the "
+                        "others are skipped. Send the signal again to quit at once (running "
+                        "jobs stay unrecorded).")
             signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
-        self.previous_handler = signal.signal(signal.SIGINT, first_ctrl_c)
+        self.previous_handlers = {signum: signal.signal(signum, first_signal)
+                                  for signum in (signal.SIGINT, signal.SIGTERM)}
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self.previous_handler is not None:
-            signal.signal(signal.SIGINT, self.previous_handler)
-            self.previous_handler = None
+        for signum, handler in self.previous_handlers.items():
+            signal.signal(signum, handler)
+        self.previous_handlers = {}
         if was_interrupted(config.hydra.sweep.dir):
-            mark(config.hydra.sweep.dir)  # a worker saw the Ctrl-C: this process exits 130 too
+            mark(config.hydra.sweep.dir)  # a worker saw the signal: this process exits 130/143

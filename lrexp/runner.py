@@ -380,7 +380,9 @@ def _advice(error: BaseException, interrupted: bool, user_error: bool) -> str:
         return ""
     if user_error:
         return " The run dir is not writable: point hydra.run.dir at a writable folder."
-    return " Free space on that disk or point hydra.run.dir elsewhere, then rerun."
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return " Free space on that disk or point hydra.run.dir elsewhere, then rerun."
+    return " Check that path, or point hydra.run.dir elsewhere, then rerun."
 
 
 def _user_message(error: BaseException) -> str:

@@ -25,7 +25,8 @@ from omegaconf import DictConfig
 log = logging.getLogger(__name__)
 
 # What every job imports before its first step, heaviest first.
-PRELOAD = ["torch", "torch._dynamo", "torchvision", "mlflow", "matplotlib.figure",
+PRELOAD = ["lrexp.forkserver_signals",  # first: the server must outlive a group's SIGTERM
+           "torch", "torch._dynamo", "torchvision", "mlflow", "matplotlib.figure",
            "lrexp.runner", "lrexp.rangetest", "lrexp.tracking", "lrexp.models", "lrexp.data",
            "lrexp.plotting", "lrexp.suggest"]
 

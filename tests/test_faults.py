@@ -205,8 +205,8 @@ def test_a_failure_while_saving_the_plot_keeps_the_real_summary_and_closes_the_r
     summary = json.loads((out_dir / "summary.json").read_text())
     curve = RangeTestResult.from_csv(out_dir / "curve.csv")
     assert summary["status"] == "FAILED" and "IsADirectoryError" in summary["error"]
-    assert summary["steps"] == len(curve) == 30 and "confidence" in summary
+    assert summary["steps"] == len(curve) > 0 and "confidence" in summary
     assert "Kept in" in caplog.text and "Traceback" not in caplog.text
     client = _store(tmp_path)
     [run] = runs_of(client)
-    assert run.info.status == "FAILED" and _loss_steps(client, run) == 30
+    assert run.info.status == "FAILED" and _loss_steps(client, run) == len(curve)

@@ -153,9 +153,10 @@ def test_warm_workers_have_torch_imported_before_their_first_job(enabled, expect
     assert proc.stdout.strip().splitlines()[-1] == str(expected)
 
 
-def interrupt_sweep_once_running(tmp_path, running: int, *launcher):
-    """Start a 3-job sweep, press Ctrl-C (SIGINT to its process group, as a terminal does)
-    once ``running`` jobs are training; returns (exit code, output, sweep dir)."""
+def interrupt_sweep_once_running(tmp_path, running: int, *launcher, signum=signal.SIGINT):
+    """Start a 3-job sweep, press Ctrl-C (SIGINT to its process group, as a terminal does;
+    SIGTERM to the group is what SLURM and `docker stop` of a process group send) once
+    ``running`` jobs are training; returns (exit code, output, sweep dir)."""
     env = {**os.environ, "MPLBACKEND": "Agg"}
     env.pop("MLFLOW_TRACKING_URI", None)
     sweep = subprocess.Popen(
@@ -169,7 +170,7 @@ def interrupt_sweep_once_running(tmp_path, running: int, *launcher):
             break
         time.sleep(0.2)
     time.sleep(3)  # let every running job record some points
-    os.killpg(sweep.pid, signal.SIGINT)
+    os.killpg(sweep.pid, signum)
     try:
         output, _ = sweep.communicate(timeout=120)
     except subprocess.TimeoutExpired:
@@ -213,6 +214,24 @@ def test_ctrl_c_stops_a_joblib_sweep_after_its_workers_record(tmp_path):
     code, output, sweep_dir = interrupt_sweep_once_running(
         tmp_path, 2, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
     assert code == 130, output
+    assert "Traceback" not in output
+    check_interrupted_sweep(tmp_path, sweep_dir, running=2)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_serial_sweep_like_ctrl_c_and_exits_143(tmp_path):
+    code, output, sweep_dir = interrupt_sweep_once_running(tmp_path, 1, signum=signal.SIGTERM)
+    assert code == 143, output
+    assert "Traceback" not in output
+    check_interrupted_sweep(tmp_path, sweep_dir, running=1)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_joblib_sweep_after_its_workers_record(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    code, output, sweep_dir = interrupt_sweep_once_running(
+        tmp_path, 2, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", signum=signal.SIGTERM)
+    assert code == 143, output
     assert "Traceback" not in output
     check_interrupted_sweep(tmp_path, sweep_dir, running=2)
 

@@ -13,8 +13,9 @@ from lrexp.suggest import METHODS
 
 __all__ = ["plot", "plot_overlay", "plot_probes", "plot_schedule", "save_figure"]
 
-_MARKERS = {"default": ("*", "tab:red", 14), "steepest": ("o", "tab:orange", 7),
-            "minimum": ("s", "tab:green", 7), "valley": ("D", "tab:purple", 7)}
+_MARKERS = {"default": ("*", "tab:red", 14), "edge": ("^", "tab:brown", 8),
+            "steepest": ("o", "tab:orange", 7), "minimum": ("s", "tab:green", 7),
+            "valley": ("D", "tab:purple", 7)}
 
 
 def plot(result: RangeTestResult, ax: Axes | None = None, *, title: str | None = None) -> Figure:
@@ -52,15 +53,15 @@ def plot(result: RangeTestResult, ax: Axes | None = None, *, title: str | None =
     _set_useful_ylim(ax, raw, trend)
     ax.set_xlabel("learning rate")
     ax.set_ylabel("loss")
-    ax.set_title(title or f"LR range test ({result.stop_reason}, {len(result)} points)")
-    ax.text(0.01, 0.01, f"confidence: {default.confidence}", transform=ax.transAxes,
-            fontsize="small", va="bottom", color=_CONFIDENCE_COLORS[default.confidence])
+    ax.set_title((title or f"LR range test ({result.stop_reason}, {len(result)} points)")
+                 + f" · confidence {default.confidence}",
+                 color=_CONFIDENCE_COLORS[default.confidence])
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize="small")
     return fig
 
 
-_CONFIDENCE_COLORS = {"high": "tab:green", "low": "tab:orange", "none": "tab:red"}
+_CONFIDENCE_COLORS = {"high": "black", "low": "tab:orange", "none": "tab:red"}  # title colour
 
 
 def _mark_suggestions(ax: Axes, result: RangeTestResult, default) -> None:

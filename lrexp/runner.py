@@ -85,7 +85,7 @@ def _run_checked(cfg: DictConfig, keep_going: bool) -> int:
         user_error = _as_user_error(error)
         if user_error is not None:
             _report_user_error(user_error)
-            _write_status(cfg, "FAILED", error=str(user_error))
+            _write_status(cfg, "FAILED", error=_user_message(user_error))
             return EXIT_BAD_INPUT
         if not keep_going:
             raise
@@ -95,7 +95,7 @@ def _run_checked(cfg: DictConfig, keep_going: bool) -> int:
 
 
 class _RecordedFailure(Exception):
-    """Raised once a failure after the range test started has been recorded truthfully."""
+    """Raised once a failure has been recorded truthfully and reported to the user."""
 
     def __init__(self, interrupted: bool, user_error: bool) -> None:
         super().__init__()

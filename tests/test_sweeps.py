@@ -199,39 +199,27 @@ def check_interrupted_sweep(tmp_path, sweep_dir: Path, running: int):
         assert [row["status"] for row in csv.DictReader(table)] == statuses
 
 
+STOP_SIGNALS = [(signal.SIGINT, 130), (signal.SIGTERM, 143)]  # Ctrl-C; SLURM, docker stop
+
+
 @pytest.mark.slow
-def test_ctrl_c_stops_a_serial_sweep_and_keeps_the_running_jobs_curve(tmp_path):
-    code, output, sweep_dir = interrupt_sweep_once_running(tmp_path, 1)
-    assert code == 130, output
+@pytest.mark.parametrize("signum,exit_code", STOP_SIGNALS, ids=["ctrl_c", "sigterm"])
+def test_a_stop_signal_ends_a_serial_sweep_and_keeps_the_running_jobs_curve(
+        tmp_path, signum, exit_code):
+    code, output, sweep_dir = interrupt_sweep_once_running(tmp_path, 1, signum=signum)
+    assert code == exit_code, output
     assert "Traceback" not in output
     check_interrupted_sweep(tmp_path, sweep_dir, running=1)
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_a_joblib_sweep_after_its_workers_record(tmp_path):
-    # joblib alone would kill its workers at the first Ctrl-C, before they record anything.
+@pytest.mark.parametrize("signum,exit_code", STOP_SIGNALS, ids=["ctrl_c", "sigterm"])
+def test_a_stop_signal_ends_a_joblib_sweep_after_its_workers_record(tmp_path, signum, exit_code):
+    # joblib alone would kill its workers at once, before they record anything.
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     code, output, sweep_dir = interrupt_sweep_once_running(
-        tmp_path, 2, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
-    assert code == 130, output
-    assert "Traceback" not in output
-    check_interrupted_sweep(tmp_path, sweep_dir, running=2)
-
-
-@pytest.mark.slow
-def test_sigterm_stops_a_serial_sweep_like_ctrl_c_and_exits_143(tmp_path):
-    code, output, sweep_dir = interrupt_sweep_once_running(tmp_path, 1, signum=signal.SIGTERM)
-    assert code == 143, output
-    assert "Traceback" not in output
-    check_interrupted_sweep(tmp_path, sweep_dir, running=1)
-
-
-@pytest.mark.slow
-def test_sigterm_stops_a_joblib_sweep_after_its_workers_record(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
-    code, output, sweep_dir = interrupt_sweep_once_running(
-        tmp_path, 2, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", signum=signal.SIGTERM)
-    assert code == 143, output
+        tmp_path, 2, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", signum=signum)
+    assert code == exit_code, output
     assert "Traceback" not in output
     check_interrupted_sweep(tmp_path, sweep_dir, running=2)
 

@@ -22,14 +22,16 @@ unchanged by ``loss + c`` and ``k * loss``. With ``th = 4`` the loss must climb 
 
 from __future__ import annotations
 
+import functools
 import math
 from bisect import insort
+from dataclasses import dataclass
 
 import numpy as np
 
 __all__ = [
-    "WARMUP_STEPS", "CurveMonitor", "divergence_step", "noise_scale", "readable_end",
-    "readable_losses", "smooth", "zero_lag", "blowup_index",
+    "WARMUP_STEPS", "CurveMonitor", "Reading", "blowup_index", "divergence_step", "noise_scale",
+    "read", "readable_end", "readable_losses", "smooth", "zero_lag",
 ]
 
 # Steps before the best is tracked and the rule may fire: the noise estimate needs some
@@ -152,6 +154,31 @@ def noise_scale(losses: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(changes - np.median(changes))) / math.sqrt(2.0))
 
 
+@dataclass(frozen=True)
+class Reading:
+    """A finished curve as the suggestion rules read it, computed once per curve (``read``)."""
+
+    values: np.ndarray  # the finite prefix, the diverged tail clipped (``readable_losses``)
+    trend: np.ndarray  # its zero-lag smoothing, one entry per value
+    blowup: int | None  # where the loss blew up, an index into the whole curve
+
+
+def read(losses: np.ndarray) -> Reading:
+    """The reading of ``losses``. Every rule, the verdict, the plot and the summary ask for
+    it, so it is computed once per curve and kept (by content) for the next asker."""
+    return _read(np.ascontiguousarray(losses, dtype=np.float64).tobytes())
+
+
+@functools.lru_cache(maxsize=32)
+def _read(data: bytes) -> Reading:
+    raw = np.frombuffer(data, dtype=np.float64)
+    values = readable_losses(raw)
+    trend = _smooth(values) if len(values) >= 3 else values.copy()
+    for array in (values, trend):
+        array.setflags(write=False)  # shared by every caller of the cache
+    return Reading(values, trend, _blowup(raw, values, trend))
+
+
 def zero_lag(losses: np.ndarray, bandwidth: float | None = None) -> np.ndarray:
     """A two-sided (zero-lag) smoothing of a finished curve; NaN past its finite prefix.
 
@@ -169,20 +196,20 @@ def zero_lag(losses: np.ndarray, bandwidth: float | None = None) -> np.ndarray:
     """
     raw = np.asarray(losses, dtype=np.float64)
     out = np.full(len(raw), np.nan)
-    values = readable_losses(raw)
-    end = len(values)
-    if end == 0:
-        return out
-    if end < 3:
-        out[:end] = values
-        return out
     if bandwidth is None:
-        candidates = [h for h in _BANDWIDTHS if h <= max(1.0, end / 4)]
-        fits = [_local_linear(values, h) for h in candidates]
-        out[:end] = min(fits, key=lambda fit: _aicc(values, *fit))[0]
+        trend = read(raw).trend
     else:
-        out[:end] = _local_linear(values, bandwidth)[0]
+        values = readable_losses(raw)
+        trend = _local_linear(values, bandwidth)[0] if len(values) >= 3 else values
+    out[:len(trend)] = trend
     return out
+
+
+def _smooth(values: np.ndarray) -> np.ndarray:
+    """The local linear fit whose bandwidth has the lowest AICc."""
+    candidates = [h for h in _BANDWIDTHS if h <= max(1.0, len(values) / 4)]
+    fits = [_local_linear(values, h) for h in candidates]
+    return min(fits, key=lambda fit: _aicc(values, *fit))[0]
 
 
 def readable_losses(losses: np.ndarray) -> np.ndarray:
@@ -191,15 +218,18 @@ def readable_losses(losses: np.ndarray) -> np.ndarray:
     values = np.asarray(losses, dtype=np.float64)
     values = values[: readable_end(values)]
     if not len(values):
-        return values
-    head = values[: max(3, len(values) // 10)]
+        return values.copy()
     ceiling = _start_level(values) + 3.0 * noise_scale(values)
-    return np.minimum(values, max(ceiling, float(head.max())))
+    return np.minimum(values, max(ceiling, float(_head(values).max())))
+
+
+def _head(values: np.ndarray) -> np.ndarray:
+    """Where the test began: its first tenth, at least 3 points."""
+    return values[: max(3, len(values) // 10)]
 
 
 def _start_level(values: np.ndarray) -> float:
-    """The loss where the test began: the median of its first tenth (at least 3 points)."""
-    return float(np.median(values[: max(3, len(values) // 10)]))
+    return float(np.median(_head(values)))
 
 
 def blowup_index(losses: np.ndarray) -> int | None:
@@ -209,17 +239,19 @@ def blowup_index(losses: np.ndarray) -> int | None:
 
     Divergence is explosive, so this point moves little with noise, unlike the minimum of a
     noisy curve; it marks the edge of the stable LRs."""
-    raw = np.asarray(losses, dtype=np.float64)
-    values = readable_losses(raw)
+    return read(losses).blowup
+
+
+def _blowup(raw: np.ndarray, values: np.ndarray, trend: np.ndarray) -> int | None:
     end = len(values)
+    cut_short = end < len(raw)  # a non-finite loss ends the readable part: a blow-up there
     if end < 3:
-        return end if end < len(raw) else None
-    trend = zero_lag(raw)[:end]
+        return end if cut_short else None
     level = _start_level(values)
     # a relative floor: on a noiseless flat curve rounding alone must not look like a rise
     above = trend > level + max(2.0 * noise_scale(values), 1e-9 * max(abs(level), 1.0))
     if not above[-1]:
-        return end if end < len(raw) else None
+        return end if cut_short else None
     calm = np.flatnonzero(~above)
     return int(calm[-1]) + 1 if len(calm) else 0
 

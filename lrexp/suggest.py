@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from lrexp.curve import blowup_index, readable_end, readable_losses, zero_lag
+from lrexp.curve import read, readable_end
 
 __all__ = [
     "CONFIDENCE_LEVELS", "DEFAULT_METHOD", "METHODS", "Suggestion", "Verdict", "assess", "edge",
@@ -124,14 +124,14 @@ def _readable_curve(lrs, losses) -> _Curve | str:
         what = "no finite loss" if end == 0 else f"only {end} finite point(s)"
         return (f"the curve has {what}; at least {MIN_POINTS} are needed to see the loss fall "
                 "and turn (raise num_iter, or lower min_lr if the loss diverged at once).")
-    blowup = blowup_index(raw)
-    blowup_lr = float(lrs[blowup]) if blowup is not None and blowup < len(lrs) else None
+    reading = read(raw)
+    blowup = reading.blowup if reading.blowup is not None and reading.blowup < len(lrs) else None
+    blowup_lr = None if blowup is None else float(lrs[blowup])
     lrs, raw = lrs[:end], raw[:end]
     if float(raw.max() - raw.min()) <= 1e-9 * max(float(np.abs(raw).max()), 1e-30):
         return (f"the loss is flat at {raw[0]:.6g} over the whole range; check that the loss "
                 "depends on the model's parameters and that they require grad.")
-    return _Curve(lrs, raw, zero_lag(raw), readable_losses(raw),
-                  blowup if blowup_lr is not None else None, blowup_lr)
+    return _Curve(lrs, raw, reading.trend[:end], reading.values[:end], blowup, blowup_lr)
 
 
 def assess(lrs, losses) -> Verdict:

@@ -54,12 +54,12 @@ class MlflowSweepCallback(Callback):
             log.info("Sweep parent MLflow run: %s", run_id)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from lrexp.tracking import redact
+        from lrexp.tracking import redact_file
 
         sweep_dir = Path(config.hydra.sweep.dir)
         record = sweep_dir / "multirun.yaml"  # Hydra's record of the sweep's overrides
-        if record.is_file() and redact(record.read_text()) != record.read_text():
-            record.write_text(redact(record.read_text()))
+        if record.is_file():
+            redact_file(record)
         rows, curves = collect_jobs(sweep_dir)
         if not rows:
             return

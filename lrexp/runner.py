@@ -84,7 +84,7 @@ def _run_checked(cfg: DictConfig, keep_going: bool) -> int:
     except Exception as error:  # noqa: BLE001 - sorted into user mistakes and crashes below
         user_error = _as_user_error(error)
         if user_error is not None:
-            _report_user_error(user_error)
+            _report_error(_user_message(user_error))
             _write_status(cfg, "FAILED", error=_user_message(user_error))
             return EXIT_BAD_INPUT
         if not keep_going:
@@ -119,8 +119,9 @@ def _as_user_error(error: BaseException) -> BaseException | None:
     return error if isinstance(error, _user_error_types()) else None
 
 
-def _report_user_error(error: BaseException) -> None:
-    message = f"lrexp: error: {_user_message(error)}"
+def _report_error(message: str) -> None:
+    """One ``lrexp: error:`` paragraph, in the log and on the console (once)."""
+    message = f"lrexp: error: {message}"
     log.error(message)
     if not _logs_reach_the_console():
         sys.stderr.write(message + "\n")
@@ -194,7 +195,7 @@ def _run(cfg: DictConfig) -> int:
     if cfg.amp == "fp16" and device.type != "cuda":
         raise ConfigError(
             f"Invalid setting amp=fp16 on {device}: float16 autocast is a CUDA feature and runs "
-            "about 12x slower on a CPU. Use amp=bf16 (or amp=null) on the CPU.")
+            "several times slower than float32 on a CPU. Use amp=bf16 (or amp=null) there.")
     rank, world_size, device = _join_process_group(device)
     threads = _torch_threads(cfg)
     if threads:
@@ -241,24 +242,21 @@ def _write_config(cfg: DictConfig, out_dir: Path) -> Path:
     """config.yaml first: even a run killed outright leaves what it ran with. Credentials in
     URIs are redacted there and in Hydra's own record. A run dir that cannot be written is the
     user's setting, said before any work."""
-    from lrexp.tracking import redact
+    from lrexp.tracking import redact, redact_file
 
     path = out_dir / "config.yaml"
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(redact(OmegaConf.to_yaml(cfg, resolve=True)))
         for hydra_file in (out_dir / ".hydra").glob("*.yaml"):  # Hydra's record of overrides
-            text = hydra_file.read_text()
-            if redact(text) != text:
-                hydra_file.write_text(redact(text))
+            redact_file(hydra_file)
     except OSError as error:
-        if error.errno in _USER_FS_ERRORS:
-            raise ConfigError(
-                f"The run dir {out_dir} is not writable ({error.strerror}); nothing was run. "
-                "Point hydra.run.dir (or hydra.sweep.dir) at a writable folder."
-            ) from None
-        _report_fault(f"Writing {path} failed ({error.strerror}); nothing was run. Free space "
-                      "on that disk or point hydra.run.dir elsewhere, then rerun.")
+        user_error = error.errno in _USER_FS_ERRORS
+        message = (f"Writing {path} failed ({error.strerror}); nothing was run."
+                   + _advice(error, interrupted=False, user_error=user_error))
+        if user_error:
+            raise ConfigError(message) from None
+        _report_error(message)
         raise _RecordedFailure(interrupted=False, user_error=False) from error
     return path
 
@@ -333,9 +331,9 @@ def _record_failure(error: BaseException, tracker, names: dict[str, str], out_di
     summary.json, say what was kept, and raise ``_RecordedFailure`` (exit code decided by
     ``run``). User mistakes found by the engine before any step are re-raised as they are."""
     interrupted = isinstance(error, KeyboardInterrupt)
-    user_error = _as_user_error(error) is not None or (
-        isinstance(error, OSError) and error.errno in _USER_FS_ERRORS)
-    if reraise_user_errors and steps == 0 and _as_user_error(error) is not None:
+    mistake = _as_user_error(error) is not None
+    user_error = mistake or (isinstance(error, OSError) and error.errno in _USER_FS_ERRORS)
+    if reraise_user_errors and steps == 0 and mistake:
         tracker.finish(status="FAILED")
         raise error
     status = "KILLED" if interrupted else "FAILED"
@@ -352,7 +350,7 @@ def _record_failure(error: BaseException, tracker, names: dict[str, str], out_di
     if interrupted:
         log.warning("%s", message)
     elif isinstance(error, OSError) or user_error:
-        _report_fault(message)
+        _report_error(message)
     else:  # a bug: its traceback too
         log.error("%s", message, exc_info=error)
     raise _RecordedFailure(interrupted, user_error) from error
@@ -376,6 +374,7 @@ def _keep(record: dict[str, Any], tracker, out_dir: Path, files: list[Path], res
 
 
 def _advice(error: BaseException, interrupted: bool, user_error: bool) -> str:
+    """What to do about a filesystem error (nothing to add for others: their message says)."""
     if interrupted or not isinstance(error, OSError) or _as_user_error(error) is not None:
         return ""
     if user_error:
@@ -393,12 +392,6 @@ def _user_message(error: BaseException) -> str:
         last = text.strip().splitlines()[-1]
         text = last.split(": ", 1)[1] if ": " in last else last
     return text
-
-
-def _report_fault(message: str) -> None:
-    log.error("%s", message)
-    if not _logs_reach_the_console():
-        sys.stderr.write(f"lrexp: error: {message}\n")
 
 
 def _engine_settings(cfg: DictConfig, device, data) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 __all__ = ["MlflowTracker", "NullTracker", "Tracker", "flatten", "make_tracker", "redact",
+           "redact_file",
            "resolve_tracking_uri"]
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,13 @@ def redact(text: str) -> str:
     """``text`` with the credentials of every URI in it replaced by ``***``: for anything lrexp
     writes (console, log, config.yaml, MLflow params and tags)."""
     return _CREDENTIALS.sub(r"\g<scheme>***@", text)
+
+
+def redact_file(path: Path) -> None:
+    """Rewrite a text file lrexp did not write itself (Hydra's records) with ``redact``."""
+    text = path.read_text()
+    if redact(text) != text:
+        path.write_text(redact(text))
 
 
 class RedactingFilter(logging.Filter):

@@ -137,3 +137,12 @@ def test_a_sweep_preset_without_multirun_warns(tmp_path, caplog):
     cfg.hydra.runtime.choices.sweep = "seeds"  # what Hydra records for sweep=seeds
     assert run_config(cfg) == EXIT_OK
     assert "sweep=seeds" in caplog.text and "-m" in caplog.text
+
+
+def test_an_empty_image_folder_exits_2_naming_the_folder(tmp_path, caplog):
+    (tmp_path / "images").mkdir()
+    cfg = compose_config("dataset=imagefolder", f"dataset.root={tmp_path / 'images'}",
+                         "dataset.num_workers=0", out_dir=tmp_path / "run")
+    assert run_config(cfg) == 2
+    assert str((tmp_path / "images").resolve()) in caplog.text
+    assert "Traceback" not in caplog.text

@@ -39,6 +39,11 @@ def test_summary_values_come_from_the_zero_lag_curve():
     result = _curve()
     best = int(np.nanargmin(result.zero_lag))
     assert result.min_loss == result.zero_lag[best]
+    # the noiseless curve 2.3 - tanh(log10 lr + 3) is lowest at its last finite point (the
+    # very last is NaN): the reading lands there, within its noise (0.05)
+    truth = 2.3 - np.tanh(np.log10(result.lrs[-2]) + 3)
+    assert result.min_loss == pytest.approx(truth, abs=0.05)
+    assert abs(np.log10(result.lr_at_min_loss / result.lrs[-2])) <= 0.25
     assert result.lr_at_min_loss == result.lrs[best]
     assert result.diverged_lr == result.lrs[-1]
 

@@ -114,19 +114,18 @@ class RangeTestResult:
         "default" is the verified choice when the test ran with ``verify=True`` and a probe
         gave a finite loss, else the default rule's reading of the curve.
         """
-        if method in ("default", "verified") and self.verification is not None:
-            verified = self._verified()
-            if verified is not None or method == "verified":
-                return verified or Suggestion(
-                    None, "verified", reason="no probe of the verify step gave a finite loss.")
-        elif method == "verified":
-            return Suggestion(None, "verified", reason="the test ran without verify=True.")
+        verified = self.verification is not None and self.verification.chosen is not None
+        if method == "verified" or (method == "default" and verified):
+            return self._verified()
         return suggest(self.lrs, self.losses, method)
 
-    def _verified(self) -> Suggestion | None:
+    def _verified(self) -> Suggestion:
         verification = self.verification
-        if verification is None or verification.chosen is None:
-            return None
+        if verification is None:
+            return Suggestion(None, "verified", reason="the test ran without verify=True.")
+        if verification.chosen is None:
+            return Suggestion(None, "verified",
+                              reason="no probe of the verify step gave a finite loss.")
         probe = verification.probes[verification.chosen]
         verdict = self.verdict
         reason = (f"{len(verification.probes)} probes of {verification.steps} steps: LR "

@@ -157,3 +157,11 @@ def test_every_probe_starts_from_the_initial_adam_state_and_all_is_restored_bitw
     assert torch.equal(model.w, weights)
     for key, value in optimizer.state[model.w].items():
         assert torch.equal(value, moments[key]), key
+
+
+def test_asking_for_verified_without_verify_says_why():
+    res = lrexp.range_test(Point(), _batches(), quadratic_loss, min_lr=1e-4, max_lr=10,
+                           num_iter=30, progress=False)
+    s = res.suggest("verified")
+    assert s.lr is None and "verify=True" in s.reason
+    assert res.suggest().method.startswith("default")

@@ -13,19 +13,19 @@ __version__ = "0.1.0"
 __all__ = ["RangeTestResult", "Suggestion", "lr_finder", "plot", "range_test"]
 
 _LAZY = {
-    "range_test": "lrexp.rangetest",
-    "RangeTestResult": "lrexp.result",
-    "Suggestion": "lrexp.suggest",
+    "range_test": "lrexp.engine.rangetest",
+    "RangeTestResult": "lrexp.engine.result",
+    "Suggestion": "lrexp.engine.suggest",
     "plot": "lrexp.plotting",
-    "lr_finder": "lrexp.finder",
+    "lr_finder": "lrexp.engine.finder",
 }
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from lrexp.finder import lr_finder
+    from lrexp.engine.finder import lr_finder
+    from lrexp.engine.rangetest import range_test
+    from lrexp.engine.result import RangeTestResult
+    from lrexp.engine.suggest import Suggestion
     from lrexp.plotting import plot
-    from lrexp.rangetest import range_test
-    from lrexp.result import RangeTestResult
-    from lrexp.suggest import Suggestion
 
 
 def __getattr__(name: str) -> Any:

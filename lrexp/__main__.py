@@ -1,65 +1,6 @@
-"""``python -m lrexp [overrides]``: compose the config with Hydra, run, exit with the code.
+"""``python -m lrexp``: the Hydra app in ``lrexp.app.main``."""
 
-Exit codes: 0 done, 2 bad config or input, 130 interrupted (partial results kept), 143 the same
-after SIGTERM, 1 a crash.
-"""
-
-from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-import hydra
-from omegaconf import DictConfig
-
-from lrexp.schema import register
-
-register()
-
-# In a checkout (or editable install) the configs are the top-level conf/; a wheel ships them
-# inside the package as lrexp/conf.
-_PACKAGED = Path(__file__).parent / "conf"
-CONFIG_PATH = str(_PACKAGED if _PACKAGED.is_dir() else Path(__file__).parent.parent / "conf")
-
-_task_started = False
-
-
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
-def _app(cfg: DictConfig) -> int:
-    global _task_started
-    _task_started = True
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    from lrexp.runner import run
-
-    sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
-    code = run(cfg, keep_going=sweeping)
-    if code and not sweeping:
-        sys.exit(code)  # in a sweep the other jobs go on; the callback reports the failure
-    return code
-
-
-def main() -> None:
-    from lrexp import interrupt
-
-    try:
-        with interrupt.sigterm_as_interrupt():  # also outside a job: between jobs, in Hydra
-            _app()
-    except SystemExit as exit_:
-        # Hydra exits with 1 on errors of its own: a bad override, an unknown config option.
-        # Those are the user's input, before any work: exit 2 like our own config errors.
-        if exit_.code == 1 and not _task_started:
-            raise SystemExit(2) from None
-        raise
-    except KeyboardInterrupt:
-        # Outside a range test (between sweep jobs, a second Ctrl-C): what was recorded stays.
-        sys.stderr.write("lrexp: interrupted\n")
-        raise SystemExit(143 if interrupt.terminated() else 130) from None
-    if interrupt.interrupted_in_this_process():
-        # a sweep stopped by Ctrl-C or SIGTERM; its summary is written
-        raise SystemExit(143 if interrupt.terminated() else 130)
-
+from lrexp.app.main import main
 
 if __name__ == "__main__":
     main()

@@ -8,8 +8,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from lrexp.result import RangeTestResult
-from lrexp.suggest import METHODS
+from lrexp.engine.result import RangeTestResult
+from lrexp.engine.suggest import METHODS
 
 __all__ = ["plot", "plot_overlay", "plot_probes", "plot_schedule", "save_figure"]
 

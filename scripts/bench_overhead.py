@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 import lrexp
-from lrexp.schedules import exp_schedule
+from lrexp.engine.schedules import exp_schedule
 
 MIN_LR, MAX_LR = 1e-5, 2e-3  # stays below divergence, so every contender runs every step
 

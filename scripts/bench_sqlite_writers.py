@@ -21,7 +21,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from lrexp.result import RangeTestResult
+from lrexp.engine.result import RangeTestResult
 
 JOBS = ["net=mlp", "seed=0,1,2,3,4,5", "num_iter=100", "progress=false"]
 

@@ -46,8 +46,8 @@ import torch
 from torch import nn
 
 import lrexp
-from lrexp.curve import smooth
-from lrexp.suggest import METHODS, suggest
+from lrexp.engine.curve import smooth
+from lrexp.engine.suggest import METHODS, suggest
 
 GRID = 10.0 ** np.arange(-5, 1 + 1e-9, 1 / 3)  # 3 per decade, 1e-5 .. 10
 SEEDS = (0, 1, 2)
@@ -341,7 +341,7 @@ def fastai_valley(lrs, losses):
     lrs, smoothed = _fastai_trimmed(lrs, losses)
     if len(lrs) < 2:
         return None
-    from lrexp.suggest import _longest_decreasing_run
+    from lrexp.engine.suggest import _longest_decreasing_run
 
     start, end = _longest_decreasing_run(smoothed)
     sections = (end - start) / 3

@@ -33,7 +33,7 @@ def naive(uri: str, steps: int) -> tuple[float, float]:
 
 
 def lrexp_tracker(uri: str, steps: int) -> tuple[float, float]:
-    from lrexp.tracking import MlflowTracker
+    from lrexp.tracking.mlflow_tracker import MlflowTracker
 
     tracker = MlflowTracker(uri, experiment="bench")
     tracker.start("bench", params={}, tags={})

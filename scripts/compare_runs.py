@@ -14,11 +14,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from lrexp.callbacks import format_table
-from lrexp.curve import smooth
+from lrexp.engine.curve import smooth
+from lrexp.engine.result import RangeTestResult
 from lrexp.plotting import plot_overlay, save_figure
-from lrexp.result import RangeTestResult
-from lrexp.tracking import resolve_tracking_uri
+from lrexp.sweep.callbacks import format_table
+from lrexp.tracking.mlflow_tracker import resolve_tracking_uri
 
 
 def fetch_runs(client, experiment: str | None, parent: str | None) -> list:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lrexp.result import RangeTestResult
+from lrexp.engine.result import RangeTestResult
 
 
 def lrexp_cli(*args, cwd, env_extra=None, timeout=300):

@@ -11,7 +11,7 @@ import pytest
 import torch
 from sweep_checks import lrexp_cli, wait_until_training
 
-from lrexp.result import RangeTestResult
+from lrexp.engine.result import RangeTestResult
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,9 +9,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-from lrexp.result import RangeTestResult
-from lrexp.runner import EXIT_OK, run
-from lrexp.schema import register
+from lrexp.app.runner import EXIT_OK, run
+from lrexp.app.schema import register
+from lrexp.engine.result import RangeTestResult
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 register()

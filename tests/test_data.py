@@ -2,7 +2,7 @@ import pytest
 import torch
 from fake_datasets import write_cifar, write_image_folder, write_mnist
 
-from lrexp import data
+from lrexp.app import data
 
 
 def _first_batch(loaders):

@@ -14,7 +14,7 @@ from mlflow_server import free_port
 from torch import nn
 
 import lrexp
-from lrexp.result import RangeTestResult
+from lrexp.engine.result import RangeTestResult
 
 WORLD = 2
 SHARD = 16

@@ -15,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from sweep_checks import lrexp_cli, runs_of, wait_until_training
 
-from lrexp.result import RangeTestResult
+from lrexp.engine.result import RangeTestResult
 
 
 def _start(*overrides, cwd):

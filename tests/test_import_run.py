@@ -13,16 +13,16 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from lrexp.import_run import main
-from lrexp.result import RangeTestResult
+from lrexp.engine.result import RangeTestResult
+from lrexp.tracking.import_run import main
 
 CONFIG_YAML = """\
 net:
-  _target_: lrexp.models.build
+  _target_: lrexp.app.models.build
   name: simple_cnn
   source: zoo
 dataset:
-  _target_: lrexp.data.build
+  _target_: lrexp.app.data.build
   name: digits
   image_size: 32
 optimizer:
@@ -82,7 +82,7 @@ def curve() -> RangeTestResult:
 
 
 def make_run_dir(tmp_path, summary=True, config=CONFIG_YAML):
-    """A run dir as lrexp.runner leaves it: config, summary, curve, plots, .hydra, log."""
+    """A run dir as lrexp.app.runner leaves it: config, summary, curve, plots, .hydra, log."""
     run_dir = tmp_path / "run"
     (run_dir / ".hydra").mkdir(parents=True)
     (run_dir / "config.yaml").write_text(config)
@@ -121,7 +121,8 @@ def assert_refused(capsys, store, run_dir, code, names_file):
     err = capsys.readouterr().err
     assert code == 2, err
     assert "Traceback" not in err
-    [paragraph] = [line for line in err.splitlines() if line.startswith("lrexp.import_run:")]
+    prog = "lrexp.tracking.import_run:"
+    [paragraph] = [line for line in err.splitlines() if line.startswith(prog)]
     assert names_file in paragraph, paragraph
     client = store[1]
     everywhere = [e.experiment_id for e in client.search_experiments()]

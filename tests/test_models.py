@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lrexp import models
+from lrexp.app import models
 
 
 @pytest.mark.parametrize("name", models.available())

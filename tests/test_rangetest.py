@@ -7,7 +7,7 @@ from helpers import Scalar, bn_net, classification_batches, noise_batches, quadr
 from torch import nn
 
 import lrexp
-from lrexp.curve import divergence_step
+from lrexp.engine.curve import divergence_step
 
 
 @pytest.mark.parametrize("a", [2.0, 20.0, 200.0])

@@ -8,14 +8,14 @@ from PIL import Image
 from torch import nn
 
 import lrexp
-from lrexp.result import RangeTestResult
+from lrexp.engine.result import RangeTestResult
 
 
 def _curve():
     lrs = np.geomspace(1e-6, 1, 60)
     losses = 2.3 - np.tanh(np.log10(lrs) + 3) + np.random.default_rng(0).normal(0, 0.05, 60)
     losses[-1] = math.nan
-    from lrexp.curve import smooth
+    from lrexp.engine.curve import smooth
 
     return RangeTestResult(lrs, losses, smooth(losses), stop_reason="non-finite",
                            min_lr=1e-6, max_lr=1.0, num_iter=60, extra={"net": "mlp"})
@@ -79,7 +79,7 @@ def test_plot_shows_the_curve_the_rules_read_and_shades_the_supported_interval()
 
 
 def test_plot_adds_a_panel_with_the_verify_probes():
-    from lrexp.result import Probe, Verification
+    from lrexp.engine.result import Probe, Verification
 
     result = _curve()
     result.verification = Verification(

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from lrexp.schedules import FindLR, exp_schedule, linear_schedule, make_schedule
+from lrexp.engine.schedules import FindLR, exp_schedule, linear_schedule, make_schedule
 
 
 def _three_group_optimizer(base_lrs=(1e-3, 1e-4, 5e-6)):

@@ -1,8 +1,16 @@
 import numpy as np
 import pytest
 
-from lrexp.curve import smooth, zero_lag
-from lrexp.suggest import METHODS, MINIMUM_DIVISOR, assess, minimum, steepest, suggest, valley
+from lrexp.engine.curve import smooth, zero_lag
+from lrexp.engine.suggest import (
+    METHODS,
+    MINIMUM_DIVISOR,
+    assess,
+    minimum,
+    steepest,
+    suggest,
+    valley,
+)
 
 
 def _sigmoid_curve(n=100, noise=0.0, seed=0):
@@ -85,8 +93,8 @@ def test_valley_lies_inside_the_descent():
 
 
 def test_a_clean_curve_gets_high_confidence_and_an_interval_below_its_blowup():
-    from lrexp.curve import blowup_index
-    from lrexp.suggest import INTERVAL_BELOW_EDGE
+    from lrexp.engine.curve import blowup_index
+    from lrexp.engine.suggest import INTERVAL_BELOW_EDGE
 
     lrs, losses = _sigmoid_curve(noise=0.05)
     s = suggest(lrs, losses)
@@ -164,7 +172,7 @@ def test_unknown_method_lists_the_known_ones():
 
 
 def test_edge_is_a_fixed_fraction_of_where_the_loss_blows_up():
-    from lrexp.suggest import EDGE_DIVISOR, edge
+    from lrexp.engine.suggest import EDGE_DIVISOR, edge
 
     lrs, losses = _sigmoid_curve(noise=0.05)
     losses[80:] = 10.0 ** np.arange(1, 21)  # a blow-up at point 80, far above the start (2.0)
@@ -174,7 +182,7 @@ def test_edge_is_a_fixed_fraction_of_where_the_loss_blows_up():
 
 
 def test_edge_counts_a_nan_as_the_blowup():
-    from lrexp.suggest import EDGE_DIVISOR, edge
+    from lrexp.engine.suggest import EDGE_DIVISOR, edge
 
     lrs, losses = _sigmoid_curve(noise=0.05)
     losses[70] = np.nan  # the test stopped on a non-finite loss at point 70
@@ -192,7 +200,7 @@ def test_a_noise_dominated_curve_that_blows_up_gets_low_confidence_and_says_why(
 
 
 def test_without_a_blowup_edge_falls_back_to_minimum():
-    from lrexp.suggest import edge
+    from lrexp.engine.suggest import edge
 
     lrs = np.geomspace(1e-7, 10, 100)
     x = np.log10(lrs)

@@ -18,11 +18,12 @@ from mlflow_server import mlflow_server
 from omegaconf import OmegaConf
 from sweep_checks import check_sweep, lrexp_cli, runs_of
 
-from lrexp import models
-from lrexp.result import RangeTestResult
-from lrexp.runner import torch_threads
-from lrexp.schema import register
-from lrexp.warm_workers import PRELOAD, runs_parallel_loky_workers
+from lrexp.app import models
+from lrexp.app.runner import torch_threads
+from lrexp.app.schema import register
+from lrexp.engine.result import RangeTestResult
+from lrexp.sweep.launchers import runs_parallel_loky_workers
+from lrexp.sweep.warm_workers import PRELOAD
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 register()
@@ -132,7 +133,7 @@ WORKER_PROBE = """
 import sys
 from joblib import Parallel, delayed
 from omegaconf import OmegaConf
-from lrexp.warm_workers import WarmJoblibWorkers
+from lrexp.sweep.warm_workers import WarmJoblibWorkers
 
 def torch_already_imported(_):
     return "torch" in sys.modules

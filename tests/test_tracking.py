@@ -18,8 +18,13 @@ from sweep_checks import (
     wait_until_training,
 )
 
-from lrexp.result import RangeTestResult
-from lrexp.tracking import MAX_PARAM_VALUE_LENGTH, TRUNCATION_MARKER, MlflowTracker, with_retries
+from lrexp.engine.result import RangeTestResult
+from lrexp.tracking.mlflow_tracker import (
+    MAX_PARAM_VALUE_LENGTH,
+    TRUNCATION_MARKER,
+    MlflowTracker,
+    with_retries,
+)
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 MLFLOW_SQLITE_BUSY_TIMEOUT_S = 20  # mlflow/store/db/utils.py sets it on every session
@@ -75,7 +80,7 @@ def test_unreachable_server_costs_seconds_and_keeps_everything_local(tmp_path):
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
     assert time.time() - started < 60
-    assert "did not answer" in output and "python -m lrexp.import_run" in output
+    assert "did not answer" in output and "python -m lrexp.tracking.import_run" in output
     assert (tmp_path / "run" / "curve.csv").exists()
 
 
@@ -92,12 +97,12 @@ def test_server_stopped_mid_run_loses_nothing_and_import_run_sends_it_later(tmp_
     # the server is gone now, while the job trains
     output, _ = job.communicate(timeout=300)
     assert job.returncode == 0, output
-    assert "python -m lrexp.import_run" in output
+    assert "python -m lrexp.tracking.import_run" in output
     curve = RangeTestResult.from_csv(tmp_path / "run" / "curve.csv")
     assert len(curve) > 10
 
     with mlflow_server(tmp_path, port=port) as uri:  # the same store, back again
-        imported = subprocess.run([sys.executable, "-m", "lrexp.import_run", "run",
+        imported = subprocess.run([sys.executable, "-m", "lrexp.tracking.import_run", "run",
                                    "--uri", uri], cwd=tmp_path, capture_output=True, text=True,
                                   timeout=120)
         assert imported.returncode == 0, imported.stdout + imported.stderr
@@ -166,7 +171,7 @@ def test_a_write_locked_sqlite_store_is_waited_out_not_lost(tmp_path, caplog):
     release = threading.Timer(MLFLOW_SQLITE_BUSY_TIMEOUT_S + 1.5, lambda: holder.execute("COMMIT"))
     release.start()
     metric = Metric("loss", 1.5, timestamp=0, step=0)
-    with caplog.at_level("INFO", logger="lrexp.tracking"):
+    with caplog.at_level("INFO", logger="lrexp.tracking.mlflow_tracker"):
         with_retries(lambda: client.log_batch(run_id, metrics=[metric]), "log_batch")
     release.join()
     assert [m.value for m in client.get_metric_history(run_id, "loss")] == [1.5]
@@ -175,7 +180,7 @@ def test_a_write_locked_sqlite_store_is_waited_out_not_lost(tmp_path, caplog):
 
 def test_retries_back_off_exponentially_and_give_up_on_a_lasting_error(monkeypatch):
     waits = []
-    monkeypatch.setattr("lrexp.tracking.time.sleep", waits.append)
+    monkeypatch.setattr("lrexp.tracking.mlflow_tracker.time.sleep", waits.append)
     failures = iter(["database is locked"] * 3)
 
     def flaky():

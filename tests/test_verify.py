@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 import lrexp
-from lrexp.result import RangeTestResult
-from lrexp.verify import MERGE_FACTOR, candidate_lrs
+from lrexp.engine.result import RangeTestResult
+from lrexp.engine.verify import MERGE_FACTOR, candidate_lrs
 
 CURVATURE = 4.0  # a: the best constant LR is 1/a = 0.25; above 2/a = 0.5 SGD diverges
 

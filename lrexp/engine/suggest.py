@@ -1,6 +1,6 @@
 """Learning-rate suggestions: pure functions of a curve's LRs and raw losses.
 
-Every rule reads the zero-lag smoothing of the finished curve (``lrexp.curve.zero_lag``), not
+Every rule reads the zero-lag smoothing of the finished curve (``lrexp.engine.curve.zero_lag``), not
 the lagging online EMA, and returns a ``Suggestion`` carrying the curve's confidence verdict.
 A rule never raises on a poor curve: when the curve is too short, flat or non-finite, ``lr`` is
 None and ``reason`` says why (the peers crash there or answer silently).
@@ -11,7 +11,7 @@ None and ``reason`` says why (the peers crash there or answer silently).
   the lagged minimum by 10; see that constant for why the unlagged one is divided by less).
 * ``valley``: fastai's rule: the longest strictly decreasing stretch of the curve, and a point
   half-way down it.
-* ``edge``: the LR where the loss blew up (``lrexp.curve.blowup_index``) divided by
+* ``edge``: the LR where the loss blew up (``lrexp.engine.curve.blowup_index``) divided by
   ``EDGE_DIVISOR``: a fixed distance below the edge of the stable LRs. Divergence is explosive,
   so this anchor barely moves with minibatch noise, where the minimum of a noisy curve wanders
   by decades. Without a blow-up on the curve it falls back to ``minimum``.
@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from lrexp.curve import read, readable_end
+from lrexp.engine.curve import read, readable_end
 
 __all__ = [
     "CONFIDENCE_LEVELS", "DEFAULT_METHOD", "METHODS", "Suggestion", "Verdict", "assess", "edge",

@@ -22,13 +22,15 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from lrexp.sweep.launchers import runs_parallel_loky_workers
+
 log = logging.getLogger(__name__)
 
 # What every job imports before its first step, heaviest first.
-PRELOAD = ["lrexp.forkserver_signals",  # first: the server must outlive a group's SIGTERM
+PRELOAD = ["lrexp.sweep.forkserver_signals",  # first: the server must outlive a group's SIGTERM
            "torch", "torch._dynamo", "torchvision", "mlflow", "matplotlib.figure",
-           "lrexp.runner", "lrexp.rangetest", "lrexp.tracking", "lrexp.models", "lrexp.data",
-           "lrexp.plotting", "lrexp.suggest"]
+           "lrexp.app.runner", "lrexp.engine.rangetest", "lrexp.tracking.mlflow_tracker",
+           "lrexp.app.models", "lrexp.app.data", "lrexp.plotting", "lrexp.engine.suggest"]
 
 
 class WarmJoblibWorkers(Callback):
@@ -52,16 +54,3 @@ class WarmJoblibWorkers(Callback):
 
         forkserver.ensure_running()
         log.debug("joblib workers fork from a forkserver that preloads %s", self.preload)
-
-
-def joblib_n_jobs(launcher: DictConfig) -> int | None:
-    """``n_jobs`` of Hydra's joblib launcher; None for any other launcher."""
-    if "joblib" not in str(launcher.get("_target_", "")):
-        return None
-    return launcher.get("n_jobs")
-
-
-def runs_parallel_loky_workers(launcher: DictConfig) -> bool:
-    """Whether this launcher is Hydra's joblib launcher running loky processes, n_jobs != 1."""
-    return joblib_n_jobs(launcher) not in (None, 1) \
-        and launcher.get("backend") in (None, "loky") and launcher.get("prefer") != "threads"

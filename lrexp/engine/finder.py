@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from lrexp.result import RangeTestResult
+from lrexp.engine.result import RangeTestResult
 
 __all__ = ["lr_finder"]
 
@@ -33,7 +33,7 @@ class lr_finder:  # noqa: N801 - the original name, kept for code written agains
         self.result: RangeTestResult | None = None
 
     def update(self) -> RangeTestResult:
-        from lrexp.rangetest import range_test
+        from lrexp.engine.rangetest import range_test
 
         self.result = range_test(self.net, self.train_loader, self.loss_function, **self.kwargs)
         return self.result

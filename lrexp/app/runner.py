@@ -16,8 +16,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from lrexp import interrupt
-from lrexp.schema import ConfigError, check
+from lrexp.app.schema import ConfigError, check
+from lrexp.sweep import interrupt
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_TERMINATED",
            "run"]
@@ -37,7 +37,7 @@ def run(cfg: DictConfig, keep_going: bool = False) -> int:
     instead of raised, so Hydra goes on with the other jobs and the sweep summary shows it.
     SIGTERM is taken as Ctrl-C (the partial curve is recorded) and exits 143.
     """
-    from lrexp.tracking import redact_logs
+    from lrexp.tracking.mlflow_tracker import redact_logs
 
     redact_logs()  # the handlers Hydra set up for this job
     sweep_dir = _sweep_dir()
@@ -103,8 +103,8 @@ class _RecordedFailure(Exception):
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
-    from lrexp.data import BadDataError, DatasetNotFoundError, UnknownDatasetError
-    from lrexp.models import UnknownModelError
+    from lrexp.app.data import BadDataError, DatasetNotFoundError, UnknownDatasetError
+    from lrexp.app.models import UnknownModelError
 
     return (ConfigError, UnknownModelError, UnknownDatasetError, DatasetNotFoundError,
             BadDataError)
@@ -153,8 +153,8 @@ def _sweep_dir() -> Path | None:
 
 
 def _parent_run_id() -> str | None:
-    """The sweep's parent MLflow run, left in the sweep dir by lrexp.callbacks."""
-    from lrexp.tracking import PARENT_RUN_FILE
+    """The sweep's parent MLflow run, left in the sweep dir by lrexp.sweep.callbacks."""
+    from lrexp.tracking.mlflow_tracker import PARENT_RUN_FILE
 
     sweep_dir = _sweep_dir()
     if sweep_dir is None or not (sweep_dir / PARENT_RUN_FILE).exists():
@@ -184,9 +184,9 @@ def seed_everything(seed: int) -> None:
 def _run(cfg: DictConfig) -> int:
     import torch
 
-    from lrexp.rangetest import range_test, resolve_device
-    from lrexp.result import CurveWriter
-    from lrexp.tracking import flatten, make_tracker
+    from lrexp.engine.rangetest import range_test, resolve_device
+    from lrexp.engine.result import CurveWriter
+    from lrexp.tracking.mlflow_tracker import flatten, make_tracker
 
     try:
         device = resolve_device(cfg.device)
@@ -242,7 +242,7 @@ def _write_config(cfg: DictConfig, out_dir: Path) -> Path:
     """config.yaml first: even a run killed outright leaves what it ran with. Credentials in
     URIs are redacted there and in Hydra's own record. A run dir that cannot be written is the
     user's setting, said before any work."""
-    from lrexp.tracking import redact, redact_file
+    from lrexp.tracking.mlflow_tracker import redact, redact_file
 
     path = out_dir / "config.yaml"
     try:
@@ -283,7 +283,7 @@ def _build(cfg: DictConfig, device, rank: int, world_size: int):
 
 def _curve_settings(settings: dict[str, Any], names: dict[str, str]):
     """An empty RangeTestResult holding the run's settings: the curve file's header."""
-    from lrexp.result import RangeTestResult
+    from lrexp.engine.result import RangeTestResult
 
     keys = ("beta", "diverge_th", "schedule", "min_lr", "max_lr", "num_iter", "steps_per_lr")
     return RangeTestResult([], [], [], extra=dict(names),
@@ -428,7 +428,7 @@ def _torch_threads(cfg: DictConfig) -> int | None:
 
     from hydra.core.hydra_config import HydraConfig
 
-    from lrexp.warm_workers import joblib_n_jobs
+    from lrexp.sweep.launchers import joblib_n_jobs
 
     n_jobs = joblib_n_jobs(HydraConfig.get().launcher) if HydraConfig.initialized() else None
     return torch_threads(int(cfg.threads), n_jobs, os.cpu_count() or 1)

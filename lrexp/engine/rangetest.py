@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from lrexp.curve import CurveMonitor
-from lrexp.result import RangeTestResult
-from lrexp.schedules import make_schedule
+from lrexp.engine.curve import CurveMonitor
+from lrexp.engine.result import RangeTestResult
+from lrexp.engine.schedules import make_schedule
 
 __all__ = ["LoaderExhausted", "range_test", "resolve_device"]
 
@@ -74,7 +74,7 @@ def range_test(
     (or one pass over ``train_loader`` with ``"epoch"``), each step ``accumulation_steps``
     batches. The recorded loss of a point is the mean training loss of its steps, or the
     validation loss after them when ``val_loader`` is given. The test stops at the first
-    non-finite loss or once the smoothed loss diverges (see ``lrexp.curve``).
+    non-finite loss or once the smoothed loss diverges (see ``lrexp.engine.curve``).
 
     ``optimizer=None`` uses SGD(momentum=0.9). With several param groups, the first group
     follows the schedule and the others keep their LR ratio to it. ``batch_keys`` names the
@@ -84,7 +84,7 @@ def range_test(
     the partial curve with ``stop_reason="interrupted"``.
 
     With ``verify=True``, short trainings of ``verify_steps`` steps at candidate LRs from the
-    curve (``lrexp.verify``) each start from the initial state, and ``result.suggest()``
+    curve (``lrexp.engine.verify``) each start from the initial state, and ``result.suggest()``
     returns the one with the lowest measured loss (method "verified").
 
     Under torch.distributed (e.g. torchrun with a DistributedDataParallel model) each point's
@@ -222,9 +222,9 @@ def _set_lr(groups: list[dict], lr: float, lr_ratios: list[float]) -> None:
 
 def _verify(result: RangeTestResult, step: _TrainStep, snapshot: _Snapshot, train_loader,
             val_loader, lr_ratios, accumulation_steps: int, steps: int) -> None:
-    """Attach the verify probe to ``result`` (see lrexp.verify); Ctrl-C keeps what was probed
+    """Attach the verify probe to ``result`` (see lrexp.engine.verify); Ctrl-C keeps what was probed
     and marks the result interrupted."""
-    from lrexp.verify import candidate_lrs, run_probes
+    from lrexp.engine.verify import candidate_lrs, run_probes
 
     candidates = candidate_lrs(result)
     if not candidates:

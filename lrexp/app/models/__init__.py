@@ -34,7 +34,7 @@ def register(name: str) -> Callable[[Builder], Builder]:
 
 
 def _load_zoo() -> None:
-    from lrexp.models import cifar, small  # noqa: F401 - registers on import
+    from lrexp.app.models import cifar, small  # noqa: F401 - registers on import
 
 
 def available() -> list[str]:

@@ -20,7 +20,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from lrexp import interrupt
+from lrexp.sweep import interrupt
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class MlflowSweepCallback(Callback):
         self.tracker = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from lrexp.tracking import PARENT_RUN_FILE, make_tracker, redact_logs
+        from lrexp.tracking.mlflow_tracker import PARENT_RUN_FILE, make_tracker, redact_logs
 
         redact_logs()
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -54,7 +54,7 @@ class MlflowSweepCallback(Callback):
             log.info("Sweep parent MLflow run: %s", run_id)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from lrexp.tracking import redact_file
+        from lrexp.tracking.mlflow_tracker import redact_file
 
         sweep_dir = Path(config.hydra.sweep.dir)
         record = sweep_dir / "multirun.yaml"  # Hydra's record of the sweep's overrides
@@ -84,7 +84,7 @@ class MlflowSweepCallback(Callback):
 
 def collect_jobs(sweep_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(summary rows, {label: RangeTestResult}) of the jobs in a sweep dir, in job order."""
-    from lrexp.result import RangeTestResult
+    from lrexp.engine.result import RangeTestResult
 
     rows, curves = [], {}
     for summary_file in sorted(sweep_dir.glob("*/summary.json"), key=_job_number):

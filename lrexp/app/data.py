@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from lrexp.schema import ConfigError
+from lrexp.app.schema import ConfigError
 
 __all__ = ["BadDataError", "Data", "DatasetNotFoundError", "UnknownDatasetError", "available",
            "build"]

@@ -8,7 +8,7 @@ loss of the probe's last third: the level it reached, not its luckiest batch).
 
 Candidates are the rules' answers and factors of 3 around the default, nothing at or above
 the LR where the loss blew up, merged when closer than a factor of 1.5.
-This module is pure selection logic; ``lrexp.rangetest`` supplies the training callables.
+This module is pure selection logic; ``lrexp.engine.rangetest`` supplies the training callables.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import math
 import time
 from collections.abc import Callable
 
-from lrexp.result import Probe, RangeTestResult, Verification
-from lrexp.suggest import DEFAULT_METHOD, METHODS
+from lrexp.engine.result import Probe, RangeTestResult, Verification
+from lrexp.engine.suggest import DEFAULT_METHOD, METHODS
 
 __all__ = ["candidate_lrs", "run_probes"]
 

@@ -25,7 +25,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from lrexp.warm_workers import runs_parallel_loky_workers
+from lrexp.sweep.launchers import runs_parallel_loky_workers
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lrexp.models import register
+from lrexp.app.models import register
 
 # -- VGG ---------------------------------------------------------------------------------------
 _VGG_LAYERS = {

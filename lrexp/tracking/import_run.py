@@ -1,6 +1,6 @@
 """Send a run dir to MLflow later (when the store was unreachable at run time, or the run crashed).
 
-    python -m lrexp.import_run outputs/2026-11-25/10-00-00 [--uri URI] [--experiment NAME]
+    python -m lrexp.tracking.import_run outputs/2026-11-25/10-00-00 [--uri URI] [--experiment NAME]
 
 Reads the run dir's config.yaml, curve.csv and summary.json and records them as the runner
 would have: params, tags, every step's lr / loss / loss_smooth, summary metrics and the
@@ -34,8 +34,8 @@ from typing import Any
 
 import yaml
 
-from lrexp.result import STOP_REASONS, RangeTestResult
-from lrexp.tracking import MlflowTracker, flatten, resolve_tracking_uri
+from lrexp.engine.result import STOP_REASONS, RangeTestResult
+from lrexp.tracking.mlflow_tracker import MlflowTracker, flatten, resolve_tracking_uri
 
 __all__ = ["RunDirError", "import_run", "main"]
 
@@ -357,7 +357,7 @@ class RunDir:
 
     @property
     def names(self) -> dict[str, str]:
-        """net, dataset and optimizer: the summary's, else the config's (as lrexp.runner names
+        """net, dataset and optimizer: the summary's, else the config's (as lrexp.app.runner names
         them: net.name, dataset.name, the last part of optimizer._target_)."""
         from_config = {"net": _setting(self.config, "net", "name"),
                        "dataset": _setting(self.config, "dataset", "name"),
@@ -472,7 +472,8 @@ def import_run(run_dir: Path | str, uri: str | None = None, experiment: str | No
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lrexp.import_run", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m lrexp.tracking.import_run",
+                                     description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
     where = parser.add_mutually_exclusive_group()
@@ -491,11 +492,11 @@ def main(argv: list[str] | None = None) -> int:
         run_id = import_run(args.run_dir, args.uri, args.experiment,
                             use_run_dir_uri=args.use_run_dir_uri)
     except RunDirError as error:
-        sys.stderr.write(f"lrexp.import_run: error: {error}\n")
+        sys.stderr.write(f"lrexp.tracking.import_run: error: {error}\n")
         return 2
     if run_id is None:  # the tracker's warning above says why
-        sys.stderr.write(f"lrexp.import_run: error: {args.run_dir} was not imported: the MLflow "
-                         "store failed or could not be reached. Check --uri (or "
+        sys.stderr.write(f"lrexp.tracking.import_run: error: {args.run_dir} was not imported: "
+                         "the MLflow store failed or could not be reached. Check --uri (or "
                          "MLFLOW_TRACKING_URI) and that the store is up, then run this again.\n")
         return 1
     print(f"Imported {args.run_dir} as MLflow run {run_id}")

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from lrexp.curve import CurveMonitor, blowup_index, zero_lag
-from lrexp.suggest import METHODS, Suggestion, Verdict, assess, suggest
+from lrexp.engine.curve import CurveMonitor, blowup_index, zero_lag
+from lrexp.engine.suggest import METHODS, Suggestion, Verdict, assess, suggest
 
 __all__ = ["STOP_REASONS", "CurveWriter", "Probe", "RangeTestResult", "Verification"]
 
@@ -136,7 +136,7 @@ class RangeTestResult:
 
     @property
     def verdict(self) -> Verdict:
-        """The curve's confidence verdict (``lrexp.suggest.Verdict``)."""
+        """The curve's confidence verdict (``lrexp.engine.suggest.Verdict``)."""
         return assess(self.lrs, self.losses)
 
     def suggestions(self) -> dict[str, float | None]:
@@ -160,7 +160,7 @@ class RangeTestResult:
 
     @property
     def blowup_lr(self) -> float | None:
-        """The LR where the loss blew up (``lrexp.curve.blowup_index``), None if it did not."""
+        """The LR where the loss blew up (``curve.blowup_index``), None if it did not."""
         index = blowup_index(self.losses)
         return None if index is None or index >= len(self) else float(self.lrs[index])
 

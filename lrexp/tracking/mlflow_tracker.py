@@ -5,8 +5,8 @@ safe in joblib/submitit workers and never exports MLFLOW_RUN_ID). Steps are buff
 and sent in ``log_batch`` chunks at the end (and every ``flush_every`` steps when asked), so the
 training loop never waits on the store. Store calls are retried with backoff (SQLite writers of
 a parallel sweep wait on each other's lock); a store that cannot be reached turns into a warning,
-never a failed test: the run dir keeps everything, and ``python -m lrexp.import_run <dir>`` sends
-it later.
+never a failed test: the run dir keeps everything, and
+``python -m lrexp.tracking.import_run <dir>`` sends it later.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
 MAX_PARAM_VALUE_LENGTH = 6000
 TRUNCATION_MARKER = "...[truncated]"
-PARENT_RUN_FILE = "mlflow_parent_run_id"  # written into a sweep dir by lrexp.callbacks
+PARENT_RUN_FILE = "mlflow_parent_run_id"  # written into a sweep dir by lrexp.sweep.callbacks
 CONFIDENCE_SCORES = {"none": 0, "low": 1, "high": 2}  # the metric suggestion_confidence
 # Which process owns a run, so a later lrexp run on the same host can close it if that
 # process died without closing it (see MlflowTracker._close_orphans).
@@ -527,5 +527,5 @@ class MlflowTracker:
 
     def _hint_import(self, out_dir: Path | None) -> None:
         if out_dir is not None and not self.usable:
-            log.warning("To send this run to MLflow later: python -m lrexp.import_run %s",
+            log.warning("To send this run to MLflow later: python -m lrexp.tracking.import_run %s",
                         out_dir)

@@ -1,0 +1,3 @@
+"""Where results go besides the run dir: the MLflow tracker (buffered, batched, redacted),
+``import_run`` (sends a run dir recorded offline), ``compare`` (a table and an overlay of runs
+read back from a store)."""

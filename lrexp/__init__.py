@@ -17,14 +17,14 @@ _LAZY = {
     "RangeTestResult": "lrexp.engine.result",
     "Suggestion": "lrexp.engine.suggest",
     "plot": "lrexp.plotting",
-    "lr_finder": "lrexp.engine.finder",
+    "lr_finder": "lrexp.finder",
 }
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from lrexp.engine.finder import lr_finder
     from lrexp.engine.rangetest import range_test
     from lrexp.engine.result import RangeTestResult
     from lrexp.engine.suggest import Suggestion
+    from lrexp.finder import lr_finder
     from lrexp.plotting import plot
 
 

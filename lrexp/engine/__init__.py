@@ -2,6 +2,5 @@
 
 ``rangetest`` runs the loop and restores state, ``curve`` reads the losses, ``schedules`` makes
 the LRs, ``suggest`` turns a curve into a learning rate and a confidence verdict, ``verify`` picks
-among candidates by short probe trainings, ``result`` holds the outcome and its files, ``finder``
-is the original blog's object API.
+among candidates by short probe trainings, ``result`` holds the outcome and its files.
 """

@@ -10,6 +10,10 @@ scheduler noise.
 
     python scripts/bench_overhead.py              # both models, 15 rounds
     python scripts/bench_overhead.py --rounds 3 --models mlp
+    PYTHONPATH=/tmp/engine-before python scripts/bench_overhead.py   # another checkout's engine
+
+The last lines ("lrexp overhead") are the numbers to compare between two engines; the script
+prints which lrexp it imported, so two runs say what they measured.
 """
 
 from __future__ import annotations
@@ -138,12 +142,17 @@ def main() -> None:
     if hasattr(os, "sched_setaffinity") and args.threads == 1:
         os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
     random.seed(0)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.rounds} rounds")
+    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.rounds} rounds, "
+          f"lrexp from {os.path.dirname(os.path.dirname(lrexp.__file__))}")
+    summary = {}
     for name in args.models:
-        ratios = bench_model(name, args.rounds)
+        ratios = summary[name] = bench_model(name, args.rounds)
         if "torch-lr-finder" in ratios:
-            print(f"  {name:4s} lrexp / torch-lr-finder (fastest rounds): "
+            print(f"  {name:4s} lrexp / torch-lr-finder (medians): "
                   f"{ratios['lrexp'] / ratios['torch-lr-finder']:.3f}")
+    for name, ratios in summary.items():
+        print(f"lrexp overhead, {name}: {ratios['lrexp']:.3f} x bare loop "
+              f"(median over {args.rounds} rounds)")
 
 
 if __name__ == "__main__":

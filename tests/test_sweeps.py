@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from sweep_checks import check_sweep, lrexp_cli, runs_of
 
 from lrexp.app import models
-from lrexp.app.runner import torch_threads
+from lrexp.app.build import torch_threads
 from lrexp.app.schema import register
 from lrexp.engine.result import RangeTestResult
 from lrexp.sweep.launchers import runs_parallel_loky_workers

@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -19,14 +18,9 @@ from sweep_checks import (
 )
 
 from lrexp.engine.result import RangeTestResult
-from lrexp.tracking.mlflow_tracker import (
-    MAX_PARAM_VALUE_LENGTH,
-    TRUNCATION_MARKER,
-    MlflowTracker,
-    with_retries,
-)
+from lrexp.tracking.mlflow_tracker import MAX_PARAM_VALUE_LENGTH, TRUNCATION_MARKER, MlflowTracker
+from lrexp.tracking.store import with_retries
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 MLFLOW_SQLITE_BUSY_TIMEOUT_S = 20  # mlflow/store/db/utils.py sets it on every session
 
 
@@ -54,7 +48,7 @@ def test_sweep_on_sqlite_has_one_parent_and_a_child_per_job(tmp_path):
     assert "Sweep summary" in proc.stdout + proc.stderr
 
     compare = subprocess.run(
-        [sys.executable, str(SCRIPTS / "compare_runs.py"), "--parent", parent.info.run_id,
+        [sys.executable, "-m", "lrexp.tracking.compare", "--parent", parent.info.run_id,
          "--uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--out", str(tmp_path / "cmp.png")],
         capture_output=True, text=True, timeout=120)
     assert compare.returncode == 0, compare.stderr
@@ -171,7 +165,7 @@ def test_a_write_locked_sqlite_store_is_waited_out_not_lost(tmp_path, caplog):
     release = threading.Timer(MLFLOW_SQLITE_BUSY_TIMEOUT_S + 1.5, lambda: holder.execute("COMMIT"))
     release.start()
     metric = Metric("loss", 1.5, timestamp=0, step=0)
-    with caplog.at_level("INFO", logger="lrexp.tracking.mlflow_tracker"):
+    with caplog.at_level("INFO", logger="lrexp.tracking.store"):
         with_retries(lambda: client.log_batch(run_id, metrics=[metric]), "log_batch")
     release.join()
     assert [m.value for m in client.get_metric_history(run_id, "loss")] == [1.5]
@@ -180,7 +174,7 @@ def test_a_write_locked_sqlite_store_is_waited_out_not_lost(tmp_path, caplog):
 
 def test_retries_back_off_exponentially_and_give_up_on_a_lasting_error(monkeypatch):
     waits = []
-    monkeypatch.setattr("lrexp.tracking.mlflow_tracker.time.sleep", waits.append)
+    monkeypatch.setattr("lrexp.tracking.store.time.sleep", waits.append)
     failures = iter(["database is locked"] * 3)
 
     def flaky():

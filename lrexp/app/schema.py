@@ -22,7 +22,8 @@ class ConfigError(ValueError):
 
 @dataclass
 class TrackingConfig:
-    enabled: bool = True
+    _target_: str = "lrexp.tracking.mlflow_tracker.MlflowTracker"  # or ...NullTracker
+    enabled: bool = True  # false: record nothing, whichever tracker is named
     uri: Any = None  # None: MLFLOW_TRACKING_URI, else MLflow's default (sqlite:///mlflow.db)
     experiment: str = "lrexp"
     flush_every: int = 0  # > 0: also send the curve every N steps (live progress on long runs)

@@ -11,7 +11,6 @@ table and an overlay plot there and to the parent run, prints the table, and clo
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import sys
 from pathlib import Path
@@ -21,13 +20,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from lrexp.sweep import interrupt
+from lrexp.tracking.summary import COLUMNS, SUMMARY_FILE, RunSummary, format_table
 
 log = logging.getLogger(__name__)
-
-SUMMARY_COLUMNS = ["job", "net", "dataset", "optimizer", "status", "suggested_lr",
-                   "confidence", "suggested_lr_steepest", "suggested_lr_minimum",
-                   "suggested_lr_valley", "min_loss", "lr_at_min_loss", "diverged_lr", "error"]
-
 
 class MlflowSweepCallback(Callback):
     def __init__(self) -> None:
@@ -35,15 +30,14 @@ class MlflowSweepCallback(Callback):
         self.tracker = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from lrexp.tracking.mlflow_tracker import PARENT_RUN_FILE, make_tracker, redact_logs
+        from lrexp.app.build import build_tracker
+        from lrexp.tracking.mlflow_tracker import PARENT_RUN_FILE
+        from lrexp.tracking.redaction import redact_logs
 
         redact_logs()
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        tracking = config.get("tracking")
-        if tracking is None or not tracking.enabled:
-            return
-        tracker = make_tracker(tracking)
+        tracker = build_tracker(config.get("tracking"))
         overrides = " ".join(config.hydra.overrides.task)
         run_id = tracker.open_parent(run_name=f"sweep {sweep_dir.name}",
                                      tags={"lrexp.sweep": "true", "hydra_overrides": overrides,
@@ -54,7 +48,7 @@ class MlflowSweepCallback(Callback):
             log.info("Sweep parent MLflow run: %s", run_id)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from lrexp.tracking.mlflow_tracker import redact_file
+        from lrexp.tracking.redaction import redact_file
 
         sweep_dir = Path(config.hydra.sweep.dir)
         record = sweep_dir / "multirun.yaml"  # Hydra's record of the sweep's overrides
@@ -83,21 +77,21 @@ class MlflowSweepCallback(Callback):
 
 
 def collect_jobs(sweep_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """(summary rows, {label: RangeTestResult}) of the jobs in a sweep dir, in job order."""
+    """(summary rows, {label: RangeTestResult}) of the jobs in a sweep dir, in job order; a
+    job whose summary.json cannot be read is listed with the reason as its error."""
     from lrexp.engine.result import RangeTestResult
 
     rows, curves = [], {}
-    for summary_file in sorted(sweep_dir.glob("*/summary.json"), key=_job_number):
-        summary = json.loads(summary_file.read_text())
-        suggestions = summary.get("suggestions") or {}
-        row = {"job": summary_file.parent.name, **{k: summary.get(k) for k in SUMMARY_COLUMNS
-                                                   if k in summary}}
-        row.update({f"suggested_lr_{name}": lr for name, lr in suggestions.items()
-                    if name != "default"})
-        rows.append({column: row.get(column) for column in SUMMARY_COLUMNS})
+    for summary_file in sorted(sweep_dir.glob(f"*/{SUMMARY_FILE}"), key=_job_number):
+        job = summary_file.parent.name
+        try:
+            summary = RunSummary.read(summary_file)
+        except (OSError, ValueError) as error:
+            summary = RunSummary(status="unreadable", error=f"{summary_file}: {error}")
+        rows.append(summary.row(job))
         curve_file = summary_file.parent / "curve.csv"
         if curve_file.exists():
-            curves[f"{row['job']}: {row['net']} / {row['optimizer']}"] = \
+            curves[f"{job}: {summary.net} / {summary.optimizer}"] = \
                 RangeTestResult.from_csv(curve_file)
     return rows, curves
 
@@ -109,25 +103,10 @@ def _job_number(path: Path) -> tuple[int, str]:
 
 def write_summary_csv(rows: list[dict[str, Any]], path: Path) -> Path:
     with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=SUMMARY_COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
     return path
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    columns = ["job", "net", "optimizer", "status", "suggested_lr", "confidence",
-               "suggested_lr_steepest",
-               "suggested_lr_valley", "min_loss", "diverged_lr"]
-
-    def cell(value: Any) -> str:
-        if isinstance(value, float):
-            return f"{value:.3g}"
-        return "—" if value is None else str(value)
-
-    table = [columns] + [[cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths)) for line in table)
 
 
 class RunDirCheck(Callback):

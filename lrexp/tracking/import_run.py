@@ -27,7 +27,7 @@ import shutil
 import stat
 import sys
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,9 @@ from typing import Any
 import yaml
 
 from lrexp.engine.result import STOP_REASONS, RangeTestResult
-from lrexp.tracking.mlflow_tracker import MlflowTracker, flatten, resolve_tracking_uri
+from lrexp.tracking.mlflow_tracker import MlflowTracker, flatten
+from lrexp.tracking.store import resolve_tracking_uri
+from lrexp.tracking.summary import RunSummary, SummaryError, is_number
 
 __all__ = ["RunDirError", "import_run", "main"]
 
@@ -164,67 +166,23 @@ def parse_config(text: str, path: Path) -> dict[str, Any]:
     return config
 
 
-def _is_number(value: Any) -> bool:
-    """A JSON number Python can use as a float (true and false are not numbers here)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        float(value)
-    except OverflowError:
-        return False
-    return True
-
-
-def _is_number_or_null(value: Any) -> bool:
-    return value is None or _is_number(value)
-
-
-def _is_probe(value: Any) -> bool:
-    return isinstance(value, dict) and _is_number(value.get("lr")) and "loss" in value \
-        and _is_number_or_null(value["loss"])
-
-
-def _is_verification(value: Any) -> bool:
-    if value is None:
-        return True
-    probes = value.get("probes", []) if isinstance(value, dict) else None
-    return isinstance(probes, list) and all(_is_probe(probe) for probe in probes) \
-        and _is_number_or_null(value.get("seconds"))
-
-
-# Every summary.json key the import or the tracker reads: (check, what it must be).
-SUMMARY_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    **{key: (lambda v: isinstance(v, str), "a string")
-       for key in ("net", "dataset", "optimizer", "device", "status")},
-    **{key: (_is_number_or_null, "a number or null")
-       for key in ("suggested_lr", "min_loss", "lr_at_min_loss", "diverged_lr")},
-    "suggestions": (lambda v: isinstance(v, dict) and all(map(_is_number_or_null, v.values())),
-                    "an object of method name -> number or null"),
-    "steps": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
-    "confidence": (lambda v: v is None or isinstance(v, str), "a string or null"),
-    "interval": (lambda v: v is None or isinstance(v, list) and len(v) == 2
-                 and all(map(_is_number_or_null, v)), "null or a list of two numbers"),
-    "verification": (_is_verification, "null or an object with a list of probes {lr, loss}"),
-}
-
-
-def parse_summary(text: str, path: Path) -> dict[str, Any]:
+def parse_summary(text: str, path: Path) -> RunSummary:
     """summary.json, with every field the import uses of the right type."""
     redo = (f"Restore the {path.name} that lrexp wrote, or delete it to import the curve as a "
             "KILLED run.")
     try:
-        summary = json.loads(text)
+        data = json.loads(text)
     except (ValueError, RecursionError) as error:
         raise RunDirError(f"{path} is not valid JSON ({_one_line(error)}). {redo}") from None
-    if not isinstance(summary, dict):
-        raise RunDirError(f"{path} holds {_kind(summary)}, not a JSON object. {redo}")
-    for key, (check, expected) in SUMMARY_FIELDS.items():
-        if key in summary and not check(summary[key]):
-            raise RunDirError(f"{path}: {key!r} is {_shown(summary[key])}, expected {expected}. "
-                              + redo)
-    suggestions = summary.get("suggestions", {})
-    _check_mlflow_names([f"suggested_lr_{name}" for name in suggestions], path, "metric",
-                        param=False)
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path} holds {_kind(data)}, not a JSON object. {redo}")
+    try:
+        summary = RunSummary.from_dict(data)
+    except SummaryError as error:
+        raise RunDirError(f"{path}: {error.key!r} is {_shown(error.value)}, expected "
+                          f"{error.expected}. {redo}") from None
+    _check_mlflow_names([f"suggested_lr_{name}" for name in summary.suggestions], path,
+                        "metric", param=False)
     return summary
 
 
@@ -344,16 +302,13 @@ class RunDir:
 
     path: Path
     config: dict[str, Any]
-    summary: dict[str, Any] | None  # None: the run never finished (a crash, kill -9)
+    summary: RunSummary | None  # None: the run never finished (a crash, kill -9)
     curve: RangeTestResult
 
     @property
     def status(self) -> str:
         """The MLflow run status: a run without summary.json did not end by itself."""
-        recorded = None if self.summary is None else self.summary.get("status")
-        if self.summary is None or recorded in ("interrupted", "KILLED"):
-            return "KILLED"
-        return "FAILED" if recorded == "FAILED" else "FINISHED"
+        return "KILLED" if self.summary is None else self.summary.mlflow_status
 
     @property
     def names(self) -> dict[str, str]:
@@ -362,8 +317,10 @@ class RunDir:
         from_config = {"net": _setting(self.config, "net", "name"),
                        "dataset": _setting(self.config, "dataset", "name"),
                        "optimizer": _setting(self.config, "optimizer", "_target_").rsplit(".")[-1]}
-        summary = self.summary or {}
-        return {key: summary.get(key, value) for key, value in from_config.items()}
+        recorded = {} if self.summary is None else {
+            key: getattr(self.summary, key) for key in from_config}
+        return {key: recorded.get(key, "?") if recorded.get(key, "?") != "?" else value
+                for key, value in from_config.items()}
 
     @property
     def tracking(self) -> dict[str, Any]:
@@ -432,7 +389,7 @@ def _tracker(run: RunDir, staged: Path, uri: str | None, experiment: str | None,
     tracking = run.tracking
     run_uri = _text(tracking.get("uri")) if use_run_dir_uri else None
     timeout_s = tracking.get("timeout_s")
-    if not (_is_number(timeout_s) and 0 < timeout_s < math.inf):
+    if not (is_number(timeout_s) and 0 < timeout_s < math.inf):
         timeout_s = DEFAULT_TIMEOUT_S
     return _StagedTracker(
         staged,
@@ -443,15 +400,15 @@ def _tracker(run: RunDir, staged: Path, uri: str | None, experiment: str | None,
 
 
 def _send(run: RunDir, tracker: MlflowTracker, staged: Path) -> None:
-    names, summary = run.names, run.summary or {}
+    names = run.names
     tracker.start(run_name="-".join(names.values()), params=flatten(run.config),
-                  tags={**names, "device": summary.get("device", "?"),
+                  tags={**names, "device": run.summary.device if run.summary else "?",
                         "imported_from": str(run.path)})
     for step, (lr, loss) in enumerate(zip(run.curve.lrs, run.curve.losses)):
         tracker.log_step(step, float(lr), float(loss))
     files = {path.name: path for path in sorted(staged.iterdir())
              if path.is_file() and path.suffix in ARTIFACT_SUFFIXES}
-    tracker.finish(status=run.status, result=run.curve, summary=summary, files=files,
+    tracker.finish(status=run.status, result=run.curve, summary=run.summary, files=files,
                    out_dir=run.path)
 
 

@@ -7,8 +7,11 @@ with ``source="timm"`` (the ``timm`` extra).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from lrexp.app.schema import ConfigError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -59,12 +62,29 @@ def build(
                 f"Unknown net {name!r}. Registered nets: {', '.join(available())}. For a "
                 "torchvision model use net=tv net.name=<name>; for timm, net=timm net.name=<name>."
             )
+        _check_options(name, _REGISTRY[name], options)
         return _REGISTRY[name](num_classes, in_channels, input_size=input_size, **options)
     if source == "torchvision":
         return _torchvision_model(name, num_classes, in_channels, **options)
     if source == "timm":
         return _timm_model(name, num_classes, in_channels, **options)
     raise UnknownModelError(f"Unknown model source {source!r}; use zoo, torchvision or timm.")
+
+
+def _check_options(name: str, builder: Builder, options: dict[str, Any]) -> None:
+    """An option the zoo net does not take would do nothing: name it instead."""
+    parameters = inspect.signature(builder).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return  # the builder takes anything; it checks its own options
+    taken = [key for key in parameters if key not in ("num_classes", "in_channels", "input_size")]
+    unknown = sorted(set(options) - set(taken))
+    if unknown:
+        key = unknown[0]
+        raise ConfigError(
+            f"Invalid setting net.{key}={options[key]}: net {name!r} has no option {key!r} "
+            f"(its options: {', '.join(taken) or 'none'}). Remove it, or choose a net that "
+            "takes it."
+        )
 
 
 def _torchvision_model(name: str, num_classes: int, in_channels: int, **options: Any) -> nn.Module:

@@ -1,7 +1,7 @@
 """CIFAR-style nets for 32x32 inputs: a 3x3 stem and no early downsampling, as in the
 CIFAR literature (VGG with BatchNorm; ResNet, MobileNetV2 and DenseNet with CIFAR stems).
-Every builder takes (num_classes, in_channels) and ignores the input size: global pooling
-makes them work for any input of at least 32x32."""
+Every builder takes (num_classes, in_channels, input_size) and ignores the input size: global
+pooling makes them work for any input of at least 32x32."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class VGG(nn.Module):
 
 def _register_vgg(name: str) -> None:
     @register(name)
-    def build(num_classes: int, in_channels: int, **_) -> nn.Module:
+    def build(num_classes: int, in_channels: int, input_size: int = 32) -> nn.Module:
         return VGG(_VGG_LAYERS[name], num_classes, in_channels)
 
 
@@ -116,7 +116,7 @@ _RESNETS = {"resnet18": (BasicBlock, [2, 2, 2, 2]), "resnet34": (BasicBlock, [3,
 
 def _register_resnet(name: str) -> None:
     @register(name)
-    def build(num_classes: int, in_channels: int, **_) -> nn.Module:
+    def build(num_classes: int, in_channels: int, input_size: int = 32) -> nn.Module:
         block, counts = _RESNETS[name]
         return ResNet(block, counts, num_classes, in_channels)
 
@@ -151,7 +151,7 @@ _MOBILENET_STAGES = [(1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2),
 
 
 @register("mobilenetv2")
-def mobilenetv2(num_classes: int, in_channels: int, **_) -> nn.Module:
+def mobilenetv2(num_classes: int, in_channels: int, input_size: int = 32) -> nn.Module:
     layers: list[nn.Module] = [nn.Conv2d(in_channels, 32, 3, 1, 1, bias=False),
                                nn.BatchNorm2d(32), nn.ReLU6(inplace=True)]
     cin = 32
@@ -179,7 +179,8 @@ class DenseLayer(nn.Module):
 
 
 @register("densenet121")
-def densenet121(num_classes: int, in_channels: int, growth: int = 32, **_) -> nn.Module:
+def densenet121(num_classes: int, in_channels: int, input_size: int = 32,
+                growth: int = 32) -> nn.Module:
     cin = 2 * growth
     layers: list[nn.Module] = [nn.Conv2d(in_channels, cin, 3, padding=1, bias=False)]
     for index, count in enumerate((6, 12, 24, 16)):

@@ -1,0 +1,92 @@
+"""A run's results in its run dir and on the console: the curve, summary.json and plots written,
+the summary printed, errors said in one paragraph."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from lrexp.tracking.summary import SUMMARY_FILE, RunSummary, SummaryError
+
+__all__ = ["report_error", "summary_text", "write_files", "write_status"]
+
+log = logging.getLogger(__name__)
+
+
+def write_files(result: Any, summary: RunSummary, out_dir: Path, files: dict[str, Path]) -> None:
+    """curve.csv, summary.json and the two plots; ``files`` gains each one as it is written, so
+    a failure half-way still knows what exists."""
+    from lrexp.plotting import plot, plot_schedule, save_figure
+
+    files["curve"] = result.to_csv(out_dir / "curve.csv")
+    files["summary"] = summary.write(out_dir / SUMMARY_FILE)
+    title = f"{summary.net} / {summary.dataset} / {summary.optimizer} ({result.stop_reason})"
+    files["plot"] = save_figure(plot(result, title=title), out_dir / "plot.png")
+    files["schedule"] = save_figure(plot_schedule(result), out_dir / "lr_vs_iteration.png")
+
+
+def write_status(out_dir: Path, names: Mapping[str, str], status: str,
+                 error: str | None = None) -> None:
+    """The status in summary.json, so the sweep summary lists the job; a summary already
+    written (the run got that far) is kept, only its status and error change."""
+    path = out_dir / SUMMARY_FILE
+    try:
+        summary = RunSummary.read(path)
+    except (OSError, ValueError, SummaryError):  # none yet, or unreadable: start afresh
+        summary = RunSummary(**names)
+    try:
+        replace(summary, status=status, error=error or summary.error).write(path)
+    except OSError as write_error:
+        log.warning("summary.json could not be written: %s", write_error)
+
+
+def report_error(message: str) -> None:
+    """One ``lrexp: error:`` paragraph, in the log and on the console (once)."""
+    message = f"lrexp: error: {message}"
+    log.error(message)
+    if not _logs_reach_the_console():
+        sys.stderr.write(message + "\n")
+
+
+def _logs_reach_the_console() -> bool:
+    return any(
+        isinstance(handler, logging.StreamHandler)
+        and getattr(handler, "stream", None) in (sys.stderr, sys.stdout)
+        for handler in logging.getLogger().handlers
+    )
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3g}"
+
+
+def summary_text(summary: RunSummary, files: Mapping[str, Path], out_dir: Path) -> str:
+    """The console's account of a finished run."""
+    suggestions = "   ".join(f"{name} {_fmt(lr)}" for name, lr in summary.suggestions.items())
+    interval = summary.interval
+    lines = [
+        f"LR range test: {summary.net} on {summary.dataset} with {summary.optimizer}, "
+        f"{summary.steps} steps on {summary.device} in {summary.seconds or 0:.1f} s "
+        f"({summary.status})",
+        f"  suggested LR ({summary.default_method}): {_fmt(summary.suggested_lr)}   "
+        f"confidence: {summary.confidence}"
+        + (f", supported {_fmt(interval[0])} – {_fmt(interval[1])}" if interval else ""),
+        f"  why: {summary.confidence_reason}",
+        f"  by method:    {suggestions}",
+        f"  min loss {_fmt(summary.min_loss)} at LR {_fmt(summary.lr_at_min_loss)}; "
+        f"diverged at LR {_fmt(summary.diverged_lr)}",
+    ]
+    probe = summary.verification
+    if probe is not None:
+        losses = ", ".join(f"{_fmt(p.lr)} → {_fmt(p.loss)}" for p in probe.probes)
+        curve_seconds = max((summary.seconds or 0) - probe.seconds, 1e-9)
+        lines.append(
+            f"  verify: {len(probe.probes)} probes × {probe.steps_per_probe} steps in "
+            f"{probe.seconds:.1f} s ({probe.seconds / curve_seconds:.1f}x the range "
+            f"test's {curve_seconds:.1f} s); {probe.loss_kind} loss by LR: {losses}")
+    lines.append(f"  files in {out_dir}: {', '.join(path.name for path in files.values())}")
+    return "\n".join(lines)

@@ -1,0 +1,46 @@
+"""Credentials out of everything lrexp writes: URIs with ``user:password@`` are shown as
+``***@`` on the console, in logs, in config.yaml, and in MLflow params and tags."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+__all__ = ["RedactingFilter", "redact", "redact_file", "redact_logs"]
+
+# scheme://user:password@host -> scheme://***@host
+# the whole authority up to its last @ (a password may hold one), stopping where a URI ends
+_CREDENTIALS = re.compile(
+    r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#\s\"'@]*(?:@[^/?#\s\"'@]*)*@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the credentials of every URI in it replaced by ``***``: for anything lrexp
+    writes (console, log, config.yaml, MLflow params and tags)."""
+    return _CREDENTIALS.sub(r"\g<scheme>***@", text)
+
+
+def redact_file(path: Path) -> None:
+    """Rewrite a text file lrexp did not write itself (Hydra's records) with ``redact``."""
+    text = path.read_text()
+    if redact(text) != text:
+        path.write_text(redact(text))
+
+
+class RedactingFilter(logging.Filter):
+    """Redacts URI credentials in every record a handler writes, whoever logged it (Hydra's
+    launchers log each job's overrides, a tracking.uri with a password among them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if redact(message) != message:
+            record.msg, record.args = redact(message), None
+        return True
+
+
+def redact_logs() -> None:
+    """Put a RedactingFilter on the root logger's handlers (those Hydra set up)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())

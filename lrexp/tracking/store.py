@@ -1,0 +1,117 @@
+"""The tracking store before MLflow touches it: which URI, whether it answers, whether a SQLite
+file is usable, one process at a time creating it, and retries while it is busy."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import os
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+__all__ = ["resolve_tracking_uri", "server_reachable", "sqlite_creation_lock",
+           "sqlite_store_problem", "with_retries"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def resolve_tracking_uri(uri: str | None, base_dir: Path | None = None) -> str:
+    """``uri``, else MLFLOW_TRACKING_URI, else MLflow's default store (sqlite:///mlflow.db),
+    with a relative SQLite path made absolute so every job of a sweep writes the same file."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        path = (base_dir or Path.cwd()) / uri[len(prefix):]
+        uri = prefix + str(path.resolve())
+    return uri
+
+
+def server_reachable(uri: str, timeout_s: float) -> bool:
+    """For http(s) stores: does the server answer its health endpoint within ``timeout_s``?
+    Credentials in the URI (or MLFLOW_TRACKING_USERNAME / _PASSWORD) go as basic auth, as
+    MLflow's own client sends them; urllib would not accept them inside the URL."""
+    if not uri.startswith(("http://", "https://")):
+        return True
+    parts = urllib.parse.urlsplit(uri)
+    user = urllib.parse.unquote(parts.username or os.environ.get("MLFLOW_TRACKING_USERNAME", ""))
+    password = urllib.parse.unquote(parts.password or
+                                    os.environ.get("MLFLOW_TRACKING_PASSWORD", ""))
+    host = parts.netloc.rsplit("@", 1)[-1]
+    request = urllib.request.Request(
+        urllib.parse.urlunsplit(parts._replace(netloc=host)).rstrip("/") + "/health")
+    if user or password:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    prefix = "sqlite:///"
+    return Path(uri[len(prefix):]) if uri.startswith(prefix) else None
+
+
+def sqlite_store_problem(uri: str) -> str | None:
+    """Why a SQLite store cannot be used, found in microseconds (MLflow itself would retry
+    for minutes on a folder or a corrupt file), or None."""
+    path = _sqlite_path(uri)
+    if path is None or not path.exists():
+        return None
+    if not path.is_file():
+        return (f"the SQLite store {path} is not a file (a folder?); move it away or set "
+                "tracking.uri")
+    with path.open("rb") as handle:
+        header = handle.read(16)
+    if header and header != b"SQLite format 3\x00":
+        return (f"the SQLite store {path} is not an SQLite database (corrupt or another kind of "
+                "file); move it away or set tracking.uri")
+    return None
+
+
+@contextlib.contextmanager
+def sqlite_creation_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock beside a SQLite store while MLflow opens (creates, migrates) it."""
+    path = _sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def with_retries(
+    call: Callable[[], T], what: str, attempts: int = 6, first_wait_s: float = 0.2
+) -> T:
+    """Run a store call, retrying with exponential backoff on errors that may pass (a locked
+    SQLite file, a busy server); the last error propagates."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Exception as error:  # noqa: BLE001 - MLflow raises many types for a busy store
+            transient = "locked" in str(error).lower() or "busy" in str(error).lower() or \
+                isinstance(error, (ConnectionError, TimeoutError))
+            if not transient or attempt == attempts - 1:
+                raise
+            wait = first_wait_s * 2**attempt
+            # INFO, not DEBUG: how often a busy store makes jobs wait is worth seeing in the log
+            log.info("MLflow store busy during %s (%s); retry %d of %d in %.1f s",
+                     what, error, attempt + 1, attempts - 1, wait)
+            time.sleep(wait)
+    raise AssertionError("unreachable")

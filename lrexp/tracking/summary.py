@@ -1,0 +1,235 @@
+"""The record of one run, ``summary.json``, as a typed dataclass.
+
+The runner writes it; the MLflow tracker, the sweep's table, ``import_run`` and ``compare`` read
+it. Its suggestion columns come from the engine's rules, so a new rule shows up everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from lrexp.engine.suggest import METHODS
+
+__all__ = ["COLUMNS", "SUMMARY_FILE", "ProbeRecord", "RunSummary", "SummaryError",
+           "VerifyRecord", "format_table", "is_number"]
+
+SUMMARY_FILE = "summary.json"
+CONFIDENCE_SCORES = {"none": 0, "low": 1, "high": 2}  # the metric suggestion_confidence
+# The engine's stop reasons are finished runs; the runner's own statuses say how it ended.
+_MLFLOW_STATUS = {"interrupted": "KILLED", "KILLED": "KILLED", "SKIPPED": "KILLED",
+                  "FAILED": "FAILED"}
+METRIC_NAMES = ("suggested_lr", "min_loss", "lr_at_min_loss", "diverged_lr")
+# One row per run in the sweep table, the CSV and the comparison: a column per rule.
+COLUMNS = ["job", "net", "dataset", "optimizer", "status", "suggested_lr", "confidence",
+           *[f"suggested_lr_{name}" for name in METHODS], "min_loss", "lr_at_min_loss",
+           "diverged_lr", "error"]
+CONSOLE_COLUMNS = ["job", "net", "optimizer", "status", "suggested_lr", "confidence",
+                   *[f"suggested_lr_{name}" for name in METHODS], "min_loss", "diverged_lr"]
+
+
+class SummaryError(ValueError):
+    """A summary.json field of the wrong type: which field, the value found, what it must be."""
+
+    def __init__(self, key: str, value: Any, expected: str) -> None:
+        super().__init__(f"{key!r} is {json.dumps(value)[:60]}, expected {expected}")
+        self.key, self.value, self.expected = key, value, expected
+
+
+@dataclass
+class ProbeRecord:
+    lr: float
+    source: str
+    loss: float | None  # None: the probe diverged
+
+
+@dataclass
+class VerifyRecord:
+    steps_per_probe: int
+    seconds: float
+    loss_kind: str
+    chosen_lr: float | None
+    probes: list[ProbeRecord] = field(default_factory=list)
+
+
+@dataclass
+class RunSummary:
+    net: str = "?"
+    dataset: str = "?"
+    optimizer: str = "?"
+    status: str = "unknown"  # a stop reason of the engine, or FAILED / KILLED / SKIPPED
+    device: str = "?"
+    steps: int = 0
+    seconds: float | None = None
+    suggested_lr: float | None = None
+    default_method: str | None = None
+    confidence: str | None = None
+    confidence_reason: str | None = None
+    interval: tuple[float, float] | None = None
+    suggestions: dict[str, float | None] = field(default_factory=dict)
+    min_loss: float | None = None
+    lr_at_min_loss: float | None = None
+    diverged_lr: float | None = None
+    verification: VerifyRecord | None = None
+    error: str | None = None
+
+    @classmethod
+    def of_result(cls, result: Any, names: Mapping[str, str], seconds: float,
+                  device: str) -> RunSummary:
+        """The summary of a finished ``RangeTestResult``."""
+        default = result.suggest("default")
+        return cls(**names, device=device, status=result.stop_reason, steps=len(result),
+                   seconds=round(seconds, 3), suggested_lr=default.lr,
+                   default_method=default.method, confidence=default.confidence,
+                   confidence_reason=default.reason, interval=default.interval,
+                   suggestions=result.suggestions(), min_loss=result.min_loss,
+                   lr_at_min_loss=result.lr_at_min_loss, diverged_lr=result.diverged_lr,
+                   verification=_verify_record(result.verification))
+
+    # -- what it means -------------------------------------------------------------------------
+    @property
+    def mlflow_status(self) -> str:
+        """FINISHED, KILLED or FAILED: how the tracked run ends."""
+        return _MLFLOW_STATUS.get(self.status, "FINISHED")
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.net}-{self.dataset}-{self.optimizer}"
+
+    def metrics(self) -> dict[str, float]:
+        """The run's summary metrics by name, finite values only."""
+        values: dict[str, float | None] = {name: getattr(self, name) for name in METRIC_NAMES}
+        values.update({f"suggested_lr_{name}": lr for name, lr in self.suggestions.items()
+                       if name != "default"})
+        # a number, so the UI can chart and sort runs by it
+        score = CONFIDENCE_SCORES.get(self.confidence or "")
+        values["suggestion_confidence"] = None if score is None else float(score)
+        if self.interval:
+            values["suggested_lr_low"], values["suggested_lr_high"] = self.interval
+        if self.verification is not None:
+            values["verify_seconds"] = self.verification.seconds
+        return {name: float(value) for name, value in values.items()
+                if value is not None and math.isfinite(value)}
+
+    def row(self, job: str) -> dict[str, Any]:
+        """This run as one row of ``COLUMNS``."""
+        values = {**asdict(self), "job": job, **{
+            f"suggested_lr_{name}": lr for name, lr in self.suggestions.items()}}
+        return {column: values.get(column) for column in COLUMNS}
+
+    # -- summary.json --------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["interval"] = list(self.interval) if self.interval else None
+        return data
+
+    def write(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=1))
+        return path
+
+    @classmethod
+    def from_dict(cls, data: Any) -> RunSummary:
+        """A summary from parsed JSON, every field checked (a run dir may come from anywhere);
+        unknown keys are ignored, missing ones take their defaults."""
+        if not isinstance(data, dict):
+            raise SummaryError("summary", data, "a JSON object")
+        for key, (check, expected) in _FIELD_CHECKS.items():
+            if key in data and not check(data[key]):
+                raise SummaryError(key, data[key], expected)
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in data.items() if key in known}
+        if values.get("interval") is not None:
+            values["interval"] = tuple(values["interval"])
+        if values.get("verification") is not None:
+            values["verification"] = _verify_from_dict(values["verification"])
+        return cls(**values)
+
+    @classmethod
+    def read(cls, path: Path) -> RunSummary:
+        return cls.from_dict(json.loads(path.read_text()))
+
+
+def _verify_record(verification: Any) -> VerifyRecord | None:
+    if verification is None:
+        return None
+    return VerifyRecord(
+        steps_per_probe=verification.steps, seconds=round(verification.seconds, 3),
+        loss_kind=verification.loss_kind, chosen_lr=verification.chosen_lr,
+        probes=[ProbeRecord(p.lr, p.source, p.loss if math.isfinite(p.loss) else None)
+                for p in verification.probes])
+
+
+def _verify_from_dict(data: dict[str, Any]) -> VerifyRecord:
+    probes = [ProbeRecord(float(p["lr"]), str(p.get("source", "")), p.get("loss"))
+              for p in data.get("probes", [])]
+    return VerifyRecord(steps_per_probe=int(data.get("steps_per_probe", 0)),
+                        seconds=float(data.get("seconds") or 0.0),
+                        loss_kind=str(data.get("loss_kind", "train")),
+                        chosen_lr=data.get("chosen_lr"), probes=probes)
+
+
+# -- checks for a summary read from disk ---------------------------------------------------------
+def is_number(value: Any) -> bool:
+    """A JSON number Python can use as a float (true and false are not numbers here)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
+
+
+def _is_number_or_null(value: Any) -> bool:
+    return value is None or is_number(value)
+
+
+def _is_text_or_null(value: Any) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def _is_probe(value: Any) -> bool:
+    return isinstance(value, dict) and is_number(value.get("lr")) and "loss" in value \
+        and _is_number_or_null(value["loss"])
+
+
+def _is_verification(value: Any) -> bool:
+    if value is None:
+        return True
+    probes = value.get("probes", []) if isinstance(value, dict) else None
+    return isinstance(probes, list) and all(_is_probe(probe) for probe in probes) \
+        and _is_number_or_null(value.get("seconds")) \
+        and _is_number_or_null(value.get("chosen_lr"))
+
+
+_FIELD_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    **{key: (lambda v: isinstance(v, str), "a string")
+       for key in ("net", "dataset", "optimizer", "device", "status")},
+    **{key: (_is_number_or_null, "a number or null")
+       for key in ("seconds", "suggested_lr", "min_loss", "lr_at_min_loss", "diverged_lr")},
+    **{key: (_is_text_or_null, "a string or null")
+       for key in ("default_method", "confidence", "confidence_reason", "error")},
+    "suggestions": (lambda v: isinstance(v, dict) and all(map(_is_number_or_null, v.values())),
+                    "an object of method name -> number or null"),
+    "steps": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "interval": (lambda v: v is None or isinstance(v, list) and len(v) == 2
+                 and all(map(is_number, v)), "null or a list of two numbers"),
+    "verification": (_is_verification, "null or an object with a list of probes {lr, loss}"),
+}
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """Rows of ``COLUMNS`` as an aligned text table for the console."""
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.3g}"
+        return "—" if value is None else str(value)
+
+    table = [CONSOLE_COLUMNS] + [[cell(row.get(c)) for c in CONSOLE_COLUMNS] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(CONSOLE_COLUMNS))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths)) for line in table)

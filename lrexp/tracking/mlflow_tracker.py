@@ -15,10 +15,12 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -47,6 +49,14 @@ PARENT_RUN_FILE = "mlflow_parent_run_id"  # written into a sweep dir by lrexp.sw
 # Which process owns a run, so a later lrexp run on the same host can close it if that
 # process died without closing it (see MlflowTracker._close_orphans).
 OWNER_HOST_TAG, OWNER_PID_TAG = "lrexp.host", "lrexp.pid"
+# MLflow 3's UI opens an experiment in its model-training view with this tag (else GenAI's).
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+# Images logged under a key appear in the UI's chart view, one tile per selected run.
+CURVE_IMAGE_KEY, OVERLAY_IMAGE_KEY = "lr_range_test", "sweep_overlay"
+PLOT_FILE = "plot.png"  # the run's curve as the runner writes it
+# A sweep parent's series, one step per job: the children side by side in its charts.
+PARENT_SERIES = {"job_suggested_lr": "suggested_lr", "job_min_loss": "min_loss",
+                 "job_lr_at_min_loss": "lr_at_min_loss"}
 
 T = TypeVar("T")
 
@@ -182,8 +192,9 @@ class MlflowTracker:
         self.usable = True  # False once the store proved unreachable: keep going, locally
         self._steps: list[tuple[int, float, float, int]] = []  # step, lr, loss, timestamp ms
         self._sent = 0
-        self._client = None
+        self._client: Any = None
         self._experiment_id: str | None = None
+        self._opening: threading.Thread | None = None
 
     # -- life cycle --------------------------------------------------------------------------
     def _connect(self) -> bool:
@@ -258,6 +269,14 @@ class MlflowTracker:
                 log.debug("Could not close orphaned run %s: %s", run.info.run_id, error)
 
     def start(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
+        """Open the run in a background thread: importing MLflow and opening (or creating) the
+        store take seconds the range test need not wait for; steps are buffered meanwhile and
+        ``finish`` waits for the run to exist."""
+        self._opening = threading.Thread(target=self._open_run, name="lrexp-mlflow-start",
+                                         args=(run_name, dict(params), dict(tags)), daemon=True)
+        self._opening.start()
+
+    def _open_run(self, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> None:
         try:
             if not self._connect():
                 return
@@ -269,14 +288,31 @@ class MlflowTracker:
             commit = git_commit()
             if commit:
                 run_tags["mlflow.source.git.commit"] = commit
-            self.run_id = self._create_run(run_name, run_tags)
+            run_id = self._create_run(run_name, run_tags)
             param_list = [Param(str(k)[:250], truncate_param(redact(str(v))))
                           for k, v in params.items()]
             for chunk in _chunks(param_list, MAX_PARAMS_PER_BATCH):
-                self._call(lambda c=chunk: self._client.log_batch(self.run_id, params=c),
-                             "log params")
+                self._call(lambda c=chunk: self._client.log_batch(run_id, params=c),
+                           "log params")
+            self.run_id = run_id
         except Exception as error:  # noqa: BLE001 - tracking must never fail the test
             self._give_up(f"MLflow at {self.uri} failed: {error}")
+
+    def _opened(self) -> bool:
+        """Whether ``start``'s background work is over (the run exists, or never will)."""
+        return self._opening is None or not self._opening.is_alive()
+
+    def _wait_until_opened(self) -> None:
+        """Wait for ``start``'s thread; a Ctrl-C meanwhile waits too (the run being created
+        must be closed, not left RUNNING), then goes on."""
+        interrupted = None
+        while not self._opened():
+            try:
+                self._opening.join()
+            except KeyboardInterrupt as error:
+                interrupted = error
+        if interrupted is not None:
+            raise interrupted
 
     # -- sweeps: the parent run ------------------------------------------------------------------
     def open_parent(self, run_name: str, tags: Mapping[str, str]) -> str | None:
@@ -299,20 +335,41 @@ class MlflowTracker:
                          "log table")
             for path in files:
                 self._call(lambda p=path: self._client.log_artifact(run_id, str(p)),
-                             "log artifact")
+                           "log artifact")
+                if path.suffix == ".png":
+                    self._log_image(run_id, path, OVERLAY_IMAGE_KEY)
+            self._log_parent_series(run_id, rows)
             self._call(lambda: self._client.set_tag(run_id, "status", status), "tag")
             self._call(lambda: self._end_run(run_id, status), "end run")
         except Exception as error:  # noqa: BLE001
             self._give_up(f"closing the sweep's parent run at {self.uri} failed: {error}")
 
+    def _log_parent_series(self, run_id: str, rows: list[dict[str, Any]]) -> None:
+        """Each child's suggested LR and minimum loss as the parent's series over job order."""
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        metrics = [Metric(name, float(row[column]), stamp, index)
+                   for index, row in enumerate(rows) for name, column in PARENT_SERIES.items()
+                   if isinstance(row.get(column), (int, float))
+                   and math.isfinite(row[column])]
+        if metrics:
+            self._call(lambda: self._client.log_batch(run_id, metrics=metrics), "log series")
+
     # -- one run's curve -----------------------------------------------------------------------
     def log_step(self, step: int, lr: float, loss: float) -> None:
         self._steps.append((step, lr, loss, int(time.time() * 1000)))
-        if self.flush_every and len(self._steps) - self._sent >= self.flush_every:
+        due = self.flush_every and len(self._steps) - self._sent >= self.flush_every
+        if due and self._opened():
             self._send_steps()
 
     def finish(self, *, status: str, result: Any = None, summary: RunSummary | None = None,
                files: Mapping[str, Path] | None = None, out_dir: Path | None = None) -> None:
+        try:
+            self._wait_until_opened()
+        except KeyboardInterrupt:
+            self._close_killed()
+            raise
         if not self.usable or self.run_id is None:
             self._hint_import(out_dir)
             return
@@ -324,21 +381,27 @@ class MlflowTracker:
             for path in (files or {}).values():
                 if Path(path).exists():
                     self._call(lambda p=path: self._client.log_artifact(self.run_id, str(p)),
-                                 "log artifact")
+                               "log artifact")
+                    if Path(path).name == PLOT_FILE:
+                        self._log_image(self.run_id, Path(path), CURVE_IMAGE_KEY)
             if out_dir is not None:
                 self._send_run_dir_extras(Path(out_dir))
             self._call(lambda: self._end_run(self.run_id, status), "end run")
         except KeyboardInterrupt:
             # Ctrl-C while sending: close the run (the steps went first) rather than leave it
             # RUNNING, then let the interrupt go on
-            with contextlib.suppress(Exception):
-                self._end_run(self.run_id, "KILLED")
+            self._close_killed()
             raise
         except Exception as error:  # noqa: BLE001
             self._give_up(f"sending the run to MLflow at {self.uri} failed: {error}")
             self._hint_import(out_dir)
 
     # -- pieces --------------------------------------------------------------------------------
+    def _close_killed(self) -> None:
+        if self.run_id is not None:
+            with contextlib.suppress(Exception):
+                self._end_run(self.run_id, "KILLED")
+
     def _call(self, call: Any, what: str) -> Any:
         """One store call: retried while the store is busy, within the HTTP limits."""
         with _http_limits(self.timeout_s):
@@ -346,15 +409,26 @@ class MlflowTracker:
 
     def _get_or_create_experiment(self) -> str:
         found = self._client.get_experiment_by_name(self.experiment)
-        if found is not None:
-            return found.experiment_id
-        try:
-            return self._client.create_experiment(self.experiment)
-        except Exception:  # noqa: BLE001 - a parallel job may have created it just now
-            found = self._client.get_experiment_by_name(self.experiment)
-            if found is None:
-                raise
-            return found.experiment_id
+        if found is None:
+            try:
+                return self._client.create_experiment(
+                    self.experiment, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+            except Exception:  # noqa: BLE001 - a parallel job may have created it just now
+                found = self._client.get_experiment_by_name(self.experiment)
+                if found is None:
+                    raise
+        if EXPERIMENT_KIND_TAG not in found.tags:  # made by an older lrexp, or by hand
+            self._client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG,
+                                            EXPERIMENT_KIND)
+        return found.experiment_id
+
+    def _log_image(self, run_id: str, path: Path, key: str) -> None:
+        """A PNG as a keyed MLflow image (the chart view's image tiles)."""
+        from PIL import Image
+
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")
+        self._call(lambda: self._client.log_image(run_id, rgb, key=key, step=0), "log image")
 
     def _log_metrics(self, metrics: list) -> None:
         for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):

@@ -47,9 +47,7 @@ def plot(result: RangeTestResult, ax: Axes | None = None, *, title: str | None =
         ax.axvspan(*default.interval, color="tab:green", alpha=0.1,
                    label=f"supported: {default.interval[0]:.2g} – {default.interval[1]:.2g}")
     _mark_suggestions(ax, result, default)
-    if result.diverged_lr is not None:
-        ax.axvline(result.diverged_lr, color="tab:red", linestyle="--", linewidth=1,
-                   label=f"{result.stop_reason} at {result.diverged_lr:.2e}")
+    _mark_divergence(ax, result)
     _set_useful_ylim(ax, raw, trend)
     ax.set_xlabel("learning rate")
     ax.set_ylabel("loss")
@@ -59,6 +57,25 @@ def plot(result: RangeTestResult, ax: Axes | None = None, *, title: str | None =
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize="small")
     return fig
+
+
+def _mark_divergence(ax: Axes, result: RangeTestResult) -> None:
+    """Shade from where the loss blew up (the point the rules anchor on) to the end of the
+    curve, and draw the stop as a vertical line: a line spans the y-axis, so an exploding last
+    loss cannot push it out of view, and the x-limits end at the last LR tested."""
+    last_lr = float(result.lrs[-1])
+    if result.blowup_lr is not None and result.blowup_lr < last_lr:
+        ax.axvspan(result.blowup_lr, last_lr, color="tab:red", alpha=0.08,
+                   label=f"blew up from {result.blowup_lr:.2e}")
+    if result.diverged_lr is not None:
+        ax.axvline(result.diverged_lr, color="tab:red", linestyle="--", linewidth=1,
+                   label=f"stopped ({result.stop_reason}) at {result.diverged_lr:.2e}")
+    first_lr = float(result.lrs[0])
+    if last_lr > first_lr:  # a margin on the axis's own scale, so the stop line stays inside
+        pad = (last_lr / first_lr) ** 0.02 if ax.get_xscale() == "log" else None
+        ax.set_xlim(*((first_lr / pad, last_lr * pad) if pad else
+                      (first_lr - 0.02 * (last_lr - first_lr),
+                       last_lr + 0.02 * (last_lr - first_lr))))
 
 
 _CONFIDENCE_COLORS = {"high": "black", "low": "tab:orange", "none": "tab:red"}  # title colour

@@ -2,8 +2,10 @@
 
 * ``python -m lrexp --help`` against ``python -c "import torch"``, interleaved over rounds
   (goal: help takes less than half as long, because it imports neither torch nor mlflow);
-* the default run (digits + simple_cnn, 100 points), imports included, with tracking off and on
-  (goal: <= 15 s wall on a 2-core laptop-class machine).
+* the default run (digits + simple_cnn, 100 points), imports included, with MLflow tracking
+  (a fresh SQLite store each time, as a first run in a new folder) against ``tracking=none``,
+  interleaved pair by pair (goal: MLflow costs <= 1.15x: its import and store set-up run beside
+  the range test, not before it).
 
     python scripts/bench_startup.py [--rounds 5]
 """
@@ -38,11 +40,18 @@ def main() -> None:
         print(f"--help {statistics.median(help_times):.2f} s, import torch "
               f"{statistics.median(torch_times):.2f} s, ratio (median of rounds) "
               f"{statistics.median(ratios):.2f}")
-        for tracking in ("none", "mlflow"):
-            runs = [wall([py, "-m", "lrexp", f"tracking={tracking}", "progress=false"], cwd)
-                    for _ in range(max(2, args.rounds // 2))]
-            print(f"default run, tracking={tracking}: median {statistics.median(runs):.1f} s "
-                  f"wall (runs: {', '.join(f'{r:.1f}' for r in runs)})")
+        runs: dict[str, list[float]] = {"none": [], "mlflow": []}
+        for round_ in range(args.rounds):
+            store = f"sqlite:///{cwd}/mlflow-{round_}.db"  # new each round: a first run's cost
+            runs["none"].append(wall([py, "-m", "lrexp", "tracking=none", "progress=false"], cwd))
+            runs["mlflow"].append(wall([py, "-m", "lrexp", f"tracking.uri={store}",
+                                        "progress=false"], cwd))
+        for tracking, times in runs.items():
+            print(f"default run, tracking={tracking}: median {statistics.median(times):.1f} s "
+                  f"wall (runs: {', '.join(f'{t:.1f}' for t in times)})")
+        pairs = [m / n for m, n in zip(runs["mlflow"], runs["none"])]
+        print(f"MLflow / none: median of pairs {statistics.median(pairs):.2f} "
+              f"(pairs: {', '.join(f'{r:.2f}' for r in pairs)})")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from lrexp.app.build import Job, build, build_tracker, engine_settings, prepare_job, run_names
 from lrexp.app.report import report_error, summary_text, write_files, write_status
 from lrexp.app.schema import ConfigError, check
+from lrexp.engine.settings import SettingError
 from lrexp.sweep import interrupt
 from lrexp.tracking.summary import SUMMARY_FILE, RunSummary
 
@@ -105,11 +107,15 @@ class _RecordedFailure(Exception):
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
-    from lrexp.app.data import BadDataError, DatasetNotFoundError, UnknownDatasetError
-    from lrexp.app.models import UnknownModelError
-
-    return (ConfigError, UnknownModelError, UnknownDatasetError, DatasetNotFoundError,
-            BadDataError)
+    """The user's mistakes. The registries' errors count once their modules are loaded (an
+    error from one means it is): sorting a config error must not import torch."""
+    types: list[type[BaseException]] = [SettingError]
+    data, models = sys.modules.get("lrexp.app.data"), sys.modules.get("lrexp.app.models")
+    if data is not None:
+        types += [data.UnknownDatasetError, data.DatasetNotFoundError, data.BadDataError]
+    if models is not None:
+        types.append(models.UnknownModelError)
+    return tuple(types)
 
 
 def _as_user_error(error: BaseException) -> BaseException | None:

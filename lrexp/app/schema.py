@@ -1,23 +1,28 @@
-"""The config schema: types checked by OmegaConf while Hydra composes, ranges checked by
-``check`` before any heavy import. Imports neither torch nor mlflow."""
+"""The config schema: types checked by OmegaConf while Hydra composes; ranges checked by
+``check`` before any heavy import. The range test's own settings take their defaults and their
+rules from ``lrexp.engine.settings`` (one source); only the app's settings are checked here.
+Imports neither torch nor mlflow."""
 
 from __future__ import annotations
 
-import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from lrexp.engine.settings import DEFAULTS, RangeTestSettings, SettingError
+
 __all__ = ["ConfigError", "LrexpConfig", "TrackingConfig", "check", "register"]
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+ENGINE_KEYS = [setting.name for setting in fields(RangeTestSettings)]
 
 
-class ConfigError(ValueError):
-    """A config value a user set wrongly; the message says which, what was given and the fix."""
+class ConfigError(SettingError):
+    """A config value a user set wrongly; the message says which, what was given and the fix.
+    A ``SettingError`` too: the app answers both with exit 2 and the message."""
 
 
 @dataclass
@@ -36,24 +41,24 @@ class LrexpConfig:
     dataset: Any = MISSING
     optimizer: Any = MISSING
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    min_lr: float = 1e-7
-    max_lr: float = 10.0
-    num_iter: int = 100
-    schedule: str = "exp"
-    steps_per_lr: Any = 1  # an int, or "epoch"
-    beta: float = 0.98
-    diverge_th: float = 4.0
+    min_lr: float = DEFAULTS.min_lr
+    max_lr: float = DEFAULTS.max_lr
+    num_iter: int = DEFAULTS.num_iter
+    schedule: str = str(DEFAULTS.schedule)
+    steps_per_lr: Any = DEFAULTS.steps_per_lr  # an int, or "epoch"
+    beta: float = DEFAULTS.beta
+    diverge_th: float = DEFAULTS.diverge_th
     seed: int = 0
     device: str = "auto"
-    amp: Any = None  # null | bf16 | fp16
+    amp: Any = DEFAULTS.amp  # null | bf16 | fp16
     batch_size: int = 64
-    accumulation_steps: int = 1
+    accumulation_steps: int = DEFAULTS.accumulation_steps
     validate: bool = False  # record the validation loss after each step instead of the train loss
     channels_last: bool = True  # on CUDA only
     threads: int = 0  # torch threads per job; 0 = auto (cores / parallel jobs under joblib)
     progress: bool = True
-    verify: bool = False  # short probe trainings pick among the curve's candidate LRs
-    verify_steps: int = 50  # optimizer steps per probe
+    verify: bool = DEFAULTS.verify  # short probe trainings pick among the candidate LRs
+    verify_steps: int = DEFAULTS.verify_steps  # optimizer steps per probe
 
 
 def register() -> None:
@@ -61,27 +66,17 @@ def register() -> None:
 
 
 def check(cfg: Any) -> None:
-    """Raise ConfigError for the first value out of range (types were checked on compose)."""
+    """Raise for the first value out of range (types were checked on compose): the range
+    test's settings by the engine's rules (``SettingError``), the app's here (``ConfigError``)."""
+    RangeTestSettings(**{key: cfg[key] for key in ENGINE_KEYS})
     rules = [
-        (0 < cfg.min_lr < cfg.max_lr < math.inf, f"min_lr={cfg.min_lr} and max_lr={cfg.max_lr}",
-         "the range must satisfy 0 < min_lr < max_lr < inf; e.g. min_lr=1e-7 max_lr=10"),
-        (cfg.num_iter >= 2, f"num_iter={cfg.num_iter}", "a curve needs num_iter >= 2"),
-        (0 <= cfg.beta < 1, f"beta={cfg.beta}", "the smoothing factor needs 0 <= beta < 1"),
-        (cfg.diverge_th > 1, f"diverge_th={cfg.diverge_th}",
-         "the divergence threshold needs diverge_th > 1 (4 is the usual choice)"),
-        (cfg.schedule in ("exp", "linear"), f"schedule={cfg.schedule}",
-         "choose schedule=exp or schedule=linear"),
-        (cfg.steps_per_lr == "epoch" or (isinstance(cfg.steps_per_lr, int)
-                                         and cfg.steps_per_lr >= 1),
-         f"steps_per_lr={cfg.steps_per_lr}", "use a positive integer or steps_per_lr=epoch"),
         (bool(DEVICE_PATTERN.match(str(cfg.device))), f"device={cfg.device}",
          "use device=auto, cpu, cuda or cuda:N"),
-        (cfg.amp in (None, "bf16", "fp16"), f"amp={cfg.amp}", "use amp=null, bf16 or fp16"),
         (cfg.batch_size >= 1, f"batch_size={cfg.batch_size}", "use batch_size >= 1"),
-        (cfg.accumulation_steps >= 1, f"accumulation_steps={cfg.accumulation_steps}",
-         "use accumulation_steps >= 1"),
-        (cfg.verify_steps >= 1, f"verify_steps={cfg.verify_steps}",
-         "use verify_steps >= 1 (30-60 is usual)"),
+        (cfg.threads >= 0, f"threads={cfg.threads}",
+         "use threads=0 (automatic) or a positive number of torch threads"),
+        (cfg.tracking.timeout_s > 0, f"tracking.timeout_s={cfg.tracking.timeout_s}",
+         "use a positive number of seconds (5 is usual)"),
     ]
     for ok, given, fix in rules:
         if not ok:

@@ -8,6 +8,7 @@ from torch import nn
 
 import lrexp
 from lrexp.engine.curve import divergence_step
+from lrexp.engine.settings import SettingError
 
 
 @pytest.mark.parametrize("a", [2.0, 20.0, 200.0])
@@ -161,17 +162,21 @@ def test_ctrl_c_returns_the_partial_curve_and_restores_state():
 
 
 def test_bad_arguments_say_what_is_wrong():
-    with pytest.raises(ValueError, match="beta"):
+    # every setting's rule is tested in test_settings.py; these go through range_test
+    with pytest.raises(SettingError, match="beta=1.0"):
         lrexp.range_test(bn_net(), classification_batches(), nn.CrossEntropyLoss(), beta=1.0)
-    with pytest.raises(ValueError, match="diverge_th"):
-        lrexp.range_test(bn_net(), classification_batches(), nn.CrossEntropyLoss(), diverge_th=1)
-    with pytest.raises(ValueError, match="no batches"):
-        lrexp.range_test(bn_net(), [], nn.CrossEntropyLoss(), progress=False)
-    with pytest.raises(ValueError, match="steps_per_lr"):
+    with pytest.raises(SettingError, match="steps_per_lr=0"):
         lrexp.range_test(bn_net(), classification_batches(), nn.CrossEntropyLoss(),
                          steps_per_lr=0)
-    with pytest.raises(ValueError, match="amp"):
-        lrexp.range_test(bn_net(), classification_batches(), nn.CrossEntropyLoss(), amp="fp8")
+    with pytest.raises(ValueError, match="no batches"):
+        lrexp.range_test(bn_net(), [], nn.CrossEntropyLoss(), progress=False)
+    with pytest.raises(SettingError, match="batch_keys"):
+        lrexp.range_test(bn_net(), [{"x": torch.zeros(16, 10), "y": torch.zeros(16)}],
+                         nn.CrossEntropyLoss(), progress=False)
+    groups = [{"params": [p]} for p in bn_net().parameters()]
+    with pytest.raises(SettingError, match="first group's LR must be > 0; it is 0.0"):
+        lrexp.range_test(bn_net(), classification_batches(), nn.CrossEntropyLoss(),
+                         torch.optim.SGD(groups, lr=0.0), progress=False)
 
 
 def test_pure_noise_curves_never_count_as_diverging():
@@ -197,6 +202,6 @@ def test_a_one_shot_iterator_that_runs_out_keeps_its_partial_curve():
 
 
 def test_non_finite_lr_bounds_are_refused():
-    with pytest.raises(ValueError, match="max_lr < inf"):
+    with pytest.raises(SettingError, match="max_lr=inf"):
         lrexp.range_test(bn_net(), classification_batches(), nn.CrossEntropyLoss(),
                          max_lr=float("inf"), progress=False)

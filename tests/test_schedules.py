@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from lrexp.engine.schedules import FindLR, exp_schedule, linear_schedule, make_schedule
+from lrexp.engine.schedules import (
+    SCHEDULES,
+    FindLR,
+    exp_schedule,
+    linear_schedule,
+    make_schedule,
+)
+from lrexp.engine.settings import Schedule, SettingError
 
 
 def _three_group_optimizer(base_lrs=(1e-3, 1e-4, 5e-6)):
@@ -63,9 +70,17 @@ def test_engine_keeps_param_group_ratios_on_the_schedule(schedule):
 
 
 def test_bad_ranges_are_refused_with_the_values():
-    with pytest.raises(ValueError, match="min_lr=1.*max_lr=0.1"):
+    with pytest.raises(SettingError, match="min_lr=1.*max_lr=0.1"):
         make_schedule("exp", 1, 0.1, 10)
-    with pytest.raises(ValueError, match="'cosine'"):
+    with pytest.raises(SettingError, match="'cosine'"):
         make_schedule("cosine", 1e-3, 1, 10)
-    with pytest.raises(ValueError, match="num_iter"):
+    with pytest.raises(SettingError, match="num_iter=1"):
         make_schedule("exp", 1e-3, 1, 1)
+    with pytest.raises(SettingError, match="num_iter=0"):
+        FindLR(_three_group_optimizer(), num_iter=0)
+
+
+def test_every_schedule_name_has_a_schedule():
+    assert set(SCHEDULES) == set(Schedule)
+    for name in ("exp", "linear"):  # plain strings find them too
+        assert len(make_schedule(name, 1e-3, 1.0, 7)) == 7

@@ -1,6 +1,7 @@
 """The range test itself: plain PyTorch and numpy, no Hydra, MLflow or matplotlib.
 
-``rangetest`` runs the loop and restores state, ``curve`` reads the losses, ``schedules`` makes
-the LRs, ``suggest`` turns a curve into a learning rate and a confidence verdict, ``verify`` picks
-among candidates by short probe trainings, ``result`` holds the outcome and its files.
+``settings`` holds the test's defaults and rules (standard library only), ``rangetest`` runs the
+loop and restores state, ``curve`` reads the losses, ``schedules`` makes the LRs, ``suggest``
+turns a curve into a learning rate and a confidence verdict, ``verify`` picks among candidates
+by short probe trainings, ``result`` holds the outcome and its files.
 """

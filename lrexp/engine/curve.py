@@ -28,11 +28,16 @@ from bisect import insort
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
+
+from lrexp.engine.settings import DEFAULTS, RangeTestSettings
 
 __all__ = [
-    "WARMUP_STEPS", "CurveMonitor", "Reading", "blowup_index", "divergence_step", "noise_scale",
-    "read", "readable_end", "readable_losses", "smooth", "zero_lag",
+    "WARMUP_STEPS", "CurveMonitor", "FloatArray", "Reading", "blowup_index", "divergence_step",
+    "noise_scale", "read", "readable_end", "readable_losses", "smooth", "zero_lag",
 ]
+
+FloatArray = npt.NDArray[np.float64]
 
 # Steps before the best is tracked and the rule may fire: the noise estimate needs some
 # differences, and the smoothed loss some batches, to mean anything. Non-finite losses stop the
@@ -41,20 +46,20 @@ WARMUP_STEPS = 8
 
 
 class CurveMonitor:
-    """Debiased EMA of the loss (fastai's AvgSmoothLoss) plus the divergence rule."""
+    """Debiased EMA of the loss (fastai's AvgSmoothLoss) plus the divergence rule.
+
+    It takes ``beta`` and ``diverge_th`` as given: its makers check them first
+    (``RangeTestSettings``), once, off the per-step path.
+    """
 
     __slots__ = (
         "beta", "diverge_th", "count", "_ema", "smoothed", "best", "_peak", "drop",
         "_last_raw", "_sorted_abs_changes", "_beta_power", "_factor",
     )
 
-    def __init__(self, beta: float = 0.98, diverge_th: float = 4.0) -> None:
-        if not 0 <= beta < 1:
-            raise ValueError(f"beta must be in [0, 1), got {beta!r}; 0.98 is the usual choice.")
-        if not diverge_th > 1:
-            raise ValueError(
-                f"diverge_th must be > 1, got {diverge_th!r}; use math.inf to never stop early."
-            )
+    def __init__(
+        self, beta: float = DEFAULTS.beta, diverge_th: float = DEFAULTS.diverge_th
+    ) -> None:
         self.beta = beta
         self.diverge_th = diverge_th
         self.count = 0
@@ -104,11 +109,13 @@ class CurveMonitor:
         return changes[len(changes) // 2] if changes else 0.0
 
 
-def smooth(losses: np.ndarray, beta: float = 0.98) -> np.ndarray:
+def smooth(losses: npt.ArrayLike, beta: float = DEFAULTS.beta) -> FloatArray:
     """The debiased EMA of ``losses``; NaN from the first non-finite loss on."""
+    RangeTestSettings(beta=beta)  # SettingError for a beta out of range
     monitor = CurveMonitor(beta, math.inf)
-    out = np.full(len(losses), np.nan)
-    for i, loss in enumerate(np.asarray(losses, dtype=np.float64)):
+    values = np.asarray(losses, dtype=np.float64)
+    out = np.full(len(values), np.nan)
+    for i, loss in enumerate(values):
         if monitor.update(float(loss)) == "non-finite":
             break
         out[i] = monitor.smoothed
@@ -116,9 +123,10 @@ def smooth(losses: np.ndarray, beta: float = 0.98) -> np.ndarray:
 
 
 def divergence_step(
-    losses: np.ndarray, beta: float = 0.98, diverge_th: float = 4.0
+    losses: npt.ArrayLike, beta: float = DEFAULTS.beta, diverge_th: float = DEFAULTS.diverge_th
 ) -> tuple[int | None, str | None]:
     """(index, reason) of the step where the engine would stop on this curve, else (None, None)."""
+    RangeTestSettings(beta=beta, diverge_th=diverge_th)  # SettingError for either out of range
     monitor = CurveMonitor(beta, diverge_th)
     for i, loss in enumerate(np.asarray(losses, dtype=np.float64)):
         reason = monitor.update(float(loss))
@@ -137,13 +145,13 @@ def divergence_step(
 _BANDWIDTHS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0)
 
 
-def readable_end(losses: np.ndarray) -> int:
+def readable_end(losses: FloatArray) -> int:
     """Length of the curve's finite prefix: nothing after a NaN or inf is read."""
     finite = np.isfinite(np.asarray(losses, dtype=np.float64))
     return len(finite) if finite.all() else int(np.argmin(finite))
 
 
-def noise_scale(losses: np.ndarray) -> float:
+def noise_scale(losses: FloatArray) -> float:
     """Robust std of the step-to-step minibatch noise: the MAD of consecutive differences,
     scaled for a normal distribution and for differencing (which doubles the variance).
     A trend adds little to it, and a few exploding steps nothing."""
@@ -158,12 +166,12 @@ def noise_scale(losses: np.ndarray) -> float:
 class Reading:
     """A finished curve as the suggestion rules read it, computed once per curve (``read``)."""
 
-    values: np.ndarray  # the finite prefix, the diverged tail clipped (``readable_losses``)
-    trend: np.ndarray  # its zero-lag smoothing, one entry per value
+    values: FloatArray  # the finite prefix, the diverged tail clipped (``readable_losses``)
+    trend: FloatArray  # its zero-lag smoothing, one entry per value
     blowup: int | None  # where the loss blew up, an index into the whole curve
 
 
-def read(losses: np.ndarray) -> Reading:
+def read(losses: FloatArray) -> Reading:
     """The reading of ``losses``. Every rule, the verdict, the plot and the summary ask for
     it, so it is computed once per curve and kept (by content) for the next asker."""
     return _read(np.ascontiguousarray(losses, dtype=np.float64).tobytes())
@@ -179,7 +187,7 @@ def _read(data: bytes) -> Reading:
     return Reading(values, trend, _blowup(raw, values, trend))
 
 
-def zero_lag(losses: np.ndarray, bandwidth: float | None = None) -> np.ndarray:
+def zero_lag(losses: FloatArray, bandwidth: float | None = None) -> FloatArray:
     """A two-sided (zero-lag) smoothing of a finished curve; NaN past its finite prefix.
 
     Local linear regression with a Gaussian kernel over the curve's points (evenly spaced in
@@ -205,14 +213,14 @@ def zero_lag(losses: np.ndarray, bandwidth: float | None = None) -> np.ndarray:
     return out
 
 
-def _smooth(values: np.ndarray) -> np.ndarray:
+def _smooth(values: FloatArray) -> FloatArray:
     """The local linear fit whose bandwidth has the lowest AICc."""
     candidates = [h for h in _BANDWIDTHS if h <= max(1.0, len(values) / 4)]
     fits = [_local_linear(values, h) for h in candidates]
     return min(fits, key=lambda fit: _aicc(values, *fit))[0]
 
 
-def readable_losses(losses: np.ndarray) -> np.ndarray:
+def readable_losses(losses: FloatArray) -> FloatArray:
     """The losses ``zero_lag`` smooths: the finite prefix, clipped at the starting level plus
     three noise widths (see ``zero_lag``)."""
     values = np.asarray(losses, dtype=np.float64)
@@ -223,16 +231,16 @@ def readable_losses(losses: np.ndarray) -> np.ndarray:
     return np.minimum(values, max(ceiling, float(_head(values).max())))
 
 
-def _head(values: np.ndarray) -> np.ndarray:
+def _head(values: FloatArray) -> FloatArray:
     """Where the test began: its first tenth, at least 3 points."""
     return values[: max(3, len(values) // 10)]
 
 
-def _start_level(values: np.ndarray) -> float:
+def _start_level(values: FloatArray) -> float:
     return float(np.median(_head(values)))
 
 
-def blowup_index(losses: np.ndarray) -> int | None:
+def blowup_index(losses: FloatArray) -> int | None:
     """Where the loss blew up: the first point of the final stretch in which the zero-lag loss
     stays more than two noise widths above the level the test started at, or the first
     non-finite loss. None when the curve does not end blown up (the range ended first).
@@ -242,7 +250,7 @@ def blowup_index(losses: np.ndarray) -> int | None:
     return read(losses).blowup
 
 
-def _blowup(raw: np.ndarray, values: np.ndarray, trend: np.ndarray) -> int | None:
+def _blowup(raw: FloatArray, values: FloatArray, trend: FloatArray) -> int | None:
     end = len(values)
     cut_short = end < len(raw)  # a non-finite loss ends the readable part: a blow-up there
     if end < 3:
@@ -256,7 +264,7 @@ def _blowup(raw: np.ndarray, values: np.ndarray, trend: np.ndarray) -> int | Non
     return int(calm[-1]) + 1 if len(calm) else 0
 
 
-def _local_linear(values: np.ndarray, bandwidth: float) -> tuple[np.ndarray, np.ndarray]:
+def _local_linear(values: FloatArray, bandwidth: float) -> tuple[FloatArray, FloatArray]:
     """(fit, diagonal of the hat matrix) of a Gaussian-kernel local linear regression."""
     n = len(values)
     half_width = min(n - 1, int(math.ceil(4 * bandwidth)))
@@ -275,7 +283,7 @@ def _local_linear(values: np.ndarray, bandwidth: float) -> tuple[np.ndarray, np.
     return fit, s2 / det  # the weight of point i on its own fit (kernel weight 1 at offset 0)
 
 
-def _aicc(values: np.ndarray, fit: np.ndarray, leverage: np.ndarray) -> float:
+def _aicc(values: FloatArray, fit: FloatArray, leverage: FloatArray) -> float:
     """log(residual variance) + 1 + 2 (tr H + 1) / (n - tr H - 2): Hurvich et al. (1998)."""
     n, dof = len(values), float(leverage.sum())
     residual = float(np.mean((values - fit) ** 2))

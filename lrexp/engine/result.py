@@ -9,13 +9,15 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
-from lrexp.engine.curve import CurveMonitor, blowup_index, zero_lag
+from lrexp.engine.curve import CurveMonitor, FloatArray, blowup_index, zero_lag
+from lrexp.engine.settings import DEFAULTS
 from lrexp.engine.suggest import METHODS, Suggestion, Verdict, assess, suggest
 
 __all__ = ["STOP_REASONS", "CurveWriter", "Probe", "RangeTestResult", "Verification"]
@@ -75,17 +77,17 @@ class RangeTestResult:
     last entry; its loss is kept as recorded (NaN/inf included).
     """
 
-    lrs: np.ndarray
-    losses: np.ndarray
-    smoothed: np.ndarray
+    lrs: FloatArray
+    losses: FloatArray
+    smoothed: FloatArray
     stop_reason: str = "completed"
-    beta: float = 0.98
-    diverge_th: float = 4.0
-    schedule: str = "exp"
+    beta: float = DEFAULTS.beta
+    diverge_th: float = DEFAULTS.diverge_th
+    schedule: str = str(DEFAULTS.schedule)
     min_lr: float | None = None
     max_lr: float | None = None
     num_iter: int | None = None
-    steps_per_lr: int | str = 1
+    steps_per_lr: int | str = DEFAULTS.steps_per_lr
     loss_kind: str = "train"
     extra: dict[str, Any] = field(default_factory=dict)
     verification: Verification | None = None
@@ -146,7 +148,7 @@ class RangeTestResult:
         return {name: self.suggest(name).lr for name in names}
 
     @property
-    def zero_lag(self) -> np.ndarray:
+    def zero_lag(self) -> FloatArray:
         """The zero-lag smoothing of the loss that the suggestion rules read (NaN past the
         curve's finite prefix); ``smoothed`` is the online EMA the stopping rule used."""
         return zero_lag(self.losses)
@@ -229,8 +231,9 @@ class RangeTestResult:
         missing = set(_CSV_COLUMNS) - set(rows[0] if rows else _CSV_COLUMNS)
         if missing:
             raise ValueError(f"{path} is not an lrexp curve: columns {sorted(missing)} missing.")
-        columns = {name: [float(row[name]) for row in rows] for name in _CSV_COLUMNS[1:]}
-        meta["diverge_th"] = float(meta.get("diverge_th", 4.0))
+        columns = {name: np.array([float(row[name]) for row in rows], dtype=np.float64)
+                   for name in _CSV_COLUMNS[1:]}
+        meta["diverge_th"] = float(meta.get("diverge_th", DEFAULTS.diverge_th))
         if meta.get("verification") is not None:
             meta["verification"] = Verification.from_dict(meta["verification"])
         return cls(columns["lr"], columns["loss"], columns["loss_smooth"], **meta)
@@ -282,15 +285,15 @@ class CurveWriter:
         self._flush_every_steps, self._flush_every_s = flush_every_steps, flush_every_s
         self._unflushed, self._flushed_at = 0, time.monotonic()
         self.rows = 0
-        self._handle = None
+        self._handle: TextIO | None = None
         meta = {**settings._metadata(), "stop_reason": "interrupted"}
         self._guarded(self._open, meta)
 
     def _open(self, meta: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = self.path.open("w", newline="")
-        self._handle.write(_META_PREFIX + json.dumps(meta) + "\n")
-        self._writer = csv.writer(self._handle)
+        handle = self._handle = self.path.open("w", newline="")
+        handle.write(_META_PREFIX + json.dumps(meta) + "\n")
+        self._writer = csv.writer(handle)
         self._writer.writerow(_CSV_COLUMNS)
 
     def append(self, step: int, lr: float, loss: float) -> None:
@@ -304,8 +307,9 @@ class CurveWriter:
                                repr(float(self._monitor.smoothed))])
         self._unflushed += 1
         now = time.monotonic()
-        if self._unflushed >= self._flush_every_steps or now - self._flushed_at >= \
-                self._flush_every_s:
+        due = self._unflushed >= self._flush_every_steps or \
+            now - self._flushed_at >= self._flush_every_s
+        if due and self._handle is not None:
             self._handle.flush()
             self._unflushed, self._flushed_at = 0, now
 
@@ -314,7 +318,7 @@ class CurveWriter:
             self._guarded(self._handle.close)
             self._handle = None
 
-    def _guarded(self, write: Any, *args: Any) -> None:
+    def _guarded(self, write: Callable[..., object], *args: Any) -> None:
         try:
             write(*args)
         except OSError as error:

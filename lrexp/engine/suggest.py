@@ -28,8 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
+import numpy.typing as npt
 
-from lrexp.engine.curve import read, readable_end
+from lrexp.engine.curve import FloatArray, read, readable_end
 
 __all__ = [
     "CONFIDENCE_LEVELS", "DEFAULT_METHOD", "METHODS", "Suggestion", "Verdict", "assess", "edge",
@@ -82,10 +83,10 @@ class Suggestion:
 class _Curve:
     """The readable prefix of a curve and its zero-lag smoothing (``trend``)."""
 
-    lrs: np.ndarray
-    raw: np.ndarray
-    trend: np.ndarray
-    clipped: np.ndarray  # what the smoothing read: raw, the diverged tail clipped
+    lrs: FloatArray
+    raw: FloatArray
+    trend: FloatArray
+    clipped: FloatArray  # what the smoothing read: raw, the diverged tail clipped
     blowup: int | None  # where the loss blew up (a non-finite loss may be past the prefix)
     blowup_lr: float | None
 
@@ -109,7 +110,7 @@ class _Curve:
         return float(1.4826 * np.median(np.abs(self.clipped[:end] - self.trend[:end])))
 
 
-def _readable_curve(lrs, losses) -> _Curve | str:
+def _readable_curve(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> _Curve | str:
     """The curve the rules read, or the reason there is none."""
     lrs = np.asarray(lrs, dtype=np.float64)
     raw = np.asarray(losses, dtype=np.float64)
@@ -134,7 +135,7 @@ def _readable_curve(lrs, losses) -> _Curve | str:
     return _Curve(lrs, raw, reading.trend[:end], reading.values[:end], blowup, blowup_lr)
 
 
-def assess(lrs, losses) -> Verdict:
+def assess(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Verdict:
     """The confidence verdict of a curve (see the module docstring)."""
     curve = _readable_curve(lrs, losses)
     if isinstance(curve, str):
@@ -197,7 +198,7 @@ def _with_verdict(suggestion: Suggestion, verdict: Verdict) -> Suggestion:
                    interval=verdict.interval)
 
 
-def steepest(lrs, losses) -> Suggestion:
+def steepest(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
     """LR where the loss falls fastest per decade, before its minimum."""
     curve = _readable_curve(lrs, losses)
     if isinstance(curve, str):
@@ -211,7 +212,7 @@ def steepest(lrs, losses) -> Suggestion:
     return _with_verdict(Suggestion(float(curve.lrs[index]), "steepest", index), _assess(curve))
 
 
-def minimum(lrs, losses) -> Suggestion:
+def minimum(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
     """The LR at the loss's minimum divided by ``MINIMUM_DIVISOR``."""
     curve = _readable_curve(lrs, losses)
     if isinstance(curve, str):
@@ -221,7 +222,7 @@ def minimum(lrs, losses) -> Suggestion:
     return _with_verdict(suggestion, _assess(curve))
 
 
-def edge(lrs, losses) -> Suggestion:
+def edge(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
     """The LR where the loss blew up divided by ``EDGE_DIVISOR``; ``minimum`` without one."""
     curve = _readable_curve(lrs, losses)
     if isinstance(curve, str):
@@ -237,7 +238,7 @@ def edge(lrs, losses) -> Suggestion:
     return suggestion
 
 
-def _longest_decreasing_run(values: np.ndarray) -> tuple[int, int]:
+def _longest_decreasing_run(values: FloatArray) -> tuple[int, int]:
     """(start, end) of fastai's valley: the longest strictly decreasing subsequence ends at end,
     and start = end - its length."""
     n = len(values)
@@ -253,7 +254,7 @@ def _longest_decreasing_run(values: np.ndarray) -> tuple[int, int]:
     return max_start, max_end
 
 
-def valley(lrs, losses) -> Suggestion:
+def valley(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
     """fastai's ``valley``: 1/3 + 1/6 of the way along the longest descending valley.
 
     Like fastai, the first tenth and the last five points are left out.
@@ -281,7 +282,7 @@ METHODS: dict[str, Callable[..., Suggestion]] = {
 DEFAULT_METHOD = "edge"
 
 
-def suggest(lrs, losses, method: str = "default") -> Suggestion:
+def suggest(lrs: npt.ArrayLike, losses: npt.ArrayLike, method: str = "default") -> Suggestion:
     """The suggestion of ``method`` ("default" or a name in METHODS)."""
     name = DEFAULT_METHOD if method == "default" else method
     if name not in METHODS:

@@ -1,0 +1,167 @@
+"""Every option of every config group composes from the checkout's conf/, and what it names
+builds where that is cheap and offline. Options are found on disk: a new yaml is covered
+without touching this file."""
+
+from functools import cache
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import InstantiationException
+from hydra.utils import get_object, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from lrexp.app import data
+from lrexp.app.schema import LrexpConfig, check, register
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+BASE = "base"  # folders of partial nodes that options extend (defaults: [base/...@_here_])
+register()
+
+
+def options_on_disk(conf: Path) -> list[str]:
+    """'group=option' for every yaml below conf but the primary config and the base nodes."""
+    return sorted(f"{path.parent.relative_to(conf).as_posix()}={path.stem}"
+                  for path in conf.rglob("*.yaml")
+                  if path.parent != conf and BASE not in path.relative_to(conf).parts)
+
+
+OPTIONS = options_on_disk(CONF)
+
+
+def of_group(group: str) -> list[str]:
+    return [option for option in OPTIONS if option.split("=")[0] == group]
+
+
+@cache
+def composed() -> dict[str, DictConfig]:
+    """Each option composed once, with Hydra's own node (the launcher and sweeps live there)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return {option: compose("config", overrides=[option], return_hydra_config=True)
+                for option in OPTIONS}
+
+
+def targets(node: dict, path: str = ""):
+    """(path, target) of every node below ``node`` (a plain dict) that names a ``_target_``."""
+    if "_target_" in node:
+        yield path, node["_target_"]
+    for key, value in node.items():
+        if isinstance(value, dict):
+            yield from targets(value, f"{path}.{key}".lstrip("."))
+
+
+def test_every_group_the_app_reads_has_options():
+    groups = {option.split("=")[0] for option in OPTIONS}
+    assert {"net", "dataset", "optimizer", "tracking", "experiment", "sweep",
+            "hydra/launcher"} <= groups
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+def test_option_composes_and_passes_the_checks(option):
+    cfg = composed()[option]
+    group, name = option.split("=")
+    assert cfg.hydra.runtime.choices[group] == name
+    check(cfg)  # the schema's ranges hold for every shipped option
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+def test_every_target_an_option_names_imports(option):
+    named = list(targets(OmegaConf.to_container(composed()[option], resolve=False)))
+    assert named  # at least net, dataset, optimizer and Hydra's callbacks
+    for path, target in named:
+        assert callable(get_object(target)), f"{option}: {path}._target_"
+
+
+@pytest.mark.parametrize("group", ["net", "dataset"])
+def test_the_base_nodes_are_not_options_of_their_group(group):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        listed = GlobalHydra.instance().config_loader().get_group_options(group)
+    assert sorted(listed) == [option.split("=")[1] for option in of_group(group)]
+    assert (CONF / group / BASE).is_dir()
+
+
+@pytest.mark.parametrize("option", of_group("optimizer"))
+def test_optimizer_builds_with_every_setting_it_names(option):
+    node = composed()[option].optimizer
+    optimizer = instantiate(node)([torch.nn.Parameter(torch.zeros(3))], lr=0.1)
+    assert isinstance(optimizer, torch.optim.Optimizer)
+    settings = {key: node[key] for key in node if not key.startswith("_")}
+    assert settings == {key: optimizer.defaults[key] for key in settings}
+
+
+def net_and_dataset_options() -> list[str]:
+    """Options that choose a net and a dataset: the groups themselves and the experiments."""
+    return of_group("net") + of_group("dataset") + of_group("experiment")
+
+
+@pytest.mark.parametrize("option", of_group("net") + of_group("experiment"))
+def test_net_builds_with_its_settings_and_its_head_has_the_classes(option):
+    node = composed()[option].net
+    if node.source == "timm":
+        pytest.importorskip("timm")
+    # models.build refuses a setting the net does not take (it would do nothing); forward
+    # passes of every net are test_models' job
+    net = instantiate(node, num_classes=7, in_channels=3, input_size=32)
+    head = [module for module in net.modules() if isinstance(module, torch.nn.Linear)][-1]
+    assert head.out_features == 7
+
+
+OFFLINE_DATASETS = {"digits", "sine", "synthetic"}
+
+
+def dataset_options(offline: bool) -> list[str]:
+    return [option for option in of_group("dataset") + of_group("experiment")
+            if (composed()[option].dataset.name in OFFLINE_DATASETS) == offline]
+
+
+@pytest.mark.parametrize("option", dataset_options(offline=True))
+def test_offline_dataset_builds_its_loaders(option):
+    loaders = instantiate(composed()[option].dataset, batch_size=8, seed=0, device_type="cpu")
+    inputs, labels = next(iter(loaders.train))
+    assert len(inputs) == len(labels) == 8
+
+
+@pytest.mark.parametrize("option", dataset_options(offline=False))
+def test_dataset_on_disk_takes_its_settings_and_says_where_it_looked(option, tmp_path):
+    # its builder binds every setting before it looks for the files: a setting it does not
+    # take would raise a TypeError instead
+    with pytest.raises(InstantiationException) as caught:
+        instantiate(composed()[option].dataset, root=str(tmp_path / "nowhere"), batch_size=8,
+                    seed=0, device_type="cpu")
+    assert isinstance(caught.value.__cause__, data.DatasetNotFoundError)
+    assert "dataset.root=" in str(caught.value.__cause__)
+
+
+@pytest.mark.parametrize("option", of_group("dataset"))
+def test_persistent_workers_only_where_there_are_workers(option):
+    node = composed()[option].dataset
+    assert ("persistent_workers" in node) == (node.num_workers > 0)
+
+
+@pytest.mark.parametrize("option", of_group("sweep"))
+def test_sweep_preset_sweeps_options_and_keys_that_exist(option):
+    cfg = composed()[option]
+    groups = {other.split("=")[0] for other in OPTIONS}
+    for key, values in cfg.hydra.sweeper.params.items():
+        if key in groups:
+            missing = [value for value in str(values).split(",")
+                       if f"{key}={value.strip()}" not in OPTIONS]
+            assert not missing, f"{option} sweeps {key} over options not on disk: {missing}"
+        else:
+            assert OmegaConf.select(cfg, key, default="<absent>") != "<absent>", \
+                f"{option} sweeps {key}, which the config does not have"
+
+
+def test_help_explains_exactly_the_settings_of_the_schema():
+    settings = composed()["hydra/help=lrexp"].hydra.help.settings
+    explained = {name.strip() for line in settings.splitlines()
+                 for name in line.split("  ")[0].split(",")}
+    groups = {"net", "dataset", "optimizer", "tracking"}
+    assert explained == set(LrexpConfig.__dataclass_fields__) - groups
+
+
+def test_config_yaml_repeats_no_schema_default():
+    primary = OmegaConf.load(CONF / "config.yaml")
+    assert set(primary) == {"defaults"}  # the schema (LrexpConfig) holds every default

@@ -103,3 +103,10 @@ def test_a_corrupt_image_is_named_and_fatal(tmp_path):
     loaders = data.build("imagefolder", root=str(tmp_path / "train"), batch_size=64)
     with pytest.raises(data.BadDataError, match=str(broken)):
         _first_batch(loaders)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_loaders_keep_worker_processes_only_where_there_are_workers(workers):
+    loaders = data.build("sine", batch_size=8, num_workers=workers, persistent_workers=True)
+    assert loaders.train.persistent_workers is (workers > 0)
+    assert loaders.val.persistent_workers is (workers > 0)

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from lrexp.app import models
+from lrexp.app.schema import ConfigError
 
 
 @pytest.mark.parametrize("name", models.available())
@@ -60,3 +61,14 @@ def test_timm_without_timm_names_the_extra():
     else:
         net = models.build("resnet18", num_classes=4, in_channels=1, source="timm")
         assert net(torch.randn(2, 1, 32, 32)).shape == (2, 4)
+
+
+@pytest.mark.parametrize("name", ["vgg16", "simple_cnn"])
+def test_an_option_the_net_does_not_take_is_named_not_ignored(name):
+    with pytest.raises(ConfigError, match=rf"net\.hidden=\[8\]: net '{name}' has no option"):
+        models.build(name, num_classes=10, hidden=[8])
+
+
+def test_densenet_takes_its_growth_rate():
+    net = models.build("densenet121", num_classes=10, growth=12)
+    assert net[0].out_channels == 24  # the stem: twice the growth rate

@@ -30,7 +30,10 @@ def plot(result: RangeTestResult, ax: Axes | None = None, *, title: str | None =
         if probes:
             plot_probes(result, axes[1])
     else:
-        fig = ax.figure
+        root = ax.get_figure(root=True)
+        if root is None:
+            raise ValueError("plot(ax=...) needs an Axes that belongs to a Figure")
+        fig = root
     lrs, raw, trend = result.lrs, result.losses, result.zero_lag
     if len(lrs) == 0:
         ax.text(0.5, 0.5, "empty curve", ha="center", va="center", transform=ax.transAxes)
@@ -97,6 +100,8 @@ def _mark_suggestions(ax: Axes, result: RangeTestResult, default) -> None:
 def plot_probes(result: RangeTestResult, ax: Axes) -> None:
     """The verify probes: each candidate's training loss per step, the chosen one bold."""
     verification = result.verification
+    if verification is None:
+        raise ValueError("plot_probes needs a result from range_test(..., verify=True)")
     colors = _palette(len(verification.probes))
     for index, (probe, color) in enumerate(zip(verification.probes, colors)):
         chosen = index == verification.chosen

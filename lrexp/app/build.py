@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from lrexp.app.schema import ConfigError
+
+if TYPE_CHECKING:  # the tracking package imports nothing heavy, but only types are needed here
+    from lrexp.tracking.mlflow_tracker import Tracker
 
 __all__ = ["Job", "build", "build_tracker", "engine_settings", "prepare_job", "run_names",
            "torch_threads"]
@@ -119,7 +122,7 @@ def engine_settings(cfg: DictConfig, device: Any, data: Any) -> dict[str, Any]:
     )
 
 
-def build_tracker(tracking: DictConfig | None, parent_run_id: str | None = None) -> Any:
+def build_tracker(tracking: DictConfig | None, parent_run_id: str | None = None) -> Tracker:
     """The tracker the ``tracking`` group names by ``_target_``; ``enabled: false`` (or no
     group at all) records nothing."""
     from lrexp.tracking.mlflow_tracker import NullTracker
@@ -128,8 +131,9 @@ def build_tracker(tracking: DictConfig | None, parent_run_id: str | None = None)
         return NullTracker()
     from hydra.utils import instantiate
 
-    settings = OmegaConf.masked_copy(tracking, [key for key in tracking if key != "enabled"])
-    return instantiate(settings, parent_run_id=parent_run_id)
+    settings = OmegaConf.masked_copy(tracking, [str(key) for key in tracking if key != "enabled"])
+    tracker: Tracker = instantiate(settings, parent_run_id=parent_run_id)
+    return tracker
 
 
 def run_names(cfg: DictConfig) -> dict[str, str]:

@@ -37,7 +37,7 @@ def write_status(out_dir: Path, names: Mapping[str, str], status: str,
     try:
         summary = RunSummary.read(path)
     except (OSError, ValueError, SummaryError):  # none yet, or unreadable: start afresh
-        summary = RunSummary(**names)
+        summary = RunSummary.named(names)
     try:
         replace(summary, status=status, error=error or summary.error).write(path)
     except OSError as write_error:

@@ -198,8 +198,10 @@ def _start_tracking(cfg: DictConfig, names: dict[str, str], job: Job, out_dir: P
     from lrexp.tracking.mlflow_tracker import flatten
 
     tracker = build_tracker(cfg.tracking, parent_run_id=_parent_run_id())
+    config = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(config, dict)  # a composed config is a mapping
     tracker.start(run_name="-".join(names.values()),
-                  params=flatten(OmegaConf.to_container(cfg, resolve=True)),
+                  params=flatten({str(key): value for key, value in config.items()}),
                   tags={**names, "device": str(job.device), "hydra_overrides": _overrides(),
                         "run_dir": str(out_dir.resolve())})
     return tracker
@@ -222,7 +224,7 @@ def _recorded_range_test(arguments: tuple[Any, ...], settings: dict[str, Any], t
         result = range_test(*arguments, on_step=on_step, **settings)
     except BaseException as error:
         writer.close()  # its last rows reach the disk before the failure is recorded
-        _record_failure(error, tracker, RunSummary(**names, device=device, steps=writer.rows),
+        _record_failure(error, tracker, RunSummary.named(names, device=device, steps=writer.rows),
                         out_dir, [out_dir / "config.yaml"], reraise_user_errors=True)
         raise  # not reached: _record_failure raises
     writer.close()
@@ -254,10 +256,13 @@ def _write_config(cfg: DictConfig, out_dir: Path) -> Path:
 
 def _curve_header(settings: dict[str, Any], names: dict[str, str]) -> Any:
     """An empty RangeTestResult holding the run's settings: the curve file's header."""
+    import numpy as np
+
     from lrexp.engine.result import RangeTestResult
 
     keys = ("beta", "diverge_th", "schedule", "min_lr", "max_lr", "num_iter", "steps_per_lr")
-    return RangeTestResult([], [], [], extra=dict(names),
+    empty = np.empty(0)
+    return RangeTestResult(empty, empty, empty, extra=dict(names),
                            loss_kind="train" if settings["val_loader"] is None else "val",
                            **{key: settings[key] for key in keys})
 

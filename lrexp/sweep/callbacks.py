@@ -14,7 +14,7 @@ import csv
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
@@ -22,12 +22,15 @@ from omegaconf import DictConfig
 from lrexp.sweep import interrupt
 from lrexp.tracking.summary import COLUMNS, SUMMARY_FILE, RunSummary, format_table
 
+if TYPE_CHECKING:
+    from lrexp.tracking.mlflow_tracker import Tracker
+
 log = logging.getLogger(__name__)
 
 class MlflowSweepCallback(Callback):
     def __init__(self) -> None:
         self.parent_run_id: str | None = None
-        self.tracker = None
+        self.tracker: Tracker | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from lrexp.app.build import build_tracker
@@ -64,7 +67,7 @@ class MlflowSweepCallback(Callback):
 
             overlay_path = save_figure(plot_overlay(curves), sweep_dir / "sweep_overlay.png")
         log.info("Sweep summary (%s):\n%s", table_path, format_table(rows))
-        if self.parent_run_id is not None:
+        if self.parent_run_id is not None and self.tracker is not None:
             if interrupt.was_interrupted(sweep_dir):
                 status = "KILLED"
             elif all(row["status"] == "FAILED" for row in rows):

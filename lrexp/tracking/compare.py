@@ -55,13 +55,15 @@ def summary_of(run: Any) -> RunSummary:
 
 def curve_of(client: Any, run: Any) -> Any:
     """The run's curve from its ``lr`` and ``loss`` histories."""
+    import numpy as np
+
     from lrexp.engine.curve import smooth
     from lrexp.engine.result import RangeTestResult
 
     history = {key: sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
                for key in ("lr", "loss")}
-    lrs = [m.value for m in history["lr"]]
-    losses = [m.value for m in history["loss"]]
+    lrs = np.array([m.value for m in history["lr"]], dtype=np.float64)
+    losses = np.array([m.value for m in history["loss"]], dtype=np.float64)
     beta = float(run.data.params.get("beta", 0.98))
     return RangeTestResult(lrs, losses, smooth(losses, beta), beta=beta,
                            schedule=run.data.params.get("schedule", "exp"))

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from lrexp.engine.result import STOP_REASONS, RangeTestResult
@@ -205,7 +206,7 @@ def parse_curve(text: str, path: Path) -> RangeTestResult:
     if not rows:
         raise RunDirError(f"{path} has a header but no complete row: the run stopped before its "
                           "first step, so there is nothing to import. Rerun the range test.")
-    lrs, losses, smoothed = zip(*rows)
+    lrs, losses, smoothed = np.array(rows, dtype=np.float64).T
     return RangeTestResult(lrs, losses, smoothed, stop_reason=_stop_reason(lines[0]))
 
 
@@ -348,12 +349,13 @@ def read_run_dir(run_dir: Path, staged: Path) -> RunDir:
             f"{run_dir} is not an lrexp run dir: {' and '.join(missing)} missing. Pass the folder "
             "that holds config.yaml and curve.csv (e.g. outputs/<date>/<time>)."
         )
-    summary_text = texts[SUMMARY]
+    config_text, summary_text, curve_text = texts[CONFIG], texts[SUMMARY], texts[CURVE]
+    assert config_text is not None and curve_text is not None  # checked as missing above
     return RunDir(
         path=run_dir,
-        config=parse_config(texts[CONFIG], run_dir / CONFIG),
+        config=parse_config(config_text, run_dir / CONFIG),
         summary=None if summary_text is None else parse_summary(summary_text, run_dir / SUMMARY),
-        curve=parse_curve(texts[CURVE], run_dir / CURVE),
+        curve=parse_curve(curve_text, run_dir / CURVE),
     )
 
 
@@ -388,14 +390,15 @@ def _tracker(run: RunDir, staged: Path, uri: str | None, experiment: str | None,
     MLFLOW_TRACKING_URI or MLflow's default; the run's experiment name is harmless."""
     tracking = run.tracking
     run_uri = _text(tracking.get("uri")) if use_run_dir_uri else None
-    timeout_s = tracking.get("timeout_s")
-    if not (is_number(timeout_s) and 0 < timeout_s < math.inf):
+    setting = tracking.get("timeout_s")
+    timeout_s = float(setting) if is_number(setting) else DEFAULT_TIMEOUT_S
+    if not 0 < timeout_s < math.inf:
         timeout_s = DEFAULT_TIMEOUT_S
     return _StagedTracker(
         staged,
         uri=resolve_tracking_uri(uri or run_uri),
         experiment=experiment or _text(tracking.get("experiment")) or DEFAULT_EXPERIMENT,
-        timeout_s=float(timeout_s),
+        timeout_s=timeout_s,
     )
 
 

@@ -306,7 +306,7 @@ class MlflowTracker:
         """Wait for ``start``'s thread; a Ctrl-C meanwhile waits too (the run being created
         must be closed, not left RUNNING), then goes on."""
         interrupted = None
-        while not self._opened():
+        while self._opening is not None and self._opening.is_alive():
             try:
                 self._opening.join()
             except KeyboardInterrupt as error:

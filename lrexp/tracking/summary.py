@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from lrexp.engine.suggest import METHODS
 
@@ -78,11 +78,17 @@ class RunSummary:
     error: str | None = None
 
     @classmethod
+    def named(cls, names: Mapping[str, str], **values: Any) -> RunSummary:
+        """A summary of the run ``names`` (net, dataset, optimizer) names."""
+        return cls(net=names.get("net", "?"), dataset=names.get("dataset", "?"),
+                   optimizer=names.get("optimizer", "?"), **values)
+
+    @classmethod
     def of_result(cls, result: Any, names: Mapping[str, str], seconds: float,
                   device: str) -> RunSummary:
         """The summary of a finished ``RangeTestResult``."""
         default = result.suggest("default")
-        return cls(**names, device=device, status=result.stop_reason, steps=len(result),
+        return cls.named(names, device=device, status=result.stop_reason, steps=len(result),
                    seconds=round(seconds, 3), suggested_lr=default.lr,
                    default_method=default.method, confidence=default.confidence,
                    confidence_reason=default.reason, interval=default.interval,
@@ -174,7 +180,7 @@ def _verify_from_dict(data: dict[str, Any]) -> VerifyRecord:
 
 
 # -- checks for a summary read from disk ---------------------------------------------------------
-def is_number(value: Any) -> bool:
+def is_number(value: Any) -> TypeGuard[int | float]:
     """A JSON number Python can use as a float (true and false are not numbers here)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False

@@ -53,6 +53,12 @@ def main() -> None:
         if exit_.code == 1 and not _task_started:
             raise SystemExit(2) from None
         raise
+    except ValueError as error:
+        if _task_started:
+            raise
+        # Hydra's own command-line checks (e.g. -m with --cfg) raise before any job
+        sys.stderr.write(f"lrexp: error: {error}. See python -m lrexp --help.\n")
+        raise SystemExit(2) from None
     except KeyboardInterrupt:
         # Outside a range test (between sweep jobs, a second Ctrl-C): what was recorded stays.
         sys.stderr.write("lrexp: interrupted\n")

@@ -84,9 +84,11 @@ def build_wheel(files: list[str], tmp_path: Path) -> Path:
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, source / name)
     wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-                    "--no-build-isolation", "-w", str(wheels), str(source)],
-                   check=True, capture_output=True, env=clean_env())
+    # --no-build-isolation: the running environment's setuptools (the dev extra), no network
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                            "--no-build-isolation", "-w", str(wheels), str(source)],
+                           capture_output=True, text=True, env=clean_env())
+    assert built.returncode == 0, built.stderr
     [wheel] = wheels.glob("lrexp-*.whl")
     return wheel
 
@@ -118,8 +120,9 @@ def test_wheel_ships_every_module_and_config_and_runs_installed_from_anywhere(tm
 
     python = fresh_venv(tmp_path / "venv")
     env = clean_env()
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index",
-                    str(wheel)], check=True, capture_output=True, env=env)
+    installed = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps",
+                                "--no-index", str(wheel)], capture_output=True, text=True, env=env)
+    assert installed.returncode == 0, installed.stderr
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     where = subprocess.run(

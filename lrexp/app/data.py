@@ -92,7 +92,8 @@ def build(
     world_size: int = 1,
     **options: Any,
 ) -> Data:
-    """Build dataset ``name`` and its loaders. ``pin_memory="auto"`` pins on CUDA only.
+    """Build dataset ``name`` and its loaders. ``pin_memory="auto"`` pins on CUDA only;
+    ``persistent_workers`` and ``multiprocessing_context`` apply only with ``num_workers > 0``.
 
     The train loader shuffles with a generator seeded by ``seed`` and drops the last partial
     batch (a batch of one breaks BatchNorm). With ``world_size > 1`` (torchrun) each rank reads

@@ -423,11 +423,16 @@ class MlflowTracker:
         return found.experiment_id
 
     def _log_image(self, run_id: str, path: Path, key: str) -> None:
-        """A PNG as a keyed MLflow image (the chart view's image tiles)."""
+        """A PNG as a keyed MLflow image (the chart view's image tiles). Best effort: the file is
+        already an artifact, and an imported run dir's plot may not be an image at all."""
         from PIL import Image
 
-        with Image.open(path) as image:
-            rgb = image.convert("RGB")
+        try:
+            with Image.open(path) as image:
+                rgb = image.convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError) as error:
+            log.warning("%s is not shown as an MLflow image: %s", path.name, error)
+            return
         self._call(lambda: self._client.log_image(run_id, rgb, key=key, step=0), "log image")
 
     def _log_metrics(self, metrics: list) -> None:

@@ -112,19 +112,20 @@ def build(
         # Name the start method: inside a joblib (loky) worker the inherited default context
         # cannot start DataLoader workers ("'Process' object has no attribute 'env'").
         multiprocessing_context = "fork" if sys.platform == "linux" else "spawn"
-    common = {
+    common: dict[str, Any] = {  # what every loader of this dataset shares
         "batch_size": batch_size,
         "num_workers": num_workers,
         "pin_memory": pin,
         "persistent_workers": persistent_workers and num_workers > 0,
         "multiprocessing_context": multiprocessing_context if num_workers > 0 else None,
     }
-    drop_last = len(splits.train) > batch_size * world_size
+    drop_last = len(splits.train) > batch_size * world_size  # type: ignore[arg-type]
     if world_size > 1:
         from torch.utils.data.distributed import DistributedSampler
 
-        sampler = DistributedSampler(splits.train, num_replicas=world_size, rank=rank,
-                                     shuffle=True, seed=seed, drop_last=True)
+        sampler: DistributedSampler[Any] = DistributedSampler(
+            splits.train, num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
+            drop_last=True)
         train = DataLoader(splits.train, sampler=sampler, drop_last=drop_last, **common)
     else:
         generator = torch.Generator().manual_seed(seed)
@@ -154,7 +155,8 @@ def _load_digits():
     import numpy as np
 
     spec = importlib.util.find_spec("sklearn")
-    csv = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec else None
+    origin = spec.origin if spec else None
+    csv = Path(origin).parent / "datasets" / "data" / "digits.csv.gz" if origin else None
     if csv is None or not csv.exists():  # a future layout: take the public API
         from sklearn.datasets import load_digits
 

@@ -1,6 +1,6 @@
 """Hydra callback for sweeps: one parent MLflow run per multirun, every job its child.
 
-Registered in conf/config.yaml under ``hydra.callbacks``. At sweep start it opens the parent run
+Registered in conf/hydra/default.yaml under ``callbacks``. At sweep start it opens the parent run
 and leaves its id in the sweep dir (``mlflow_parent_run_id``), where every job finds it, in
 this process or another (joblib, submitit), without any environment variable. At sweep end it
 collects each job's ``summary.json`` and ``curve.csv`` from the sweep dir, writes the summary

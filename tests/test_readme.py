@@ -1,0 +1,113 @@
+"""The README runs as written: its Python blocks run and print what it shows, every
+``python -m lrexp ...`` line composes into configs that pass the checks (every job of a sweep
+line), and every module or script it names exists. A block the README marks with
+``<!-- readme-test: skip (why) -->`` just before it is not run (API references, placeholders)."""
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from lrexp.app.schema import check, register
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+CONF = str(ROOT / "conf")
+register()
+
+_BLOCK = re.compile(
+    r"(?P<skip><!-- readme-test: skip[^>]*-->\s*)?```(?P<lang>\w*)\n(?P<body>.*?)```", re.S)
+# commands quoted inline too (the scale ladder's table)
+_INLINE = re.compile(r"`((?:python -m lrexp|torchrun)[^`]*)`")
+
+
+def blocks(lang: str) -> list[str]:
+    return [m["body"] for m in _BLOCK.finditer(README) if m["lang"] == lang and not m["skip"]]
+
+
+def _printed_after(body: str) -> str | None:
+    """The ```text block right after "prints:" following ``body``, if the README shows one."""
+    after = README[README.index(body) + len(body):]
+    match = re.match(r"```\s*\n+prints[^\n]*:\s*\n+```text\n(.*?)```", after, re.S)
+    return match[1] if match else None
+
+
+def shell_lines() -> list[str]:
+    lines = []
+    for body in blocks("bash"):
+        joined = body.replace("\\\n", " ")
+        for line in joined.splitlines():
+            command = line.split(" #", 1)[0].strip()
+            if command:
+                lines.append(command)
+    return lines + _INLINE.findall(README)
+
+
+def lrexp_commands() -> list[list[str]]:
+    """The arguments of every app command (``python -m lrexp ...``, ``torchrun ... -m lrexp``)."""
+    commands = []
+    for line in shell_lines():
+        words = shlex.split(line)
+        if "lrexp" in words and words[words.index("lrexp") - 1] == "-m":
+            arguments = words[words.index("lrexp") + 1:]
+            if not any(a.startswith("--") for a in arguments):  # --help, --cfg: no overrides
+                commands.append(arguments)
+    return commands
+
+
+def _jobs(arguments: list[str]) -> list[list[str]]:
+    """The override lists Hydra's basic sweeper makes of one command line."""
+    if "-m" not in arguments and "--multirun" not in arguments:
+        return [arguments]
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = [a for a in arguments if a not in ("-m", "--multirun")]
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("config", overrides=[o for o in overrides if "," not in o],
+                      return_hydra_config=True)
+    params = [f"{k}={v}" for k, v in (cfg.hydra.sweeper.get("params") or {}).items()]
+    parsed = OverridesParser.create().parse_overrides(params + overrides)
+    return [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def test_the_readme_names_commands_to_check():
+    assert len(lrexp_commands()) >= 8 and blocks("python")
+
+
+@pytest.mark.parametrize("arguments", lrexp_commands(), ids=" ".join)
+def test_every_app_command_composes_and_passes_the_checks(arguments):
+    for job in _jobs(arguments):
+        with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+            cfg = compose("config", overrides=job)
+        check(cfg)
+
+
+@pytest.mark.slow
+def test_every_module_and_script_the_readme_runs_exists():
+    for line in shell_lines():
+        words = shlex.split(line)
+        for index, word in enumerate(words[:-1]):
+            if word == "-m" and words[index + 1].startswith("lrexp."):
+                module = words[index + 1]
+                help_run = subprocess.run([sys.executable, "-m", module, "--help"],
+                                          capture_output=True, text=True, timeout=120)
+                assert help_run.returncode == 0, f"{line}: {help_run.stderr[-500:]}"
+        for word in words:
+            if word.startswith("scripts/"):
+                assert (ROOT / word).is_file(), line
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("body", blocks("python"), ids=lambda body: body.splitlines()[0][:40])
+def test_python_blocks_run_and_print_what_the_readme_shows(body, tmp_path):
+    proc = subprocess.run([sys.executable, "-c", body], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    shown = _printed_after(body)
+    if shown is not None:
+        assert proc.stdout.strip() == shown.strip()

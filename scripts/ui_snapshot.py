@@ -18,9 +18,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -64,6 +66,18 @@ def wait_for_json(url: str, proc: subprocess.Popen, what: str, timeout_s: float 
         except OSError:
             time.sleep(0.3)
     raise SystemExit(f"ui_snapshot: {what} did not answer in {timeout_s:.0f} s.")
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to the process and everything it started; SIGKILL if it lingers."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=20)
 
 
 class Page:
@@ -191,12 +205,14 @@ def main() -> int:
     ui_url = f"http://127.0.0.1:{ui_port}"
     ui = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port",
                            str(ui_port), "--backend-store-uri", f"sqlite:///{work / 'mlflow.db'}"],
-                          cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                          cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          start_new_session=True)  # its uvicorn workers go with it (killpg)
     browser = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu",
                                 "--no-first-run", "--disable-background-networking",
                                 "--hide-scrollbars", f"--remote-debugging-port={browser_port}",
                                 f"--user-data-dir={work / 'profile'}", "about:blank"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)  # and chromium its renderers
     try:
         wait_for_json(f"{ui_url}/health", ui, "mlflow ui")
         wait_for_json(f"http://127.0.0.1:{browser_port}/json/version", browser, "chromium")
@@ -212,8 +228,7 @@ def main() -> int:
             {"id": parent.info.run_id, "name": parent.info.run_name}, children, args.out))
     finally:
         for proc in (browser, ui):
-            proc.terminate()
-            proc.wait(timeout=20)
+            stop_group(proc)
         shutil.rmtree(work, ignore_errors=True)
     (args.out / "pages.json").write_text(json.dumps(report, indent=1))
     missing = {name: page["missing"] for name, page in report.items() if page["missing"]}

@@ -1,10 +1,74 @@
+"""Fixtures for every test: a hermetic environment, and one real ``mlflow server`` per session.
+
+The README's ``python -m pytest -q`` is the fast loop (pyproject's addopts deselect the tests
+marked slow); ``python -m pytest -q -m slow`` runs the slow end-to-end tests.
+"""
+
+import logging
 import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import uuid
+from pathlib import Path
 
 import matplotlib
 import pytest
 
 matplotlib.use("Agg")  # tests never need a display
-os.environ.setdefault("MPLBACKEND", "Agg")
+
+ROOT = Path(__file__).resolve().parents[1]
+# What the app writes into its working dir (.gitignore lists them): none may appear in the repo.
+APP_LEFTOVERS = ("outputs/*", "outputs/multirun", "mlflow.db", "mlflow.db.lock", "mlruns",
+                 "mlartifacts", "result.jpg", "compare_runs.png")
+FROM_THE_SHELL = re.compile(r"^(MLFLOW_|HYDRA_)")  # settings of the caller's, not the test's
+
+
+def _app_leftovers() -> set[str]:
+    return {str(p.relative_to(ROOT)) for pattern in APP_LEFTOVERS for p in ROOT.glob(pattern)
+            if p.name != ".gitkeep"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _repo_stays_clean():
+    before = _app_leftovers()
+    yield
+    written = sorted(_app_leftovers() - before)
+    assert not written, f"tests wrote into the repository: {written}"
+
+
+@pytest.fixture(autouse=True)
+def hermetic(monkeypatch, tmp_path):
+    """Each test runs in its tmp_path (Hydra's outputs/ and MLflow's default store land there),
+    without MLFLOW_* or HYDRA_* settings from the shell, and leaves no process-wide state
+    behind: environment variables the code under test set, signal handlers, root log handlers,
+    torch's thread count, Hydra's singletons, lrexp's per-process flags."""
+    from app_runs import reset_process_state
+
+    environ = dict(os.environ)
+    for name in list(os.environ):
+        if FROM_THE_SHELL.match(name):
+            del os.environ[name]
+    os.environ["MPLBACKEND"] = "Agg"  # also for subprocesses
+    monkeypatch.chdir(tmp_path)
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
+    reset_process_state()
+    yield
+    reset_process_state()
+    if threads is not None:
+        sys.modules["torch"].set_num_threads(threads)
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
+    root = logging.getLogger()
+    for handler in root.handlers[:]:  # pytest's own handlers come and go with each phase
+        if not type(handler).__module__.startswith("_pytest"):
+            root.removeHandler(handler)
+            handler.close()
+    os.environ.clear()
+    os.environ.update(environ)
 
 
 @pytest.fixture(autouse=True)
@@ -12,3 +76,50 @@ def _seeded():
     import torch
 
     torch.manual_seed(0)
+
+
+# -- one mlflow server for the session -----------------------------------------------------------
+SERVER_FIXTURE = "mlflow_server_uri"
+_server = None
+
+
+def pytest_collection_finish(session):
+    """Start the shared server as soon as the selection is known and needs it: it imports for
+    seconds while the first tests run."""
+    global _server
+    if any(SERVER_FIXTURE in getattr(item, "fixturenames", ()) for item in session.items):
+        from mlflow_server import MlflowServer
+
+        _server = MlflowServer(Path(tempfile.mkdtemp(prefix="lrexp-mlflow-server-"))).start()
+
+
+def pytest_sessionfinish(session):
+    if _server is not None:
+        _server.stop()
+        shutil.rmtree(_server.workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server_uri() -> str:
+    """A real ``mlflow server`` (SQLite backend, proxied artifacts) shared by the session's
+    tests; each test keeps to an experiment of its own (``experiment_name``)."""
+    if _server is None:  # e.g. requested through getfixturevalue
+        pytest.fail("the shared mlflow server was not started at collection")
+    return _server.wait_ready()
+
+
+@pytest.fixture
+def experiment_name(request) -> str:
+    """An experiment name no other test (nor an earlier session on the same store) uses."""
+    return f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', request.node.name)[:60]}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def shared_sqlite_uri(tmp_path_factory) -> str:
+    """One real SQLite store for the session (creating one costs seconds): for tests of the
+    tracker itself, each in an experiment of its own."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
+    MlflowClient(uri).search_experiments()  # created and migrated here, once
+    return uri

@@ -1,37 +1,13 @@
 """Compose the real configs (hydra.compose) and run them through the real runner."""
 
 import json
-from pathlib import Path
 
 import pytest
+from app_runs import compose_config, run_config
 from fake_datasets import write_cifar
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
-from lrexp.app.runner import EXIT_OK, run
-from lrexp.app.schema import register
+from lrexp.app.runner import EXIT_OK
 from lrexp.engine.result import RangeTestResult
-
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
-register()
-
-
-def compose_config(*overrides, out_dir=None):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("config", overrides=["tracking=none", "progress=false", *overrides],
-                      return_hydra_config=True)
-    if out_dir is not None:
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(out_dir)
-    return cfg
-
-
-def run_config(cfg):
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]  # a real job's config has no hydra node
-    return run(cfg)
 
 
 def test_default_config_is_the_offline_digits_run():
@@ -51,9 +27,11 @@ def test_cifar100_vgg16_is_the_original_experiment():
 
 
 def test_cifar100_vgg16_runs_on_a_tiny_cifar100_on_disk(tmp_path, monkeypatch):
-    write_cifar(tmp_path / "data", 100, monkeypatch, per_file=130)
+    write_cifar(tmp_path / "data", 100, monkeypatch, per_file=30)
+    # the experiment's net, data and optimizer; a batch of 8, not 64: VGG16 is costly on a CPU
     cfg = compose_config("experiment=cifar100_vgg16", f"dataset.root={tmp_path / 'data'}",
-                         "num_iter=3", "dataset.num_workers=0", out_dir=tmp_path / "run")
+                         "num_iter=3", "batch_size=8", "dataset.num_workers=0",
+                         out_dir=tmp_path / "run")
     assert run_config(cfg) == EXIT_OK
     curve = RangeTestResult.from_csv(tmp_path / "run" / "curve.csv")
     assert len(curve) == 3 and curve.extra["net"] == "vgg16"
@@ -78,10 +56,15 @@ def test_linear_epoch_trains_one_epoch_per_evenly_spaced_lr(tmp_path):
     assert steps == pytest.approx([steps[0]] * 2)
 
 
-@pytest.mark.parametrize("net", ["mlp", "vgg11", "resnet18", "mobilenetv2", "tv"])
+# test_models trains every registered net one step; here the app builds them from their config
+# group: torchvision's builder in the fast loop, the zoo's full-size nets among the slow tests
+@pytest.mark.parametrize("net", ["tv", *(pytest.param(net, marks=pytest.mark.slow) for net in
+                                         ("mlp", "vgg11", "resnet18", "mobilenetv2"))])
 def test_nets_compose_and_run_three_steps(tmp_path, net):
     cfg = compose_config(f"net={net}", "num_iter=3", "batch_size=4", out_dir=tmp_path)
     assert run_config(cfg) == EXIT_OK
+    curve = RangeTestResult.from_csv(tmp_path / "curve.csv")
+    assert len(curve) == 3 and curve.extra["net"] == cfg.net.name
 
 
 @pytest.mark.parametrize("override,needle", [

@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import signal
-import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -18,6 +17,13 @@ import matplotlib
 import pytest
 
 matplotlib.use("Agg")  # tests never need a display
+# One torch thread here and in the processes tests start: on 2 cores shared with an mlflow
+# server and other jobs, OpenMP's spinning threads oversubscribe them (an MLP range test of 66
+# steps took 11 s with 2 threads under load, 0.4 s with 1). Nothing tested depends on it.
+os.environ["OMP_NUM_THREADS"] = "1"
+import torch  # noqa: E402 - after OMP_NUM_THREADS
+
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 # What the app writes into its working dir (.gitignore lists them): none may appear in the repo.
@@ -54,12 +60,11 @@ def hermetic(monkeypatch, tmp_path):
     os.environ["MPLBACKEND"] = "Agg"  # also for subprocesses
     monkeypatch.chdir(tmp_path)
     handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
+    threads = torch.get_num_threads()
     reset_process_state()
     yield
     reset_process_state()
-    if threads is not None:
-        sys.modules["torch"].set_num_threads(threads)
+    torch.set_num_threads(threads)  # the runner sets it under the joblib launcher
     for signum, handler in handlers.items():
         signal.signal(signum, handler)
     root = logging.getLogger()
@@ -73,8 +78,6 @@ def hermetic(monkeypatch, tmp_path):
 
 @pytest.fixture(autouse=True)
 def _seeded():
-    import torch
-
     torch.manual_seed(0)
 
 

@@ -146,6 +146,7 @@ def test_an_unusable_sqlite_store_is_given_up_at_once_with_one_warning(tmp_path,
     assert "mlflow.db" in warning
 
 
+@pytest.mark.slow  # the tracker's part is the test above; the run's, test_tracking's unreachable
 def test_a_run_on_an_unusable_store_costs_one_warning_not_minutes(tmp_path):
     _unusable_store(tmp_path / "mlflow.db", "a corrupt file")
     started = time.monotonic()

@@ -219,16 +219,15 @@ def test_the_run_dirs_tracking_uri_is_ignored(tmp_path, store, experiment, monke
     assert the_run(store, experiment).info.status == "FINISHED"
 
 
-def test_use_run_dir_uri_sends_to_the_store_the_run_names(tmp_path, store, capsys):
-    other = tmp_path / "other.db"
-    config = CONFIG_YAML.replace("uri: null", f"uri: sqlite:///{other}")
+def test_use_run_dir_uri_sends_to_the_store_the_run_names(tmp_path, store, experiment, capsys):
+    # the run dir names the shared store; without the flag the run would go to MLflow's
+    # default, sqlite:///mlflow.db in the working dir
+    config = CONFIG_YAML.replace("uri: null", f"uri: {store[0]}")
     run_dir = make_run_dir(tmp_path, config=config)
-    experiment = f"own-{uuid.uuid4().hex[:10]}"
-    client = MlflowClient(f"sqlite:///{other}")
-    client.create_experiment(experiment, artifact_location=(tmp_path / "artifacts").as_uri())
     code = main([str(run_dir), "--use-run-dir-uri", "--experiment", experiment])
     assert code == 0, capsys.readouterr().err
-    assert the_run((None, client), experiment).info.status == "FINISHED"
+    assert the_run(store, experiment).info.status == "FINISHED"
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 # -- bad run dirs: exit 2, one paragraph, nothing in the store -----------------------------------

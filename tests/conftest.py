@@ -9,6 +9,8 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -26,15 +28,20 @@ import torch  # noqa: E402 - after OMP_NUM_THREADS
 torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
-# What the app writes into its working dir (.gitignore lists them): none may appear in the repo.
-APP_LEFTOVERS = ("outputs/*", "outputs/multirun", "mlflow.db", "mlflow.db.lock", "mlruns",
-                 "mlartifacts", "result.jpg", "compare_runs.png")
+# What the app and MLflow write into a working dir (.gitignore lists them): a test that ran with
+# the repository as its working dir leaves them there.
+APP_LEFTOVERS = ("outputs", "mlflow.db", "mlflow.db.lock", "mlruns", "mlartifacts", "result.jpg",
+                 "compare_runs.png")
 FROM_THE_SHELL = re.compile(r"^(MLFLOW_|HYDRA_)")  # settings of the caller's, not the test's
 
 
 def _app_leftovers() -> set[str]:
-    return {str(p.relative_to(ROOT)) for pattern in APP_LEFTOVERS for p in ROOT.glob(pattern)
-            if p.name != ".gitkeep"}
+    found = set()
+    for name in APP_LEFTOVERS:
+        path = ROOT / name
+        found |= {str(p.relative_to(ROOT)) for p in [path, *(path.rglob("*") if path.is_dir()
+                                                               else [])] if p.exists()}
+    return found
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -42,7 +49,7 @@ def _repo_stays_clean():
     before = _app_leftovers()
     yield
     written = sorted(_app_leftovers() - before)
-    assert not written, f"tests wrote into the repository: {written}"
+    assert not written, f"tests wrote into the repository: {written[:10]}"
 
 
 @pytest.fixture(autouse=True)
@@ -81,16 +88,27 @@ def _seeded():
     torch.manual_seed(0)
 
 
-# -- one mlflow server for the session -----------------------------------------------------------
-SERVER_FIXTURE = "mlflow_server_uri"
+# -- one mlflow server and one SQLite store for the session -------------------------------------
+# Both take seconds to create (imports, schema migrations): once the selection is known, any the
+# selected tests need are started in processes of their own while the first tests run.
+SERVER_FIXTURE, STORE_FIXTURE = "mlflow_server_uri", "shared_sqlite_uri"
 _server = None
+_store: tuple[Path, subprocess.Popen] | None = None
+MAKE_STORE = "import sys; from mlflow.tracking import MlflowClient; " \
+             "MlflowClient(sys.argv[1]).search_experiments()"
 
 
 def pytest_collection_finish(session):
-    """Start the shared server as soon as the selection is known and needs it: it imports for
-    seconds while the first tests run."""
-    global _server
-    if any(SERVER_FIXTURE in getattr(item, "fixturenames", ()) for item in session.items):
+    global _server, _store
+    needed = {name for item in session.items for name in getattr(item, "fixturenames", ())}
+    if STORE_FIXTURE in needed:
+        folder = Path(tempfile.mkdtemp(prefix="lrexp-sqlite-store-"))
+        # cwd: MLflow resolves the store's artifact root (./mlruns) against it
+        _store = folder, subprocess.Popen(
+            [sys.executable, "-c", MAKE_STORE, f"sqlite:///{folder / 'mlflow.db'}"], cwd=folder,
+            env={k: v for k, v in os.environ.items() if not FROM_THE_SHELL.match(k)},
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if SERVER_FIXTURE in needed:
         from mlflow_server import MlflowServer
 
         _server = MlflowServer(Path(tempfile.mkdtemp(prefix="lrexp-mlflow-server-"))).start()
@@ -100,6 +118,10 @@ def pytest_sessionfinish(session):
     if _server is not None:
         _server.stop()
         shutil.rmtree(_server.workdir, ignore_errors=True)
+    if _store is not None:
+        _store[1].kill()
+        _store[1].wait()
+        shutil.rmtree(_store[0], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -111,18 +133,29 @@ def mlflow_server_uri() -> str:
     return _server.wait_ready()
 
 
+@pytest.fixture(scope="session")
+def shared_sqlite_uri() -> str:
+    """A real SQLite store shared by the session's tests, each in an experiment of its own."""
+    if _store is None:
+        pytest.fail("the shared SQLite store was not made at collection")
+    folder, maker = _store
+    _, error = maker.communicate(timeout=180)
+    assert maker.returncode == 0, f"making the shared SQLite store failed:\n{error}"
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    # MLflow keeps one store object per URI in a process, its artifact root resolved against
+    # the working dir it was made in: make this process's there too, not in the repository
+    from mlflow.tracking import MlflowClient
+
+    started_in = os.getcwd()
+    os.chdir(folder)
+    try:
+        MlflowClient(uri).search_experiments()
+    finally:
+        os.chdir(started_in)
+    return uri
+
+
 @pytest.fixture
 def experiment_name(request) -> str:
     """An experiment name no other test (nor an earlier session on the same store) uses."""
     return f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', request.node.name)[:60]}-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture(scope="session")
-def shared_sqlite_uri(tmp_path_factory) -> str:
-    """One real SQLite store for the session (creating one costs seconds): for tests of the
-    tracker itself, each in an experiment of its own."""
-    from mlflow.tracking import MlflowClient
-
-    uri = f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
-    MlflowClient(uri).search_experiments()  # created and migrated here, once
-    return uri

@@ -14,7 +14,7 @@ import pytest
 import torch
 from app_runs import curve_rows, lrexp_main, poll_until, signal_this_process_when
 from mlflow.tracking import MlflowClient
-from sweep_checks import lrexp_cli, runs_of
+from sweep_checks import assert_child_matches_its_run_dir, lrexp_cli, runs_of
 
 from lrexp.engine.result import RangeTestResult
 
@@ -30,8 +30,8 @@ def assert_user_error(finished, *needles):
         assert needle in finished.output, finished.output
 
 
-def test_default_run_writes_plot_and_curve_under_outputs_and_no_store(tmp_path):
-    finished = lrexp("num_iter=30")
+def test_default_run_writes_under_outputs_and_tracks_into_the_default_store(tmp_path):
+    finished = lrexp_main("num_iter=30")  # the README's `python -m lrexp`, a shorter ramp
     assert finished.returncode == 0, finished.output
     [run_dir] = [p.parent for p in (tmp_path / "outputs").glob("*/*/curve.csv")]
     assert (run_dir / "plot.png").read_bytes()[:4] == b"\x89PNG"
@@ -39,7 +39,10 @@ def test_default_run_writes_plot_and_curve_under_outputs_and_no_store(tmp_path):
     assert (run_dir / "config.yaml").exists() and (run_dir / ".hydra").is_dir()
     assert "Starting the LR range test" in (run_dir / "lrexp.log").read_text()
     assert "suggested LR" in finished.output and str(run_dir) in finished.output
-    assert not (tmp_path / "mlflow.db").exists()  # tracking=none: no store anywhere
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")  # MLflow's default store
+    [run] = runs_of(client)
+    assert run.info.status == "FINISHED" and run.info.run_name == "simple_cnn-digits-SGD"
+    assert_child_matches_its_run_dir(client, run, run_dir)
 
 
 def test_unknown_net_lists_the_available_nets():

@@ -57,10 +57,10 @@ def test_linear_epoch_trains_one_epoch_per_evenly_spaced_lr(tmp_path):
     assert steps == pytest.approx([steps[0]] * 2)
 
 
-# test_models trains every registered net one step; here the app builds them from their config
-# group: torchvision's builder in the fast loop, the zoo's full-size nets among the slow tests
-@pytest.mark.parametrize("net", ["tv", *(pytest.param(net, marks=pytest.mark.slow) for net in
-                                         ("mlp", "vgg11", "resnet18", "mobilenetv2"))])
+# Slow: in the fast loop test_configs builds every net option and test_models trains each one a
+# step; here the whole app runs them, full size
+@pytest.mark.slow
+@pytest.mark.parametrize("net", ["mlp", "vgg11", "resnet18", "mobilenetv2", "tv"])
 def test_nets_compose_and_run_three_steps(tmp_path, net):
     cfg = compose_config(f"net={net}", "num_iter=3", "batch_size=4", out_dir=tmp_path)
     assert run_config(cfg) == EXIT_OK

@@ -3,10 +3,10 @@
 import time
 
 import pytest
-from app_runs import lrexp_main, training_started, when_ready
+from app_runs import compose_config, lrexp_main, run_config, training_started, when_ready
 from mlflow.tracking import MlflowClient
 from mlflow_server import MlflowServer, free_port
-from sweep_checks import assert_child_matches_its_run_dir, check_sweep, runs_of
+from sweep_checks import check_sweep, runs_of
 
 from lrexp.engine.result import RangeTestResult
 from lrexp.tracking.compare import main as compare_runs
@@ -17,14 +17,14 @@ from lrexp.tracking.store import with_retries
 MLFLOW_SQLITE_BUSY_TIMEOUT_S = 20  # mlflow/store/db/utils.py sets it on every session
 
 
-def test_single_run_goes_to_the_default_sqlite_store(tmp_path):
-    finished = lrexp_main("num_iter=25", "hydra.run.dir=run")
-    assert finished.returncode == 0, finished.output
-    assert (tmp_path / "mlflow.db").exists()  # MLflow's default store, in the working dir
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    [run] = runs_of(client)
-    assert run.info.status == "FINISHED" and run.info.run_name == "simple_cnn-digits-SGD"
-    assert_child_matches_its_run_dir(client, run, tmp_path / "run")
+# The default run into MLflow's default store (sqlite:///mlflow.db in the working dir):
+# test_cli.test_default_run_writes_under_outputs_and_tracks_into_the_default_store
+
+
+def test_tracking_none_writes_no_store(tmp_path):
+    assert run_config(compose_config("tracking=none", "num_iter=2", out_dir=tmp_path / "run")) == 0
+    assert (tmp_path / "run" / "curve.csv").exists()
+    assert not list(tmp_path.rglob("mlflow.db")) and not (tmp_path / "mlruns").exists()
 
 
 def test_sweep_over_http_has_one_parent_and_a_child_per_job_and_compares(
@@ -46,15 +46,15 @@ def test_sweep_over_http_has_one_parent_and_a_child_per_job_and_compares(
     assert (tmp_path / "cmp.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_unreachable_server_costs_seconds_and_keeps_everything_local(tmp_path):
+def test_unreachable_server_costs_seconds_and_keeps_everything_local(tmp_path, caplog):
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    cfg = compose_config("tracking=mlflow", f"tracking.uri={uri}", "tracking.timeout_s=2",
+                         "num_iter=10", "net=mlp", out_dir=tmp_path / "run")
     started = time.monotonic()
-    finished = lrexp_main("num_iter=10", "net=mlp", f"tracking.uri={uri}",
-                          "tracking.timeout_s=2", "hydra.run.dir=run")
-    assert finished.returncode == 0, finished.output
+    assert run_config(cfg) == 0
     assert time.monotonic() - started < 30
-    assert "did not answer" in finished.output
-    assert "python -m lrexp.tracking.import_run" in finished.output
+    assert "did not answer" in caplog.text
+    assert "python -m lrexp.tracking.import_run" in caplog.text
     assert (tmp_path / "run" / "curve.csv").exists()
 
 

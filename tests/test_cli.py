@@ -2,17 +2,16 @@
 
 Most tests run the real command line in this process (``app_runs.lrexp_main``); what only a
 process shows (its exit status, its imports, a signal to it) is checked on a real
-``python -m lrexp``.
+``python -m lrexp``. What a stop signal keeps, in this process: test_faults.
 """
 
-import json
 import signal
 import subprocess
 import sys
 
 import pytest
 import torch
-from app_runs import curve_rows, lrexp_main, poll_until, signal_this_process_when
+from app_runs import curve_rows, lrexp_main, poll_until
 from mlflow.tracking import MlflowClient
 from sweep_checks import assert_child_matches_its_run_dir, lrexp_cli, runs_of
 
@@ -31,11 +30,11 @@ def assert_user_error(finished, *needles):
 
 
 def test_default_run_writes_under_outputs_and_tracks_into_the_default_store(tmp_path):
-    finished = lrexp_main("num_iter=30")  # the README's `python -m lrexp`, a shorter ramp
+    finished = lrexp_main("num_iter=10")  # the README's `python -m lrexp`, a shorter ramp
     assert finished.returncode == 0, finished.output
     [run_dir] = [p.parent for p in (tmp_path / "outputs").glob("*/*/curve.csv")]
     assert (run_dir / "plot.png").read_bytes()[:4] == b"\x89PNG"
-    assert len(RangeTestResult.from_csv(run_dir / "curve.csv")) <= 30
+    assert len(RangeTestResult.from_csv(run_dir / "curve.csv")) <= 10
     assert (run_dir / "config.yaml").exists() and (run_dir / ".hydra").is_dir()
     assert "Starting the LR range test" in (run_dir / "lrexp.log").read_text()
     assert "suggested LR" in finished.output and str(run_dir) in finished.output
@@ -97,27 +96,6 @@ def test_help_lists_groups_without_importing_torch_or_mlflow(tmp_path):
 
 # A long, slow ramp: the range test is still running when the signal arrives.
 LONG_RUN = ("num_iter=100000", "max_lr=1e-3", "hydra.run.dir=run")
-
-
-@pytest.mark.parametrize("signum,exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
-                         ids=["ctrl_c", "sigterm"])
-def test_a_stop_signal_keeps_the_partial_curve_closes_the_run_killed_and_sets_the_exit_code(
-        tmp_path, shared_sqlite_uri, experiment_name, signum, exit_code):
-    curve = tmp_path / "run" / "curve.csv"
-    with signal_this_process_when(lambda: curve_rows(curve) >= 10, signum) as problems:
-        finished = lrexp_main(*LONG_RUN, "net=mlp", f"tracking.uri={shared_sqlite_uri}",
-                              f"tracking.experiment={experiment_name}")
-    assert not problems, problems
-    assert finished.returncode == exit_code, finished.output
-    assert "Traceback" not in finished.output
-    result = RangeTestResult.from_csv(curve)
-    assert result.stop_reason == "interrupted" and len(result) >= 10
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["status"] == "interrupted" and summary["steps"] == len(result)
-    client = MlflowClient(shared_sqlite_uri)
-    [run] = runs_of(client, experiment_name)
-    assert run.info.status == "KILLED"
-    assert len(client.get_metric_history(run.info.run_id, "loss")) == len(result)
 
 
 @pytest.mark.slow

@@ -12,7 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-from app_runs import compose_config, curve_rows, lrexp_main, poll_until, run_config
+from app_runs import (
+    compose_config,
+    curve_rows,
+    lrexp_main,
+    poll_until,
+    run_config,
+    signal_this_process_when,
+)
 from mlflow.tracking import MlflowClient
 from sweep_checks import runs_of, wait_until_training
 
@@ -53,6 +60,31 @@ def _tmpfs(path: Path, options: str):
 
 # A long, slow ramp: the range test is still running when the signal arrives.
 LONG_RUN = ("num_iter=100000", "max_lr=1e-3", "hydra.run.dir=run")
+
+
+@pytest.mark.parametrize("signum,exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+                         ids=["ctrl_c", "sigterm"])
+def test_a_stop_signal_keeps_the_partial_curve_closes_the_run_killed_and_sets_the_exit_code(
+        tmp_path, caplog, shared_sqlite_uri, experiment_name, signum, exit_code):
+    # The signal goes to this process while the runner trains in it; a real `python -m lrexp`
+    # gets one in the slow tests (test_cli, and SIGTERM below)
+    cfg = compose_config("tracking=mlflow", f"tracking.uri={shared_sqlite_uri}",
+                         f"tracking.experiment={experiment_name}", "net=mlp", *LONG_RUN[:2],
+                         out_dir=tmp_path / "run")
+    curve = tmp_path / "run" / "curve.csv"
+    with signal_this_process_when(lambda: curve_rows(curve) >= 10, signum) as problems:
+        code = run_config(cfg)
+    assert not problems, problems
+    assert code == exit_code, caplog.text
+    assert "Traceback" not in caplog.text
+    result = RangeTestResult.from_csv(curve)
+    assert result.stop_reason == "interrupted" and len(result) >= 10
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["steps"] == len(result)
+    client = MlflowClient(shared_sqlite_uri)
+    [run] = runs_of(client, experiment_name)
+    assert run.info.status == "KILLED"
+    assert _loss_steps(client, run) == len(result)
 
 
 @pytest.mark.slow

@@ -29,7 +29,7 @@ def test_tracking_none_writes_no_store(tmp_path):
 
 def test_sweep_over_http_has_one_parent_and_a_child_per_job_and_compares(
         tmp_path, mlflow_server_uri, experiment_name, capsys):
-    finished = lrexp_main("-m", "net=mlp,simple_cnn", "num_iter=15",
+    finished = lrexp_main("-m", "net=mlp,simple_cnn", "num_iter=10",
                           f"tracking.uri={mlflow_server_uri}",
                           f"tracking.experiment={experiment_name}")
     assert finished.returncode == 0, finished.output

@@ -24,7 +24,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lrexp.app.runner import run
 from lrexp.app.schema import register
@@ -47,6 +48,15 @@ def compose_config(*overrides: str, out_dir: Path | None = None) -> DictConfig:
         cfg.hydra.runtime.cwd = os.getcwd()  # this test's, not the first composer's
         if out_dir is not None:
             cfg.hydra.runtime.output_dir = str(out_dir)
+    return cfg
+
+
+def with_values(cfg: DictConfig, *overrides: str) -> DictConfig:
+    """``cfg`` with ``key=value`` overrides parsed by Hydra's override grammar and set as Hydra
+    sets them on the composed config: many values tried on one composition (a config group's
+    choice, ``net=mlp``, still needs ``compose_config``)."""
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
     return cfg
 
 

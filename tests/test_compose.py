@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from app_runs import compose_config, run_config
+from app_runs import compose_config, run_config, with_values
 from fake_datasets import write_cifar
 
 from lrexp.app.runner import EXIT_OK
@@ -84,7 +84,10 @@ def test_nets_compose_and_run_three_steps(tmp_path, net):
     ("net=mlp,net.hidden=[abc]", "net.hidden=['abc']"),
 ])
 def test_out_of_range_settings_exit_2_with_the_value(tmp_path, caplog, override, needle):
-    cfg = compose_config(*override.split(","), out_dir=tmp_path)
+    # composed once per net choice; each value set on a copy as Hydra would have set it
+    choices = [o for o in override.split(",") if o.startswith("net=")]
+    values = [o for o in override.split(",") if not o.startswith("net=")]
+    cfg = with_values(compose_config(*choices, out_dir=tmp_path), *values)
     assert run_config(cfg) == 2
     assert needle in caplog.text
     assert not (tmp_path / "curve.csv").exists()

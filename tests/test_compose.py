@@ -122,7 +122,7 @@ def test_a_too_short_curve_says_why_there_is_no_suggestion(tmp_path, caplog, num
 
 
 def test_a_sweep_preset_without_multirun_warns(tmp_path, caplog):
-    cfg = compose_config("sweep=seeds", "num_iter=5", out_dir=tmp_path)
+    cfg = compose_config("sweep=seeds", "num_iter=2", "net=mlp", out_dir=tmp_path)
     cfg.hydra.runtime.choices.sweep = "seeds"  # what Hydra records for sweep=seeds
     assert run_config(cfg) == EXIT_OK
     assert "sweep=seeds" in caplog.text and "-m" in caplog.text

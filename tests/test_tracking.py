@@ -22,7 +22,8 @@ MLFLOW_SQLITE_BUSY_TIMEOUT_S = 20  # mlflow/store/db/utils.py sets it on every s
 
 
 def test_tracking_none_writes_no_store(tmp_path):
-    assert run_config(compose_config("tracking=none", "num_iter=2", out_dir=tmp_path / "run")) == 0
+    cfg = compose_config("tracking=none", "num_iter=2", "net=mlp", out_dir=tmp_path / "run")
+    assert run_config(cfg) == 0
     assert (tmp_path / "run" / "curve.csv").exists()
     assert not list(tmp_path.rglob("mlflow.db")) and not (tmp_path / "mlruns").exists()
 

@@ -1,14 +1,161 @@
+"""Fixtures for every test: a hermetic environment, and one real ``mlflow server`` per session.
+
+The README's ``python -m pytest -q`` is the fast loop (pyproject's addopts deselect the tests
+marked slow); ``python -m pytest -q -m slow`` runs the slow end-to-end tests.
+"""
+
+import logging
 import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
 
 import matplotlib
 import pytest
 
 matplotlib.use("Agg")  # tests never need a display
-os.environ.setdefault("MPLBACKEND", "Agg")
+# One torch thread here and in the processes tests start: on 2 cores shared with an mlflow
+# server and other jobs, OpenMP's spinning threads oversubscribe them (an MLP range test of 66
+# steps took 11 s with 2 threads under load, 0.4 s with 1). Nothing tested depends on it.
+os.environ["OMP_NUM_THREADS"] = "1"
+import torch  # noqa: E402 - after OMP_NUM_THREADS
+
+torch.set_num_threads(1)
+
+ROOT = Path(__file__).resolve().parents[1]
+# What the app and MLflow write into a working dir (.gitignore lists them): a test that ran with
+# the repository as its working dir leaves them there.
+APP_LEFTOVERS = ("outputs", "mlflow.db", "mlflow.db.lock", "mlruns", "mlartifacts", "result.jpg",
+                 "compare_runs.png")
+FROM_THE_SHELL = re.compile(r"^(MLFLOW_|HYDRA_)")  # settings of the caller's, not the test's
+
+
+def _app_leftovers() -> set[str]:
+    found = set()
+    for name in APP_LEFTOVERS:
+        path = ROOT / name
+        found |= {str(p.relative_to(ROOT)) for p in [path, *(path.rglob("*") if path.is_dir()
+                                                               else [])] if p.exists()}
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _repo_stays_clean():
+    before = _app_leftovers()
+    yield
+    written = sorted(_app_leftovers() - before)
+    assert not written, f"tests wrote into the repository: {written[:10]}"
+
+
+@pytest.fixture(autouse=True)
+def hermetic(monkeypatch, tmp_path):
+    """Each test runs in its tmp_path (Hydra's outputs/ and MLflow's default store land there),
+    without MLFLOW_* or HYDRA_* settings from the shell, and leaves no process-wide state
+    behind: environment variables the code under test set, signal handlers, root log handlers,
+    torch's thread count, Hydra's singletons, lrexp's per-process flags."""
+    from app_runs import reset_process_state
+
+    environ = dict(os.environ)
+    for name in list(os.environ):
+        if FROM_THE_SHELL.match(name):
+            del os.environ[name]
+    os.environ["MPLBACKEND"] = "Agg"  # also for subprocesses
+    monkeypatch.chdir(tmp_path)
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    threads = torch.get_num_threads()
+    reset_process_state()
+    yield
+    reset_process_state()
+    torch.set_num_threads(threads)  # the runner sets it under the joblib launcher
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
+    root = logging.getLogger()
+    for handler in root.handlers[:]:  # pytest's own handlers come and go with each phase
+        if not type(handler).__module__.startswith("_pytest"):
+            root.removeHandler(handler)
+            handler.close()
+    os.environ.clear()
+    os.environ.update(environ)
 
 
 @pytest.fixture(autouse=True)
 def _seeded():
-    import torch
-
     torch.manual_seed(0)
+
+
+# -- one mlflow server and one SQLite store for the session -------------------------------------
+# Both take seconds to create (imports, schema migrations): once the selection is known, any the
+# selected tests need are started in processes of their own while the first tests run.
+SERVER_FIXTURE, STORE_FIXTURE = "mlflow_server_uri", "shared_sqlite_uri"
+_server = None
+_store: tuple[Path, subprocess.Popen] | None = None
+MAKE_STORE = "import sys; from mlflow.tracking import MlflowClient; " \
+             "MlflowClient(sys.argv[1]).search_experiments()"
+
+
+def pytest_collection_finish(session):
+    global _server, _store
+    needed = {name for item in session.items for name in getattr(item, "fixturenames", ())}
+    if STORE_FIXTURE in needed:
+        folder = Path(tempfile.mkdtemp(prefix="lrexp-sqlite-store-"))
+        # cwd: MLflow resolves the store's artifact root (./mlruns) against it
+        _store = folder, subprocess.Popen(
+            [sys.executable, "-c", MAKE_STORE, f"sqlite:///{folder / 'mlflow.db'}"], cwd=folder,
+            env={k: v for k, v in os.environ.items() if not FROM_THE_SHELL.match(k)},
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if SERVER_FIXTURE in needed:
+        from mlflow_server import MlflowServer
+
+        _server = MlflowServer(Path(tempfile.mkdtemp(prefix="lrexp-mlflow-server-"))).start()
+
+
+def pytest_sessionfinish(session):
+    if _server is not None:
+        _server.stop()
+        shutil.rmtree(_server.workdir, ignore_errors=True)
+    if _store is not None:
+        _store[1].kill()
+        _store[1].wait()
+        shutil.rmtree(_store[0], ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server_uri() -> str:
+    """A real ``mlflow server`` (SQLite backend, proxied artifacts) shared by the session's
+    tests; each test keeps to an experiment of its own (``experiment_name``)."""
+    if _server is None:  # e.g. requested through getfixturevalue
+        pytest.fail("the shared mlflow server was not started at collection")
+    return _server.wait_ready()
+
+
+@pytest.fixture(scope="session")
+def shared_sqlite_uri() -> str:
+    """A real SQLite store shared by the session's tests, each in an experiment of its own."""
+    if _store is None:
+        pytest.fail("the shared SQLite store was not made at collection")
+    folder, maker = _store
+    _, error = maker.communicate(timeout=180)
+    assert maker.returncode == 0, f"making the shared SQLite store failed:\n{error}"
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    # MLflow keeps one store object per URI in a process, its artifact root resolved against
+    # the working dir it was made in: make this process's there too, not in the repository
+    from mlflow.tracking import MlflowClient
+
+    started_in = os.getcwd()
+    os.chdir(folder)
+    try:
+        MlflowClient(uri).search_experiments()
+    finally:
+        os.chdir(started_in)
+    return uri
+
+
+@pytest.fixture
+def experiment_name(request) -> str:
+    """An experiment name no other test (nor an earlier session on the same store) uses."""
+    return f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', request.node.name)[:60]}-{uuid.uuid4().hex[:8]}"

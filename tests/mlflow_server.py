@@ -1,5 +1,11 @@
-"""A real ``mlflow server`` on 127.0.0.1 for tests: started as a subprocess, stopped after."""
+"""A real ``mlflow server`` on 127.0.0.1 for tests: started as a subprocess, stopped after.
 
+One server serves a whole test session (``conftest.mlflow_server_uri``; tests keep apart by
+experiment name); a test that stops or restarts a server, or needs another backend, starts its
+own with ``mlflow_server``.
+"""
+
+import os
 import socket
 import subprocess
 import sys
@@ -15,34 +21,63 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@contextmanager
-def mlflow_server(workdir: Path, backend_uri: str | None = None, port: int | None = None):
-    """Yields the server's URI; the backend defaults to a SQLite file in ``workdir``."""
-    port = port or free_port()
-    backend_uri = backend_uri or f"sqlite:///{workdir / 'server.db'}"
-    log = (workdir / f"server-{port}.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", backend_uri, "--workers", "1"],
-        cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
+class MlflowServer:
+    """``start`` returns at once (the server imports for seconds); ``wait_ready`` polls its
+    health endpoint until it answers; the backend defaults to a SQLite file in ``workdir``."""
+
+    def __init__(self, workdir: Path, backend_uri: str | None = None, port: int | None = None):
+        self.workdir = Path(workdir)
+        self.port = port or free_port()
+        self.backend_uri = backend_uri or f"sqlite:///{self.workdir / 'server.db'}"
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.log_path = self.workdir / f"server-{self.port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "MlflowServer":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        # the huey job runner (for GenAI jobs) is nothing these tests use: fewer processes
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+        with self.log_path.open("w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
+                 str(self.port), "--backend-store-uri", self.backend_uri, "--workers", "1"],
+                cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)  # its uvicorn worker goes down with it (stop)
+        return self
+
+    def wait_ready(self, timeout_s: float = 180) -> str:
+        deadline = time.monotonic() + timeout_s
         while True:
             try:
-                with urllib.request.urlopen(uri + "/health", timeout=1) as response:
+                with urllib.request.urlopen(self.uri + "/health", timeout=1) as response:
                     if response.status == 200:
-                        break
+                        return self.uri
             except OSError:
                 pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"mlflow server did not start: {(workdir / log.name).name}")
-            time.sleep(0.3)
-        yield uri
-    finally:
-        proc.terminate()
+            if self.proc is None or self.proc.poll() is not None or time.monotonic() > deadline:
+                log = self.log_path.read_text() if self.log_path.exists() else ""
+                raise RuntimeError(f"mlflow server did not start; its log:\n{log[-3000:]}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        import signal
+
+        os.killpg(self.proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=20)
+            self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@contextmanager
+def mlflow_server(workdir: Path, backend_uri: str | None = None, port: int | None = None):
+    """A server of the test's own; yields its URI once it answers."""
+    server = MlflowServer(workdir, backend_uri, port).start()
+    try:
+        yield server.wait_ready()
+    finally:
+        server.stop()

@@ -4,11 +4,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from app_runs import poll_until, training_started
 
 from lrexp.engine.result import RangeTestResult
 
@@ -74,14 +74,7 @@ def check_sweep(client, sweep_root: Path, nets: list[str], experiment: str = "lr
     return parent, children
 
 
-
-
 def wait_until_training(run_dir: Path, timeout_s: float = 120) -> None:
     """Block until the job in ``run_dir`` has started its range test (the runner logs it)."""
-    log = run_dir / "lrexp.log"
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if log.exists() and "Starting the LR range test" in log.read_text():
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"no range test started in {run_dir} within {timeout_s} s")
+    poll_until(lambda: training_started(run_dir), f"a range test started in {run_dir}",
+               timeout_s)

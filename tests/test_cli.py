@@ -1,74 +1,83 @@
-"""The command line, run as users run it: a subprocess, checked for exit code and message."""
+"""The command line: exit codes, messages and the run dir of ``python -m lrexp``.
 
-import os
+Most tests run the real command line in this process (``app_runs.lrexp_main``); what only a
+process shows (its exit status, its imports, a signal to it) is checked on a real
+``python -m lrexp``. What a stop signal keeps, in this process: test_faults.
+"""
+
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 import torch
-from sweep_checks import lrexp_cli, wait_until_training
+from app_runs import curve_rows, lrexp_main, poll_until
+from mlflow.tracking import MlflowClient
+from sweep_checks import assert_child_matches_its_run_dir, lrexp_cli, runs_of
 
 from lrexp.engine.result import RangeTestResult
 
-ROOT = Path(__file__).resolve().parents[1]
+
+def lrexp(*args):
+    return lrexp_main("tracking=none", *args)
 
 
-def lrexp(*args, cwd, timeout=180):
-    return lrexp_cli("tracking=none", *args, cwd=cwd, timeout=timeout)
-
-
-def _output(proc):
-    return proc.stdout + proc.stderr
-
-
-def assert_user_error(proc, *needles):
-    text = _output(proc)
-    assert proc.returncode == 2, text
-    assert "Traceback" not in text, text
+def assert_user_error(finished, *needles):
+    assert finished.returncode == 2, finished.output
+    assert "Traceback" not in finished.output, finished.output
     for needle in needles:
-        assert needle in text, text
+        assert needle in finished.output, finished.output
 
 
-def test_default_run_writes_plot_and_curve_under_outputs(tmp_path):
-    proc = lrexp("num_iter=30", cwd=tmp_path)
-    assert proc.returncode == 0, _output(proc)
+def test_default_run_writes_under_outputs_and_tracks_into_the_default_store(tmp_path):
+    finished = lrexp_main("num_iter=10")  # the README's `python -m lrexp`, a shorter ramp
+    assert finished.returncode == 0, finished.output
     [run_dir] = [p.parent for p in (tmp_path / "outputs").glob("*/*/curve.csv")]
     assert (run_dir / "plot.png").read_bytes()[:4] == b"\x89PNG"
-    assert len(RangeTestResult.from_csv(run_dir / "curve.csv")) <= 30
+    assert len(RangeTestResult.from_csv(run_dir / "curve.csv")) <= 10
     assert (run_dir / "config.yaml").exists() and (run_dir / ".hydra").is_dir()
-    assert "suggested LR" in _output(proc) and str(run_dir) in _output(proc)
+    assert "Starting the LR range test" in (run_dir / "lrexp.log").read_text()
+    assert "suggested LR" in finished.output and str(run_dir) in finished.output
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")  # MLflow's default store
+    [run] = runs_of(client)
+    assert run.info.status == "FINISHED" and run.info.run_name == "simple_cnn-digits-SGD"
+    assert_child_matches_its_run_dir(client, run, run_dir)
 
 
-def test_unknown_net_lists_the_available_nets(tmp_path):
-    assert_user_error(lrexp("net=vgg17", cwd=tmp_path), "net/vgg17", "vgg16", "resnet18")
+def test_unknown_net_lists_the_available_nets():
+    assert_user_error(lrexp("net=vgg17"), "net/vgg17", "vgg16", "resnet18")
 
 
-def test_unknown_zoo_name_lists_the_registered_nets(tmp_path):
-    assert_user_error(lrexp("net.name=vgg17", cwd=tmp_path), "vgg17", "Registered nets",
-                      "densenet121")
+def test_unknown_zoo_name_lists_the_registered_nets():
+    assert_user_error(lrexp("net.name=vgg17"), "vgg17", "Registered nets", "densenet121")
 
 
-def test_non_numeric_max_lr_is_refused(tmp_path):
-    assert_user_error(lrexp("max_lr=abc", cwd=tmp_path), "max_lr", "abc")
+def test_non_numeric_max_lr_is_refused():
+    assert_user_error(lrexp("max_lr=abc"), "max_lr", "abc")
 
 
 def test_inverted_lr_range_is_refused_before_any_work(tmp_path):
-    proc = lrexp("min_lr=1", "max_lr=0.1", cwd=tmp_path)
-    assert_user_error(proc, "min_lr=1.0 and max_lr=0.1", "0 < min_lr < max_lr")
+    finished = lrexp("min_lr=1", "max_lr=0.1")
+    assert_user_error(finished, "min_lr=1.0 and max_lr=0.1", "0 < min_lr < max_lr")
     assert not list(tmp_path.glob("outputs/*/*/curve.csv"))
 
 
 def test_missing_dataset_files_name_the_folder_and_the_fix(tmp_path):
-    proc = lrexp("dataset=cifar10", f"dataset.root={tmp_path / 'nowhere'}", cwd=tmp_path)
-    assert_user_error(proc, str(tmp_path / "nowhere"), "dataset.root=", "dataset.download=true")
+    finished = lrexp("dataset=cifar10", f"dataset.root={tmp_path / 'nowhere'}")
+    assert_user_error(finished, str(tmp_path / "nowhere"), "dataset.root=",
+                      "dataset.download=true")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
-def test_cuda_requested_without_cuda_is_a_clear_error(tmp_path):
-    assert_user_error(lrexp("device=cuda", cwd=tmp_path), "device='cuda'", "device='cpu'")
+def test_cuda_requested_without_cuda_is_a_clear_error():
+    assert_user_error(lrexp("device=cuda"), "device='cuda'", "device='cpu'")
+
+
+def test_a_bad_override_exits_2_from_a_real_process(tmp_path):
+    # Hydra refuses the override before lrexp imports torch: a process that costs little
+    proc = lrexp_cli("tracking=none", "max_lr=abc", cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "max_lr" in proc.stderr + proc.stdout and "Traceback" not in proc.stderr
 
 
 def test_help_lists_groups_without_importing_torch_or_mlflow(tmp_path):
@@ -79,22 +88,29 @@ def test_help_lists_groups_without_importing_torch_or_mlflow(tmp_path):
             "if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                           text=True, timeout=60)
-    assert "HEAVY []" in proc.stdout, _output(proc)
+    assert "HEAVY []" in proc.stdout, proc.stdout + proc.stderr
     for group in ("net:", "dataset:", "optimizer:", "experiment:", "tracking:"):
         assert group in proc.stdout
     assert "cifar100_vgg16" in proc.stdout and "vgg16" in proc.stdout
 
 
-def test_ctrl_c_keeps_the_partial_curve_and_exits_130(tmp_path):
-    env = {**os.environ, "MPLBACKEND": "Agg"}
-    proc = subprocess.Popen([sys.executable, "-m", "lrexp", "tracking=none", "progress=false",
-                             "num_iter=100000", "max_lr=1e-3", "hydra.run.dir=run"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    wait_until_training(tmp_path / "run")
-    time.sleep(2)  # a few steps into the test
+# A long, slow ramp: the range test is still running when the signal arrives.
+LONG_RUN = ("num_iter=100000", "max_lr=1e-3", "hydra.run.dir=run")
+
+
+@pytest.mark.slow
+def test_ctrl_c_to_a_real_process_keeps_the_partial_curve_in_the_store_and_exits_130(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "lrexp", "progress=false", *LONG_RUN],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    curve = tmp_path / "run" / "curve.csv"
+    poll_until(lambda: curve_rows(curve) >= 10 or proc.poll() is not None, "10 rows flushed")
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out
-    curve = RangeTestResult.from_csv(tmp_path / "run" / "curve.csv")
-    assert curve.stop_reason == "interrupted" and len(curve) > 0
+    result = RangeTestResult.from_csv(curve)
+    assert result.stop_reason == "interrupted" and len(result) >= 10
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    [run] = runs_of(client)
+    assert run.info.status == "KILLED"
+    assert len(client.get_metric_history(run.info.run_id, "loss")) == len(result)

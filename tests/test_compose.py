@@ -1,37 +1,13 @@
 """Compose the real configs (hydra.compose) and run them through the real runner."""
 
 import json
-from pathlib import Path
 
 import pytest
+from app_runs import compose_config, run_config, with_values
 from fake_datasets import write_cifar
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
-from lrexp.app.runner import EXIT_OK, run
-from lrexp.app.schema import register
+from lrexp.app.runner import EXIT_OK
 from lrexp.engine.result import RangeTestResult
-
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
-register()
-
-
-def compose_config(*overrides, out_dir=None):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("config", overrides=["tracking=none", "progress=false", *overrides],
-                      return_hydra_config=True)
-    if out_dir is not None:
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(out_dir)
-    return cfg
-
-
-def run_config(cfg):
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]  # a real job's config has no hydra node
-    return run(cfg)
 
 
 def test_default_config_is_the_offline_digits_run():
@@ -51,9 +27,11 @@ def test_cifar100_vgg16_is_the_original_experiment():
 
 
 def test_cifar100_vgg16_runs_on_a_tiny_cifar100_on_disk(tmp_path, monkeypatch):
-    write_cifar(tmp_path / "data", 100, monkeypatch, per_file=130)
+    write_cifar(tmp_path / "data", 100, monkeypatch, per_file=30)
+    # the experiment's net, data and optimizer; a batch of 8, not 64: VGG16 is costly on a CPU
     cfg = compose_config("experiment=cifar100_vgg16", f"dataset.root={tmp_path / 'data'}",
-                         "num_iter=3", "dataset.num_workers=0", out_dir=tmp_path / "run")
+                         "num_iter=3", "batch_size=8", "dataset.num_workers=0",
+                         out_dir=tmp_path / "run")
     assert run_config(cfg) == EXIT_OK
     curve = RangeTestResult.from_csv(tmp_path / "run" / "curve.csv")
     assert len(curve) == 3 and curve.extra["net"] == "vgg16"
@@ -69,8 +47,9 @@ def test_sine_mlp_runs_the_toy_regression(tmp_path):
 
 
 def test_linear_epoch_trains_one_epoch_per_evenly_spaced_lr(tmp_path):
-    cfg = compose_config("experiment=linear_epoch", "num_iter=3", out_dir=tmp_path)
-    assert (cfg.schedule, cfg.steps_per_lr) == ("linear", "epoch")
+    # the experiment's schedule on its digits; an MLP's epochs cost a tenth of simple_cnn's
+    cfg = compose_config("experiment=linear_epoch", "num_iter=3", "net=mlp", out_dir=tmp_path)
+    assert (cfg.schedule, cfg.steps_per_lr, cfg.dataset.name) == ("linear", "epoch", "digits")
     assert run_config(cfg) == EXIT_OK
     curve = RangeTestResult.from_csv(tmp_path / "curve.csv")
     assert curve.steps_per_lr == "epoch" and len(curve) == 3
@@ -78,10 +57,15 @@ def test_linear_epoch_trains_one_epoch_per_evenly_spaced_lr(tmp_path):
     assert steps == pytest.approx([steps[0]] * 2)
 
 
+# Slow: in the fast loop test_configs builds every net option and test_models trains each one a
+# step; here the whole app runs them, full size
+@pytest.mark.slow
 @pytest.mark.parametrize("net", ["mlp", "vgg11", "resnet18", "mobilenetv2", "tv"])
 def test_nets_compose_and_run_three_steps(tmp_path, net):
     cfg = compose_config(f"net={net}", "num_iter=3", "batch_size=4", out_dir=tmp_path)
     assert run_config(cfg) == EXIT_OK
+    curve = RangeTestResult.from_csv(tmp_path / "curve.csv")
+    assert len(curve) == 3 and curve.extra["net"] == cfg.net.name
 
 
 @pytest.mark.parametrize("override,needle", [
@@ -100,7 +84,10 @@ def test_nets_compose_and_run_three_steps(tmp_path, net):
     ("net=mlp,net.hidden=[abc]", "net.hidden=['abc']"),
 ])
 def test_out_of_range_settings_exit_2_with_the_value(tmp_path, caplog, override, needle):
-    cfg = compose_config(*override.split(","), out_dir=tmp_path)
+    # composed once per net choice; each value set on a copy as Hydra would have set it
+    choices = [o for o in override.split(",") if o.startswith("net=")]
+    values = [o for o in override.split(",") if not o.startswith("net=")]
+    cfg = with_values(compose_config(*choices, out_dir=tmp_path), *values)
     assert run_config(cfg) == 2
     assert needle in caplog.text
     assert not (tmp_path / "curve.csv").exists()
@@ -124,7 +111,7 @@ def test_verify_in_the_app_records_every_probe_and_suggests_the_chosen_one(tmp_p
     assert "verify: " in caplog.text and "x the range test's" in caplog.text
 
 
-@pytest.mark.parametrize("num_iter", [2, 4])
+@pytest.mark.parametrize("num_iter", [2, pytest.param(4, marks=pytest.mark.slow)])
 def test_a_too_short_curve_says_why_there_is_no_suggestion(tmp_path, caplog, num_iter):
     cfg = compose_config(f"num_iter={num_iter}", out_dir=tmp_path)
     assert run_config(cfg) == EXIT_OK
@@ -135,7 +122,7 @@ def test_a_too_short_curve_says_why_there_is_no_suggestion(tmp_path, caplog, num
 
 
 def test_a_sweep_preset_without_multirun_warns(tmp_path, caplog):
-    cfg = compose_config("sweep=seeds", "num_iter=5", out_dir=tmp_path)
+    cfg = compose_config("sweep=seeds", "num_iter=2", "net=mlp", out_dir=tmp_path)
     cfg.hydra.runtime.choices.sweep = "seeds"  # what Hydra records for sweep=seeds
     assert run_config(cfg) == EXIT_OK
     assert "sweep=seeds" in caplog.text and "-m" in caplog.text

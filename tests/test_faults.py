@@ -4,7 +4,7 @@ Each test states what must be kept; no MLflow run may stay RUNNING after any of 
 
 import contextlib
 import json
-import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,28 +12,29 @@ import time
 from pathlib import Path
 
 import pytest
+from app_runs import (
+    compose_config,
+    curve_rows,
+    lrexp_main,
+    poll_until,
+    run_config,
+    signal_this_process_when,
+)
 from mlflow.tracking import MlflowClient
-from sweep_checks import lrexp_cli, runs_of, wait_until_training
+from sweep_checks import runs_of, wait_until_training
 
 from lrexp.engine.result import RangeTestResult
+from lrexp.tracking.mlflow_tracker import MlflowTracker
 
 
 def _start(*overrides, cwd):
-    env = {**os.environ, "MPLBACKEND": "Agg"}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    """A real ``python -m lrexp`` process (the hermetic fixture cleared MLFLOW_* settings)."""
     return subprocess.Popen([sys.executable, "-m", "lrexp", "progress=false", *overrides],
-                            cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _wait_for_rows(curve: Path, rows: int, timeout_s: float = 120) -> None:
-    """Poll until the curve file being written holds ``rows`` data rows."""
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if curve.exists() and curve.read_text().count("\n") >= rows + 2:  # meta + header
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"{curve} did not reach {rows} rows in {timeout_s} s")
+def _wait_for_rows(curve: Path, rows: int) -> None:
+    poll_until(lambda: curve_rows(curve) >= rows, f"{rows} rows flushed to {curve}")
 
 
 def _store(tmp_path):
@@ -59,6 +60,31 @@ def _tmpfs(path: Path, options: str):
 
 # A long, slow ramp: the range test is still running when the signal arrives.
 LONG_RUN = ("num_iter=100000", "max_lr=1e-3", "hydra.run.dir=run")
+
+
+@pytest.mark.parametrize("signum,exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+                         ids=["ctrl_c", "sigterm"])
+def test_a_stop_signal_keeps_the_partial_curve_closes_the_run_killed_and_sets_the_exit_code(
+        tmp_path, caplog, shared_sqlite_uri, experiment_name, signum, exit_code):
+    # The signal goes to this process while the runner trains in it; a real `python -m lrexp`
+    # gets one in the slow tests (test_cli, and SIGTERM below)
+    cfg = compose_config("tracking=mlflow", f"tracking.uri={shared_sqlite_uri}",
+                         f"tracking.experiment={experiment_name}", "net=mlp", *LONG_RUN[:2],
+                         out_dir=tmp_path / "run")
+    curve = tmp_path / "run" / "curve.csv"
+    with signal_this_process_when(lambda: curve_rows(curve) >= 10, signum) as problems:
+        code = run_config(cfg)
+    assert not problems, problems
+    assert code == exit_code, caplog.text
+    assert "Traceback" not in caplog.text
+    result = RangeTestResult.from_csv(curve)
+    assert result.stop_reason == "interrupted" and len(result) >= 10
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["steps"] == len(result)
+    client = MlflowClient(shared_sqlite_uri)
+    [run] = runs_of(client, experiment_name)
+    assert run.info.status == "KILLED"
+    assert _loss_steps(client, run) == len(result)
 
 
 @pytest.mark.slow
@@ -94,51 +120,72 @@ def test_kill_9_leaves_the_flushed_curve_and_the_next_run_closes_the_orphan(tmp_
     [orphan] = runs_of(client)
     assert orphan.info.status == "RUNNING"  # nobody could close it yet
 
-    later = lrexp_cli("num_iter=5", "hydra.run.dir=later", cwd=tmp_path)
-    assert later.returncode == 0, later.stdout + later.stderr
+    later = lrexp_main("num_iter=5", "net=mlp", "hydra.run.dir=later")  # any later run
+    assert later.returncode == 0, later.output
     statuses = {r.data.tags["run_dir"]: r.info.status for r in runs_of(client)}
     assert statuses[str((tmp_path / "run").resolve())] == "KILLED"
     assert statuses[str((tmp_path / "later").resolve())] == "FINISHED"
 
 
-@pytest.mark.slow
-def test_a_full_disk_while_writing_results_keeps_the_curve_and_closes_the_run_failed(tmp_path):
+def test_a_full_disk_while_writing_results_keeps_the_curve_and_closes_the_run_failed(
+        tmp_path, shared_sqlite_uri, experiment_name):
     # 48 kB hold Hydra's files, the config, the curve and the summary, not the plots
     with _tmpfs(tmp_path / "small", "size=48k") as small:
-        proc = lrexp_cli("num_iter=60", f"hydra.run.dir={small / 'run'}", cwd=tmp_path)
-        out = proc.stdout + proc.stderr
-        assert proc.returncode == 1, out
+        finished = lrexp_main("num_iter=60", "net=mlp", f"hydra.run.dir={small / 'run'}",
+                              f"tracking.uri={shared_sqlite_uri}",
+                              f"tracking.experiment={experiment_name}")
+        out = finished.output
+        assert finished.returncode == 1, out
         assert "Traceback" not in out and "No space left on device" in out
         assert "Free space on that disk" in out and "curve.csv" in out
         curve = RangeTestResult.from_csv(small / "run" / "curve.csv")
         summary = json.loads((small / "run" / "summary.json").read_text())
     assert summary["status"] == "FAILED" and "No space left" in summary["error"]
     assert summary["steps"] == len(curve) and "suggestions" in summary  # the real summary
-    client = _store(tmp_path)
-    [run] = runs_of(client)
+    client = MlflowClient(shared_sqlite_uri)
+    [run] = runs_of(client, experiment_name)
     assert run.info.status == "FAILED" and _loss_steps(client, run) == len(curve)
 
 
 def test_a_read_only_run_dir_is_refused_in_one_paragraph_before_any_work(tmp_path):
     with _tmpfs(tmp_path / "ro", "ro,size=1m") as read_only:
-        proc = lrexp_cli("num_iter=5", "tracking=none", f"hydra.run.dir={read_only / 'run'}",
-                         cwd=tmp_path)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 2, out
+        finished = lrexp_main("num_iter=5", "tracking=none", f"hydra.run.dir={read_only / 'run'}")
+    out = finished.output
+    assert finished.returncode == 2, out
     assert "Traceback" not in out and "cannot be written" in out and "hydra.run.dir=" in out
+    assert "Starting the LR range test" not in out
 
 
-@pytest.mark.parametrize("store", ["a folder", "a corrupt file"])
-def test_an_unusable_sqlite_store_costs_one_warning_not_minutes(tmp_path, store):
-    if store == "a folder":
-        (tmp_path / "mlflow.db").mkdir()
+def _unusable_store(path: Path, kind: str) -> None:
+    if kind == "a folder":
+        path.mkdir()
     else:
-        (tmp_path / "mlflow.db").write_bytes(b"not a database at all, just junk bytes")
-    started = time.time()
-    proc = lrexp_cli("num_iter=5", "hydra.run.dir=run", cwd=tmp_path)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
-    assert time.time() - started < 40  # MLflow alone retried for 1 min 42 s on a folder
+        path.write_bytes(b"not a database at all, just junk bytes")
+
+
+@pytest.mark.parametrize("kind", ["a folder", "a corrupt file"])
+def test_an_unusable_sqlite_store_is_given_up_at_once_with_one_warning(tmp_path, caplog, kind):
+    _unusable_store(tmp_path / "mlflow.db", kind)
+    tracker = MlflowTracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    started = time.monotonic()
+    with caplog.at_level("WARNING"):
+        tracker.start("run", params={"a": 1}, tags={})
+        tracker.log_step(0, 1e-3, 2.0)
+        tracker.finish(status="FINISHED")
+    assert time.monotonic() - started < 5  # MLflow alone retried for 1 min 42 s on a folder
+    assert not tracker.usable and tracker.run_id is None
+    [warning] = [r.getMessage() for r in caplog.records if "Tracking disabled" in r.getMessage()]
+    assert "mlflow.db" in warning
+
+
+@pytest.mark.slow  # the tracker's part is the test above; the run's, test_tracking's unreachable
+def test_a_run_on_an_unusable_store_costs_one_warning_not_minutes(tmp_path):
+    _unusable_store(tmp_path / "mlflow.db", "a corrupt file")
+    started = time.monotonic()
+    finished = lrexp_main("num_iter=5", "net=mlp", "hydra.run.dir=run")
+    out = finished.output
+    assert finished.returncode == 0, out
+    assert time.monotonic() - started < 40
     [warning] = [line for line in out.splitlines() if "Tracking disabled" in line]
     assert "mlflow.db" in warning and "Traceback" not in out
     assert (tmp_path / "run" / "curve.csv").exists()
@@ -156,33 +203,33 @@ def test_two_first_runs_at_once_both_track_into_the_new_store(tmp_path):
 
 @pytest.mark.slow
 def test_a_read_only_store_costs_one_warning_line(tmp_path):
+    made = tmp_path / "mlflow.db"  # a store with lrexp's experiment, as an earlier run leaves it
+    MlflowClient(f"sqlite:///{made}").create_experiment("lrexp")
     with _tmpfs(tmp_path / "store", "size=8m") as store:
-        uri = f"tracking.uri=sqlite:///{store / 'mlflow.db'}"
-        assert lrexp_cli("num_iter=5", uri, "hydra.run.dir=first", cwd=tmp_path).returncode == 0
+        shutil.copy(made, store / "mlflow.db")  # this process keeps the original open
         subprocess.run(["mount", "-o", "remount,ro", str(store)], check=True)
-        proc = lrexp_cli("num_iter=5", uri, "hydra.run.dir=second", cwd=tmp_path)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0 and "Traceback" not in out, out
+        finished = lrexp_main("num_iter=5", "net=mlp", f"tracking.uri=sqlite:///{store}/mlflow.db",
+                              "hydra.run.dir=run")
+    out = finished.output
+    assert finished.returncode == 0 and "Traceback" not in out, out
     assert len([line for line in out.splitlines() if "Tracking disabled" in line]) == 1
     assert len(out.splitlines()) < 20  # no SQLAlchemy essay
 
 
-@pytest.mark.slow
-def test_a_password_in_the_tracking_uri_works_and_is_written_nowhere(tmp_path):
-    from mlflow_server import mlflow_server
-
+def test_a_password_in_the_tracking_uri_works_and_is_written_nowhere(
+        tmp_path, mlflow_server_uri, experiment_name):
     secret = "s3cret-pa55"
-    with mlflow_server(tmp_path) as uri:
-        with_password = uri.replace("http://", f"http://alice:{secret}@")
-        proc = lrexp_cli("num_iter=8", f"tracking.uri={with_password}", "hydra.run.dir=run",
-                         cwd=tmp_path)
-        out = proc.stdout + proc.stderr
-        assert proc.returncode == 0, out
-        assert "Tracking disabled" not in out  # the health probe got through
-        client = MlflowClient(uri)
-        [run] = runs_of(client)
-        assert run.info.status == "FINISHED"
-        recorded = [*run.data.params.values(), *run.data.tags.values()]
+    uri = mlflow_server_uri
+    with_password = uri.replace("http://", f"http://alice:{secret}@")
+    finished = lrexp_main("num_iter=8", "net=mlp", f"tracking.uri={with_password}",
+                          f"tracking.experiment={experiment_name}", "hydra.run.dir=run")
+    out = finished.output
+    assert finished.returncode == 0, out
+    assert "Tracking disabled" not in out  # the health probe got through
+    client = MlflowClient(uri)
+    [run] = runs_of(client, experiment_name)
+    assert run.info.status == "FINISHED"
+    recorded = [*run.data.params.values(), *run.data.tags.values()]
     assert run.data.params["tracking.uri"] == uri.replace("http://", "http://***@")
     assert not any(secret in str(value) for value in recorded)
     assert secret not in out
@@ -192,21 +239,20 @@ def test_a_password_in_the_tracking_uri_works_and_is_written_nowhere(tmp_path):
 
 
 def test_a_failure_while_saving_the_plot_keeps_the_real_summary_and_closes_the_run_failed(
-        tmp_path, caplog):
+        tmp_path, caplog, shared_sqlite_uri, experiment_name):
     """A folder where plot.png should go makes saving fail after the range test (as a full
     disk does, on any machine): the run must not be left RUNNING nor its summary lost."""
-    from test_compose import compose_config, run_config
-
     out_dir = tmp_path / "run"
     (out_dir / "plot.png").mkdir(parents=True)
-    cfg = compose_config("tracking=mlflow", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
-                         "num_iter=30", out_dir=out_dir)
+    cfg = compose_config("tracking=mlflow", f"tracking.uri={shared_sqlite_uri}",
+                         f"tracking.experiment={experiment_name}", "num_iter=30",
+                         out_dir=out_dir)
     assert run_config(cfg) == 1
     summary = json.loads((out_dir / "summary.json").read_text())
     curve = RangeTestResult.from_csv(out_dir / "curve.csv")
     assert summary["status"] == "FAILED" and "IsADirectoryError" in summary["error"]
     assert summary["steps"] == len(curve) > 0 and "confidence" in summary
     assert "Kept in" in caplog.text and "Traceback" not in caplog.text
-    client = _store(tmp_path)
-    [run] = runs_of(client)
+    client = MlflowClient(shared_sqlite_uri)
+    [run] = runs_of(client, experiment_name)
     assert run.info.status == "FAILED" and _loss_steps(client, run) == len(curve)

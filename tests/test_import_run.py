@@ -1,7 +1,8 @@
 """import_run: a run dir goes to MLflow later, and the run dir is untrusted input.
 
-One real SQLite store serves the module (creating one costs seconds); each test imports into its
-own experiment, whose artifacts live under the test's tmp_path.
+One real SQLite store serves the session (conftest.shared_sqlite_uri: creating one costs seconds);
+each test imports into its own experiment, whose artifacts live under the test's tmp_path. The
+conftest's hermetic fixture runs each test in its tmp_path without MLFLOW_* settings.
 """
 
 import json
@@ -54,10 +55,9 @@ CURVE_HEADER = "step,lr,loss,loss_smooth\r\n"
 
 
 # -- fixtures and helpers -------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    uri = f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
-    return uri, MlflowClient(uri)
+@pytest.fixture
+def store(shared_sqlite_uri):
+    return shared_sqlite_uri, MlflowClient(shared_sqlite_uri)
 
 
 @pytest.fixture
@@ -66,13 +66,6 @@ def experiment(store, tmp_path):
     name = f"import-{uuid.uuid4().hex[:10]}"
     store[1].create_experiment(name, artifact_location=(tmp_path / "artifacts").as_uri())
     return name
-
-
-@pytest.fixture(autouse=True)
-def hermetic(monkeypatch, tmp_path):
-    """No store from the environment; anything written to the working dir lands in tmp_path."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.chdir(tmp_path)
 
 
 def curve() -> RangeTestResult:
@@ -226,16 +219,15 @@ def test_the_run_dirs_tracking_uri_is_ignored(tmp_path, store, experiment, monke
     assert the_run(store, experiment).info.status == "FINISHED"
 
 
-def test_use_run_dir_uri_sends_to_the_store_the_run_names(tmp_path, store, capsys):
-    other = tmp_path / "other.db"
-    config = CONFIG_YAML.replace("uri: null", f"uri: sqlite:///{other}")
+def test_use_run_dir_uri_sends_to_the_store_the_run_names(tmp_path, store, experiment, capsys):
+    # the run dir names the shared store; without the flag the run would go to MLflow's
+    # default, sqlite:///mlflow.db in the working dir
+    config = CONFIG_YAML.replace("uri: null", f"uri: {store[0]}")
     run_dir = make_run_dir(tmp_path, config=config)
-    experiment = f"own-{uuid.uuid4().hex[:10]}"
-    client = MlflowClient(f"sqlite:///{other}")
-    client.create_experiment(experiment, artifact_location=(tmp_path / "artifacts").as_uri())
     code = main([str(run_dir), "--use-run-dir-uri", "--experiment", experiment])
     assert code == 0, capsys.readouterr().err
-    assert the_run((None, client), experiment).info.status == "FINISHED"
+    assert the_run(store, experiment).info.status == "FINISHED"
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 # -- bad run dirs: exit 2, one paragraph, nothing in the store -----------------------------------

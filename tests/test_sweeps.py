@@ -7,12 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from app_runs import compose_config, curve_rows, lrexp_main, poll_until, signal_this_process_when
 from mlflow.tracking import MlflowClient
 from mlflow_server import mlflow_server
 from omegaconf import OmegaConf
@@ -20,37 +19,28 @@ from sweep_checks import check_sweep, lrexp_cli, runs_of
 
 from lrexp.app import models
 from lrexp.app.build import torch_threads
-from lrexp.app.schema import register
 from lrexp.engine.result import RangeTestResult
 from lrexp.sweep.launchers import runs_parallel_loky_workers
 from lrexp.sweep.warm_workers import PRELOAD
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
-register()
-
 NETS_X3_SEEDS = ["net=mlp,simple_cnn", "seed=0,1,2"]  # 6 jobs
 
 
-def _composed(*overrides):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose("config", overrides=list(overrides), return_hydra_config=True)
-
-
 def test_archs_sweep_covers_every_cifar_style_net():
-    params = _composed("sweep=archs").hydra.sweeper.params
+    params = compose_config("sweep=archs").hydra.sweeper.params
     assert set(params.net.split(",")) == set(models.available()) - {"mlp", "simple_cnn"}
 
 
 @pytest.mark.parametrize("preset,key", [("optimizers", "optimizer"), ("seeds", "seed"),
                                         ("lr_bounds", "max_lr")])
 def test_other_sweep_presets_sweep_their_key(preset, key):
-    params = _composed(f"sweep={preset}").hydra.sweeper.params
+    params = compose_config(f"sweep={preset}").hydra.sweeper.params
     assert len(str(params[key]).split(",")) >= 2
 
 
 def test_slurm_launcher_config_carries_the_keys_users_set():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    launcher = _composed("hydra/launcher=lrexp_slurm",
+    launcher = compose_config("hydra/launcher=lrexp_slurm",
                          "hydra.launcher.partition=gpu").hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.partition, launcher.gpus_per_node, launcher.cpus_per_task,
@@ -63,20 +53,22 @@ def test_joblib_6_jobs_3_at_a_time_into_the_default_sqlite_store(tmp_path):
     proc = lrexp_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=3", *NETS_X3_SEEDS,
                      "num_iter=15", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Sweep summary" in proc.stdout + proc.stderr
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     check_sweep(client, tmp_path / "outputs" / "multirun", ["mlp", "simple_cnn"] * 3)
 
 
 @pytest.mark.slow
-def test_joblib_jobs_with_dataloader_workers_into_a_local_server(tmp_path):
+def test_joblib_jobs_with_dataloader_workers_into_a_local_server(
+        tmp_path, mlflow_server_uri, experiment_name):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
-    with mlflow_server(tmp_path) as uri:
-        proc = lrexp_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=3",
-                         *NETS_X3_SEEDS, "num_iter=15", "dataset.num_workers=1",
-                         f"tracking.uri={uri}", cwd=tmp_path)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        check_sweep(MlflowClient(uri), tmp_path / "outputs" / "multirun",
-                    ["mlp", "simple_cnn"] * 3)
+    proc = lrexp_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=3",
+                     *NETS_X3_SEEDS, "num_iter=15", "dataset.num_workers=1",
+                     f"tracking.uri={mlflow_server_uri}",
+                     f"tracking.experiment={experiment_name}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    check_sweep(MlflowClient(mlflow_server_uri), tmp_path / "outputs" / "multirun",
+                ["mlp", "simple_cnn"] * 3, experiment=experiment_name)
 
 
 @pytest.mark.slow
@@ -145,6 +137,7 @@ print(Parallel(n_jobs=2)(delayed(torch_already_imported)(i) for i in range(4)))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("enabled,expected", [("on", [True] * 4), ("off", [False] * 4)])
 def test_warm_workers_have_torch_imported_before_their_first_job(enabled, expected):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
@@ -154,36 +147,38 @@ def test_warm_workers_have_torch_imported_before_their_first_job(enabled, expect
     assert proc.stdout.strip().splitlines()[-1] == str(expected)
 
 
+LONG_SWEEP = ("seed=0,1,2", "num_iter=100000", "max_lr=1e-3")  # 3 jobs that never end alone
+
+
+def jobs_have_recorded(tmp_path: Path, running: int, rows: int = 10) -> bool:
+    """``running`` jobs of the sweep under ``tmp_path`` have flushed ``rows`` points each."""
+    curves = tmp_path.glob("outputs/multirun/*/*/*/curve.csv")
+    return sum(curve_rows(curve) >= rows for curve in curves) >= running
+
+
 def interrupt_sweep_once_running(tmp_path, running: int, *launcher, signum=signal.SIGINT):
-    """Start a 3-job sweep, press Ctrl-C (SIGINT to its process group, as a terminal does;
-    SIGTERM to the group is what SLURM and `docker stop` of a process group send) once
-    ``running`` jobs are training; returns (exit code, output, sweep dir)."""
-    env = {**os.environ, "MPLBACKEND": "Agg"}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    """Start a 3-job sweep as a real process, send ``signum`` to its process group (Ctrl-C in a
+    terminal does; SLURM and `docker stop` of a process group send SIGTERM) once ``running``
+    jobs have recorded points; returns (exit code, output, sweep dir)."""
     sweep = subprocess.Popen(
-        [sys.executable, "-m", "lrexp", "-m", *launcher, "seed=0,1,2", "num_iter=100000",
-         "max_lr=1e-3", "progress=false"], cwd=tmp_path, env=env, start_new_session=True,
+        [sys.executable, "-m", "lrexp", "-m", *launcher, *LONG_SWEEP, "progress=false"],
+        cwd=tmp_path, start_new_session=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        logs = list(tmp_path.glob("outputs/multirun/*/*/*/lrexp.log"))
-        if sum("Starting the LR range test" in log.read_text() for log in logs) >= running:
-            break
-        time.sleep(0.2)
-    time.sleep(3)  # let every running job record some points
-    os.killpg(sweep.pid, signum)
     try:
+        poll_until(lambda: jobs_have_recorded(tmp_path, running) or sweep.poll() is not None,
+                   f"{running} jobs recording")
+        os.killpg(sweep.pid, signum)
         output, _ = sweep.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
+    except (subprocess.TimeoutExpired, TimeoutError):
         os.killpg(sweep.pid, signal.SIGKILL)  # leave no stray workers behind a failed test
         raise
     [sweep_dir] = tmp_path.glob("outputs/multirun/*/*")
     return sweep.returncode, output, sweep_dir
 
 
-def check_interrupted_sweep(tmp_path, sweep_dir: Path, running: int):
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = runs_of(client)
+def check_interrupted_sweep(client, sweep_dir: Path, running: int, experiment: str = "lrexp",
+                            jobs: int = 3):
+    runs = runs_of(client, experiment)
     [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert parent.info.status == "KILLED"
@@ -194,8 +189,8 @@ def check_interrupted_sweep(tmp_path, sweep_dir: Path, running: int):
         assert child.info.status == "KILLED" and curve.stop_reason == "interrupted"
         assert len(history) == len(curve) > 0
     statuses = [json.loads((sweep_dir / f"{n}_simple_cnn" / "summary.json").read_text())["status"]
-                for n in range(3)]
-    assert statuses == ["interrupted"] * running + ["SKIPPED"] * (3 - running)
+                for n in range(jobs)]
+    assert statuses == ["interrupted"] * running + ["SKIPPED"] * (jobs - running)
     with open(sweep_dir / "sweep_summary.csv") as table:
         assert [row["status"] for row in csv.DictReader(table)] == statuses
 
@@ -203,14 +198,32 @@ def check_interrupted_sweep(tmp_path, sweep_dir: Path, running: int):
 STOP_SIGNALS = [(signal.SIGINT, 130), (signal.SIGTERM, 143)]  # Ctrl-C; SLURM, docker stop
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("signum,exit_code", STOP_SIGNALS, ids=["ctrl_c", "sigterm"])
+@pytest.mark.parametrize("signum,exit_code", [
+    (signal.SIGINT, 130), pytest.param(signal.SIGTERM, 143, marks=pytest.mark.slow)],
+    ids=["ctrl_c", "sigterm"])
 def test_a_stop_signal_ends_a_serial_sweep_and_keeps_the_running_jobs_curve(
-        tmp_path, signum, exit_code):
-    code, output, sweep_dir = interrupt_sweep_once_running(tmp_path, 1, signum=signum)
-    assert code == exit_code, output
+        tmp_path, shared_sqlite_uri, experiment_name, signum, exit_code):
+    # the basic launcher runs the jobs in the sweep's own process: this one; two jobs show
+    # both fates (the running one records, the next is skipped)
+    with signal_this_process_when(lambda: jobs_have_recorded(tmp_path, 1), signum) as problems:
+        finished = lrexp_main("-m", "seed=0,1", *LONG_SWEEP[1:],
+                              f"tracking.uri={shared_sqlite_uri}",
+                              f"tracking.experiment={experiment_name}")
+    assert not problems, problems
+    assert finished.returncode == exit_code, finished.output
+    assert "Traceback" not in finished.output
+    [sweep_dir] = tmp_path.glob("outputs/multirun/*/*")
+    check_interrupted_sweep(MlflowClient(shared_sqlite_uri), sweep_dir, 1, experiment_name,
+                            jobs=2)
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_serial_sweeps_process_group_ends_it_with_143(tmp_path):
+    # Ctrl-C, and SIGTERM to the process itself: the in-process test above; joblib's group below
+    code, output, sweep_dir = interrupt_sweep_once_running(tmp_path, 1, signum=signal.SIGTERM)
+    assert code == 143, output
     assert "Traceback" not in output
-    check_interrupted_sweep(tmp_path, sweep_dir, running=1)
+    check_interrupted_sweep(MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}"), sweep_dir, 1)
 
 
 @pytest.mark.slow
@@ -222,7 +235,7 @@ def test_a_stop_signal_ends_a_joblib_sweep_after_its_workers_record(tmp_path, si
         tmp_path, 2, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", signum=signum)
     assert code == exit_code, output
     assert "Traceback" not in output
-    check_interrupted_sweep(tmp_path, sweep_dir, running=2)
+    check_interrupted_sweep(MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}"), sweep_dir, 2)
 
 
 @pytest.mark.parametrize("threads,n_jobs,cores,expected", [

@@ -1,132 +1,95 @@
-"""MLflow tracking against real stores: a SQLite file and a real ``mlflow server``."""
+"""MLflow tracking against real stores: SQLite files and a real ``mlflow server``."""
 
-import os
-import signal
-import subprocess
-import sys
 import time
 
 import pytest
+from app_runs import compose_config, lrexp_main, run_config, training_started, when_ready
 from mlflow.tracking import MlflowClient
-from mlflow_server import free_port, mlflow_server
-from sweep_checks import (
-    assert_child_matches_its_run_dir,
-    check_sweep,
-    lrexp_cli,
-    runs_of,
-    wait_until_training,
-)
+from mlflow_server import MlflowServer, free_port
+from sweep_checks import check_sweep, runs_of
 
 from lrexp.engine.result import RangeTestResult
+from lrexp.tracking.compare import main as compare_runs
+from lrexp.tracking.import_run import main as import_run
 from lrexp.tracking.mlflow_tracker import MAX_PARAM_VALUE_LENGTH, TRUNCATION_MARKER, MlflowTracker
 from lrexp.tracking.store import with_retries
 
 MLFLOW_SQLITE_BUSY_TIMEOUT_S = 20  # mlflow/store/db/utils.py sets it on every session
 
 
-def test_single_run_goes_to_the_default_sqlite_store(tmp_path):
-    proc = lrexp_cli("num_iter=25", "hydra.run.dir=run", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert (tmp_path / "mlflow.db").exists()  # MLflow's default store, in the working dir
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    [run] = runs_of(client)
-    assert run.info.status == "FINISHED" and run.info.run_name == "simple_cnn-digits-SGD"
-    assert_child_matches_its_run_dir(client, run, tmp_path / "run")
+# The default run into MLflow's default store (sqlite:///mlflow.db in the working dir):
+# test_cli.test_default_run_writes_under_outputs_and_tracks_into_the_default_store
 
 
 def test_tracking_none_writes_no_store(tmp_path):
-    proc = lrexp_cli("num_iter=10", "tracking=none", cwd=tmp_path)
-    assert proc.returncode == 0
-    assert not (tmp_path / "mlflow.db").exists()
+    cfg = compose_config("tracking=none", "num_iter=2", "net=mlp", out_dir=tmp_path / "run")
+    assert run_config(cfg) == 0
+    assert (tmp_path / "run" / "curve.csv").exists()
+    assert not list(tmp_path.rglob("mlflow.db")) and not (tmp_path / "mlruns").exists()
 
 
-def test_sweep_on_sqlite_has_one_parent_and_a_child_per_job(tmp_path):
-    proc = lrexp_cli("-m", "net=mlp,simple_cnn", "num_iter=15", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    parent, _ = check_sweep(client, tmp_path / "outputs" / "multirun", ["mlp", "simple_cnn"])
-    assert "Sweep summary" in proc.stdout + proc.stderr
+def test_sweep_over_http_has_one_parent_and_a_child_per_job_and_compares(
+        tmp_path, mlflow_server_uri, experiment_name, capsys):
+    finished = lrexp_main("-m", "net=mlp,simple_cnn", "num_iter=10",
+                          f"tracking.uri={mlflow_server_uri}",
+                          f"tracking.experiment={experiment_name}")
+    assert finished.returncode == 0, finished.output
+    assert "Sweep summary" in finished.output
+    client = MlflowClient(mlflow_server_uri)
+    parent, _ = check_sweep(client, tmp_path / "outputs" / "multirun", ["mlp", "simple_cnn"],
+                            experiment=experiment_name)
 
-    compare = subprocess.run(
-        [sys.executable, "-m", "lrexp.tracking.compare", "--parent", parent.info.run_id,
-         "--uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--out", str(tmp_path / "cmp.png")],
-        capture_output=True, text=True, timeout=120)
-    assert compare.returncode == 0, compare.stderr
-    assert "mlp" in compare.stdout and "simple_cnn" in compare.stdout
+    code = compare_runs(["--parent", parent.info.run_id, "--uri", mlflow_server_uri,
+                         "--out", str(tmp_path / "cmp.png")])
+    table = capsys.readouterr().out
+    assert code == 0
+    assert "mlp" in table and "simple_cnn" in table
     assert (tmp_path / "cmp.png").read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.slow
-def test_sweep_against_a_real_server_over_http(tmp_path):
-    with mlflow_server(tmp_path) as uri:
-        proc = lrexp_cli("-m", "net=mlp,simple_cnn", "num_iter=15", f"tracking.uri={uri}",
-                         cwd=tmp_path)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        check_sweep(MlflowClient(uri), tmp_path / "outputs" / "multirun", ["mlp", "simple_cnn"])
-
-
-@pytest.mark.slow
-def test_unreachable_server_costs_seconds_and_keeps_everything_local(tmp_path):
+def test_unreachable_server_costs_seconds_and_keeps_everything_local(tmp_path, caplog):
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    started = time.time()
-    proc = lrexp_cli("num_iter=10", f"tracking.uri={uri}", "tracking.timeout_s=2",
-                     "hydra.run.dir=run", cwd=tmp_path)
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output
-    assert time.time() - started < 60
-    assert "did not answer" in output and "python -m lrexp.tracking.import_run" in output
+    cfg = compose_config("tracking=mlflow", f"tracking.uri={uri}", "tracking.timeout_s=2",
+                         "num_iter=10", "net=mlp", out_dir=tmp_path / "run")
+    started = time.monotonic()
+    assert run_config(cfg) == 0
+    assert time.monotonic() - started < 30
+    assert "did not answer" in caplog.text
+    assert "python -m lrexp.tracking.import_run" in caplog.text
     assert (tmp_path / "run" / "curve.csv").exists()
 
 
 @pytest.mark.slow
 def test_server_stopped_mid_run_loses_nothing_and_import_run_sends_it_later(tmp_path):
-    port = free_port()
-    env = {**os.environ, "MPLBACKEND": "Agg"}
-    with mlflow_server(tmp_path, port=port) as uri:
-        job = subprocess.Popen(
-            [sys.executable, "-m", "lrexp", "progress=false", f"tracking.uri={uri}",
-             "tracking.timeout_s=2", "num_iter=60", "net=mlp", "hydra.run.dir=run"],
-            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        wait_until_training(tmp_path / "run")
-    # the server is gone now, while the job trains
-    output, _ = job.communicate(timeout=300)
-    assert job.returncode == 0, output
-    assert "python -m lrexp.tracking.import_run" in output
-    curve = RangeTestResult.from_csv(tmp_path / "run" / "curve.csv")
-    assert len(curve) > 10
+    server = MlflowServer(tmp_path / "server").start()
+    uri = server.wait_ready()
+    try:
+        with when_ready(lambda: training_started(tmp_path / "run"), server.stop) as problems:
+            finished = lrexp_main(f"tracking.uri={uri}", "tracking.timeout_s=2",
+                                  "num_iter=60", "net=mlp", "hydra.run.dir=run")
+        assert not problems, problems
+        # the server went away while the job trained
+        assert finished.returncode == 0, finished.output
+        assert "python -m lrexp.tracking.import_run" in finished.output
+        curve = RangeTestResult.from_csv(tmp_path / "run" / "curve.csv")
+        assert len(curve) > 10
 
-    with mlflow_server(tmp_path, port=port) as uri:  # the same store, back again
-        imported = subprocess.run([sys.executable, "-m", "lrexp.tracking.import_run", "run",
-                                   "--uri", uri], cwd=tmp_path, capture_output=True, text=True,
-                                  timeout=120)
-        assert imported.returncode == 0, imported.stdout + imported.stderr
+        server = MlflowServer(tmp_path / "server", port=server.port).start()  # the same store
+        assert server.wait_ready() == uri
+        assert import_run(["run", "--uri", uri]) == 0
         client = MlflowClient(uri)
-        finished = [r for r in runs_of(client) if r.info.status == "FINISHED"]
-        assert len(finished) == 1
-        history = client.get_metric_history(finished[0].info.run_id, "loss")
+        finished_runs = [r for r in runs_of(client) if r.info.status == "FINISHED"]
+        assert len(finished_runs) == 1
+        history = client.get_metric_history(finished_runs[0].info.run_id, "loss")
         assert sorted(m.step for m in history) == list(range(len(curve)))
+    finally:
+        server.stop()
 
 
-def test_ctrl_c_marks_the_run_killed_with_the_partial_curve(tmp_path):
-    env = {**os.environ, "MPLBACKEND": "Agg"}
-    job = subprocess.Popen([sys.executable, "-m", "lrexp", "progress=false", "num_iter=100000",
-                            "max_lr=1e-3", "hydra.run.dir=run"], cwd=tmp_path, env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    wait_until_training(tmp_path / "run")
-    time.sleep(2)
-    job.send_signal(signal.SIGINT)
-    output, _ = job.communicate(timeout=120)
-    assert job.returncode == 130, output
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    [run] = runs_of(client)
-    curve = RangeTestResult.from_csv(tmp_path / "run" / "curve.csv")
-    assert run.info.status == "KILLED" and curve.stop_reason == "interrupted"
-    assert len(client.get_metric_history(run.info.run_id, "loss")) == len(curve) > 0
-
-
-def test_long_params_are_truncated_with_a_marker_not_refused(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'store.db'}"
-    tracker = MlflowTracker(uri)
+def test_long_params_are_truncated_with_a_marker_not_refused(shared_sqlite_uri,
+                                                            experiment_name):
+    uri = shared_sqlite_uri
+    tracker = MlflowTracker(uri, experiment=experiment_name)
     tracker.start("long", params={"note": "x" * 10_000, "ok": 1}, tags={"net": "n"})
     tracker.log_step(0, 1e-3, 2.0)
     tracker.finish(status="FINISHED")
@@ -136,9 +99,10 @@ def test_long_params_are_truncated_with_a_marker_not_refused(tmp_path):
     assert run.info.status == "FINISHED"
 
 
-def test_more_steps_than_one_batch_holds_arrive_complete(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'store.db'}"
-    tracker = MlflowTracker(uri, flush_every=700)  # live flushes plus the final one
+def test_more_steps_than_one_batch_holds_arrive_complete(shared_sqlite_uri, experiment_name):
+    uri = shared_sqlite_uri
+    # live flushes plus the final one
+    tracker = MlflowTracker(uri, experiment=experiment_name, flush_every=700)
     tracker.start("many", params={}, tags={})
     for step in range(2500):
         tracker.log_step(step, 1e-6 * 1.01**step, 3.0 - step / 1000)

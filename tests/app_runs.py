@@ -182,8 +182,16 @@ def signal_this_process_when(ready: Callable[[], bool], signum: int = signal.SIG
 
     @contextlib.contextmanager
     def watching() -> Iterator[list[str]]:
-        with when_ready(ready, send, timeout_s) as more:
-            yield problems
-        problems.extend(more)
+        # a shell's background job starts with SIGINT ignored, which Python keeps: give this
+        # test the handler a terminal's Ctrl-C meets, then put back what was there
+        previous = signal.getsignal(signal.SIGINT)
+        if previous is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            with when_ready(ready, send, timeout_s) as more:
+                yield problems
+            problems.extend(more)
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     return watching()

@@ -98,11 +98,17 @@ def test_help_lists_groups_without_importing_torch_or_mlflow(tmp_path):
 LONG_RUN = ("num_iter=100000", "max_lr=1e-3", "hydra.run.dir=run")
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """A shell's background job starts with SIGINT ignored, and a child keeps that: give the app
+    the default action, which a terminal's Ctrl-C meets."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_ctrl_c_to_a_real_process_keeps_the_partial_curve_in_the_store_and_exits_130(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "lrexp", "progress=false", *LONG_RUN],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                            text=True, preexec_fn=_sigint_as_in_a_terminal)
     curve = tmp_path / "run" / "curve.csv"
     poll_until(lambda: curve_rows(curve) >= 10 or proc.poll() is not None, "10 rows flushed")
     proc.send_signal(signal.SIGINT)

@@ -111,6 +111,12 @@ def test_kill_9_leaves_the_flushed_curve_and_the_next_run_closes_the_orphan(tmp_
     proc = _start(*LONG_RUN, cwd=tmp_path)
     wait_until_training(tmp_path / "run")
     _wait_for_rows(tmp_path / "run" / "curve.csv", 25)
+    # the tracker opens its MLflow run beside the test; a kill before that leaves no run at all
+    opened = tmp_path / "run" / "lrexp.log"
+    deadline = time.monotonic() + 120
+    while "MLflow run" not in (opened.read_text() if opened.exists() else ""):
+        assert time.monotonic() < deadline and proc.poll() is None, "no MLflow run opened"
+        time.sleep(0.2)
     proc.kill()
     proc.communicate(timeout=60)
     curve = RangeTestResult.from_csv(tmp_path / "run" / "curve.csv")

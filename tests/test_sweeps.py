@@ -162,8 +162,11 @@ def interrupt_sweep_once_running(tmp_path, running: int, *launcher, signum=signa
     jobs have recorded points; returns (exit code, output, sweep dir)."""
     sweep = subprocess.Popen(
         [sys.executable, "-m", "lrexp", "-m", *launcher, *LONG_SWEEP, "progress=false"],
-        cwd=tmp_path, start_new_session=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        cwd=tmp_path, start_new_session=True, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+        # a shell's background job starts with SIGINT ignored; a terminal's Ctrl-C meets the
+        # default action
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         poll_until(lambda: jobs_have_recorded(tmp_path, running) or sweep.poll() is not None,
                    f"{running} jobs recording")

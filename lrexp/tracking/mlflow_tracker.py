@@ -295,6 +295,7 @@ class MlflowTracker:
                 self._call(lambda c=chunk: self._client.log_batch(run_id, params=c),
                            "log params")
             self.run_id = run_id
+            log.info("MLflow run %s opened in %s", run_id, redact(self.uri))
         except Exception as error:  # noqa: BLE001 - tracking must never fail the test
             self._give_up(f"MLflow at {self.uri} failed: {error}")
 

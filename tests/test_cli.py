@@ -110,9 +110,13 @@ def test_ctrl_c_to_a_real_process_keeps_the_partial_curve_in_the_store_and_exits
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, preexec_fn=_sigint_as_in_a_terminal)
     curve = tmp_path / "run" / "curve.csv"
-    poll_until(lambda: curve_rows(curve) >= 10 or proc.poll() is not None, "10 rows flushed")
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
+    try:
+        poll_until(lambda: curve_rows(curve) >= 10 or proc.poll() is not None,
+                   "10 rows flushed")
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()  # a failed test leaves no 100000-step run behind (a no-op once it exited)
     assert proc.returncode == 130, out
     result = RangeTestResult.from_csv(curve)
     assert result.stop_reason == "interrupted" and len(result) >= 10

@@ -20,7 +20,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -194,7 +193,6 @@ class MlflowTracker:
         self._sent = 0
         self._client: Any = None
         self._experiment_id: str | None = None
-        self._opening: threading.Thread | None = None
 
     # -- life cycle --------------------------------------------------------------------------
     def _connect(self) -> bool:
@@ -269,12 +267,13 @@ class MlflowTracker:
                 log.debug("Could not close orphaned run %s: %s", run.info.run_id, error)
 
     def start(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
-        """Open the run in a background thread: importing MLflow and opening (or creating) the
-        store take seconds the range test need not wait for; steps are buffered meanwhile and
-        ``finish`` waits for the run to exist."""
-        self._opening = threading.Thread(target=self._open_run, name="lrexp-mlflow-start",
-                                         args=(run_name, dict(params), dict(tags)), daemon=True)
-        self._opening.start()
+        """Open the run: MLflow imported, the store opened (or created), params sent.
+
+        In this thread, before the range test: opening it in a background thread during the
+        test raced the test's own lazy imports (two threads importing the same module saw it
+        half-initialized in joblib sweeps) and, on 2 cores, left MLflow's cost at 1.56x
+        (scripts/bench_startup.py)."""
+        self._open_run(run_name, dict(params), dict(tags))
 
     def _open_run(self, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> None:
         try:
@@ -298,22 +297,6 @@ class MlflowTracker:
             log.info("MLflow run %s opened in %s", run_id, redact(self.uri))
         except Exception as error:  # noqa: BLE001 - tracking must never fail the test
             self._give_up(f"MLflow at {self.uri} failed: {error}")
-
-    def _opened(self) -> bool:
-        """Whether ``start``'s background work is over (the run exists, or never will)."""
-        return self._opening is None or not self._opening.is_alive()
-
-    def _wait_until_opened(self) -> None:
-        """Wait for ``start``'s thread; a Ctrl-C meanwhile waits too (the run being created
-        must be closed, not left RUNNING), then goes on."""
-        interrupted = None
-        while self._opening is not None and self._opening.is_alive():
-            try:
-                self._opening.join()
-            except KeyboardInterrupt as error:
-                interrupted = error
-        if interrupted is not None:
-            raise interrupted
 
     # -- sweeps: the parent run ------------------------------------------------------------------
     def open_parent(self, run_name: str, tags: Mapping[str, str]) -> str | None:
@@ -360,17 +343,11 @@ class MlflowTracker:
     # -- one run's curve -----------------------------------------------------------------------
     def log_step(self, step: int, lr: float, loss: float) -> None:
         self._steps.append((step, lr, loss, int(time.time() * 1000)))
-        due = self.flush_every and len(self._steps) - self._sent >= self.flush_every
-        if due and self._opened():
+        if self.flush_every and len(self._steps) - self._sent >= self.flush_every:
             self._send_steps()
 
     def finish(self, *, status: str, result: Any = None, summary: RunSummary | None = None,
                files: Mapping[str, Path] | None = None, out_dir: Path | None = None) -> None:
-        try:
-            self._wait_until_opened()
-        except KeyboardInterrupt:
-            self._close_killed()
-            raise
         if not self.usable or self.run_id is None:
             self._hint_import(out_dir)
             return

@@ -15,7 +15,7 @@ from app_runs import compose_config, curve_rows, lrexp_main, poll_until, signal_
 from mlflow.tracking import MlflowClient
 from mlflow_server import mlflow_server
 from omegaconf import OmegaConf
-from sweep_checks import check_sweep, lrexp_cli, runs_of
+from sweep_checks import check_sweep, default_signals, lrexp_cli, runs_of
 
 from lrexp.app import models
 from lrexp.app.build import torch_threads
@@ -162,11 +162,8 @@ def interrupt_sweep_once_running(tmp_path, running: int, *launcher, signum=signa
     jobs have recorded points; returns (exit code, output, sweep dir)."""
     sweep = subprocess.Popen(
         [sys.executable, "-m", "lrexp", "-m", *launcher, *LONG_SWEEP, "progress=false"],
-        cwd=tmp_path, start_new_session=True, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
-        # a shell's background job starts with SIGINT ignored; a terminal's Ctrl-C meets the
-        # default action
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        cwd=tmp_path, start_new_session=True, preexec_fn=default_signals,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         poll_until(lambda: jobs_have_recorded(tmp_path, running) or sweep.poll() is not None,
                    f"{running} jobs recording")

@@ -123,6 +123,7 @@ def test_kill_9_leaves_the_flushed_curve_and_the_next_run_closes_the_orphan(tmp_
     assert statuses[str((tmp_path / "later").resolve())] == "FINISHED"
 
 
+@pytest.mark.slow  # the portable failure while writing results (plot.png a folder) is fast
 def test_a_full_disk_while_writing_results_keeps_the_curve_and_closes_the_run_failed(
         tmp_path, shared_sqlite_uri, experiment_name):
     # 48 kB hold Hydra's files, the config, the curve and the summary, not the plots

@@ -177,7 +177,7 @@ def interrupt_sweep_once_running(tmp_path, running: int, *launcher, signum=signa
 
 
 def check_interrupted_sweep(client, sweep_dir: Path, running: int, experiment: str = "lrexp",
-                            jobs: int = 3):
+                            jobs: int = 3, net: str = "simple_cnn"):
     runs = runs_of(client, experiment)
     [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
@@ -188,7 +188,7 @@ def check_interrupted_sweep(client, sweep_dir: Path, running: int, experiment: s
         history = client.get_metric_history(child.info.run_id, "loss")
         assert child.info.status == "KILLED" and curve.stop_reason == "interrupted"
         assert len(history) == len(curve) > 0
-    statuses = [json.loads((sweep_dir / f"{n}_simple_cnn" / "summary.json").read_text())["status"]
+    statuses = [json.loads((sweep_dir / f"{n}_{net}" / "summary.json").read_text())["status"]
                 for n in range(jobs)]
     assert statuses == ["interrupted"] * running + ["SKIPPED"] * (jobs - running)
     with open(sweep_dir / "sweep_summary.csv") as table:
@@ -206,7 +206,7 @@ def test_a_stop_signal_ends_a_serial_sweep_and_keeps_the_running_jobs_curve(
     # the basic launcher runs the jobs in the sweep's own process: this one; two jobs show
     # both fates (the running one records, the next is skipped)
     with signal_this_process_when(lambda: jobs_have_recorded(tmp_path, 1), signum) as problems:
-        finished = lrexp_main("-m", "seed=0,1", *LONG_SWEEP[1:],
+        finished = lrexp_main("-m", "seed=0,1", "net=mlp", *LONG_SWEEP[1:],
                               f"tracking.uri={shared_sqlite_uri}",
                               f"tracking.experiment={experiment_name}")
     assert not problems, problems
@@ -214,7 +214,7 @@ def test_a_stop_signal_ends_a_serial_sweep_and_keeps_the_running_jobs_curve(
     assert "Traceback" not in finished.output
     [sweep_dir] = tmp_path.glob("outputs/multirun/*/*")
     check_interrupted_sweep(MlflowClient(shared_sqlite_uri), sweep_dir, 1, experiment_name,
-                            jobs=2)
+                            jobs=2, net="mlp")
 
 
 @pytest.mark.slow

@@ -105,7 +105,7 @@ LONG_RUN = ("num_iter=100000", "max_lr=1e-3", "hydra.run.dir=run")
 
 
 @pytest.mark.slow
-def test_ctrl_c_to_a_real_process_keeps_the_partial_curve_in_the_store_and_exits_130(tmp_path):
+def test_ctrl_c_keeps_the_partial_curve_and_exits_130_as_a_real_process(tmp_path):
     proc = lrexp_process(*LONG_RUN, cwd=tmp_path)
     curve = tmp_path / "run" / "curve.csv"
     try:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from app_runs import compose_config, curve_rows, lrexp_main, poll_until, signal_this_process_when
+from hydra.errors import ConfigCompositionException
 from mlflow.tracking import MlflowClient
 from mlflow_server import mlflow_server
 from omegaconf import OmegaConf
@@ -38,13 +39,23 @@ def test_other_sweep_presets_sweep_their_key(preset, key):
     assert len(str(params[key]).split(",")) >= 2
 
 
-def test_slurm_launcher_config_carries_the_keys_users_set():
+# The keys the README says SLURM users change, each overridden to a value the preset does not hold
+SLURM_SETTINGS = {"partition": "gpu", "gpus_per_node": 2, "cpus_per_task": 4, "mem_gb": 64,
+                  "timeout_min": 30, "array_parallelism": 4}
+
+
+def test_slurm_preset_reaches_the_submitit_launcher_with_the_users_settings():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    launcher = compose_config("hydra/launcher=lrexp_slurm",
-                         "hydra.launcher.partition=gpu").hydra.launcher
+    launcher = compose_config("hydra/launcher=lrexp_slurm", *(
+        f"hydra.launcher.{key}={value}" for key, value in SLURM_SETTINGS.items())).hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
-    assert (launcher.partition, launcher.gpus_per_node, launcher.cpus_per_task,
-            launcher.timeout_min, launcher.array_parallelism) == ("gpu", 1, 8, 60, 16)
+    assert {key: launcher[key] for key in SLURM_SETTINGS} == SLURM_SETTINGS
+
+
+def test_a_misspelled_slurm_setting_is_refused_not_ignored():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    with pytest.raises(ConfigCompositionException, match="partiton"):
+        compose_config("hydra/launcher=lrexp_slurm", "hydra.launcher.partiton=gpu")
 
 
 @pytest.mark.slow

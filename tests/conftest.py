@@ -53,7 +53,7 @@ def _repo_stays_clean():
 
 
 @pytest.fixture(autouse=True)
-def hermetic(monkeypatch, tmp_path):
+def hermetic(tmp_path):
     """Each test runs in its tmp_path (Hydra's outputs/ and MLflow's default store land there),
     without MLFLOW_* or HYDRA_* settings from the shell, and leaves no process-wide state
     behind: environment variables the code under test set, signal handlers, root log handlers,
@@ -65,7 +65,8 @@ def hermetic(monkeypatch, tmp_path):
         if FROM_THE_SHELL.match(name):
             del os.environ[name]
     os.environ["MPLBACKEND"] = "Agg"  # also for subprocesses
-    monkeypatch.chdir(tmp_path)
+    started_in = os.getcwd()
+    os.chdir(tmp_path)
     handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     threads = torch.get_num_threads()
     reset_process_state()
@@ -81,6 +82,7 @@ def hermetic(monkeypatch, tmp_path):
             handler.close()
     os.environ.clear()
     os.environ.update(environ)
+    os.chdir(started_in)
 
 
 @pytest.fixture(autouse=True)
@@ -100,6 +102,8 @@ MAKE_STORE = "import sys; from mlflow.tracking import MlflowClient; " \
 
 def pytest_collection_finish(session):
     global _server, _store
+    if session.config.option.collectonly:
+        return
     needed = {name for item in session.items for name in getattr(item, "fixturenames", ())}
     if STORE_FIXTURE in needed:
         folder = Path(tempfile.mkdtemp(prefix="lrexp-sqlite-store-"))

@@ -21,6 +21,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# The server runs under this watchdog, the leader of its own process group: if the test process
+# dies without stopping it (killed by a timeout, say), the whole group goes down within a second.
+WATCHDOG = """
+import os, signal, subprocess, sys, time
+server = subprocess.Popen(sys.argv[2:])
+while server.poll() is None and os.getppid() == int(sys.argv[1]):
+    time.sleep(1)
+os.killpg(0, signal.SIGTERM)
+"""
+
+
 class MlflowServer:
     """``start`` returns at once (the server imports for seconds); ``wait_ready`` polls its
     health endpoint until it answers; the backend defaults to a SQLite file in ``workdir``."""
@@ -40,10 +51,11 @@ class MlflowServer:
         env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
         with self.log_path.open("w") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
+                [sys.executable, "-c", WATCHDOG, str(os.getpid()),
+                 sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
                  str(self.port), "--backend-store-uri", self.backend_uri, "--workers", "1"],
                 cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)  # its uvicorn worker goes down with it (stop)
+                start_new_session=True)  # stop() ends the group: watchdog, server, its uvicorn
         return self
 
     def wait_ready(self, timeout_s: float = 180) -> str:

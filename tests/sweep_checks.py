@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,20 @@ import pytest
 from app_runs import poll_until, training_started
 
 from lrexp.engine.result import RangeTestResult
+
+
+def default_signals() -> None:
+    """For ``preexec_fn``: a child starts with Ctrl-C's default action even when this process
+    ignores SIGINT (a shell's background job does; the ignore would be inherited)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def lrexp_process(*args, cwd, **popen) -> subprocess.Popen:
+    """A real ``python -m lrexp progress=false ARGS`` process (the hermetic fixture cleared
+    MLFLOW_* settings from the environment it inherits)."""
+    return subprocess.Popen([sys.executable, "-m", "lrexp", "progress=false", *args], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=default_signals, **popen)
 
 
 def lrexp_cli(*args, cwd, env_extra=None, timeout=300):
@@ -60,7 +75,8 @@ def check_sweep(client, sweep_root: Path, nets: list[str], experiment: str = "lr
     parent = parents[0]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert sorted(r.data.tags["net"] for r in children) == sorted(nets)
-    assert all(r.info.status == "FINISHED" for r in children)
+    statuses = {r.info.run_id: (r.data.tags["net"], r.info.status) for r in children}
+    assert all(status == "FINISHED" for _, status in statuses.values()), statuses
     assert parent.info.status == "FINISHED"
     [sweep_dir] = sweep_root.glob("*/*")
     for child in children:

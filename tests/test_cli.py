@@ -13,7 +13,12 @@ import pytest
 import torch
 from app_runs import curve_rows, lrexp_main, poll_until
 from mlflow.tracking import MlflowClient
-from sweep_checks import assert_child_matches_its_run_dir, lrexp_cli, runs_of
+from sweep_checks import (
+    assert_child_matches_its_run_dir,
+    lrexp_cli,
+    lrexp_process,
+    runs_of,
+)
 
 from lrexp.engine.result import RangeTestResult
 
@@ -39,6 +44,7 @@ def test_default_run_writes_under_outputs_and_tracks_into_the_default_store(tmp_
     assert "Starting the LR range test" in (run_dir / "lrexp.log").read_text()
     assert "suggested LR" in finished.output and str(run_dir) in finished.output
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")  # MLflow's default store
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     [run] = runs_of(client)
     assert run.info.status == "FINISHED" and run.info.run_name == "simple_cnn-digits-SGD"
     assert_child_matches_its_run_dir(client, run, run_dir)
@@ -98,17 +104,9 @@ def test_help_lists_groups_without_importing_torch_or_mlflow(tmp_path):
 LONG_RUN = ("num_iter=100000", "max_lr=1e-3", "hydra.run.dir=run")
 
 
-def _sigint_as_in_a_terminal() -> None:
-    """A shell's background job starts with SIGINT ignored, and a child keeps that: give the app
-    the default action, which a terminal's Ctrl-C meets."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 @pytest.mark.slow
-def test_ctrl_c_to_a_real_process_keeps_the_partial_curve_in_the_store_and_exits_130(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "lrexp", "progress=false", *LONG_RUN],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, preexec_fn=_sigint_as_in_a_terminal)
+def test_ctrl_c_keeps_the_partial_curve_and_exits_130_as_a_real_process(tmp_path):
+    proc = lrexp_process(*LONG_RUN, cwd=tmp_path)
     curve = tmp_path / "run" / "curve.csv"
     try:
         poll_until(lambda: curve_rows(curve) >= 10 or proc.poll() is not None,

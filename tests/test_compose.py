@@ -27,14 +27,14 @@ def test_cifar100_vgg16_is_the_original_experiment():
 
 
 def test_cifar100_vgg16_runs_on_a_tiny_cifar100_on_disk(tmp_path, monkeypatch):
-    write_cifar(tmp_path / "data", 100, monkeypatch, per_file=30)
-    # the experiment's net, data and optimizer; a batch of 8, not 64: VGG16 is costly on a CPU
+    write_cifar(tmp_path / "data", 100, monkeypatch, per_file=20)
+    # the experiment's net, data and optimizer; a batch of 4, not 64: VGG16 is costly on a CPU
     cfg = compose_config("experiment=cifar100_vgg16", f"dataset.root={tmp_path / 'data'}",
-                         "num_iter=3", "batch_size=8", "dataset.num_workers=0",
+                         "num_iter=2", "batch_size=4", "dataset.num_workers=0",
                          out_dir=tmp_path / "run")
     assert run_config(cfg) == EXIT_OK
     curve = RangeTestResult.from_csv(tmp_path / "run" / "curve.csv")
-    assert len(curve) == 3 and curve.extra["net"] == "vgg16"
+    assert len(curve) == 2 and curve.extra["net"] == "vgg16"
 
 
 def test_sine_mlp_runs_the_toy_regression(tmp_path):

@@ -7,7 +7,6 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,16 +20,10 @@ from app_runs import (
     signal_this_process_when,
 )
 from mlflow.tracking import MlflowClient
-from sweep_checks import runs_of, wait_until_training
+from sweep_checks import lrexp_process, runs_of, wait_until_training
 
 from lrexp.engine.result import RangeTestResult
 from lrexp.tracking.mlflow_tracker import MlflowTracker
-
-
-def _start(*overrides, cwd):
-    """A real ``python -m lrexp`` process (the hermetic fixture cleared MLFLOW_* settings)."""
-    return subprocess.Popen([sys.executable, "-m", "lrexp", "progress=false", *overrides],
-                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def _wait_for_rows(curve: Path, rows: int) -> None:
@@ -89,7 +82,7 @@ def test_a_stop_signal_keeps_the_partial_curve_closes_the_run_killed_and_sets_th
 
 @pytest.mark.slow
 def test_sigterm_records_the_partial_curve_closes_the_run_killed_and_exits_143(tmp_path):
-    proc = _start(*LONG_RUN, cwd=tmp_path)
+    proc = lrexp_process(*LONG_RUN, cwd=tmp_path)
     wait_until_training(tmp_path / "run")
     _wait_for_rows(tmp_path / "run" / "curve.csv", 12)
     proc.send_signal(signal.SIGTERM)
@@ -108,15 +101,12 @@ def test_sigterm_records_the_partial_curve_closes_the_run_killed_and_exits_143(t
 
 @pytest.mark.slow
 def test_kill_9_leaves_the_flushed_curve_and_the_next_run_closes_the_orphan(tmp_path):
-    proc = _start(*LONG_RUN, cwd=tmp_path)
+    proc = lrexp_process(*LONG_RUN, cwd=tmp_path)
     wait_until_training(tmp_path / "run")
     _wait_for_rows(tmp_path / "run" / "curve.csv", 25)
-    # the tracker opens its MLflow run beside the test; a kill before that leaves no run at all
-    opened = tmp_path / "run" / "lrexp.log"
-    deadline = time.monotonic() + 120
-    while "MLflow run" not in (opened.read_text() if opened.exists() else ""):
-        assert time.monotonic() < deadline and proc.poll() is None, "no MLflow run opened"
-        time.sleep(0.2)
+    # the tracker logs once its MLflow run is open; a kill before that leaves no run at all
+    poll_until(lambda: proc.poll() is not None or "MLflow run" in
+               (tmp_path / "run" / "lrexp.log").read_text(), "the MLflow run opened")
     proc.kill()
     proc.communicate(timeout=60)
     curve = RangeTestResult.from_csv(tmp_path / "run" / "curve.csv")
@@ -133,6 +123,7 @@ def test_kill_9_leaves_the_flushed_curve_and_the_next_run_closes_the_orphan(tmp_
     assert statuses[str((tmp_path / "later").resolve())] == "FINISHED"
 
 
+@pytest.mark.slow  # the portable failure while writing results (plot.png a folder) is fast
 def test_a_full_disk_while_writing_results_keeps_the_curve_and_closes_the_run_failed(
         tmp_path, shared_sqlite_uri, experiment_name):
     # 48 kB hold Hydra's files, the config, the curve and the summary, not the plots
@@ -199,7 +190,7 @@ def test_a_run_on_an_unusable_store_costs_one_warning_not_minutes(tmp_path):
 
 @pytest.mark.slow
 def test_two_first_runs_at_once_both_track_into_the_new_store(tmp_path):
-    procs = [_start("num_iter=5", f"hydra.run.dir=run{i}", cwd=tmp_path) for i in range(2)]
+    procs = [lrexp_process("num_iter=5", f"hydra.run.dir=run{i}", cwd=tmp_path) for i in range(2)]
     outputs = [proc.communicate(timeout=300)[0] for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0], outputs
     assert not any("Tracking disabled" in out for out in outputs), outputs

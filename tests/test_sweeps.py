@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 from app_runs import compose_config, curve_rows, lrexp_main, poll_until, signal_this_process_when
+from hydra.errors import ConfigCompositionException
 from mlflow.tracking import MlflowClient
 from mlflow_server import mlflow_server
 from omegaconf import OmegaConf
-from sweep_checks import check_sweep, lrexp_cli, runs_of
+from sweep_checks import check_sweep, default_signals, lrexp_cli, runs_of
 
 from lrexp.app import models
 from lrexp.app.build import torch_threads
@@ -38,13 +39,23 @@ def test_other_sweep_presets_sweep_their_key(preset, key):
     assert len(str(params[key]).split(",")) >= 2
 
 
-def test_slurm_launcher_config_carries_the_keys_users_set():
+# The keys the README says SLURM users change, each overridden to a value the preset does not hold
+SLURM_SETTINGS = {"partition": "gpu", "gpus_per_node": 2, "cpus_per_task": 4, "mem_gb": 64,
+                  "timeout_min": 30, "array_parallelism": 4}
+
+
+def test_slurm_preset_reaches_the_submitit_launcher_with_the_users_settings():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    launcher = compose_config("hydra/launcher=lrexp_slurm",
-                         "hydra.launcher.partition=gpu").hydra.launcher
+    launcher = compose_config("hydra/launcher=lrexp_slurm", *(
+        f"hydra.launcher.{key}={value}" for key, value in SLURM_SETTINGS.items())).hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
-    assert (launcher.partition, launcher.gpus_per_node, launcher.cpus_per_task,
-            launcher.timeout_min, launcher.array_parallelism) == ("gpu", 1, 8, 60, 16)
+    assert {key: launcher[key] for key in SLURM_SETTINGS} == SLURM_SETTINGS
+
+
+def test_a_misspelled_slurm_setting_is_refused_not_ignored():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    with pytest.raises(ConfigCompositionException, match="partiton"):
+        compose_config("hydra/launcher=lrexp_slurm", "hydra.launcher.partiton=gpu")
 
 
 @pytest.mark.slow
@@ -162,11 +173,8 @@ def interrupt_sweep_once_running(tmp_path, running: int, *launcher, signum=signa
     jobs have recorded points; returns (exit code, output, sweep dir)."""
     sweep = subprocess.Popen(
         [sys.executable, "-m", "lrexp", "-m", *launcher, *LONG_SWEEP, "progress=false"],
-        cwd=tmp_path, start_new_session=True, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
-        # a shell's background job starts with SIGINT ignored; a terminal's Ctrl-C meets the
-        # default action
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        cwd=tmp_path, start_new_session=True, preexec_fn=default_signals,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         poll_until(lambda: jobs_have_recorded(tmp_path, running) or sweep.poll() is not None,
                    f"{running} jobs recording")
@@ -180,7 +188,7 @@ def interrupt_sweep_once_running(tmp_path, running: int, *launcher, signum=signa
 
 
 def check_interrupted_sweep(client, sweep_dir: Path, running: int, experiment: str = "lrexp",
-                            jobs: int = 3):
+                            jobs: int = 3, net: str = "simple_cnn"):
     runs = runs_of(client, experiment)
     [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
@@ -191,7 +199,7 @@ def check_interrupted_sweep(client, sweep_dir: Path, running: int, experiment: s
         history = client.get_metric_history(child.info.run_id, "loss")
         assert child.info.status == "KILLED" and curve.stop_reason == "interrupted"
         assert len(history) == len(curve) > 0
-    statuses = [json.loads((sweep_dir / f"{n}_simple_cnn" / "summary.json").read_text())["status"]
+    statuses = [json.loads((sweep_dir / f"{n}_{net}" / "summary.json").read_text())["status"]
                 for n in range(jobs)]
     assert statuses == ["interrupted"] * running + ["SKIPPED"] * (jobs - running)
     with open(sweep_dir / "sweep_summary.csv") as table:
@@ -209,7 +217,7 @@ def test_a_stop_signal_ends_a_serial_sweep_and_keeps_the_running_jobs_curve(
     # the basic launcher runs the jobs in the sweep's own process: this one; two jobs show
     # both fates (the running one records, the next is skipped)
     with signal_this_process_when(lambda: jobs_have_recorded(tmp_path, 1), signum) as problems:
-        finished = lrexp_main("-m", "seed=0,1", *LONG_SWEEP[1:],
+        finished = lrexp_main("-m", "seed=0,1", "net=mlp", *LONG_SWEEP[1:],
                               f"tracking.uri={shared_sqlite_uri}",
                               f"tracking.experiment={experiment_name}")
     assert not problems, problems
@@ -217,7 +225,7 @@ def test_a_stop_signal_ends_a_serial_sweep_and_keeps_the_running_jobs_curve(
     assert "Traceback" not in finished.output
     [sweep_dir] = tmp_path.glob("outputs/multirun/*/*")
     check_interrupted_sweep(MlflowClient(shared_sqlite_uri), sweep_dir, 1, experiment_name,
-                            jobs=2)
+                            jobs=2, net="mlp")
 
 
 @pytest.mark.slow

@@ -60,30 +60,31 @@ def test_unreachable_server_costs_seconds_and_keeps_everything_local(tmp_path, c
 
 
 @pytest.mark.slow
-def test_server_stopped_mid_run_loses_nothing_and_import_run_sends_it_later(tmp_path):
-    server = MlflowServer(tmp_path / "server").start()
+def test_server_stopped_mid_run_loses_nothing_and_import_run_sends_it_later(
+        tmp_path, mlflow_server_uri, experiment_name):
+    server = MlflowServer(tmp_path / "server").start()  # one of its own, to stop
     uri = server.wait_ready()
     try:
+        # the runner opens the MLflow run before it starts the range test
         with when_ready(lambda: training_started(tmp_path / "run"), server.stop) as problems:
             finished = lrexp_main(f"tracking.uri={uri}", "tracking.timeout_s=2",
                                   "num_iter=60", "net=mlp", "hydra.run.dir=run")
-        assert not problems, problems
-        # the server went away while the job trained
-        assert finished.returncode == 0, finished.output
-        assert "python -m lrexp.tracking.import_run" in finished.output
-        curve = RangeTestResult.from_csv(tmp_path / "run" / "curve.csv")
-        assert len(curve) > 10
-
-        server = MlflowServer(tmp_path / "server", port=server.port).start()  # the same store
-        assert server.wait_ready() == uri
-        assert import_run(["run", "--uri", uri]) == 0
-        client = MlflowClient(uri)
-        finished_runs = [r for r in runs_of(client) if r.info.status == "FINISHED"]
-        assert len(finished_runs) == 1
-        history = client.get_metric_history(finished_runs[0].info.run_id, "loss")
-        assert sorted(m.step for m in history) == list(range(len(curve)))
     finally:
         server.stop()
+    assert not problems, problems
+    # the server went away while the job trained
+    assert finished.returncode == 0, finished.output
+    assert "python -m lrexp.tracking.import_run" in finished.output
+    curve = RangeTestResult.from_csv(tmp_path / "run" / "curve.csv")
+    assert len(curve) > 10
+
+    # later, to a server that answers (the session's)
+    assert import_run(["run", "--uri", mlflow_server_uri, "--experiment", experiment_name]) == 0
+    client = MlflowClient(mlflow_server_uri)
+    [run] = runs_of(client, experiment_name)
+    assert run.info.status == "FINISHED"
+    history = client.get_metric_history(run.info.run_id, "loss")
+    assert sorted(m.step for m in history) == list(range(len(curve)))
 
 
 def test_long_params_are_truncated_with_a_marker_not_refused(shared_sqlite_uri,
@@ -101,14 +102,15 @@ def test_long_params_are_truncated_with_a_marker_not_refused(shared_sqlite_uri,
 
 def test_more_steps_than_one_batch_holds_arrive_complete(shared_sqlite_uri, experiment_name):
     uri = shared_sqlite_uri
-    # live flushes plus the final one
+    # two live flushes of 1400 metrics (over MLflow's 1000 a batch) and the final one
+    steps = 1500
     tracker = MlflowTracker(uri, experiment=experiment_name, flush_every=700)
     tracker.start("many", params={}, tags={})
-    for step in range(2500):
+    for step in range(steps):
         tracker.log_step(step, 1e-6 * 1.01**step, 3.0 - step / 1000)
     tracker.finish(status="FINISHED")
     history = MlflowClient(uri).get_metric_history(tracker.run_id, "loss")
-    assert sorted(m.step for m in history) == list(range(2500))
+    assert sorted(m.step for m in history) == list(range(steps))
 
 
 @pytest.mark.slow

@@ -96,11 +96,6 @@ def test_optimizer_builds_with_every_setting_it_names(option):
     assert settings == {key: optimizer.defaults[key] for key in settings}
 
 
-def net_and_dataset_options() -> list[str]:
-    """Options that choose a net and a dataset: the groups themselves and the experiments."""
-    return of_group("net") + of_group("dataset") + of_group("experiment")
-
-
 @pytest.mark.parametrize("option", of_group("net") + of_group("experiment"))
 def test_net_builds_with_its_settings_and_its_head_has_the_classes(option):
     node = composed()[option].net
@@ -116,25 +111,19 @@ def test_net_builds_with_its_settings_and_its_head_has_the_classes(option):
 OFFLINE_DATASETS = {"digits", "sine", "synthetic"}
 
 
-def dataset_options(offline: bool) -> list[str]:
-    return [option for option in of_group("dataset") + of_group("experiment")
-            if (composed()[option].dataset.name in OFFLINE_DATASETS) == offline]
-
-
-@pytest.mark.parametrize("option", dataset_options(offline=True))
-def test_offline_dataset_builds_its_loaders(option):
-    loaders = instantiate(composed()[option].dataset, batch_size=8, seed=0, device_type="cpu")
-    inputs, labels = next(iter(loaders.train))
-    assert len(inputs) == len(labels) == 8
-
-
-@pytest.mark.parametrize("option", dataset_options(offline=False))
-def test_dataset_on_disk_takes_its_settings_and_says_where_it_looked(option, tmp_path):
-    # its builder binds every setting before it looks for the files: a setting it does not
-    # take would raise a TypeError instead
+@pytest.mark.parametrize("option", of_group("dataset") + of_group("experiment"))
+def test_dataset_builds_offline_or_says_where_it_looked(option, tmp_path):
+    node = composed()[option].dataset
+    if node.name in OFFLINE_DATASETS:
+        loaders = instantiate(node, batch_size=8, seed=0, device_type="cpu")
+        inputs, labels = next(iter(loaders.train))
+        assert len(inputs) == len(labels) == 8
+        return
+    # a dataset on disk: its builder binds every setting before it looks for the files (a
+    # setting it does not take would raise a TypeError instead)
     with pytest.raises(InstantiationException) as caught:
-        instantiate(composed()[option].dataset, root=str(tmp_path / "nowhere"), batch_size=8,
-                    seed=0, device_type="cpu")
+        instantiate(node, root=str(tmp_path / "nowhere"), batch_size=8, seed=0,
+                    device_type="cpu")
     assert isinstance(caught.value.__cause__, data.DatasetNotFoundError)
     assert "dataset.root=" in str(caught.value.__cause__)
 

@@ -42,7 +42,7 @@ def plot(result: RangeTestResult, ax: Axes | None = None, *, title: str | None =
     ax.plot(lrs, result.smoothed, color="tab:gray", linewidth=1, linestyle=":",
             label=f"online EMA (β={result.beta}, stopping rule)")
     ax.plot(lrs, trend, color="tab:blue", linewidth=2, label="zero-lag smoothing (rules read it)")
-    if result.schedule == "exp":
+    if result.range_schedule == "exp":
         ax.set_xscale("log")
 
     default = result.suggest("default")
@@ -180,11 +180,11 @@ def plot_schedule(result: RangeTestResult) -> Figure:
     fig = Figure(figsize=(6, 3.5), layout="constrained")
     ax = fig.add_subplot()
     ax.plot(np.arange(len(result)), result.lrs, marker=".", linewidth=1)
-    if result.schedule == "exp":
+    if result.range_schedule == "exp":
         ax.set_yscale("log")
     ax.set_xlabel("iteration")
     ax.set_ylabel("learning rate")
-    ax.set_title(f"{result.schedule} schedule, {len(result)} points")
+    ax.set_title(f"{result.range_schedule} schedule, {len(result)} points")
     ax.grid(True, which="both", alpha=0.3)
     return fig
 

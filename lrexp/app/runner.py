@@ -260,10 +260,11 @@ def _curve_header(settings: dict[str, Any], names: dict[str, str]) -> Any:
 
     from lrexp.engine.result import RangeTestResult
 
-    keys = ("beta", "diverge_th", "schedule", "min_lr", "max_lr", "num_iter", "steps_per_lr")
+    keys = ("beta", "diverge_th", "min_lr", "max_lr", "num_iter", "steps_per_lr")
     empty = np.empty(0)
     return RangeTestResult(empty, empty, empty, extra=dict(names),
                            loss_kind="train" if settings["val_loader"] is None else "val",
+                           range_schedule=settings["schedule"],
                            **{key: settings[key] for key in keys})
 
 

@@ -149,8 +149,9 @@ def _record_curve(trainer: _Trainer, settings: RangeTestSettings, train_loader: 
     return RangeTestResult(
         np.array(ramp.lrs), np.array(ramp.losses), np.array(ramp.smoothed),
         stop_reason=ramp.stop_reason, beta=settings.beta,
-        diverge_th=settings.diverge_th, schedule=str(settings.schedule), min_lr=settings.min_lr,
-        max_lr=settings.max_lr, num_iter=settings.num_iter, steps_per_lr=settings.steps_per_lr,
+        diverge_th=settings.diverge_th, range_schedule=str(settings.schedule),
+        min_lr=settings.min_lr, max_lr=settings.max_lr, num_iter=settings.num_iter,
+        steps_per_lr=settings.steps_per_lr,
         loss_kind="train" if val_loader is None else "val",
     )
 

@@ -25,6 +25,9 @@ __all__ = ["STOP_REASONS", "CurveWriter", "Probe", "RangeTestResult", "Verificat
 STOP_REASONS = ("completed", "diverged", "non-finite", "interrupted", "exhausted")
 _CSV_COLUMNS = ("step", "lr", "loss", "loss_smooth")
 _META_PREFIX = "# lrexp "
+# Fields stored under another name in the files: ``schedule`` names the range test's LR ramp
+# there (as in range_test and the config); on the result, ``schedule()`` gives training schedules.
+_FILE_KEYS = {"range_schedule": "schedule"}
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +77,8 @@ class RangeTestResult:
 
     ``losses`` is the training loss, or the validation loss when the test ran with a
     ``val_loader`` (``loss_kind`` says which). A step that diverged or went non-finite is the
-    last entry; its loss is kept as recorded (NaN/inf included).
+    last entry; its loss is kept as recorded (NaN/inf included). ``range_schedule`` is how the
+    test ramped the LR (range_test's ``schedule``: "exp" or "linear").
     """
 
     lrs: FloatArray
@@ -83,7 +87,7 @@ class RangeTestResult:
     stop_reason: str = "completed"
     beta: float = DEFAULTS.beta
     diverge_th: float = DEFAULTS.diverge_th
-    schedule: str = str(DEFAULTS.schedule)
+    range_schedule: str = str(DEFAULTS.schedule)
     min_lr: float | None = None
     max_lr: float | None = None
     num_iter: int | None = None
@@ -190,7 +194,8 @@ class RangeTestResult:
     # -- persistence ---------------------------------------------------------------------------
     def _metadata(self) -> dict[str, Any]:
         arrays = {"lrs", "losses", "smoothed", "verification"}
-        meta = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in arrays}
+        meta = {_FILE_KEYS.get(f.name, f.name): getattr(self, f.name) for f in fields(self)
+                if f.name not in arrays}
         meta["diverge_th"] = _json_float(self.diverge_th)
         if self.verification is not None:
             meta["verification"] = self.verification.to_dict()
@@ -236,7 +241,7 @@ class RangeTestResult:
         meta["diverge_th"] = float(meta.get("diverge_th", DEFAULTS.diverge_th))
         if meta.get("verification") is not None:
             meta["verification"] = Verification.from_dict(meta["verification"])
-        return cls(columns["lr"], columns["loss"], columns["loss_smooth"], **meta)
+        return cls(columns["lr"], columns["loss"], columns["loss_smooth"], **_from_file(meta))
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -245,7 +250,7 @@ class RangeTestResult:
         data["diverge_th"] = _json_float(self.diverge_th)
         if self.verification is not None:
             data["verification"] = self.verification.to_dict()
-        return data
+        return {_FILE_KEYS.get(key, key): value for key, value in data.items()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RangeTestResult:
@@ -255,7 +260,7 @@ class RangeTestResult:
         data["diverge_th"] = float(data["diverge_th"])
         if data.get("verification") is not None:
             data["verification"] = Verification.from_dict(data["verification"])
-        return cls(**data)
+        return cls(**_from_file(data))
 
     def to_json(self, path: str | Path) -> Path:
         path = Path(path)
@@ -328,6 +333,12 @@ class CurveWriter:
                 with contextlib.suppress(OSError):
                     self._handle.close()
             self._handle = None
+
+
+def _from_file(data: dict[str, Any]) -> dict[str, Any]:
+    """The constructor's keywords for a file's fields (``_FILE_KEYS`` undone)."""
+    names = {stored: name for name, stored in _FILE_KEYS.items()}
+    return {names.get(key, key): value for key, value in data.items()}
 
 
 def _json_float(value: float) -> float | str:

@@ -66,7 +66,7 @@ def curve_of(client: Any, run: Any) -> Any:
     losses = np.array([m.value for m in history["loss"]], dtype=np.float64)
     beta = float(run.data.params.get("beta", 0.98))
     return RangeTestResult(lrs, losses, smooth(losses, beta), beta=beta,
-                           schedule=run.data.params.get("schedule", "exp"))
+                           range_schedule=run.data.params.get("schedule", "exp"))
 
 
 def main(argv: list[str] | None = None) -> int:

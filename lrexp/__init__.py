@@ -10,12 +10,18 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["RangeTestResult", "Suggestion", "lr_finder", "plot", "range_test"]
+__all__ = [
+    "CyclicSettings", "OneCycleSettings", "RangeTestResult", "ScheduleBoundsError", "Suggestion",
+    "lr_finder", "plot", "range_test",
+]
 
 _LAZY = {
     "range_test": "lrexp.engine.rangetest",
     "RangeTestResult": "lrexp.engine.result",
     "Suggestion": "lrexp.engine.suggest",
+    "OneCycleSettings": "lrexp.engine.training_schedules",
+    "CyclicSettings": "lrexp.engine.training_schedules",
+    "ScheduleBoundsError": "lrexp.engine.training_schedules",
     "plot": "lrexp.plotting",
     "lr_finder": "lrexp.finder",
 }
@@ -24,6 +30,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from lrexp.engine.rangetest import range_test
     from lrexp.engine.result import RangeTestResult
     from lrexp.engine.suggest import Suggestion
+    from lrexp.engine.training_schedules import (
+        CyclicSettings,
+        OneCycleSettings,
+        ScheduleBoundsError,
+    )
     from lrexp.finder import lr_finder
     from lrexp.plotting import plot
 

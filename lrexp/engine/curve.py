@@ -34,7 +34,7 @@ from lrexp.engine.settings import DEFAULTS, RangeTestSettings
 
 __all__ = [
     "WARMUP_STEPS", "CurveMonitor", "FloatArray", "Reading", "blowup_index", "divergence_step",
-    "noise_scale", "read", "readable_end", "readable_losses", "smooth", "zero_lag",
+    "noise_scale", "read", "readable_end", "readable_losses", "smooth", "start_level", "zero_lag",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -227,7 +227,7 @@ def readable_losses(losses: FloatArray) -> FloatArray:
     values = values[: readable_end(values)]
     if not len(values):
         return values.copy()
-    ceiling = _start_level(values) + 3.0 * noise_scale(values)
+    ceiling = start_level(values) + 3.0 * noise_scale(values)
     return np.minimum(values, max(ceiling, float(_head(values).max())))
 
 
@@ -236,7 +236,8 @@ def _head(values: FloatArray) -> FloatArray:
     return values[: max(3, len(values) // 10)]
 
 
-def _start_level(values: FloatArray) -> float:
+def start_level(values: FloatArray) -> float:
+    """The loss's level where the test began: the median of its first tenth (3 points at least)."""
     return float(np.median(_head(values)))
 
 
@@ -255,7 +256,7 @@ def _blowup(raw: FloatArray, values: FloatArray, trend: FloatArray) -> int | Non
     cut_short = end < len(raw)  # a non-finite loss ends the readable part: a blow-up there
     if end < 3:
         return end if cut_short else None
-    level = _start_level(values)
+    level = start_level(values)
     # a relative floor: on a noiseless flat curve rounding alone must not look like a rise
     above = trend > level + max(2.0 * noise_scale(values), 1e-9 * max(abs(level), 1.0))
     if not above[-1]:

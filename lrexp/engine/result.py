@@ -12,13 +12,24 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO, overload
 
 import numpy as np
 
 from lrexp.engine.curve import CurveMonitor, FloatArray, blowup_index, zero_lag
 from lrexp.engine.settings import DEFAULTS
 from lrexp.engine.suggest import METHODS, Suggestion, Verdict, assess, suggest
+from lrexp.engine.training_schedules import (
+    CyclicSettings,
+    OneCycleSettings,
+    TrainingSchedule,
+    make_scheduler,
+    schedule_settings,
+)
+
+if TYPE_CHECKING:
+    from torch.optim import Optimizer
+    from torch.optim.lr_scheduler import LRScheduler
 
 __all__ = ["STOP_REASONS", "CurveWriter", "Probe", "RangeTestResult", "Verification"]
 
@@ -150,6 +161,26 @@ class RangeTestResult:
         "verified" too when the test ran with ``verify=True``."""
         names = ["default", *METHODS, *(["verified"] if self.verification else [])]
         return {name: self.suggest(name).lr for name in names}
+
+    @overload
+    def schedule(self, name: Literal["onecycle"]) -> OneCycleSettings: ...
+    @overload
+    def schedule(self, name: Literal["cyclic"]) -> CyclicSettings: ...
+    @overload
+    def schedule(self, name: str) -> TrainingSchedule: ...
+
+    def schedule(self, name: str) -> TrainingSchedule:
+        """The bounds of training schedule ``name`` read from this curve: "onecycle" gives
+        ``OneCycleSettings`` (max_lr, div_factor) for torch's OneCycleLR, "cyclic" gives
+        ``CyclicSettings`` (base_lr, max_lr) for CyclicLR. The rules and their sources:
+        ``lrexp.engine.training_schedules``. ``ScheduleBoundsError`` when the curve has no
+        suggestion to read them from."""
+        return schedule_settings(self.lrs, self.losses, name)
+
+    def make_scheduler(self, optimizer: Optimizer, name: str, **torch_kwargs: Any) -> LRScheduler:
+        """torch's scheduler for ``schedule(name)`` on ``optimizer``; ``torch_kwargs`` go to it
+        (``total_steps=`` for "onecycle", ``step_size_up=`` for "cyclic", or any other)."""
+        return make_scheduler(optimizer, self.schedule(name), **torch_kwargs)
 
     @property
     def zero_lag(self) -> FloatArray:

@@ -30,11 +30,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
-from lrexp.engine.curve import FloatArray, read, readable_end
+from lrexp.engine.curve import FloatArray, read, readable_end, start_level
 
 __all__ = [
     "CONFIDENCE_LEVELS", "DEFAULT_METHOD", "METHODS", "Suggestion", "Verdict", "assess", "edge",
-    "minimum", "steepest", "suggest", "valley",
+    "fall_start_lr", "minimum", "steepest", "suggest", "valley",
 ]
 
 # Fewer usable points than this cannot show a descent and a turn.
@@ -51,6 +51,9 @@ FALL_NONE, FALL_HIGH = 2.0, 5.0
 MINIMUM_DIVISOR = 2.0
 EDGE_DIVISOR = 30.0
 INTERVAL_BELOW_EDGE = (100.0, 5.0)  # the supported interval: blow-up LR / 100 .. / 5
+# The loss "starts to fall" (Smith 2017, section 3.3) where it leaves the level it started at for
+# good: a tenth of its fall below that level, so the plateau's wobble is not read as the start.
+FALL_START_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,24 @@ def _interval(curve: _Curve, peak: float, fall: float) -> tuple[float, float]:
     halfway = np.flatnonzero(curve.trend[: best + 1] <= peak - 0.5 * fall)
     low = int(halfway[0]) if len(halfway) else best
     return float(curve.lrs[low]), float(curve.lrs[best])
+
+
+def fall_start_lr(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> float | None:
+    """The LR where the loss starts to fall: the first point of its final descent to the
+    minimum, after the last point where the zero-lag loss was still within
+    ``FALL_START_FRACTION`` of its fall of the level the test started at (the last, so a
+    noise bump on the plateau is never the start). None when the curve cannot be read or falls
+    by less than ``FALL_NONE`` noise widths (no start to see)."""
+    curve = _readable_curve(lrs, losses)
+    if isinstance(curve, str):
+        return None
+    trend, best = curve.trend, curve.best
+    level = start_level(curve.clipped)
+    fall = level - float(trend[best])
+    if fall <= 0 or fall < FALL_NONE * curve.noise:
+        return None
+    still_up = np.flatnonzero(trend[: best + 1] >= level - FALL_START_FRACTION * fall)
+    return float(curve.lrs[int(still_up[-1]) + 1 if len(still_up) else 0])
 
 
 def _with_verdict(suggestion: Suggestion, verdict: Verdict) -> Suggestion:

@@ -1,0 +1,156 @@
+"""Training schedules from a range test: the bounds of torch's one-cycle and cyclical LR policies.
+
+Both rules read the curve the suggestions read (``lrexp.engine.suggest``), nothing of their own:
+
+* the top of the cycle is where the loss stops falling: the top of the interval of LRs the
+  curve supports (``Verdict.interval``). With a blow-up on the curve that is the blow-up LR / 5,
+  a fixed distance below the edge of the stable LRs (the edge barely moves with noise, where
+  the minimum of a noisy curve wanders by decades); without one, the LR of the smoothed minimum.
+* the bottom is where the loss starts to fall (``suggest.fall_start_lr``): where the zero-lag
+  loss leaves the level the test started at for good, a tenth of its fall below it.
+
+Cyclical LR (Smith 2017, "Cyclical Learning Rates for Training Neural Networks",
+arXiv:1506.01186, section 3.3): run the range test, set base_lr where the loss starts to fall and
+max_lr where it stops falling or turns ragged; or, knowing max_lr, base_lr = max_lr / 3 or / 4.
+Here base_lr is the fall's start, but at least ``CYCLIC_MIN_RATIO`` below max_lr: a fall that
+starts late, or one too small to see, still gets a cycle by his second rule.
+
+One-cycle (Smith 2018, "A disciplined approach to neural network hyper-parameters: Part 1",
+arXiv:1803.09820, section 4): the maximum LR from the range test, the minimum about 1/10 to
+1/20 of it. torch's ``OneCycleLR`` starts at max_lr / div_factor (default 25, fastai's). Here
+div_factor puts the start where the loss starts to fall, and is at least ``ONECYCLE_MIN_DIV``
+(Smith's tenth); where no start can be read it is torch's 25. (fastai's ``fit_one_cycle``
+takes lr_max from its valley or steepest suggestion, points inside the fall; the top used here
+lies closer to the edge: a one-cycle peak is visited briefly, unlike a constant LR.)
+
+A curve with no suggestion (too short, flat, never falling: ``Verdict.confidence`` "none") has
+no bounds: ``ScheduleBoundsError`` says why and what to do. The settings are as trustworthy as
+the result's verdict (``RangeTestResult.verdict``), which says so where they are weak.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy.typing as npt
+
+from lrexp.engine.suggest import assess, fall_start_lr
+
+if TYPE_CHECKING:  # torch is imported when a scheduler is made, not with the rules
+    from torch.optim import Optimizer
+    from torch.optim.lr_scheduler import LRScheduler
+
+__all__ = [
+    "CYCLIC_MIN_RATIO", "ONECYCLE_DEFAULT_DIV", "ONECYCLE_MIN_DIV", "TRAINING_SCHEDULES",
+    "CyclicSettings", "OneCycleSettings", "ScheduleBoundsError", "TrainingSchedule",
+    "cyclic_settings", "make_scheduler", "onecycle_settings", "schedule_settings",
+]
+
+CYCLIC_MIN_RATIO = 4.0  # Smith 2017, 3.3: "set base_lr to 1/3 or 1/4 of max_lr"
+ONECYCLE_MIN_DIV = 10.0  # Smith 2018, section 4: the minimum LR 1/10 to 1/20 of the maximum
+ONECYCLE_DEFAULT_DIV = 25.0  # torch's OneCycleLR default, after fastai
+
+
+class ScheduleBoundsError(ValueError):
+    """The range test's curve gives no bounds for a training schedule. The message is one
+    paragraph: which schedule, why the curve cannot give them, and what to do."""
+
+
+@dataclass(frozen=True)
+class OneCycleSettings:
+    """``torch.optim.lr_scheduler.OneCycleLR``'s LR bounds: the LR climbs from
+    ``max_lr / div_factor`` (``initial_lr``) to ``max_lr``, then anneals far below the start
+    (torch's other defaults stand). ``OneCycleLR(optimizer, **settings.kwargs(),
+    total_steps=N)``, or ``RangeTestResult.make_scheduler``."""
+
+    torch_class: ClassVar[str] = "OneCycleLR"
+    max_lr: float
+    div_factor: float
+
+    @property
+    def initial_lr(self) -> float:
+        return self.max_lr / self.div_factor
+
+    def kwargs(self) -> dict[str, float]:
+        """The settings as torch's keyword arguments."""
+        return {"max_lr": self.max_lr, "div_factor": self.div_factor}
+
+    def __str__(self) -> str:
+        return (f"{self.torch_class}: max_lr={self.max_lr:.3g}, div_factor={self.div_factor:.3g} "
+                f"(starts at {self.initial_lr:.3g})")
+
+
+@dataclass(frozen=True)
+class CyclicSettings:
+    """``torch.optim.lr_scheduler.CyclicLR``'s bounds: the LR cycles between ``base_lr`` and
+    ``max_lr``. ``CyclicLR(optimizer, **settings.kwargs(), step_size_up=N)``, or
+    ``RangeTestResult.make_scheduler``."""
+
+    torch_class: ClassVar[str] = "CyclicLR"
+    base_lr: float
+    max_lr: float
+
+    def kwargs(self) -> dict[str, float]:
+        """The settings as torch's keyword arguments."""
+        return {"base_lr": self.base_lr, "max_lr": self.max_lr}
+
+    def __str__(self) -> str:
+        return f"{self.torch_class}: base_lr={self.base_lr:.3g}, max_lr={self.max_lr:.3g}"
+
+
+TrainingSchedule = OneCycleSettings | CyclicSettings
+
+
+def _bounds(lrs: npt.ArrayLike, losses: npt.ArrayLike, schedule: str,
+            settings: str) -> tuple[float, float | None]:
+    """(top, start): where the loss stops falling and where it starts to (None: not seen)."""
+    verdict = assess(lrs, losses)
+    if verdict.interval is None:
+        raise ScheduleBoundsError(
+            f"No {schedule} bounds from this range test: they are read from where the loss "
+            f"starts and stops falling, and this curve shows no such fall ({verdict.reason}) "
+            f"Rerun the test as that says, or set {settings} by hand."
+        )
+    return verdict.interval[1], fall_start_lr(lrs, losses)
+
+
+def onecycle_settings(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> OneCycleSettings:
+    """One-cycle's bounds from a curve (module docstring: Smith 2018)."""
+    top, start = _bounds(lrs, losses, "one-cycle", "OneCycleLR's max_lr")
+    div_factor = ONECYCLE_DEFAULT_DIV if start is None else max(top / start, ONECYCLE_MIN_DIV)
+    return OneCycleSettings(max_lr=top, div_factor=div_factor)
+
+
+def cyclic_settings(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> CyclicSettings:
+    """The cyclical LR's bounds from a curve (module docstring: Smith 2017)."""
+    top, start = _bounds(lrs, losses, "cyclic", "CyclicLR's base_lr and max_lr")
+    base_lr = top / CYCLIC_MIN_RATIO if start is None else min(start, top / CYCLIC_MIN_RATIO)
+    return CyclicSettings(base_lr=base_lr, max_lr=top)
+
+
+TRAINING_SCHEDULES: dict[str, Callable[[npt.ArrayLike, npt.ArrayLike], TrainingSchedule]] = {
+    "onecycle": onecycle_settings,
+    "cyclic": cyclic_settings,
+}
+
+
+def schedule_settings(lrs: npt.ArrayLike, losses: npt.ArrayLike, name: str) -> TrainingSchedule:
+    """The settings of training schedule ``name`` (a key of ``TRAINING_SCHEDULES``)."""
+    if name not in TRAINING_SCHEDULES:
+        raise ValueError(f"Unknown training schedule {name!r}; choose one of "
+                         f"{sorted(TRAINING_SCHEDULES)}.")
+    return TRAINING_SCHEDULES[name](lrs, losses)
+
+
+def make_scheduler(optimizer: Optimizer, settings: TrainingSchedule,
+                   **torch_kwargs: Any) -> LRScheduler:
+    """torch's scheduler for ``settings`` on ``optimizer``; ``torch_kwargs`` go to it as given
+    (``total_steps`` for OneCycleLR, ``step_size_up`` for CyclicLR, or any other) and win
+    over the settings' own."""
+    from torch.optim import lr_scheduler
+
+    scheduler_class = getattr(lr_scheduler, settings.torch_class)
+    scheduler: LRScheduler = scheduler_class(optimizer, **{**settings.kwargs(), **torch_kwargs})
+    return scheduler

@@ -64,6 +64,14 @@ def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.3g}"
 
 
+def _schedule_lines(summary: RunSummary) -> list[str]:
+    """One line per training schedule the curve gave bounds for (``OneCycleLR: max_lr=...``)."""
+    schedules = summary.schedules()
+    if not schedules:
+        return ["  training schedules: none, the curve gives no bounds (see why above)"]
+    return [f"  {settings}" for settings in schedules.values()]
+
+
 def summary_text(summary: RunSummary, files: Mapping[str, Path], out_dir: Path) -> str:
     """The console's account of a finished run."""
     suggestions = "   ".join(f"{name} {_fmt(lr)}" for name, lr in summary.suggestions.items())
@@ -79,6 +87,7 @@ def summary_text(summary: RunSummary, files: Mapping[str, Path], out_dir: Path) 
         f"  by method:    {suggestions}",
         f"  min loss {_fmt(summary.min_loss)} at LR {_fmt(summary.lr_at_min_loss)}; "
         f"diverged at LR {_fmt(summary.diverged_lr)}",
+        *_schedule_lines(summary),
     ]
     probe = summary.verification
     if probe is not None:

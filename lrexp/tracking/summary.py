@@ -1,7 +1,9 @@
 """The record of one run, ``summary.json``, as a typed dataclass.
 
 The runner writes it; the MLflow tracker, the sweep's table, ``import_run`` and ``compare`` read
-it. Its suggestion columns come from the engine's rules, so a new rule shows up everywhere.
+it. Its suggestion columns come from the engine's rules, so a new rule shows up everywhere; so do
+the training schedules' bounds (``onecycle``, ``cyclic``), which become metrics such as
+``onecycle_max_lr``. A summary.json written before a field existed reads with its default.
 """
 
 from __future__ import annotations
@@ -14,6 +16,12 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from lrexp.engine.suggest import METHODS
+from lrexp.engine.training_schedules import (
+    CyclicSettings,
+    OneCycleSettings,
+    ScheduleBoundsError,
+    TrainingSchedule,
+)
 
 __all__ = ["COLUMNS", "SUMMARY_FILE", "ProbeRecord", "RunSummary", "SummaryError",
            "VerifyRecord", "format_table", "is_number"]
@@ -24,6 +32,9 @@ CONFIDENCE_SCORES = {"none": 0, "low": 1, "high": 2}  # the metric suggestion_co
 _MLFLOW_STATUS = {"interrupted": "KILLED", "KILLED": "KILLED", "SKIPPED": "KILLED",
                   "FAILED": "FAILED"}
 METRIC_NAMES = ("suggested_lr", "min_loss", "lr_at_min_loss", "diverged_lr")
+# The training schedules a summary records, by their names in RangeTestResult.schedule().
+SCHEDULE_FIELDS: dict[str, type[TrainingSchedule]] = {
+    "onecycle": OneCycleSettings, "cyclic": CyclicSettings}
 # One row per run in the sweep table, the CSV and the comparison: a column per rule.
 COLUMNS = ["job", "net", "dataset", "optimizer", "status", "suggested_lr", "confidence",
            *[f"suggested_lr_{name}" for name in METHODS], "min_loss", "lr_at_min_loss",
@@ -75,6 +86,8 @@ class RunSummary:
     lr_at_min_loss: float | None = None
     diverged_lr: float | None = None
     verification: VerifyRecord | None = None
+    onecycle: OneCycleSettings | None = None  # None: the curve gives no bounds
+    cyclic: CyclicSettings | None = None
     error: str | None = None
 
     @classmethod
@@ -94,7 +107,8 @@ class RunSummary:
                    confidence_reason=default.reason, interval=default.interval,
                    suggestions=result.suggestions(), min_loss=result.min_loss,
                    lr_at_min_loss=result.lr_at_min_loss, diverged_lr=result.diverged_lr,
-                   verification=_verify_record(result.verification))
+                   verification=_verify_record(result.verification),
+                   **_schedules(result))
 
     # -- what it means -------------------------------------------------------------------------
     @property
@@ -118,8 +132,15 @@ class RunSummary:
             values["suggested_lr_low"], values["suggested_lr_high"] = self.interval
         if self.verification is not None:
             values["verify_seconds"] = self.verification.seconds
+        for name, settings in self.schedules().items():
+            values.update({f"{name}_{key}": value for key, value in settings.kwargs().items()})
         return {name: float(value) for name, value in values.items()
                 if value is not None and math.isfinite(value)}
+
+    def schedules(self) -> dict[str, TrainingSchedule]:
+        """The training schedules' settings by name, those the curve gave."""
+        values = {name: getattr(self, name) for name in SCHEDULE_FIELDS}
+        return {name: settings for name, settings in values.items() if settings is not None}
 
     def row(self, job: str) -> dict[str, Any]:
         """This run as one row of ``COLUMNS``."""
@@ -153,6 +174,10 @@ class RunSummary:
             values["interval"] = tuple(values["interval"])
         if values.get("verification") is not None:
             values["verification"] = _verify_from_dict(values["verification"])
+        for name, settings_class in SCHEDULE_FIELDS.items():
+            if values.get(name) is not None:
+                values[name] = settings_class(**{f.name: float(values[name][f.name])
+                                                 for f in fields(settings_class)})
         return cls(**values)
 
     @classmethod
@@ -168,6 +193,17 @@ def _verify_record(verification: Any) -> VerifyRecord | None:
         loss_kind=verification.loss_kind, chosen_lr=verification.chosen_lr,
         probes=[ProbeRecord(p.lr, p.source, p.loss if math.isfinite(p.loss) else None)
                 for p in verification.probes])
+
+
+def _schedules(result: Any) -> dict[str, TrainingSchedule | None]:
+    """Each training schedule's settings from the result; None where its curve gives none."""
+    settings: dict[str, TrainingSchedule | None] = {}
+    for name in SCHEDULE_FIELDS:
+        try:
+            settings[name] = result.schedule(name)
+        except ScheduleBoundsError:
+            settings[name] = None
+    return settings
 
 
 def _verify_from_dict(data: dict[str, Any]) -> VerifyRecord:
@@ -213,6 +249,12 @@ def _is_verification(value: Any) -> bool:
         and _is_number_or_null(value.get("chosen_lr"))
 
 
+def _is_settings(settings_class: type[TrainingSchedule]) -> Callable[[Any], bool]:
+    names = [f.name for f in fields(settings_class)]
+    return lambda value: value is None or isinstance(value, dict) and all(
+        is_number(value.get(name)) for name in names)
+
+
 _FIELD_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     **{key: (lambda v: isinstance(v, str), "a string")
        for key in ("net", "dataset", "optimizer", "device", "status")},
@@ -226,6 +268,9 @@ _FIELD_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "interval": (lambda v: v is None or isinstance(v, list) and len(v) == 2
                  and all(map(is_number, v)), "null or a list of two numbers"),
     "verification": (_is_verification, "null or an object with a list of probes {lr, loss}"),
+    **{name: (_is_settings(settings_class), "null or an object of numbers {" + ", ".join(
+        f.name for f in fields(settings_class)) + "}")
+       for name, settings_class in SCHEDULE_FIELDS.items()},
 }
 
 

@@ -139,6 +139,17 @@ def test_a_run_dir_arrives_with_every_step_its_params_and_artifacts(tmp_path, st
     assert artifact_paths(client, run, ".hydra") == {".hydra/config.yaml", ".hydra/overrides.yaml"}
 
 
+def test_the_training_schedules_bounds_arrive_as_metrics(tmp_path, store, experiment):
+    run_dir = make_run_dir(tmp_path)
+    bounds = {"onecycle": {"max_lr": 0.05, "div_factor": 40.0},
+              "cyclic": {"base_lr": 0.00125, "max_lr": 0.05}}
+    (run_dir / "summary.json").write_text(json.dumps({**SUMMARY, **bounds}))
+    assert import_into(store, experiment, run_dir) == 0
+    metrics = the_run(store, experiment).data.metrics
+    assert (metrics["onecycle_max_lr"], metrics["onecycle_div_factor"]) == (0.05, 40.0)
+    assert (metrics["cyclic_base_lr"], metrics["cyclic_max_lr"]) == (0.00125, 0.05)
+
+
 def test_a_run_dir_given_through_a_symlink_is_imported(tmp_path, store, experiment, capsys):
     link = tmp_path / "latest"
     link.symlink_to(make_run_dir(tmp_path))
@@ -238,6 +249,7 @@ BAD_FILES = {
     "string steps": ("summary.json", json.dumps({**SUMMARY, "steps": "6"})),
     "list suggestions": ("summary.json", json.dumps({**SUMMARY, "suggestions": [0.1]})),
     "boolean lr": ("summary.json", json.dumps({**SUMMARY, "suggested_lr": True})),
+    "bad bounds": ("summary.json", json.dumps({**SUMMARY, "cyclic": {"base_lr": "low"}})),
     "junk config": ("config.yaml", "net: [unclosed\n  : : {\n"),
     "list config": ("config.yaml", "- net\n- dataset\n"),
     "empty config": ("config.yaml", ""),

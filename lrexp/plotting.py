@@ -24,7 +24,7 @@ def plot(result: RangeTestResult, ax: Axes | None = None, *, title: str | None =
     no ``ax`` given, a second panel shows the probes' short trainings."""
     probes = result.verification.probes if result.verification is not None else []
     if ax is None:
-        fig = Figure(figsize=(12 if probes else 7, 4.5), layout="constrained")
+        fig = _figure(12 if probes else 7, 4.5, panels=2 if probes else 1)
         axes = fig.subplots(1, 2, width_ratios=(3, 2)) if probes else [fig.add_subplot()]
         ax = axes[0]
         if probes:
@@ -136,7 +136,7 @@ def _set_useful_ylim(ax: Axes, raw: np.ndarray, smoothed: np.ndarray) -> None:
 
 def plot_overlay(results: dict[str, RangeTestResult]) -> Figure:
     """Every curve's zero-lag smoothing on one log-x axes, each with its default suggestion."""
-    fig = Figure(figsize=(8, 5), layout="constrained")
+    fig = _figure(8, 5)
     ax = fig.add_subplot()
     colors = iter(_palette(len(results)))
     lows, highs = [], []
@@ -177,7 +177,7 @@ def _palette(n: int) -> list:
 
 def plot_schedule(result: RangeTestResult) -> Figure:
     """LR against iteration (the original toy demo's second plot)."""
-    fig = Figure(figsize=(6, 3.5), layout="constrained")
+    fig = _figure(6, 3.5)
     ax = fig.add_subplot()
     ax.plot(np.arange(len(result)), result.lrs, marker=".", linewidth=1)
     if result.range_schedule == "exp":
@@ -186,6 +186,16 @@ def plot_schedule(result: RangeTestResult) -> Figure:
     ax.set_ylabel("learning rate")
     ax.set_title(f"{result.range_schedule} schedule, {len(result)} points")
     ax.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+def _figure(width: float, height: float, panels: int = 1) -> Figure:
+    """A figure with fixed margins, in inches, wide enough for the tick labels, axis labels and
+    titles these plots draw: a layout engine would measure every text on each save, which
+    doubled the cost of writing a run's plots (about 1 s of a short run's 1.3 s)."""
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(left=0.8 / width, right=1 - 0.25 / width, bottom=0.6 / height,
+                        top=1 - 0.45 / height, wspace=0.9 * panels / width)
     return fig
 
 

@@ -94,10 +94,18 @@ def _seeded():
 # Both take seconds to create (imports, schema migrations): once the selection is known, any the
 # selected tests need are started in processes of their own while the first tests run.
 SERVER_FIXTURE, STORE_FIXTURE = "mlflow_server_uri", "shared_sqlite_uri"
+PRISTINE = "pristine.db"  # the shared store as made, for tests that want a fresh default store
 _server = None
 _store: tuple[Path, subprocess.Popen] | None = None
 MAKE_STORE = "import sys; from mlflow.tracking import MlflowClient; " \
              "MlflowClient(sys.argv[1]).search_experiments()"
+
+
+def pytest_collection_modifyitems(session, config, items):
+    # tests that use the session's store or server run last: by then the processes that make
+    # them in the background (below) are done, and no test waits for them
+    items.sort(key=lambda item: bool({SERVER_FIXTURE, STORE_FIXTURE}
+                                     & set(getattr(item, "fixturenames", ()))))
 
 
 def pytest_collection_finish(session):
@@ -145,6 +153,7 @@ def shared_sqlite_uri() -> str:
     folder, maker = _store
     _, error = maker.communicate(timeout=180)
     assert maker.returncode == 0, f"making the shared SQLite store failed:\n{error}"
+    shutil.copy(folder / "mlflow.db", folder / PRISTINE)  # before any test writes to it
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     # MLflow keeps one store object per URI in a process, its artifact root resolved against
     # the working dir it was made in: make this process's there too, not in the repository
@@ -157,6 +166,16 @@ def shared_sqlite_uri() -> str:
     finally:
         os.chdir(started_in)
     return uri
+
+
+@pytest.fixture
+def default_store(tmp_path, shared_sqlite_uri) -> Path:
+    """MLflow's default store (``./mlflow.db``) in the test's working dir, migrated but empty, as
+    a first run finds it once MLflow made it: a copy of the session's fresh store, made before
+    anything was written to it (migrating a new store costs seconds). Tests of a store's first
+    creation leave this fixture out."""
+    shutil.copy(_store[0] / PRISTINE, tmp_path / "mlflow.db")
+    return tmp_path / "mlflow.db"
 
 
 @pytest.fixture

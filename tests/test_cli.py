@@ -34,7 +34,8 @@ def assert_user_error(finished, *needles):
         assert needle in finished.output, finished.output
 
 
-def test_default_run_writes_under_outputs_and_tracks_into_the_default_store(tmp_path):
+def test_default_run_writes_under_outputs_and_tracks_into_the_default_store(tmp_path,
+                                                                            default_store):
     finished = lrexp_main("num_iter=10")  # the README's `python -m lrexp`, a shorter ramp
     assert finished.returncode == 0, finished.output
     [run_dir] = [p.parent for p in (tmp_path / "outputs").glob("*/*/curve.csv")]
@@ -43,8 +44,7 @@ def test_default_run_writes_under_outputs_and_tracks_into_the_default_store(tmp_
     assert (run_dir / "config.yaml").exists() and (run_dir / ".hydra").is_dir()
     assert "Starting the LR range test" in (run_dir / "lrexp.log").read_text()
     assert "suggested LR" in finished.output and str(run_dir) in finished.output
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")  # MLflow's default store
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(f"sqlite:///{default_store}")
     [run] = runs_of(client)
     assert run.info.status == "FINISHED" and run.info.run_name == "simple_cnn-digits-SGD"
     assert_child_matches_its_run_dir(client, run, run_dir)
@@ -105,7 +105,7 @@ LONG_RUN = ("num_iter=100000", "max_lr=1e-3", "hydra.run.dir=run")
 
 
 @pytest.mark.slow
-def test_ctrl_c_keeps_the_partial_curve_and_exits_130_as_a_real_process(tmp_path):
+def test_ctrl_c_keeps_the_partial_curve_and_exits_130_as_a_real_process(tmp_path, default_store):
     proc = lrexp_process(*LONG_RUN, cwd=tmp_path)
     curve = tmp_path / "run" / "curve.csv"
     try:

@@ -81,7 +81,8 @@ def test_a_stop_signal_keeps_the_partial_curve_closes_the_run_killed_and_sets_th
 
 
 @pytest.mark.slow
-def test_sigterm_records_the_partial_curve_closes_the_run_killed_and_exits_143(tmp_path):
+def test_sigterm_records_the_partial_curve_closes_the_run_killed_and_exits_143(tmp_path,
+                                                                              default_store):
     proc = lrexp_process(*LONG_RUN, cwd=tmp_path)
     wait_until_training(tmp_path / "run")
     _wait_for_rows(tmp_path / "run" / "curve.csv", 12)
@@ -100,7 +101,8 @@ def test_sigterm_records_the_partial_curve_closes_the_run_killed_and_exits_143(t
 
 
 @pytest.mark.slow
-def test_kill_9_leaves_the_flushed_curve_and_the_next_run_closes_the_orphan(tmp_path):
+def test_kill_9_leaves_the_flushed_curve_and_the_next_run_closes_the_orphan(tmp_path,
+                                                                            default_store):
     proc = lrexp_process(*LONG_RUN, cwd=tmp_path)
     wait_until_training(tmp_path / "run")
     _wait_for_rows(tmp_path / "run" / "curve.csv", 25)

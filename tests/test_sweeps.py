@@ -59,7 +59,7 @@ def test_a_misspelled_slurm_setting_is_refused_not_ignored():
 
 
 @pytest.mark.slow
-def test_joblib_6_jobs_3_at_a_time_into_the_default_sqlite_store(tmp_path):
+def test_joblib_6_jobs_3_at_a_time_into_the_default_sqlite_store(tmp_path, default_store):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     proc = lrexp_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=3", *NETS_X3_SEEDS,
                      "num_iter=15", cwd=tmp_path)
@@ -83,7 +83,7 @@ def test_joblib_jobs_with_dataloader_workers_into_a_local_server(
 
 
 @pytest.mark.slow
-def test_submitit_local_runs_jobs_in_other_processes_under_one_parent(tmp_path):
+def test_submitit_local_runs_jobs_in_other_processes_under_one_parent(tmp_path, default_store):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     proc = lrexp_cli("-m", "hydra/launcher=submitit_local", "net=mlp,simple_cnn",
                      "num_iter=15", "hydra.launcher.timeout_min=10", cwd=tmp_path, timeout=600)
@@ -229,7 +229,7 @@ def test_a_stop_signal_ends_a_serial_sweep_and_keeps_the_running_jobs_curve(
 
 
 @pytest.mark.slow
-def test_sigterm_to_a_serial_sweeps_process_group_ends_it_with_143(tmp_path):
+def test_sigterm_to_a_serial_sweeps_process_group_ends_it_with_143(tmp_path, default_store):
     # Ctrl-C, and SIGTERM to the process itself: the in-process test above; joblib's group below
     code, output, sweep_dir = interrupt_sweep_once_running(tmp_path, 1, signum=signal.SIGTERM)
     assert code == 143, output
@@ -239,7 +239,8 @@ def test_sigterm_to_a_serial_sweeps_process_group_ends_it_with_143(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum,exit_code", STOP_SIGNALS, ids=["ctrl_c", "sigterm"])
-def test_a_stop_signal_ends_a_joblib_sweep_after_its_workers_record(tmp_path, signum, exit_code):
+def test_a_stop_signal_ends_a_joblib_sweep_after_its_workers_record(tmp_path, default_store, signum,
+                                                                   exit_code):
     # joblib alone would kill its workers at once, before they record anything.
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     code, output, sweep_dir = interrupt_sweep_once_running(

@@ -3,8 +3,9 @@
     python scripts/ui_snapshot.py                          # into outputs/ui_snapshot/
     python scripts/ui_snapshot.py --out DIR --num-iter 60
 
-1. runs ``python -m lrexp -m net=mlp,simple_cnn,vgg11`` into a fresh SQLite store;
-2. starts ``mlflow ui`` on 127.0.0.1 (a free port) on that store;
+1. makes a fresh SQLite store and starts ``mlflow ui`` on it (127.0.0.1, a free port) and
+   headless Chromium, which come up while
+2. ``python -m lrexp -m net=mlp,simple_cnn,vgg11`` runs into that store;
 3. drives Debian's ``chromium`` (``apt-get install chromium``) over the DevTools protocol (the
    websocket client is aiohttp's, which MLflow already requires) and saves:
    ``runs.png`` the run list with the sweep's parent expanded, ``charts.png`` the chart view
@@ -45,6 +46,13 @@ def by_text(text: str) -> str:
     """JavaScript for the innermost element whose own text is ``text``."""
     return (f"document.evaluate(\"//*[text()='{text}']\", document, null, "
             "XPathResult.FIRST_ORDERED_NODE_TYPE, null).singleNodeValue")
+
+
+_STARTED = time.monotonic()
+
+
+def say(what: str) -> None:
+    print(f"[{time.monotonic() - _STARTED:5.1f} s] {what}", flush=True)
 
 
 def free_port() -> int:
@@ -135,7 +143,7 @@ class Page:
         await asyncio.sleep(1.5)  # charts and images finish drawing after the text is there
         shot = await self.call("Page.captureScreenshot", format="png")
         path.write_bytes(base64.b64decode(shot["data"]))
-        print(f"saved {path}")
+        say(f"saved {path}")
 
 
 async def snapshot(browser_port: int, ui: str, experiment_id: str, parent: dict[str, str],
@@ -198,26 +206,35 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="lrexp-ui-"))
     env = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
     env["MPLBACKEND"] = "Agg"
-    subprocess.run([sys.executable, "-m", "lrexp", "-m", f"net={NETS}",
-                    f"num_iter={args.num_iter}", "progress=false"], cwd=work, env=env, check=True,
-                   capture_output=True)
+    store = f"sqlite:///{work / 'mlflow.db'}"
     ui_port, browser_port = free_port(), free_port()
     ui_url = f"http://127.0.0.1:{ui_port}"
-    ui = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port",
-                           str(ui_port), "--backend-store-uri", f"sqlite:///{work / 'mlflow.db'}"],
-                          cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                          start_new_session=True)  # its uvicorn workers go with it (killpg)
+    # the browser and the UI start while the sweep runs: the UI on a store made here first,
+    # so that it and the sweep never both create (migrate) the same new file
     browser = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu",
                                 "--no-first-run", "--disable-background-networking",
                                 "--hide-scrollbars", f"--remote-debugging-port={browser_port}",
                                 f"--user-data-dir={work / 'profile'}", "about:blank"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)  # and chromium its renderers
+                               start_new_session=True)  # chromium's renderers go with it
+    say(f"making the store {store}")
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(store).search_experiments()
+    ui = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port",
+                           str(ui_port), "--backend-store-uri", store],
+                          cwd=work, env={**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          start_new_session=True)  # its uvicorn workers go with it (killpg)
     try:
+        say(f"running python -m lrexp -m net={NETS} num_iter={args.num_iter} in {work}")
+        subprocess.run([sys.executable, "-m", "lrexp", "-m", f"net={NETS}",
+                        f"num_iter={args.num_iter}", "progress=false"], cwd=work, env=env,
+                       check=True, capture_output=True)
+        say("sweep done; waiting for mlflow ui and chromium")
         wait_for_json(f"{ui_url}/health", ui, "mlflow ui")
         wait_for_json(f"http://127.0.0.1:{browser_port}/json/version", browser, "chromium")
-        from mlflow.tracking import MlflowClient
-
+        say("both answer; capturing the pages")
         client = MlflowClient(ui_url)
         experiment = client.get_experiment_by_name("lrexp")
         runs = client.search_runs([experiment.experiment_id])

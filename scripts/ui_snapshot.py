@@ -1,7 +1,7 @@
 """What a user sees in the MLflow UI after a 3-net sweep, as screenshots from headless Chromium.
 
     python scripts/ui_snapshot.py                          # into outputs/ui_snapshot/
-    python scripts/ui_snapshot.py --out DIR --num-iter 60
+    python scripts/ui_snapshot.py --out DIR --num-iter 60 --nets mlp,simple_cnn
 
 1. makes a fresh SQLite store and starts ``mlflow ui`` on it (127.0.0.1, a free port) and
    headless Chromium, which come up while
@@ -33,7 +33,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-NETS = "mlp,simple_cnn,vgg11"
 IMAGE_KEY = "lr_range_test"  # each run's curve image (lrexp.tracking.mlflow_tracker)
 LOADED_CURVE_IMAGES = ("[...document.images].filter(i => i.src.includes('lr_range_test')"
                        " && i.complete && i.naturalWidth > 0).length")
@@ -147,7 +146,7 @@ class Page:
 
 
 async def snapshot(browser_port: int, ui: str, experiment_id: str, parent: dict[str, str],
-                   children: list[str], out: Path) -> dict[str, Any]:
+                   children: list[str], nets: list[str], out: Path) -> dict[str, Any]:
     import aiohttp
 
     [tab] = [t for t in json.loads(urllib.request.urlopen(
@@ -184,9 +183,9 @@ async def snapshot(browser_port: int, ui: str, experiment_id: str, parent: dict[
         artifact = f"{ui}/#/experiments/{experiment_id}/runs/{parent['id']}/artifacts"
         pages["parent"] = await page.open(artifact, ["sweep_summary.csv"])
         await page.run(f"{by_text('sweep_summary.csv')}?.click()")
-        pages["parent"] = await page.wait_for(["mlp", "simple_cnn", "vgg11"])
+        pages["parent"] = await page.wait_for(nets)
         await page.screenshot(out / "parent.png")
-    wanted = {"runs": everyone, "charts": children, "parent": ["mlp", "simple_cnn", "vgg11"]}
+    wanted = {"runs": everyone, "charts": children, "parent": nets}
     return {name: {"shows_every_run": all(w in text for w in wanted[name]),
                    "missing": [w for w in wanted[name] if w not in text], "text": text}
             for name, text in pages.items()}
@@ -196,6 +195,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("outputs/ui_snapshot"))
     parser.add_argument("--num-iter", type=int, default=60)
+    parser.add_argument("--nets", default="mlp,simple_cnn,vgg11",
+                        help="the sweep's nets, comma-separated (default: %(default)s)")
     args = parser.parse_args()
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
@@ -227,8 +228,8 @@ def main() -> int:
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                           start_new_session=True)  # its uvicorn workers go with it (killpg)
     try:
-        say(f"running python -m lrexp -m net={NETS} num_iter={args.num_iter} in {work}")
-        subprocess.run([sys.executable, "-m", "lrexp", "-m", f"net={NETS}",
+        say(f"running python -m lrexp -m net={args.nets} num_iter={args.num_iter} in {work}")
+        subprocess.run([sys.executable, "-m", "lrexp", "-m", f"net={args.nets}",
                         f"num_iter={args.num_iter}", "progress=false"], cwd=work, env=env,
                        check=True, capture_output=True)
         say("sweep done; waiting for mlflow ui and chromium")
@@ -242,7 +243,8 @@ def main() -> int:
         children = [r.info.run_name for r in runs if "mlflow.parentRunId" in r.data.tags]
         report = asyncio.run(snapshot(
             browser_port, ui_url, experiment.experiment_id,
-            {"id": parent.info.run_id, "name": parent.info.run_name}, children, args.out))
+            {"id": parent.info.run_id, "name": parent.info.run_name}, children,
+            args.nets.split(","), args.out))
     finally:
         for proc in (browser, ui):
             stop_group(proc)

@@ -73,13 +73,15 @@ def test_joblib_6_jobs_3_at_a_time_into_the_default_sqlite_store(tmp_path, defau
 def test_joblib_jobs_with_dataloader_workers_into_a_local_server(
         tmp_path, mlflow_server_uri, experiment_name):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
-    proc = lrexp_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=3",
-                     *NETS_X3_SEEDS, "num_iter=15", "dataset.num_workers=1",
+    # a worker's own DataLoader workers (processes of a loky process); the 6-job test above
+    # shows the pool running more jobs than it has workers
+    proc = lrexp_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                     "net=mlp,simple_cnn", "num_iter=15", "dataset.num_workers=1",
                      f"tracking.uri={mlflow_server_uri}",
                      f"tracking.experiment={experiment_name}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     check_sweep(MlflowClient(mlflow_server_uri), tmp_path / "outputs" / "multirun",
-                ["mlp", "simple_cnn"] * 3, experiment=experiment_name)
+                ["mlp", "simple_cnn"], experiment=experiment_name)
 
 
 @pytest.mark.slow
@@ -100,14 +102,14 @@ def test_postgresql_backed_server_with_a_joblib_sweep(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     experiment = f"pg-{uuid.uuid4().hex[:8]}"  # the database may outlive one test session
     with mlflow_server(tmp_path, backend_uri=os.environ["LREXP_TEST_POSTGRES_URI"]) as uri:
-        proc = lrexp_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=3",
-                         "net=mlp,simple_cnn,vgg11", "num_iter=12", "batch_size=16",
+        proc = lrexp_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                         "net=mlp,simple_cnn", "num_iter=12", "batch_size=16",
                          "tracking=server", f"tracking.uri={uri}",
                          f"tracking.experiment={experiment}",
                          cwd=tmp_path)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         check_sweep(MlflowClient(uri), tmp_path / "outputs" / "multirun",
-                    ["mlp", "simple_cnn", "vgg11"], experiment=experiment)
+                    ["mlp", "simple_cnn"], experiment=experiment)
 
 
 JOBLIB_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"

@@ -17,7 +17,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ui_snapshot.py"
                     reason="needs chromium (apt-get install chromium)")
 def test_the_ui_pages_render_every_run_name(tmp_path):
     proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path),
-                           "--num-iter", "12"], capture_output=True, text=True, timeout=600)
+                           "--num-iter", "12", "--nets", "mlp,simple_cnn"],
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     pages = json.loads((tmp_path / "pages.json").read_text())
     assert set(pages) == {"runs", "charts", "parent"}

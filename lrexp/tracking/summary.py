@@ -3,7 +3,10 @@
 The runner writes it; the MLflow tracker, the sweep's table, ``import_run`` and ``compare`` read
 it. Its suggestion columns come from the engine's rules, so a new rule shows up everywhere; so do
 the training schedules' bounds (``onecycle``, ``cyclic``), which become metrics such as
-``onecycle_max_lr``. A summary.json written before a field existed reads with its default.
+``onecycle_max_lr``. With repeated tests (``repeats`` > 1) it records how many ran, each one's
+default suggestion and their spread in decades (the metrics ``repeats``,
+``suggested_lr_iqr_decades``, ``suggested_lr_range_decades``). A summary.json written before a
+field existed reads with its default.
 """
 
 from __future__ import annotations
@@ -90,6 +93,10 @@ class RunSummary:
     onecycle: OneCycleSettings | None = None  # None: the curve gives no bounds
     cyclic: CyclicSettings | None = None
     error: str | None = None
+    repeats: int = 1  # range tests whose median curve the suggestion read
+    repeat_suggested_lrs: list[float | None] = field(default_factory=list)  # each repeat's own
+    suggested_lr_iqr_decades: float | None = None  # their interquartile range, decades of LR
+    suggested_lr_range_decades: float | None = None  # max / min, in decades
 
     @classmethod
     def named(cls, names: Mapping[str, str], **values: Any) -> RunSummary:
@@ -109,7 +116,7 @@ class RunSummary:
                    suggestions=result.suggestions(), min_loss=result.min_loss,
                    lr_at_min_loss=result.lr_at_min_loss, diverged_lr=result.diverged_lr,
                    verification=_verify_record(result.verification),
-                   **_schedules(result))
+                   **_schedules(result), **_spread(result))
 
     # -- what it means -------------------------------------------------------------------------
     @property
@@ -124,6 +131,9 @@ class RunSummary:
     def metrics(self) -> dict[str, float]:
         """The run's summary metrics by name, finite values only."""
         values: dict[str, float | None] = {name: getattr(self, name) for name in METRIC_NAMES}
+        values["repeats"] = self.repeats
+        values["suggested_lr_iqr_decades"] = self.suggested_lr_iqr_decades
+        values["suggested_lr_range_decades"] = self.suggested_lr_range_decades
         values.update({f"suggested_lr_{name}": lr for name, lr in self.suggestions.items()
                        if name != "default"})
         # a number, so the UI can chart and sort runs by it
@@ -207,6 +217,16 @@ def _schedules(result: Any) -> dict[str, TrainingSchedule | None]:
     return settings
 
 
+def _spread(result: Any) -> dict[str, Any]:
+    """The repeats' count, their own suggestions and spread; nothing for a single test."""
+    if not result.repeats:
+        return {}
+    spread = result.suggestion_spread()
+    return {"repeats": len(result.repeats), "repeat_suggested_lrs": list(spread.lrs),
+            "suggested_lr_iqr_decades": spread.iqr_decades,
+            "suggested_lr_range_decades": spread.range_decades}
+
+
 def _verify_from_dict(data: dict[str, Any]) -> VerifyRecord:
     probes = [ProbeRecord(float(p["lr"]), str(p.get("source", "")), p.get("loss"))
               for p in data.get("probes", [])]
@@ -260,12 +280,16 @@ _FIELD_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     **{key: (lambda v: isinstance(v, str), "a string")
        for key in ("net", "dataset", "optimizer", "device", "status")},
     **{key: (_is_number_or_null, "a number or null")
-       for key in ("seconds", "suggested_lr", "min_loss", "lr_at_min_loss", "diverged_lr")},
+       for key in ("seconds", "suggested_lr", "min_loss", "lr_at_min_loss", "diverged_lr",
+                   "suggested_lr_iqr_decades", "suggested_lr_range_decades")},
     **{key: (_is_text_or_null, "a string or null")
        for key in ("default_method", "confidence", "confidence_reason", "error")},
     "suggestions": (lambda v: isinstance(v, dict) and all(map(_is_number_or_null, v.values())),
                     "an object of method name -> number or null"),
-    "steps": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    **{key: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")
+       for key in ("steps", "repeats")},
+    "repeat_suggested_lrs": (lambda v: isinstance(v, list) and all(map(_is_number_or_null, v)),
+                             "a list of numbers or nulls"),
     "interval": (lambda v: v is None or isinstance(v, list) and len(v) == 2
                  and all(map(is_number, v)), "null or a list of two numbers"),
     "verification": (_is_verification, "null or an object with a list of probes {lr, loss}"),

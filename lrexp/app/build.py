@@ -118,7 +118,7 @@ def engine_settings(cfg: DictConfig, device: Any, data: Any) -> dict[str, Any]:
         steps_per_lr=cfg.steps_per_lr, beta=cfg.beta, diverge_th=cfg.diverge_th,
         restore=False, device=device, amp=cfg.amp, accumulation_steps=cfg.accumulation_steps,
         val_loader=data.val if cfg.validate else None, progress=cfg.progress,
-        verify=cfg.verify, verify_steps=cfg.verify_steps,
+        verify=cfg.verify, verify_steps=cfg.verify_steps, repeats=cfg.repeats, seed=cfg.seed,
     )
 
 

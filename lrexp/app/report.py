@@ -23,6 +23,8 @@ def write_files(result: Any, summary: RunSummary, out_dir: Path, files: dict[str
     from lrexp.plotting import plot, plot_schedule, save_figure
 
     files["curve"] = result.to_csv(out_dir / "curve.csv")
+    if result.repeats:  # to_csv wrote each repeat's curve beside the median's
+        files["repeats"] = result.repeats_path(files["curve"])
     files["summary"] = summary.write(out_dir / SUMMARY_FILE)
     title = f"{summary.net} / {summary.dataset} / {summary.optimizer} ({result.stop_reason})"
     files["plot"] = save_figure(plot(result, title=title), out_dir / "plot.png")
@@ -72,6 +74,18 @@ def _schedule_lines(summary: RunSummary) -> list[str]:
     return [f"  {settings}" for settings in schedules.values()]
 
 
+def _repeats_line(summary: RunSummary) -> list[str]:
+    """How many repeats the curve is the median of, and how far their suggestions spread."""
+    if summary.repeats <= 1:
+        return []
+    iqr, full = summary.suggested_lr_iqr_decades, summary.suggested_lr_range_decades
+    spread = ("no spread: fewer than two repeats gave a suggestion" if iqr is None or
+              full is None else f"suggested LR spread {iqr:.2g} decades (IQR), {full:.2g} "
+              "(min to max)")
+    each = ", ".join(_fmt(lr) for lr in summary.repeat_suggested_lrs)
+    return [f"  median of {summary.repeats} repeats; {spread}; per repeat: {each}"]
+
+
 def summary_text(summary: RunSummary, files: Mapping[str, Path], out_dir: Path) -> str:
     """The console's account of a finished run."""
     suggestions = "   ".join(f"{name} {_fmt(lr)}" for name, lr in summary.suggestions.items())
@@ -83,6 +97,7 @@ def summary_text(summary: RunSummary, files: Mapping[str, Path], out_dir: Path) 
         f"  suggested LR ({summary.default_method}): {_fmt(summary.suggested_lr)}   "
         f"confidence: {summary.confidence}"
         + (f", supported {_fmt(interval[0])} – {_fmt(interval[1])}" if interval else ""),
+        *_repeats_line(summary),
         f"  why: {summary.confidence_reason}",
         f"  by method:    {suggestions}",
         f"  min loss {_fmt(summary.min_loss)} at LR {_fmt(summary.lr_at_min_loss)}; "

@@ -182,9 +182,9 @@ def _run(cfg: DictConfig) -> int:
     out_dir, names = _output_dir(), run_names(cfg)
     _write_config(cfg, out_dir)
     tracker = _start_tracking(cfg, names, job, out_dir)
-    log.info("Starting the LR range test: %s on %s with %s, %d points from %g to %g on %s",
+    log.info("Starting the LR range test: %s on %s with %s, %d points from %g to %g on %s%s",
              names["net"], names["dataset"], names["optimizer"], cfg.num_iter, cfg.min_lr,
-             cfg.max_lr, job.device)
+             cfg.max_lr, job.device, f", {cfg.repeats} repeats" if cfg.repeats > 1 else "")
     started = time.perf_counter()
     result = _recorded_range_test((model, data.train, loss_fn, optimizer), settings, tracker,
                                   names, out_dir, str(job.device))
@@ -215,10 +215,19 @@ def _recorded_range_test(arguments: tuple[Any, ...], settings: dict[str, Any], t
     from lrexp.engine.result import CurveWriter
 
     writer = CurveWriter(out_dir / "curve.csv", _curve_header(settings, names))
+    repeated = settings["repeats"] > 1
+    later_repeat = False
 
     def on_step(step: int, lr: float, loss: float) -> None:
-        writer.append(step, lr, loss)
-        tracker.log_step(step, lr, loss)
+        # With repeats, curve.csv holds the first repeat's steps while the test runs (a run
+        # killed outright leaves a real curve), and the tracker gets the median curve at the
+        # end, so its lr, loss and loss_smooth describe one curve, as curve.csv does then.
+        nonlocal later_repeat
+        later_repeat = later_repeat or (step == 0 and writer.rows > 0)  # steps restart at 0
+        if not later_repeat:
+            writer.append(step, lr, loss)
+        if not repeated:
+            tracker.log_step(step, lr, loss)
 
     try:
         result = range_test(*arguments, on_step=on_step, **settings)
@@ -228,6 +237,9 @@ def _recorded_range_test(arguments: tuple[Any, ...], settings: dict[str, Any], t
                         out_dir, [out_dir / "config.yaml"], reraise_user_errors=True)
         raise  # not reached: _record_failure raises
     writer.close()
+    if repeated:
+        for step, (lr, loss) in enumerate(zip(result.lrs, result.losses, strict=True)):
+            tracker.log_step(step, float(lr), float(loss))
     return result
 
 

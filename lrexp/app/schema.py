@@ -59,6 +59,7 @@ class LrexpConfig:
     progress: bool = True
     verify: bool = DEFAULTS.verify  # short probe trainings pick among the candidate LRs
     verify_steps: int = DEFAULTS.verify_steps  # optimizer steps per probe
+    repeats: int = DEFAULTS.repeats  # range tests from the same weights, reseeded data orders
 
 
 def register() -> None:

@@ -21,7 +21,9 @@ _MARKERS = {"default": ("*", "tab:red", 14), "edge": ("^", "tab:brown", 8),
 def plot(result: RangeTestResult, ax: Axes | None = None, *, title: str | None = None) -> Figure:
     """The curve as the rules read it: raw loss, the zero-lag smoothing, every suggestion, the
     interval the curve supports (shaded) and where the test stopped. With a verify probe and
-    no ``ax`` given, a second panel shows the probes' short trainings."""
+    no ``ax`` given, a second panel shows the probes' short trainings. With repeats, the curve
+    is their median: each repeat's smoothed loss is drawn faintly, and the band between the
+    25th and 75th percentile of their losses is shaded around it."""
     probes = result.verification.probes if result.verification is not None else []
     if ax is None:
         fig = _figure(12 if probes else 7, 4.5, panels=2 if probes else 1)
@@ -38,7 +40,10 @@ def plot(result: RangeTestResult, ax: Axes | None = None, *, title: str | None =
     if len(lrs) == 0:
         ax.text(0.5, 0.5, "empty curve", ha="center", va="center", transform=ax.transAxes)
         return fig
-    ax.plot(lrs, raw, color="tab:blue", alpha=0.3, linewidth=1, label=f"{result.loss_kind} loss")
+    if result.repeats:
+        _draw_repeats(ax, result)
+    what = f"median {result.loss_kind} loss" if result.repeats else f"{result.loss_kind} loss"
+    ax.plot(lrs, raw, color="tab:blue", alpha=0.3, linewidth=1, label=what)
     ax.plot(lrs, result.smoothed, color="tab:gray", linewidth=1, linestyle=":",
             label=f"online EMA (β={result.beta}, stopping rule)")
     ax.plot(lrs, trend, color="tab:blue", linewidth=2, label="zero-lag smoothing (rules read it)")
@@ -60,6 +65,19 @@ def plot(result: RangeTestResult, ax: Axes | None = None, *, title: str | None =
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize="small")
     return fig
+
+
+def _draw_repeats(ax: Axes, result: RangeTestResult) -> None:
+    """Each repeat's zero-lag smoothing, faint, and the interquartile band of their losses."""
+    for index, repeat in enumerate(result.repeats):
+        ax.plot(repeat.lrs, repeat.zero_lag, color="tab:cyan", alpha=0.45, linewidth=0.8,
+                label=f"each of {len(result.repeats)} repeats (smoothed)" if index == 0 else None)
+    band = result.band
+    if band is not None:
+        finite = np.isfinite(band.q25) & np.isfinite(band.q75)
+        ax.fill_between(band.lrs, np.where(finite, band.q25, np.nan),
+                        np.where(finite, band.q75, np.nan), color="tab:blue", alpha=0.15,
+                        linewidth=0, label="25th-75th percentile of the repeats")
 
 
 def _mark_divergence(ax: Axes, result: RangeTestResult) -> None:

@@ -256,3 +256,21 @@ def test_the_app_runs_repeats_and_writes_each_curve_and_the_spread(tmp_path):
     assert summary.suggested_lr == result.suggest().lr
     text = summary_text(summary, {"curve": tmp_path / "curve.csv"}, tmp_path)
     assert "median of 2 repeats; suggested LR spread" in text
+
+
+def test_the_plot_draws_each_repeat_and_the_band():
+    from matplotlib.collections import PolyCollection
+
+    from lrexp.plotting import plot
+
+    single = lrexp.plot(_test(_mlp(), _shuffled())).axes[0]
+    ax = plot(_test(_mlp(), _shuffled(), repeats=3, seed=2)).axes[0]
+    assert len(ax.lines) == len(single.lines) + 3  # one faint line per repeat
+    labels = [c.get_label() for c in ax.collections if isinstance(c, PolyCollection)]
+    assert "25th-75th percentile of the repeats" in labels
+
+
+def test_verify_probes_the_median_curve_once():
+    result = _test(_mlp(), _shuffled(), repeats=2, verify=True, verify_steps=5)
+    assert len(result.repeats) == 2 and result.verification is not None
+    assert result.suggest().method == "verified"

@@ -71,6 +71,7 @@ def test_the_sidecars_warnings_reach_this_processs_log(tmp_path, caplog):
     assert (tmp_path / "run" / "curve.csv").exists()
 
 
+@pytest.mark.slow  # a real process's Ctrl-C through the sidecar: test_cli's
 def test_ctrl_c_through_the_sidecar_closes_the_run_killed_with_every_step(
         tmp_path, caplog, shared_sqlite_uri, experiment_name):
     cfg = compose_config("tracking=mlflow", "tracking.sidecar=true",

@@ -70,12 +70,25 @@ def test_a_stop_signal_keeps_the_partial_curve_closes_the_run_killed_and_sets_th
     assert not problems, problems
     assert code == exit_code, caplog.text
     assert "Traceback" not in caplog.text
-    result = RangeTestResult.from_csv(curve)
-    assert result.stop_reason == "interrupted" and len(result) >= 10
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    _assert_stopped_and_recorded(tmp_path / "run", MlflowClient(shared_sqlite_uri),
+                                 experiment_name, rows=10)
+
+
+def _long_run_recording(tmp_path: Path, rows: int):
+    """A real ``python -m lrexp`` of a long run, once ``rows`` points reached its curve.csv."""
+    proc = lrexp_process(*LONG_RUN, cwd=tmp_path)
+    wait_until_training(tmp_path / "run")
+    _wait_for_rows(tmp_path / "run" / "curve.csv", rows)
+    return proc
+
+
+def _assert_stopped_and_recorded(run_dir: Path, client, experiment: str, rows: int) -> None:
+    """The stopped run's curve, summary and MLflow run agree: interrupted, KILLED, every step."""
+    result = RangeTestResult.from_csv(run_dir / "curve.csv")
+    assert result.stop_reason == "interrupted" and len(result) >= rows
+    summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["steps"] == len(result)
-    client = MlflowClient(shared_sqlite_uri)
-    [run] = runs_of(client, experiment_name)
+    [run] = runs_of(client, experiment)
     assert run.info.status == "KILLED"
     assert _loss_steps(client, run) == len(result)
 
@@ -83,21 +96,12 @@ def test_a_stop_signal_keeps_the_partial_curve_closes_the_run_killed_and_sets_th
 @pytest.mark.slow
 def test_sigterm_records_the_partial_curve_closes_the_run_killed_and_exits_143(tmp_path,
                                                                               default_store):
-    proc = lrexp_process(*LONG_RUN, cwd=tmp_path)
-    wait_until_training(tmp_path / "run")
-    _wait_for_rows(tmp_path / "run" / "curve.csv", 12)
+    proc = _long_run_recording(tmp_path, rows=12)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 143, out
     assert "Traceback" not in out
-    curve = RangeTestResult.from_csv(tmp_path / "run" / "curve.csv")
-    assert curve.stop_reason == "interrupted" and len(curve) >= 12
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["status"] == "interrupted" and summary["steps"] == len(curve)
-    client = _store(tmp_path)
-    [run] = runs_of(client)
-    assert run.info.status == "KILLED"
-    assert _loss_steps(client, run) == len(curve)
+    _assert_stopped_and_recorded(tmp_path / "run", _store(tmp_path), "lrexp", rows=12)
 
 
 @pytest.mark.slow
@@ -107,9 +111,7 @@ def test_kill_9_keeps_the_flushed_curve_and_the_sidecar_closes_the_run_killed(tm
     # outlives the kill, reads EOF on its commands and closes the run itself, with every step
     # it received. (In-process, the run stayed RUNNING until a later run closed the orphan:
     # test_an_orphaned_run_is_closed_by_the_next_run.)
-    proc = lrexp_process(*LONG_RUN, cwd=tmp_path)
-    wait_until_training(tmp_path / "run")
-    _wait_for_rows(tmp_path / "run" / "curve.csv", 25)
+    proc = _long_run_recording(tmp_path, rows=25)
     # the tracker logs once its MLflow run is open; a kill before that leaves no run at all
     poll_until(lambda: proc.poll() is not None or "MLflow run" in
                (tmp_path / "run" / "lrexp.log").read_text(), "the MLflow run opened")

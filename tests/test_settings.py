@@ -27,6 +27,7 @@ BAD_VALUES = [
     ("amp", "fp8"), ("amp", "float16"),
     ("accumulation_steps", 0), ("accumulation_steps", 2.0),
     ("verify_steps", 0), ("verify_steps", -5),
+    ("repeats", 0), ("repeats", 2.5), ("repeats", True),
 ]
 
 
@@ -91,7 +92,8 @@ def test_the_defaults_are_the_documented_ones():
     # DESIGN.md's public signature, plus verify's defaults
     documented = RangeTestSettings(
         min_lr=1e-7, max_lr=10.0, num_iter=100, schedule="exp", steps_per_lr=1, beta=0.98,
-        diverge_th=4.0, amp=None, accumulation_steps=1, verify=False, verify_steps=50)
+        diverge_th=4.0, amp=None, accumulation_steps=1, verify=False, verify_steps=50,
+        repeats=1)
     assert documented == DEFAULTS
 
 

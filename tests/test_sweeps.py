@@ -21,6 +21,7 @@ from sweep_checks import check_sweep, default_signals, lrexp_cli, runs_of
 from lrexp.app import models
 from lrexp.app.build import torch_threads
 from lrexp.engine.result import RangeTestResult
+from lrexp.sweep.callbacks import lowest_minimum, swept_settings
 from lrexp.sweep.launchers import runs_parallel_loky_workers
 from lrexp.sweep.warm_workers import PRELOAD
 
@@ -263,3 +264,56 @@ def test_a_stop_signal_ends_a_joblib_sweep_after_its_workers_record(tmp_path, de
 ])
 def test_thread_rule_under_joblib(threads, n_jobs, cores, expected):
     assert torch_threads(threads, n_jobs, cores) == expected
+
+
+# -- LR x weight decay: the sweep's summary names the setting that trains best ---------------
+def test_a_weight_decay_sweep_names_the_decay_that_reaches_the_lowest_loss(
+        tmp_path, shared_sqlite_uri, experiment_name):
+    # a constructed case: SGD's weight decay of 30 pulls the weights back harder than any LR
+    # can move them forward, so its curve never falls below its start while 0 trains
+    finished = lrexp_main("-m", "sweep=weight_decay", "net=mlp", "optimizer.weight_decay=0,30",
+                          "num_iter=40", f"tracking.uri={shared_sqlite_uri}",
+                          f"tracking.experiment={experiment_name}")
+    assert finished.returncode == 0, finished.output
+    assert "Lowest minimum loss: job 0_mlp (optimizer.weight_decay=0)" in finished.output
+    [sweep_dir] = tmp_path.glob("outputs/multirun/*/*")
+    with open(sweep_dir / "sweep_summary.csv") as table:
+        rows = list(csv.DictReader(table))
+    assert [row["swept"] for row in rows] == ["optimizer.weight_decay=0",
+                                              "optimizer.weight_decay=30"]
+    assert float(rows[0]["min_loss"]) < float(rows[1]["min_loss"])
+    client = MlflowClient(shared_sqlite_uri)
+    [parent] = [r for r in runs_of(client, experiment_name)
+                if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.data.tags["best_swept"] == "optimizer.weight_decay=0"
+    assert parent.data.metrics["best_min_loss"] == pytest.approx(float(rows[0]["min_loss"]))
+    assert parent.data.metrics["best_suggested_lr"] == pytest.approx(
+        float(rows[0]["suggested_lr"]))
+
+
+def _job_dir(sweep_dir: Path, name: str, overrides: list[str]) -> Path:
+    job = sweep_dir / name / ".hydra"
+    job.mkdir(parents=True)
+    (job / "overrides.yaml").write_text(OmegaConf.to_yaml(overrides))
+    return job.parent
+
+
+def test_swept_settings_are_the_overrides_the_jobs_do_not_share(tmp_path):
+    jobs = [_job_dir(tmp_path, f"{n}_mlp", ["net=mlp", f"optimizer.weight_decay={wd}", "seed=1"])
+            for n, wd in enumerate(["0", "1e-4"])]
+    no_record = tmp_path / "2_mlp"
+    no_record.mkdir()  # hydra.output_subdir=null: Hydra wrote no overrides
+    assert swept_settings([*jobs, no_record]) == {
+        "0_mlp": "optimizer.weight_decay=0", "1_mlp": "optimizer.weight_decay=1e-4",
+        "2_mlp": ""}
+    assert swept_settings(jobs[:1]) == {"0_mlp": ""}  # one job: nothing varies
+
+
+def test_the_lowest_minimum_skips_jobs_without_a_suggestion_or_a_loss():
+    rows = [{"job": "0", "min_loss": 1.0, "suggested_lr": 0.1},
+            {"job": "1", "min_loss": 0.5, "suggested_lr": None},  # flat curve: no LR to give
+            {"job": "2", "min_loss": float("nan"), "suggested_lr": 0.1},
+            {"job": "3", "min_loss": None, "suggested_lr": None},  # failed job
+            {"job": "4", "min_loss": 0.8, "suggested_lr": 0.01}]
+    assert lowest_minimum(rows)["job"] == "4"
+    assert lowest_minimum(rows[1:4]) is None

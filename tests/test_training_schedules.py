@@ -19,9 +19,11 @@ import lrexp
 from lrexp.app.report import summary_text
 from lrexp.engine.curve import smooth
 from lrexp.engine.result import RangeTestResult
+from lrexp.engine.suggest import fall_start_lr
 from lrexp.engine.training_schedules import (
     CYCLIC_MIN_RATIO,
     ONECYCLE_DEFAULT_DIV,
+    ONECYCLE_MAX_DIV,
     ONECYCLE_MIN_DIV,
     CyclicSettings,
     OneCycleSettings,
@@ -63,12 +65,21 @@ def sgd(lr=0.1):
 
 
 # -- the rules, on a curve with known answers --------------------------------------------------
-def test_onecycle_peaks_below_the_blowup_and_starts_where_the_loss_starts_to_fall():
+def test_onecycle_peaks_below_the_blowup_and_starts_within_smiths_bounds():
+    # the fall spans three decades: its start lies far below max_lr / 25, where the warm-up
+    # would crawl, so the start is torch's max_lr / 25
     settings = falling_curve().schedule("onecycle")
     assert isinstance(settings, OneCycleSettings)
     assert 1e-2 <= settings.max_lr < 1e-1
-    assert 1e-4 <= settings.initial_lr < 1e-3
+    assert settings.div_factor == ONECYCLE_MAX_DIV
     assert settings.initial_lr == pytest.approx(settings.max_lr / settings.div_factor)
+
+
+def test_onecycle_starts_where_a_fall_of_about_one_decade_starts():
+    res = falling_curve(fall=(3e-3, 1e-1))
+    onecycle = res.schedule("onecycle")
+    assert ONECYCLE_MIN_DIV < onecycle.div_factor < ONECYCLE_MAX_DIV
+    assert onecycle.initial_lr == pytest.approx(fall_start_lr(res.lrs, res.losses))
 
 
 def test_cyclic_cycles_between_the_start_and_the_end_of_the_fall():
@@ -84,7 +95,7 @@ def test_bounds_stay_in_their_decades_under_minibatch_noise(seed):
     res = falling_curve(noise=0.1, seed=seed)
     cyclic = res.schedule("cyclic")
     assert 1e-4 <= cyclic.base_lr < 1e-3 and 1e-2 <= cyclic.max_lr < 1e-1
-    assert 1e-4 <= res.schedule("onecycle").initial_lr < 1e-3
+    assert res.schedule("onecycle").div_factor == ONECYCLE_MAX_DIV
 
 
 def test_the_bounds_read_the_curves_own_blowup_and_interval():

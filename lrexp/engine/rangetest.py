@@ -1,8 +1,9 @@
 """The range-test engine: plain PyTorch, no Hydra, MLflow or matplotlib.
 
 Read ``range_test`` top to bottom: check the settings, snapshot the state, ramp the LR one curve
-point at a time (``_Ramp``: train, record, stop on divergence), verify if asked, put everything
-back. ``_Trainer`` is the training step, ``_Snapshot`` the copy of everything the test changes.
+point at a time (``_Ramp``: train, record, stop on divergence), again from the snapshot for each
+repeat (``_record_repeats``), verify if asked, put everything back. ``_Trainer`` is the
+training step, ``_Snapshot`` the copy of everything the test changes.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from lrexp.engine.curve import CurveMonitor
+from lrexp.engine.repeats import repeat_seed
 from lrexp.engine.result import RangeTestResult
 from lrexp.engine.schedules import schedule_lrs
 from lrexp.engine.settings import DEFAULTS, Amp, RangeTestSettings, Schedule, SettingError
@@ -76,6 +78,8 @@ def range_test(
     grad_scaler: torch.amp.GradScaler | None = None,
     verify: bool = DEFAULTS.verify,
     verify_steps: int = DEFAULTS.verify_steps,
+    repeats: int = DEFAULTS.repeats,
+    seed: int | None = None,
 ) -> RangeTestResult:
     """Train ``model`` while the LR grows from ``min_lr`` to ``max_lr``; record the loss curve.
 
@@ -96,6 +100,14 @@ def range_test(
     curve (``lrexp.engine.verify``) each start from the initial state, and ``result.suggest()``
     returns the one with the lowest measured loss (method "verified").
 
+    With ``repeats=k > 1``, k tests run from the same initial state with different data orders:
+    repeat 0 with the random state as it is (the ``repeats=1`` curve), repeat i >= 1 after
+    reseeding Python, numpy, torch and the loader's own generator with a seed derived from
+    ``seed`` (None: ``torch.initial_seed()``) and i (``lrexp.engine.repeats``). The result's
+    curve is their median, ``result.repeats`` holds each one, and its verdict weighs how far
+    their suggestions disagree. ``on_step`` sees every repeat's steps, ``step`` starting at 0
+    with each repeat. Verify, when asked, probes the median curve's candidates once.
+
     Under torch.distributed (e.g. torchrun with a DistributedDataParallel model) each point's
     loss is averaged across ranks before it is recorded, so every rank records the same curve
     and stops at the same step; each rank restores its own state.
@@ -106,22 +118,33 @@ def range_test(
         min_lr=min_lr, max_lr=max_lr, num_iter=num_iter, schedule=schedule,
         steps_per_lr=steps_per_lr, beta=beta, diverge_th=diverge_th, amp=amp,
         accumulation_steps=accumulation_steps, verify=verify, verify_steps=verify_steps,
+        repeats=repeats,
     )
     steps_per_point = _steps_per_point(settings, train_loader)
     if optimizer is None:
         optimizer = torch.optim.SGD(model.parameters(), lr=settings.min_lr, momentum=0.9)
     trainer = _Trainer.build(model, loss_fn, optimizer, resolve_device(device), settings,
                              grad_scaler, batch_keys)
-    # verify restarts every probe from the initial state, so it needs the snapshot too
-    snapshot = _Snapshot.take(trainer) if restore or settings.verify else None
+    # verify restarts every probe, and repeats every curve, from the initial state: they need
+    # the snapshot too
+    needs_snapshot = restore or settings.verify or settings.repeats > 1
+    snapshot = _Snapshot.take(trainer) if needs_snapshot else None
+    loader_randomness = _LoaderRandomness.take(train_loader)  # repeats reseed it
     try:
-        result = _record_curve(trainer, settings, train_loader, val_loader, steps_per_point,
-                               on_step, progress)
+        if snapshot is None or settings.repeats == 1:
+            result = _record_curve(trainer, settings, train_loader, val_loader, steps_per_point,
+                                   on_step, progress)
+        else:
+            base_seed = torch.initial_seed() if seed is None else seed
+            result = _record_repeats(trainer, snapshot, loader_randomness, base_seed, settings,
+                                     train_loader, val_loader, steps_per_point, on_step, progress)
         if snapshot is not None and settings.verify and result.stop_reason != "interrupted":
             _verify(result, trainer, snapshot, train_loader, val_loader, settings.verify_steps)
     finally:
         if snapshot is not None and restore:
             snapshot.restore(trainer)
+            if settings.repeats > 1:
+                loader_randomness.restore()
     return result
 
 
@@ -137,14 +160,88 @@ def _steps_per_point(settings: RangeTestSettings, train_loader: Iterable[Any]) -
     return math.ceil(len(train_loader) / settings.accumulation_steps)
 
 
+def _record_repeats(trainer: _Trainer, snapshot: _Snapshot, loader_randomness: _LoaderRandomness,
+                    base_seed: int, settings: RangeTestSettings, train_loader: Iterable[Any],
+                    val_loader: Iterable[Any] | None, steps_per_point: int,
+                    on_step: OnStep | None, progress: bool) -> RangeTestResult:
+    """``settings.repeats`` curves from the snapshot's state, each reseeded; their median.
+    Ctrl-C ends the repeats with the curves recorded so far (the last one partial)."""
+    curves: list[RangeTestResult] = []
+    interrupted = False
+    for index in range(settings.repeats):
+        try:
+            seed = None
+            if index:  # repeat 0 runs as repeats=1 would: the caller's state, unseeded
+                snapshot.restore(trainer)
+                seed = repeat_seed(base_seed, index)
+                _seed_everything(seed)
+                loader_randomness.reseed(seed)
+            title = f"LR range test {index + 1}/{settings.repeats}"
+            curve = _record_curve(trainer, settings, train_loader, val_loader, steps_per_point,
+                                  on_step, progress, title)
+        except KeyboardInterrupt:  # between two repeats' ramps (each ramp catches its own)
+            log.warning("Repeats interrupted after %d curves.", len(curves))
+            interrupted = True
+            break
+        curve.extra.update(repeat=index, seed=seed)
+        curves.append(curve)
+        if curve.stop_reason in ("interrupted", "exhausted"):  # no data, or the user, to go on
+            break
+    result = RangeTestResult.of_repeats(curves)
+    if interrupted:
+        result.stop_reason = "interrupted"
+    return result
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+class _LoaderRandomness:
+    """The train loader's own randomness, which the global seeds do not reach: the
+    ``torch.Generator`` a DataLoader or its sampler shuffles with, and a DistributedSampler's
+    epoch (its shuffle is seeded by seed + epoch, the same on every rank)."""
+
+    def __init__(self, generators: list[torch.Generator], samplers: list[Any]) -> None:
+        self.generators, self.samplers = generators, samplers
+        self.states = [generator.get_state() for generator in generators]
+        self.epochs = [sampler.epoch for sampler in samplers]
+
+    @classmethod
+    def take(cls, loader: Iterable[Any]) -> _LoaderRandomness:
+        batch_sampler = getattr(loader, "batch_sampler", None)
+        holders = [loader, getattr(loader, "sampler", None),
+                   getattr(batch_sampler, "sampler", None)]
+        generators = {id(g): g for g in (getattr(h, "generator", None) for h in holders)
+                      if isinstance(g, torch.Generator)}
+        samplers = {id(h): h for h in holders
+                    if hasattr(h, "set_epoch") and isinstance(getattr(h, "epoch", None), int)}
+        return cls(list(generators.values()), list(samplers.values()))
+
+    def reseed(self, seed: int) -> None:
+        for generator in self.generators:
+            generator.manual_seed(seed)
+        for sampler in self.samplers:
+            sampler.set_epoch(seed)
+
+    def restore(self) -> None:
+        for generator, state in zip(self.generators, self.states, strict=True):
+            generator.set_state(state)
+        for sampler, epoch in zip(self.samplers, self.epochs, strict=True):
+            sampler.set_epoch(epoch)
+
+
 def _record_curve(trainer: _Trainer, settings: RangeTestSettings, train_loader: Iterable[Any],
                   val_loader: Iterable[Any] | None, steps_per_point: int,
-                  on_step: OnStep | None, progress: bool) -> RangeTestResult:
+                  on_step: OnStep | None, progress: bool,
+                  title: str = "LR range test") -> RangeTestResult:
     """Ramp the LR over the schedule; the recorded curve with the settings that made it."""
     trainer.prepare()
     ramp = _Ramp(trainer, CurveMonitor(settings.beta, settings.diverge_th),
                  _endless(train_loader), steps_per_point, val_loader, on_step,
-                 _progress_bar(settings.num_iter, progress))
+                 _progress_bar(settings.num_iter, progress, title))
     ramp.run(schedule_lrs(settings).tolist())
     return RangeTestResult(
         np.array(ramp.lrs), np.array(ramp.losses), np.array(ramp.smoothed),
@@ -247,12 +344,12 @@ class _Ramp:
         return reason
 
 
-def _progress_bar(total: int, enabled: bool) -> _ProgressBar | None:
+def _progress_bar(total: int, enabled: bool, title: str) -> _ProgressBar | None:
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    bar: _ProgressBar = tqdm(total=total, desc="LR range test", unit="lr", leave=False)
+    bar: _ProgressBar = tqdm(total=total, desc=title, unit="lr", leave=False)
     return bar
 
 

@@ -9,16 +9,26 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO, overload
 
 import numpy as np
 
-from lrexp.engine.curve import CurveMonitor, FloatArray, blowup_index, zero_lag
+from lrexp.engine.curve import CurveMonitor, FloatArray, blowup_index, smooth, zero_lag
+from lrexp.engine.repeats import MedianCurve, median_curve, median_length
 from lrexp.engine.settings import DEFAULTS
-from lrexp.engine.suggest import METHODS, Suggestion, Verdict, assess, suggest
+from lrexp.engine.suggest import (
+    METHODS,
+    Suggestion,
+    SuggestionSpread,
+    Verdict,
+    assess,
+    spread_of,
+    suggest,
+    with_spread,
+)
 from lrexp.engine.training_schedules import (
     CyclicSettings,
     OneCycleSettings,
@@ -35,10 +45,14 @@ __all__ = ["STOP_REASONS", "CurveWriter", "Probe", "RangeTestResult", "Verificat
 
 STOP_REASONS = ("completed", "diverged", "non-finite", "interrupted", "exhausted")
 _CSV_COLUMNS = ("step", "lr", "loss", "loss_smooth")
+# Each repeat's curve, one row per repeat and step, beside the median curve's file
+_REPEAT_COLUMNS = ("repeat", *_CSV_COLUMNS)
 _META_PREFIX = "# lrexp "
 # Fields stored under another name in the files: ``schedule`` names the range test's LR ramp
 # there (as in range_test and the config); on the result, ``schedule()`` gives training schedules.
 _FILE_KEYS = {"range_schedule": "schedule"}
+# Fields not in a curve file's comment line: the columns, and what has a form of its own there
+_ARRAYS = ("lrs", "losses", "smoothed", "verification", "repeats")
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +104,12 @@ class RangeTestResult:
     ``val_loader`` (``loss_kind`` says which). A step that diverged or went non-finite is the
     last entry; its loss is kept as recorded (NaN/inf included). ``range_schedule`` is how the
     test ramped the LR (range_test's ``schedule``: "exp" or "linear").
+
+    After ``range_test(..., repeats=k)`` with k > 1, ``repeats`` holds each repeat's own result
+    (its ``extra["seed"]``: the seed it ran with, None for repeat 0) and the curve itself is
+    their median (``lrexp.engine.repeats``), which every rule and the verdict read; ``band``
+    gives the interquartile band and ``suggestion_spread()`` how far the repeats' own
+    suggestions disagree. A single test has no repeats.
     """
 
     lrs: FloatArray
@@ -106,6 +126,7 @@ class RangeTestResult:
     loss_kind: str = "train"
     extra: dict[str, Any] = field(default_factory=dict)
     verification: Verification | None = None
+    repeats: list[RangeTestResult] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.lrs = np.asarray(self.lrs, dtype=np.float64)
@@ -124,6 +145,22 @@ class RangeTestResult:
     def __len__(self) -> int:
         return len(self.lrs)
 
+    @classmethod
+    def of_repeats(cls, repeats: list[RangeTestResult]) -> RangeTestResult:
+        """The median result of repeated tests with one set of settings (the first repeat's);
+        its stop reason is that of the repeat whose length the median curve has, or
+        "interrupted" when any repeat was."""
+        first = repeats[0]
+        median = median_curve([r.lrs for r in repeats], [r.losses for r in repeats])
+        length = median_length([len(r) for r in repeats])
+        stop_reason = next(r.stop_reason for r in repeats if len(r) == length)
+        if any(r.stop_reason == "interrupted" for r in repeats):
+            stop_reason = "interrupted"
+        settings = {f.name: getattr(first, f.name) for f in fields(cls)
+                    if f.name not in _ARRAYS and f.name not in ("stop_reason", "extra")}
+        return cls(median.lrs, median.median, smooth(median.median, first.beta),
+                   stop_reason=stop_reason, **{**settings, "repeats": list(repeats)})
+
     # -- what users ask of a curve -------------------------------------------------------------
     def suggest(self, method: str = "default") -> Suggestion:
         """The suggested LR by ``method`` ("default", "verified", or a rule in METHODS).
@@ -134,7 +171,8 @@ class RangeTestResult:
         verified = self.verification is not None and self.verification.chosen is not None
         if method == "verified" or (method == "default" and verified):
             return self._verified()
-        return suggest(self.lrs, self.losses, method)
+        suggestion = suggest(self.lrs, self.losses, method)
+        return with_spread(suggestion, self.suggestion_spread()) if self.repeats else suggestion
 
     def _verified(self) -> Suggestion:
         verification = self.verification
@@ -153,8 +191,23 @@ class RangeTestResult:
 
     @property
     def verdict(self) -> Verdict:
-        """The curve's confidence verdict (``lrexp.engine.suggest.Verdict``)."""
-        return assess(self.lrs, self.losses)
+        """The curve's confidence verdict (``lrexp.engine.suggest.Verdict``); with repeats,
+        the median curve's, weighing how far the repeats' suggestions disagree."""
+        verdict = assess(self.lrs, self.losses)
+        return with_spread(verdict, self.suggestion_spread()) if self.repeats else verdict
+
+    def suggestion_spread(self) -> SuggestionSpread:
+        """How far the repeats' own default suggestions disagree (median LR, IQR and range in
+        decades); a single test's spread is its one suggestion, with no IQR."""
+        curves = self.repeats or [self]
+        return spread_of([suggest(r.lrs, r.losses).lr for r in curves])
+
+    @property
+    def band(self) -> MedianCurve | None:
+        """The median curve with its interquartile band per LR; None for a single test."""
+        if not self.repeats:
+            return None
+        return median_curve([r.lrs for r in self.repeats], [r.losses for r in self.repeats])
 
     def suggestions(self) -> dict[str, float | None]:
         """Every method's suggested LR by name, "default" included (None where there is none);
@@ -224,54 +277,53 @@ class RangeTestResult:
 
     # -- persistence ---------------------------------------------------------------------------
     def _metadata(self) -> dict[str, Any]:
-        arrays = {"lrs", "losses", "smoothed", "verification"}
         meta = {_FILE_KEYS.get(f.name, f.name): getattr(self, f.name) for f in fields(self)
-                if f.name not in arrays}
+                if f.name not in _ARRAYS}
         meta["diverge_th"] = _json_float(self.diverge_th)
         if self.verification is not None:
             meta["verification"] = self.verification.to_dict()
+        if self.repeats:  # their curves are in the sibling file (repeats_path)
+            meta["repeats"] = len(self.repeats)
         return meta
+
+    @staticmethod
+    def repeats_path(path: str | Path) -> Path:
+        """Where ``to_csv(path)`` writes each repeat's curve: ``curve.csv`` ->
+        ``curve_repeats.csv``."""
+        path = Path(path)
+        return path.with_name(f"{path.stem}_repeats{path.suffix}")
 
     def to_csv(self, path: str | Path) -> Path:
         """Write the curve (one row per step) with the settings in a leading comment line.
 
-        Floats are written with ``repr``, which round-trips exactly.
+        Floats are written with ``repr``, which round-trips exactly. With repeats, the curve is
+        their median and ``repeats_path(path)`` gets every repeat's curve: columns
+        ``repeat,step,lr,loss,loss_smooth``, one row per repeat and step, each repeat's
+        stop reason and extra (its seed) in the leading comment line.
         """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # written beside and renamed: a crash mid-write never leaves a half file in its place
-        partial = path.with_name(path.name + ".tmp")
-        try:
-            with partial.open("w", newline="") as handle:
-                handle.write(_META_PREFIX + json.dumps(self._metadata()) + "\n")
-                writer = csv.writer(handle)
-                writer.writerow(_CSV_COLUMNS)
-                for step, row in enumerate(zip(self.lrs, self.losses, self.smoothed,
-                                               strict=True)):
-                    writer.writerow([step, *(repr(float(value)) for value in row)])
-            os.replace(partial, path)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-        return path
+        rows = ([step, *(repr(float(value)) for value in row)] for step, row in
+                enumerate(zip(self.lrs, self.losses, self.smoothed, strict=True)))
+        if self.repeats:  # first, so a curve.csv that says "repeats" always has its sibling
+            meta = {"repeats": [{"stop_reason": r.stop_reason, "extra": r.extra}
+                                for r in self.repeats]}
+            repeat_rows = ([index, step, *(repr(float(value)) for value in row)]
+                           for index, r in enumerate(self.repeats) for step, row in
+                           enumerate(zip(r.lrs, r.losses, r.smoothed, strict=True)))
+            _write_csv(self.repeats_path(path), meta, _REPEAT_COLUMNS, repeat_rows)
+        return _write_csv(path, self._metadata(), _CSV_COLUMNS, rows)
 
     @classmethod
     def from_csv(cls, path: str | Path) -> RangeTestResult:
+        """A result written by ``to_csv`` (its repeats too, from the sibling file)."""
         path = Path(path)
-        with path.open(newline="") as handle:
-            first = handle.readline()
-            meta = json.loads(first[len(_META_PREFIX):]) if first.startswith(_META_PREFIX) else {}
-            if not meta:
-                handle.seek(0)
-            rows = list(csv.DictReader(handle))
-        missing = set(_CSV_COLUMNS) - set(rows[0] if rows else _CSV_COLUMNS)
-        if missing:
-            raise ValueError(f"{path} is not an lrexp curve: columns {sorted(missing)} missing.")
-        columns = {name: np.array([float(row[name]) for row in rows], dtype=np.float64)
-                   for name in _CSV_COLUMNS[1:]}
+        meta, rows = _read_csv(path, _CSV_COLUMNS)
+        columns = _columns(rows, _CSV_COLUMNS[1:])
         meta["diverge_th"] = float(meta.get("diverge_th", DEFAULTS.diverge_th))
         if meta.get("verification") is not None:
             meta["verification"] = Verification.from_dict(meta["verification"])
+        if meta.get("repeats"):
+            meta["repeats"] = _read_repeats(cls.repeats_path(path), meta)
         return cls(columns["lr"], columns["loss"], columns["loss_smooth"], **_from_file(meta))
 
     def to_dict(self) -> dict[str, Any]:
@@ -281,6 +333,7 @@ class RangeTestResult:
         data["diverge_th"] = _json_float(self.diverge_th)
         if self.verification is not None:
             data["verification"] = self.verification.to_dict()
+        data["repeats"] = [r.to_dict() for r in self.repeats]
         return {_FILE_KEYS.get(key, key): value for key, value in data.items()}
 
     @classmethod
@@ -291,6 +344,7 @@ class RangeTestResult:
         data["diverge_th"] = float(data["diverge_th"])
         if data.get("verification") is not None:
             data["verification"] = Verification.from_dict(data["verification"])
+        data["repeats"] = [cls.from_dict(r) for r in data.get("repeats") or []]
         return cls(**_from_file(data))
 
     def to_json(self, path: str | Path) -> Path:
@@ -364,6 +418,60 @@ class CurveWriter:
                 with contextlib.suppress(OSError):
                     self._handle.close()
             self._handle = None
+
+
+def _write_csv(path: Path, meta: dict[str, Any], columns: tuple[str, ...],
+               rows: Iterable[list[Any]]) -> Path:
+    """The comment line with ``meta``, the header and ``rows``, written beside and renamed: a
+    crash mid-write never leaves a half file in its place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".tmp")
+    try:
+        with partial.open("w", newline="") as handle:
+            handle.write(_META_PREFIX + json.dumps(meta) + "\n")
+            writer = csv.writer(handle)
+            writer.writerow(columns)
+            writer.writerows(rows)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _read_csv(path: Path, columns: tuple[str, ...]) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """(the comment line's metadata, the rows) of a curve file with ``columns``."""
+    with path.open(newline="") as handle:
+        first = handle.readline()
+        meta = json.loads(first[len(_META_PREFIX):]) if first.startswith(_META_PREFIX) else {}
+        if not meta:
+            handle.seek(0)
+        rows = list(csv.DictReader(handle))
+    missing = set(columns) - set(rows[0] if rows else columns)
+    if missing:
+        raise ValueError(f"{path} is not an lrexp curve: columns {sorted(missing)} missing.")
+    return meta, rows
+
+
+def _columns(rows: list[dict[str, str]], names: Iterable[str]) -> dict[str, FloatArray]:
+    return {name: np.array([float(row[name]) for row in rows], dtype=np.float64)
+            for name in names}
+
+
+def _read_repeats(path: Path, settings: dict[str, Any]) -> list[RangeTestResult]:
+    """Each repeat's result from ``to_csv``'s sibling file, with the median's settings."""
+    meta, rows = _read_csv(path, _REPEAT_COLUMNS)
+    shared = {key: value for key, value in settings.items()
+              if key not in ("stop_reason", "extra", "verification", "repeats")}
+    repeats = []
+    for index, record in enumerate(meta["repeats"]):
+        columns = _columns([row for row in rows if int(row["repeat"]) == index],
+                           _CSV_COLUMNS[1:])
+        repeats.append(RangeTestResult(
+            columns["lr"], columns["loss"], columns["loss_smooth"],
+            stop_reason=record["stop_reason"], extra=record.get("extra", {}),
+            **_from_file(shared)))
+    return repeats
 
 
 def _from_file(data: dict[str, Any]) -> dict[str, Any]:

@@ -49,7 +49,8 @@ class RangeTestSettings:
 
     Names are coerced to their enums (``schedule="exp"`` becomes ``Schedule.EXP``, which still
     equals "exp") and integral counts to ``int``. ``steps_per_lr`` is a count or "epoch" (one
-    pass over the train loader per LR).
+    pass over the train loader per LR). ``repeats`` is how many range tests run from the same
+    initial weights with different data orders (``lrexp.engine.repeats``).
     """
 
     min_lr: float = 1e-7
@@ -63,6 +64,7 @@ class RangeTestSettings:
     accumulation_steps: int = 1
     verify: bool = False
     verify_steps: int = 50
+    repeats: int = 1
 
     def __post_init__(self) -> None:
         _check_lr_range(self.min_lr, self.max_lr)
@@ -81,6 +83,9 @@ class RangeTestSettings:
                                                1, "1 means no accumulation."))
         self._set("verify_steps", _count("verify_steps", self.verify_steps, 1,
                                          "30-60 steps per probe is usual."))
+        self._set("repeats", _count("repeats", self.repeats, 1,
+                                    "1 runs one test; 3-5 repeats show how much the curve and "
+                                    "its suggestion move with the data order."))
 
     def _set(self, name: str, value: object) -> None:
         object.__setattr__(self, name, value)  # the normalised value, in a frozen dataclass

@@ -20,12 +20,18 @@ None and ``reason`` says why (the peers crash there or answer silently).
 The verdict (``assess``) compares how far the loss fell with its minibatch noise, checks that
 the loss turned up again before the test ended, and gives the interval of LRs the curve
 supports: from where the loss has made half its fall to where it bottoms out.
+
+With repeated tests (``range_test(..., repeats=k)``) the rules read the median curve, and the
+verdict also weighs how far the repeats' own suggestions disagree (``SuggestionSpread``,
+``with_spread``): a suggestion the repeats do not agree on is never "high".
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -33,8 +39,9 @@ import numpy.typing as npt
 from lrexp.engine.curve import FloatArray, read, readable_end, start_level
 
 __all__ = [
-    "CONFIDENCE_LEVELS", "DEFAULT_METHOD", "METHODS", "Suggestion", "Verdict", "assess", "edge",
-    "fall_start_lr", "minimum", "steepest", "suggest", "valley",
+    "CONFIDENCE_LEVELS", "DEFAULT_METHOD", "METHODS", "SPREAD_HIGH_DECADES", "Suggestion",
+    "SuggestionSpread", "Verdict", "assess", "edge", "fall_start_lr", "minimum", "spread_of",
+    "steepest", "suggest", "valley", "with_spread",
 ]
 
 # Fewer usable points than this cannot show a descent and a turn.
@@ -54,6 +61,12 @@ INTERVAL_BELOW_EDGE = (100.0, 5.0)  # the supported interval: blow-up LR / 100 .
 # The loss "starts to fall" (Smith 2017, section 3.3) where it leaves the level it started at for
 # good: a tenth of its fall below that level, so the plateau's wobble is not read as the start.
 FALL_START_FRACTION = 0.1
+# The most the repeats' suggested LRs may spread (interquartile range, in decades) for a "high"
+# verdict. Half a decade is a factor of 3.2: one step of the 1-3-10 grid LRs are tuned on. When
+# the middle half of the repeats disagree by more than one grid step, one test's number does not
+# pin the LR down better than a coarse grid search would. It is also well inside the 1.3 decades
+# of the interval the default rule supports (blow-up LR / 100 .. / 5).
+SPREAD_HIGH_DECADES = 0.5
 
 
 @dataclass(frozen=True)
@@ -80,6 +93,9 @@ class Suggestion:
 
     def __bool__(self) -> bool:
         return self.lr is not None
+
+
+_Judged = TypeVar("_Judged", Suggestion, Verdict)
 
 
 @dataclass(frozen=True)
@@ -179,6 +195,60 @@ def _assess(curve: _Curve) -> Verdict:
     turned = (f"blew up at LR {curve.blowup_lr:.3g}" if blowup is not None
               else f"turned up after LR {curve.lrs[best]:.3g}")
     return Verdict("high", f"{fell} and {turned}.", interval, widths)
+
+
+@dataclass(frozen=True)
+class SuggestionSpread:
+    """How far repeated tests' suggested LRs (one per repeat, None where a repeat gave none)
+    disagree, in decades of LR: the interquartile range and the full range of their log10."""
+
+    lrs: tuple[float | None, ...]
+    median_lr: float | None
+    iqr_decades: float | None  # None with fewer than two suggestions
+    range_decades: float | None
+
+    @property
+    def suggested(self) -> int:
+        """How many repeats gave a suggestion."""
+        return sum(lr is not None for lr in self.lrs)
+
+    def problem(self) -> str | None:
+        """Why the repeats do not agree enough for a "high" verdict, in plain words; None when
+        they do."""
+        count, given = len(self.lrs), self.suggested
+        if 2 * given < count:
+            return (f"only {given} of the {count} repeats gave a suggestion, so the curve's "
+                    "reading depends on the data order; raise batch_size or num_iter.")
+        if self.iqr_decades is not None and self.iqr_decades > SPREAD_HIGH_DECADES:
+            found = [lr for lr in self.lrs if lr is not None]
+            return (f"the {count} repeats disagree: their suggested LRs spread "
+                    f"{self.iqr_decades:.2f} decades (IQR; from {min(found):.3g} to "
+                    f"{max(found):.3g}), more than the {SPREAD_HIGH_DECADES} a high confidence "
+                    "allows, so the suggestion depends on the data order; raise batch_size "
+                    "or num_iter.")
+        return None
+
+
+def spread_of(lrs: Sequence[float | None]) -> SuggestionSpread:
+    """The spread of per-repeat suggested LRs (None: that repeat gave none)."""
+    found = np.log10([lr for lr in lrs if lr is not None and lr > 0 and math.isfinite(lr)])
+    if not len(found):
+        return SuggestionSpread(tuple(lrs), None, None, None)
+    q25, q50, q75 = np.quantile(found, [0.25, 0.5, 0.75])
+    several = len(found) > 1
+    return SuggestionSpread(tuple(lrs), float(10**q50),
+                            float(q75 - q25) if several else None,
+                            float(found.max() - found.min()) if several else None)
+
+
+def with_spread(judged: _Judged, spread: SuggestionSpread) -> _Judged:
+    """``judged`` (a Suggestion or a Verdict) with the repeats' disagreement weighed in: a
+    "high" confidence becomes "low" when ``spread.problem()`` names one, and the reason says
+    so; "low" keeps its level and gains the sentence; "none" stays as it is."""
+    problem = spread.problem()
+    if problem is None or judged.confidence == "none":
+        return judged
+    return replace(judged, confidence="low", reason=f"{judged.reason} But {problem}")
 
 
 def _interval(curve: _Curve, peak: float, fall: float) -> tuple[float, float]:

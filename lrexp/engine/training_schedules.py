@@ -18,10 +18,12 @@ starts late, or one too small to see, still gets a cycle by his second rule.
 One-cycle (Smith 2018, "A disciplined approach to neural network hyper-parameters: Part 1",
 arXiv:1803.09820, section 4): the maximum LR from the range test, the minimum about 1/10 to
 1/20 of it. torch's ``OneCycleLR`` starts at max_lr / div_factor (default 25, fastai's). Here
-div_factor puts the start where the loss starts to fall, and is at least ``ONECYCLE_MIN_DIV``
-(Smith's tenth); where no start can be read it is torch's 25. (fastai's ``fit_one_cycle``
-takes lr_max from its valley or steepest suggestion, points inside the fall; the top used here
-lies closer to the edge: a one-cycle peak is visited briefly, unlike a constant LR.)
+div_factor puts the start where the loss starts to fall, within ``ONECYCLE_MIN_DIV`` (Smith's
+tenth) and ``ONECYCLE_MAX_DIV`` (torch's 25): a fall that spans decades would put the start
+where the loss barely moves, spending the warm-up there; where no start can be read it is 25.
+(fastai's ``fit_one_cycle`` takes lr_max from its valley or steepest suggestion, points inside
+the fall; the top used here lies closer to the edge: a one-cycle peak is visited briefly,
+unlike a constant LR.)
 
 A curve with no suggestion (too short, flat, never falling: ``Verdict.confidence`` "none") has
 no bounds: ``ScheduleBoundsError`` says why and what to do. The settings are as trustworthy as
@@ -43,7 +45,8 @@ if TYPE_CHECKING:  # torch is imported when a scheduler is made, not with the ru
     from torch.optim.lr_scheduler import LRScheduler
 
 __all__ = [
-    "CYCLIC_MIN_RATIO", "ONECYCLE_DEFAULT_DIV", "ONECYCLE_MIN_DIV", "TRAINING_SCHEDULES",
+    "CYCLIC_MIN_RATIO", "ONECYCLE_DEFAULT_DIV", "ONECYCLE_MAX_DIV", "ONECYCLE_MIN_DIV",
+    "TRAINING_SCHEDULES",
     "CyclicSettings", "OneCycleSettings", "ScheduleBoundsError", "TrainingSchedule",
     "cyclic_settings", "make_scheduler", "onecycle_settings", "schedule_settings",
 ]
@@ -51,6 +54,7 @@ __all__ = [
 CYCLIC_MIN_RATIO = 4.0  # Smith 2017, 3.3: "set base_lr to 1/3 or 1/4 of max_lr"
 ONECYCLE_MIN_DIV = 10.0  # Smith 2018, section 4: the minimum LR 1/10 to 1/20 of the maximum
 ONECYCLE_DEFAULT_DIV = 25.0  # torch's OneCycleLR default, after fastai
+ONECYCLE_MAX_DIV = ONECYCLE_DEFAULT_DIV  # a start deeper in the plateau only slows the warm-up
 
 
 class ScheduleBoundsError(ValueError):
@@ -119,7 +123,8 @@ def _bounds(lrs: npt.ArrayLike, losses: npt.ArrayLike, schedule: str,
 def onecycle_settings(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> OneCycleSettings:
     """One-cycle's bounds from a curve (module docstring: Smith 2018)."""
     top, start = _bounds(lrs, losses, "one-cycle", "OneCycleLR's max_lr")
-    div_factor = ONECYCLE_DEFAULT_DIV if start is None else max(top / start, ONECYCLE_MIN_DIV)
+    div_factor = (ONECYCLE_DEFAULT_DIV if start is None
+                  else min(max(top / start, ONECYCLE_MIN_DIV), ONECYCLE_MAX_DIV))
     return OneCycleSettings(max_lr=top, div_factor=div_factor)
 
 

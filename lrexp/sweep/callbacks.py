@@ -67,7 +67,9 @@ class MlflowSweepCallback(Callback):
             from lrexp.plotting import plot_overlay, save_figure
 
             overlay_path = save_figure(plot_overlay(curves), sweep_dir / "sweep_overlay.png")
-        log.info("Sweep summary (%s):\n%s", table_path, format_table(rows))
+        best = lowest_minimum(rows)
+        log.info("Sweep summary (%s):\n%s%s", table_path, format_table(rows),
+                 f"\n{describe_best(best)}" if best else "")
         if self.parent_run_id is not None and self.tracker is not None:
             if interrupt.was_interrupted(sweep_dir):
                 status = "KILLED"
@@ -77,7 +79,7 @@ class MlflowSweepCallback(Callback):
                 status = "FINISHED"
             self.tracker.close_parent(self.parent_run_id, rows=rows,
                                       files=[p for p in (table_path, overlay_path) if p],
-                                      status=status)
+                                      status=status, best=best)
 
 
 def collect_jobs(sweep_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -86,18 +88,54 @@ def collect_jobs(sweep_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]
     from lrexp.engine.result import RangeTestResult
 
     rows, curves = [], {}
-    for summary_file in sorted(sweep_dir.glob(f"*/{SUMMARY_FILE}"), key=_job_number):
+    summary_files = sorted(sweep_dir.glob(f"*/{SUMMARY_FILE}"), key=_job_number)
+    swept = swept_settings([path.parent for path in summary_files])
+    for summary_file in summary_files:
         job = summary_file.parent.name
         try:
             summary = RunSummary.read(summary_file)
         except (OSError, ValueError) as error:
             summary = RunSummary(status="unreadable", error=f"{summary_file}: {error}")
-        rows.append(summary.row(job))
+        rows.append({**summary.row(job), "swept": swept[job] or None})
         curve_file = summary_file.parent / "curve.csv"
         if curve_file.exists():
-            curves[f"{job}: {summary.net} / {summary.optimizer}"] = \
-                RangeTestResult.from_csv(curve_file)
+            label = swept[job] or f"{summary.net} / {summary.optimizer}"
+            curves[f"{job}: {label}"] = RangeTestResult.from_csv(curve_file)
     return rows, curves
+
+
+def swept_settings(job_dirs: list[Path]) -> dict[str, str]:
+    """Each job's overrides that not every job shares ("optimizer.weight_decay=0.0001"), from
+    the ``.hydra/overrides.yaml`` Hydra writes into a job's dir; "" where a job has none or
+    Hydra wrote no record (``hydra.output_subdir=null``)."""
+    from omegaconf import OmegaConf
+
+    overrides: dict[str, list[str]] = {}
+    for job_dir in job_dirs:
+        record = job_dir / ".hydra" / "overrides.yaml"
+        try:
+            overrides[job_dir.name] = [str(o) for o in OmegaConf.load(record)]
+        except (OSError, ValueError):
+            overrides[job_dir.name] = []
+    recorded = [set(own) for own in overrides.values() if own]
+    shared = set.intersection(*recorded) if recorded else set()
+    return {job: " ".join(o for o in own if o not in shared) for job, own in overrides.items()}
+
+
+def lowest_minimum(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The job whose curve reached the lowest loss, among jobs that suggest an LR: with one
+    setting swept (weight decay, say), the setting that trains best and the LR to train it at
+    (Smith 2018, section 4.3, compares weight decays this way). None when no job qualifies."""
+    finished = [row for row in rows if isinstance(row.get("min_loss"), (int, float))
+                and row["min_loss"] == row["min_loss"] and row.get("suggested_lr") is not None]
+    return min(finished, key=lambda row: row["min_loss"]) if finished else None
+
+
+def describe_best(row: dict[str, Any]) -> str:
+    setting = f" ({row['swept']})" if row.get("swept") else ""
+    return (f"Lowest minimum loss: job {row['job']}{setting}: {row['min_loss']:.4g} at LR "
+            f"{row['lr_at_min_loss']:.3g}; suggested LR {row['suggested_lr']:.3g} "
+            f"(confidence {row['confidence']})")
 
 
 def _job_number(path: Path) -> tuple[int, str]:

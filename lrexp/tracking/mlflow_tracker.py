@@ -77,7 +77,7 @@ class Tracker(Protocol):
         ...
 
     def close_parent(self, run_id: str, rows: list[dict[str, Any]], files: list[Path],
-                     status: str) -> None:
+                     status: str, best: dict[str, Any] | None = None) -> None:
         ...
 
     def close(self) -> None:
@@ -107,7 +107,7 @@ class NullTracker:
         return None
 
     def close_parent(self, run_id: str, rows: list[dict[str, Any]], files: list[Path],
-                     status: str) -> None:
+                     status: str, best: dict[str, Any] | None = None) -> None:
         pass
 
     def close(self) -> None:
@@ -329,8 +329,9 @@ class MlflowTracker:
             return None
 
     def close_parent(self, run_id: str, rows: list[dict[str, Any]], files: list[Path],
-                     status: str) -> None:
-        """Attach the sweep summary (a table and its files) to the parent and end it."""
+                     status: str, best: dict[str, Any] | None = None) -> None:
+        """Attach the sweep summary (a table, its files, the ``best`` row's job, settings,
+        suggested LR and minimum loss) to the parent and end it."""
         try:
             if not self._connect():
                 return
@@ -344,10 +345,21 @@ class MlflowTracker:
                 if path.suffix == ".png":
                     self._log_image(run_id, path, OVERLAY_IMAGE_KEY)
             self._log_parent_series(run_id, rows)
+            if best is not None:
+                self._log_best(run_id, best)
             self._call(lambda: self._client.set_tag(run_id, "status", status), "tag")
             self._call(lambda: self._end_run(run_id, status), "end run")
         except Exception as error:  # noqa: BLE001
             self._give_up(f"closing the sweep's parent run at {self.uri} failed: {error}")
+
+    def _log_best(self, run_id: str, best: dict[str, Any]) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        stamp = int(time.time() * 1000)
+        metrics = [Metric(f"best_{column}", float(best[column]), stamp, 0)
+                   for column in ("suggested_lr", "min_loss")]
+        tags = [RunTag("best_job", str(best["job"])), RunTag("best_swept", best.get("swept") or "")]
+        self._call(lambda: self._client.log_batch(run_id, metrics=metrics, tags=tags), "log best")
 
     def _log_parent_series(self, run_id: str, rows: list[dict[str, Any]]) -> None:
         """Each child's suggested LR and minimum loss as the parent's series over job order."""

@@ -123,7 +123,7 @@ class SidecarTracker:
                                   "(build_tracker(..., in_process=True))")
 
     def close_parent(self, run_id: str, rows: list[dict[str, Any]], files: list[Path],
-                     status: str) -> None:
+                     status: str, best: dict[str, Any] | None = None) -> None:
         raise NotImplementedError("a sweep's parent run is tracked in-process")
 
     def close(self) -> None:

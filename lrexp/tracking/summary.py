@@ -36,10 +36,11 @@ METRIC_NAMES = ("suggested_lr", "min_loss", "lr_at_min_loss", "diverged_lr")
 SCHEDULE_FIELDS: dict[str, type[TrainingSchedule]] = {
     "onecycle": OneCycleSettings, "cyclic": CyclicSettings}
 # One row per run in the sweep table, the CSV and the comparison: a column per rule.
-COLUMNS = ["job", "net", "dataset", "optimizer", "status", "suggested_lr", "confidence",
+# "swept": the settings a sweep's job had that its other jobs did not (lrexp.sweep.callbacks).
+COLUMNS = ["job", "swept", "net", "dataset", "optimizer", "status", "suggested_lr", "confidence",
            *[f"suggested_lr_{name}" for name in METHODS], "min_loss", "lr_at_min_loss",
            "diverged_lr", "error"]
-CONSOLE_COLUMNS = ["job", "net", "optimizer", "status", "suggested_lr", "confidence",
+CONSOLE_COLUMNS = ["job", "swept", "net", "optimizer", "status", "suggested_lr", "confidence",
                    *[f"suggested_lr_{name}" for name in METHODS], "min_loss", "diverged_lr"]
 
 

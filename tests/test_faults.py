@@ -105,17 +105,39 @@ def test_sigterm_records_the_partial_curve_closes_the_run_killed_and_exits_143(t
 
 
 @pytest.mark.slow
-def test_kill_9_leaves_the_flushed_curve_and_the_next_run_closes_the_orphan(tmp_path,
-                                                                            default_store):
+def test_kill_9_keeps_the_flushed_curve_and_the_sidecar_closes_the_run_killed(tmp_path,
+                                                                             default_store):
+    # The tracker runs in a sidecar process (tracking.sidecar=auto in a fresh process): it
+    # outlives the kill, reads EOF on its commands and closes the run itself, with every step
+    # it received. (In-process, the run stayed RUNNING until a later run closed the orphan:
+    # test_an_orphaned_run_is_closed_by_the_next_run.)
     proc = _long_run_recording(tmp_path, rows=25)
     # the tracker logs once its MLflow run is open; a kill before that leaves no run at all
     poll_until(lambda: proc.poll() is not None or "MLflow run" in
                (tmp_path / "run" / "lrexp.log").read_text(), "the MLflow run opened")
     proc.kill()
-    proc.communicate(timeout=60)
+    out, _ = proc.communicate(timeout=60)  # until the sidecar, which shares its output, is done
     curve = RangeTestResult.from_csv(tmp_path / "run" / "curve.csv")
     assert curve.stop_reason == "interrupted" and len(curve) >= 25  # what was flushed stays
     assert (tmp_path / "run" / "config.yaml").exists()
+    client = _store(tmp_path)
+    poll_until(lambda: runs_of(client)[0].info.status != "RUNNING", "the sidecar closed the run")
+    [run] = runs_of(client)
+    assert run.info.status == "KILLED" and run.data.tags["status"] == "KILLED", out
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss"))
+    # every step the sidecar got: at least those flushed before the kill, at most the curve's
+    assert steps == list(range(len(steps))) and 25 <= len(steps) <= len(curve)
+
+
+@pytest.mark.slow
+def test_an_orphaned_run_is_closed_by_the_next_run(tmp_path, default_store):
+    # a run whose process died without closing it (an in-process tracker killed outright)
+    proc = lrexp_process(*LONG_RUN, "tracking.sidecar=false", cwd=tmp_path)
+    wait_until_training(tmp_path / "run")
+    poll_until(lambda: proc.poll() is not None or "MLflow run" in
+               (tmp_path / "run" / "lrexp.log").read_text(), "the MLflow run opened")
+    proc.kill()
+    proc.communicate(timeout=60)
     client = _store(tmp_path)
     [orphan] = runs_of(client)
     assert orphan.info.status == "RUNNING"  # nobody could close it yet

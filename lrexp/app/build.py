@@ -5,6 +5,7 @@ DictConfig. Heavy modules are imported inside the functions: only after the conf
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,7 @@ if TYPE_CHECKING:  # the tracking package imports nothing heavy, but only types 
     from lrexp.tracking.mlflow_tracker import Tracker
 
 __all__ = ["Job", "build", "build_tracker", "engine_settings", "prepare_job", "run_names",
-           "torch_threads"]
+           "torch_threads", "use_sidecar"]
 
 
 @dataclass
@@ -122,18 +123,39 @@ def engine_settings(cfg: DictConfig, device: Any, data: Any) -> dict[str, Any]:
     )
 
 
-def build_tracker(tracking: DictConfig | None, parent_run_id: str | None = None) -> Tracker:
+def build_tracker(tracking: DictConfig | None, parent_run_id: str | None = None,
+                  in_process: bool = False) -> Tracker:
     """The tracker the ``tracking`` group names by ``_target_``; ``enabled: false`` (or no
-    group at all) records nothing."""
+    group at all) records nothing. It runs in a sidecar process (``tracking.sidecar``) unless
+    ``in_process`` (a sweep's parent run, whose id the jobs need at once)."""
     from lrexp.tracking.mlflow_tracker import NullTracker
 
     if tracking is None or not tracking.get("enabled", True):
         return NullTracker()
+    settings = OmegaConf.masked_copy(
+        tracking, [str(key) for key in tracking if key not in ("enabled", "sidecar")])
+    if not in_process and use_sidecar(tracking.get("sidecar", "auto"), str(settings._target_)):
+        from lrexp.tracking.sidecar import SidecarTracker, finish_wait_s
+
+        container = OmegaConf.to_container(settings, resolve=True)
+        assert isinstance(container, dict)  # a config group is a mapping
+        arguments = {str(key): value for key, value in container.items()}
+        target = str(arguments.pop("_target_"))
+        return SidecarTracker(target, {**arguments, "parent_run_id": parent_run_id},
+                              finish_wait_s(float(arguments.get("timeout_s", 5.0))))
     from hydra.utils import instantiate
 
-    settings = OmegaConf.masked_copy(tracking, [str(key) for key in tracking if key != "enabled"])
     tracker: Tracker = instantiate(settings, parent_run_id=parent_run_id)
     return tracker
+
+
+def use_sidecar(choice: Any, target: str) -> bool:
+    """``tracking.sidecar``: true, false, or auto: a sidecar unless this process has imported
+    MLflow already (a warm sweep worker, a test session), where the import is paid and a
+    process of its own would only add its start and a second import."""
+    if choice == "auto":
+        return "mlflow" not in sys.modules and not target.endswith(".NullTracker")
+    return bool(choice)
 
 
 def run_names(cfg: DictConfig) -> dict[str, str]:

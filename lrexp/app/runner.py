@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -22,6 +23,9 @@ from lrexp.app.schema import ConfigError, check
 from lrexp.engine.settings import SettingError
 from lrexp.sweep import interrupt
 from lrexp.tracking.summary import SUMMARY_FILE, RunSummary
+
+if TYPE_CHECKING:
+    from lrexp.tracking.mlflow_tracker import Tracker
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_TERMINATED",
            "run"]
@@ -170,6 +174,20 @@ def _launcher_n_jobs() -> int | None:
 
 
 def _run(cfg: DictConfig) -> int:
+    """The tracker first: a sidecar process imports MLflow and opens the store while this one
+    imports torch and trains (rank 0 alone records under torchrun, whose RANK says which)."""
+    from lrexp.tracking.mlflow_tracker import NullTracker
+
+    rank_zero = os.environ.get("RANK", "0") == "0"
+    tracker = (build_tracker(cfg.tracking, parent_run_id=_parent_run_id()) if rank_zero
+               else NullTracker())
+    try:
+        return _run_tracked(cfg, tracker)
+    finally:
+        tracker.close()  # a no-op once finished; else (a mistake found while building) let go
+
+
+def _run_tracked(cfg: DictConfig, tracker: Tracker) -> int:
     """build -> run -> write -> report; rank 0 alone records under torchrun."""
     from lrexp.engine.rangetest import range_test
 
@@ -181,7 +199,7 @@ def _run(cfg: DictConfig) -> int:
         return EXIT_OK
     out_dir, names = _output_dir(), run_names(cfg)
     _write_config(cfg, out_dir)
-    tracker = _start_tracking(cfg, names, job, out_dir)
+    _start_tracking(tracker, cfg, names, job, out_dir)
     log.info("Starting the LR range test: %s on %s with %s, %d points from %g to %g on %s%s",
              names["net"], names["dataset"], names["optimizer"], cfg.num_iter, cfg.min_lr,
              cfg.max_lr, job.device, f", {cfg.repeats} repeats" if cfg.repeats > 1 else "")
@@ -194,17 +212,16 @@ def _run(cfg: DictConfig) -> int:
     return _write_and_track(result, summary, tracker, out_dir)
 
 
-def _start_tracking(cfg: DictConfig, names: dict[str, str], job: Job, out_dir: Path) -> Any:
+def _start_tracking(tracker: Tracker, cfg: DictConfig, names: dict[str, str], job: Job,
+                    out_dir: Path) -> None:
     from lrexp.tracking.mlflow_tracker import flatten
 
-    tracker = build_tracker(cfg.tracking, parent_run_id=_parent_run_id())
     config = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(config, dict)  # a composed config is a mapping
     tracker.start(run_name="-".join(names.values()),
                   params=flatten({str(key): value for key, value in config.items()}),
                   tags={**names, "device": str(job.device), "hydra_overrides": _overrides(),
                         "run_dir": str(out_dir.resolve())})
-    return tracker
 
 
 def _recorded_range_test(arguments: tuple[Any, ...], settings: dict[str, Any], tracker: Any,

@@ -33,6 +33,8 @@ class TrackingConfig:
     experiment: str = "lrexp"
     flush_every: int = 0  # > 0: also send the curve every N steps (live progress on long runs)
     timeout_s: float = 5.0  # how long to wait for an unreachable server before giving up on it
+    sidecar: Any = "auto"  # true: MLflow in a process of its own; false: in this one; auto: see
+    # lrexp.app.build.use_sidecar
 
 
 @dataclass
@@ -78,6 +80,8 @@ def check(cfg: Any) -> None:
          "use threads=0 (automatic) or a positive number of torch threads"),
         (cfg.tracking.timeout_s > 0, f"tracking.timeout_s={cfg.tracking.timeout_s}",
          "use a positive number of seconds (5 is usual)"),
+        (cfg.tracking.get("sidecar", "auto") in ("auto", True, False),
+         f"tracking.sidecar={cfg.tracking.get('sidecar')}", "use true, false or auto"),
     ]
     for ok, given, fix in rules:
         if not ok:

@@ -40,7 +40,8 @@ class MlflowSweepCallback(Callback):
         redact_logs()
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        tracker = build_tracker(config.get("tracking"))
+        # in-process: the jobs need the parent's id before they start (one per sweep)
+        tracker = build_tracker(config.get("tracking"), in_process=True)
         overrides = " ".join(config.hydra.overrides.task)
         run_id = tracker.open_parent(run_name=f"sweep {sweep_dir.name}",
                                      tags={"lrexp.sweep": "true", "hydra_overrides": overrides,

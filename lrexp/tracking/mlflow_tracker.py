@@ -80,6 +80,11 @@ class Tracker(Protocol):
                      status: str, best: dict[str, Any] | None = None) -> None:
         ...
 
+    def close(self) -> None:
+        """Let go of the tracker when the run ended before ``start`` or ``finish`` (a config
+        mistake found while building): a run it opened is closed KILLED."""
+        ...
+
 
 class NullTracker:
     """Records nothing; the run dir still holds the curve, plot and config. Takes (and ignores)
@@ -103,6 +108,9 @@ class NullTracker:
 
     def close_parent(self, run_id: str, rows: list[dict[str, Any]], files: list[Path],
                      status: str, best: dict[str, Any] | None = None) -> None:
+        pass
+
+    def close(self) -> None:
         pass
 
 
@@ -193,8 +201,21 @@ class MlflowTracker:
         self._sent = 0
         self._client: Any = None
         self._experiment_id: str | None = None
+        self._finished = False
 
     # -- life cycle --------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Import MLflow and open (or create) the store now; ``start`` does it otherwise. The
+        sidecar calls it as soon as it runs, while the training process imports torch."""
+        try:
+            self._connect()
+        except Exception as error:  # noqa: BLE001 - tracking must never fail the test
+            self._give_up(f"MLflow at {self.uri} failed: {error}")
+
+    def close(self) -> None:
+        if not self._finished and self.usable and self.run_id is not None:
+            self._close_killed()
+
     def _connect(self) -> bool:
         """Client and experiment, once; False (with one warning) when the store is unusable."""
         if self._client is not None:
@@ -353,13 +374,18 @@ class MlflowTracker:
             self._call(lambda: self._client.log_batch(run_id, metrics=metrics), "log series")
 
     # -- one run's curve -----------------------------------------------------------------------
-    def log_step(self, step: int, lr: float, loss: float) -> None:
-        self._steps.append((step, lr, loss, int(time.time() * 1000)))
+    def log_step(self, step: int, lr: float, loss: float,
+                 timestamp_ms: int | None = None) -> None:
+        """Buffer one step (``timestamp_ms``: when it was recorded, if not now; the sidecar
+        passes the training process's time)."""
+        stamp = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
+        self._steps.append((step, lr, loss, stamp))
         if self.flush_every and len(self._steps) - self._sent >= self.flush_every:
             self._send_steps()
 
     def finish(self, *, status: str, result: Any = None, summary: RunSummary | None = None,
                files: Mapping[str, Path] | None = None, out_dir: Path | None = None) -> None:
+        self._finished = True
         if not self.usable or self.run_id is None:
             self._hint_import(out_dir)
             return

@@ -1,0 +1,385 @@
+"""The tracker in a process of its own: MLflow's import and store set-up off the test's path.
+
+``SidecarTracker`` (the training process's side) starts ``python -m lrexp.tracking.sidecar``
+as soon as the config passed its checks, before torch is imported; the child builds the tracker
+the ``tracking`` group names (``MlflowTracker``, unchanged), imports MLflow and opens or creates
+the store at once (~7 s on 2 cores for a first run), while the parent imports torch and trains
+on its one core. Importing MLflow in a background *thread* instead raced the test's own lazy
+imports (a half-initialized module in joblib sweeps), and a process costs no extra wall time.
+
+The parent sends pickled commands on the child's stdin: ``init`` (the tracker's settings),
+``start``, one ``step`` per recorded step, ``finish``. The child sends back, on its stdout, its
+log records (relayed into the parent's logging: the console and the run's lrexp.log), what it
+prints, and ``done`` (run id, usable). Its own stdout goes to stderr, so nothing printed can
+corrupt the channel.
+
+* Ctrl-C and SIGTERM reach the whole process group: the child ignores them; the parent records
+  the partial curve and tells the child the final status (KILLED). A Ctrl-C while the parent
+  waits for the child at the end reaches it as SIGUSR1 (the in-process tracker's Ctrl-C).
+* The parent killed outright (kill -9): the child reads EOF before ``finish`` and closes the run
+  KILLED itself, with every step it received.
+* A child that cannot start or dies: one warning, the test goes on, the run dir keeps
+  everything, and ``python -m lrexp.tracking.import_run <dir>`` sends it later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import pickle
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import SimpleNamespace
+from typing import IO, Any
+
+# The classes ``finish`` receives pickled (RunSummary and its parts): imported before the
+# child's reader thread runs, so that unpickling never imports a module beside the main thread.
+import lrexp.tracking.mlflow_tracker  # noqa: F401
+from lrexp.tracking.redaction import redact
+from lrexp.tracking.summary import RunSummary
+
+__all__ = ["SidecarTracker", "finish_wait_s"]
+
+log = logging.getLogger(__name__)
+
+ABANDONED_MESSAGE = ("The lrexp process stopped before it closed its MLflow run (killed?): "
+                     "closing it KILLED with the %d steps it recorded.")
+
+
+def finish_wait_s(timeout_s: float) -> float:
+    """How long the parent waits for the child after ``finish``: a short test ends while the
+    child still imports MLflow and creates the store (~7 s on 2 cores); then each store call
+    may take ``timeout_s`` (an unreachable server) or retries (a busy SQLite file)."""
+    return max(60.0, 12 * timeout_s)
+
+
+# -- the training process's side --------------------------------------------------------------
+class SidecarTracker:
+    """The Tracker protocol for one run, carried out by a child process; never imports MLflow.
+    Sweep parents (``open_parent``/``close_parent``) are tracked in-process instead."""
+
+    def __init__(self, target: str, settings: Mapping[str, Any], wait_s: float) -> None:
+        self.run_id: str | None = None  # known once the child is done
+        self.usable = True  # False once the child is gone: the run dir keeps everything
+        self.wait_s = wait_s
+        self._closed = False
+        self._ended = threading.Event()  # the child said done, or its channel closed
+        self._done = False
+        self._relay = True  # False once the parent stopped waiting: its log may be closed
+        self._child: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
+        try:
+            with _stop_signals_blocked():  # the child inherits the mask: no early Ctrl-C kills it
+                self._child = subprocess.Popen(
+                    [sys.executable, "-m", "lrexp.tracking.sidecar"], stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE, env=_child_environment())
+        except OSError as error:
+            self._lost(f"could not start ({error})")
+            return
+        self._reader = threading.Thread(target=self._read, name="lrexp-tracking-sidecar",
+                                        daemon=True)
+        self._reader.start()
+        self._send(("init", target, dict(settings), _relayed_level()))
+
+    # -- the Tracker protocol ----------------------------------------------------------------
+    def start(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
+        self._send(("start", run_name, dict(params), dict(tags)))
+
+    def log_step(self, step: int, lr: float, loss: float) -> None:
+        self._send(("step", int(step), float(lr), float(loss), int(time.time() * 1000)))
+
+    def finish(self, *, status: str, result: Any = None, summary: RunSummary | None = None,
+               files: Mapping[str, Path] | None = None, out_dir: Path | None = None) -> None:
+        """Send the rest, then wait (at most ``wait_s``) for the child to close the run."""
+        if self._closed:
+            return
+        # the tracker reads only the smoothed curve of the result
+        curve = (SimpleNamespace(smoothed=[float(v) for v in result.smoothed])
+                 if result is not None else None)
+        self._send(("finish", {"status": status, "result": curve, "summary": summary,
+                               "files": {k: Path(v) for k, v in (files or {}).items()},
+                               "out_dir": out_dir}))
+        self._closed = True
+        self._end_input()
+        try:
+            self._wait_for_child()
+        except KeyboardInterrupt:
+            self._stop_child()
+            raise
+        if not self.usable and out_dir is not None:
+            log.warning("To send this run to MLflow later: python -m lrexp.tracking.import_run %s",
+                        out_dir)
+
+    def open_parent(self, run_name: str, tags: Mapping[str, str]) -> str | None:
+        raise NotImplementedError("a sweep's parent run is tracked in-process "
+                                  "(build_tracker(..., in_process=True))")
+
+    def close_parent(self, run_id: str, rows: list[dict[str, Any]], files: list[Path],
+                     status: str, best: dict[str, Any] | None = None) -> None:
+        raise NotImplementedError("a sweep's parent run is tracked in-process")
+
+    def close(self) -> None:
+        """Without ``finish``: the child closes a run it opened KILLED, in its own time."""
+        if not self._closed:
+            self._closed = True
+            self._end_input()
+
+    # -- the channel ---------------------------------------------------------------------------
+    def _send(self, message: tuple[Any, ...]) -> None:
+        if self._child is None or self._child.stdin is None or not self.usable or \
+                self._child.stdin.closed:
+            return
+        try:
+            pickle.dump(message, self._child.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            self._child.stdin.flush()
+        except (OSError, ValueError):  # a broken pipe: the child is gone
+            self._lost(self._exit_description())
+
+    def _end_input(self) -> None:
+        if self._child is not None and self._child.stdin is not None:
+            with contextlib.suppress(OSError):
+                self._child.stdin.close()
+
+    def _read(self) -> None:
+        """The reader thread: relays the child's records and output until its channel closes.
+        It unpickles only builtins and imports nothing (a thread importing beside the main
+        thread is what broke the background-thread design)."""
+        assert self._child is not None and self._child.stdout is not None
+        channel = self._child.stdout
+        while True:
+            try:
+                kind, payload = pickle.load(channel)
+            except Exception:  # noqa: BLE001 - EOF, or a child that died mid-message
+                self._ended.set()
+                return
+            if not self._relay:
+                continue
+            if kind == "log":
+                _relog(payload)
+            elif kind == "stdout":
+                sys.stdout.write(payload)
+            elif kind == "done":
+                self.run_id, usable = payload
+                self.usable = self.usable and usable
+                self._done = True
+                self._ended.set()
+            elif kind == "failed":
+                self._lost(f"failed ({payload})")
+
+    def _wait_for_child(self) -> None:
+        """Until the child says done (not until its interpreter has wound down)."""
+        child = self._child
+        if child is None or self._reader is None:
+            return
+        if not self._ended.wait(timeout=self.wait_s):
+            self._relay = False
+            log.warning("MLflow tracking did not finish within %g s; it goes on in the "
+                        "background (process %d). If the run does not show up in MLflow, its "
+                        "run dir has everything.", self.wait_s, child.pid)
+            return
+        self._reader.join(timeout=10)  # the records it sent last, before we go on
+        if not self._done:  # the channel closed without done: the child died
+            self._lost(self._exit_description())
+
+    def _stop_child(self) -> None:
+        """Ctrl-C (or SIGTERM) while waiting at the end: the child stops sending and closes
+        the run KILLED, as the in-process tracker does on Ctrl-C."""
+        child = self._child
+        if child is None or child.poll() is not None:
+            return
+        with contextlib.suppress(OSError):
+            child.send_signal(signal.SIGUSR1)
+        if not self._ended.wait(timeout=self.wait_s):
+            self._relay = False
+
+    def _exit_description(self) -> str:
+        code = self._child.poll() if self._child is not None else None
+        return "stopped" if code is None else f"stopped (exit code {code})"
+
+    def _lost(self, why: str) -> None:
+        if self.usable:
+            log.warning("Tracking disabled for this run: its MLflow process %s. The test goes "
+                        "on; its curve, plot and config stay in the run dir.", why)
+        self.usable = False
+
+
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def _stop_signals_blocked() -> Iterator[None]:
+    """Ctrl-C and SIGTERM held back in this thread while it starts the child, which inherits
+    the mask and ignores them before it unblocks them. One that arrives meanwhile reaches this
+    process just after."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _child_environment() -> dict[str, str]:
+    """This environment, with this lrexp first on the child's path (a checkout run from its
+    folder, or a test's sys.path, is not on the child's default path)."""
+    package_root = str(Path(__file__).resolve().parents[2])
+    path = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (package_root, path) if p)}
+
+
+def _relayed_level() -> int:
+    """The lowest level this process shows from lrexp or anyone else: the child sends no more."""
+    return min(logging.getLogger().getEffectiveLevel(),
+               logging.getLogger("lrexp").getEffectiveLevel())
+
+
+def _relog(fields: dict[str, Any]) -> None:
+    record = logging.makeLogRecord(fields)
+    logger = logging.getLogger(record.name)
+    if logger.isEnabledFor(record.levelno):
+        logger.handle(record)
+
+
+# -- the child's side ---------------------------------------------------------------------------
+class _Channel:
+    """The child's messages to the parent; after the parent is gone, to stderr."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream, self.lock, self.open = stream, threading.Lock(), True
+
+    def send(self, kind: str, payload: Any) -> bool:
+        with self.lock:
+            if not self.open:
+                return False
+            try:
+                pickle.dump((kind, payload), self.stream, protocol=pickle.HIGHEST_PROTOCOL)
+                self.stream.flush()
+                return True
+            except (OSError, ValueError):
+                self.open = False
+                return False
+
+
+class _RelayHandler(logging.Handler):
+    """Each record to the parent, formatted, with builtin values only."""
+
+    def __init__(self, channel: _Channel) -> None:
+        super().__init__()
+        self.channel = channel
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields = dict(record.__dict__, msg=record.getMessage(), args=None, exc_info=None)
+        if record.exc_info:
+            fields["exc_text"] = logging.Formatter().formatException(record.exc_info)
+        fields = {key: value for key, value in fields.items()
+                  if isinstance(value, (str, int, float, type(None)))}
+        if not self.channel.send("log", fields):
+            sys.stderr.write(f"{record.levelname} {record.name}: {fields['msg']}\n")
+
+
+class _Printed:
+    """The child's sys.stdout: what MLflow prints (a run's link) appears in the parent's."""
+
+    def __init__(self, channel: _Channel) -> None:
+        self.channel = channel
+
+    def write(self, text: str) -> int:
+        if text and not self.channel.send("stdout", text):
+            sys.stderr.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def _read_commands(stream: IO[bytes], commands: queue.Queue[tuple[Any, ...] | None]) -> None:
+    """Reader thread: drains stdin at once (the parent never blocks on a full pipe while the
+    main thread imports MLflow); None marks its end."""
+    while True:
+        try:
+            commands.put(pickle.load(stream))
+        except Exception:  # noqa: BLE001 - EOF: the parent closed it or is gone
+            commands.put(None)
+            return
+
+
+def _build(target: str, settings: dict[str, Any]) -> Any:
+    module, _, name = target.rpartition(".")
+    return getattr(importlib.import_module(module), name)(**settings)
+
+
+def _serve(tracker: Any, commands: queue.Queue[tuple[Any, ...] | None],
+           channel: _Channel) -> int:
+    prepare = getattr(tracker, "prepare", None)
+    if prepare is not None:
+        prepare()
+    started, steps = False, 0
+    while True:
+        message = commands.get()
+        if message is None:  # the parent is gone (or let go) without finish
+            if started:
+                log.warning(ABANDONED_MESSAGE, steps)
+                tracker.finish(status="KILLED")
+            return 0
+        kind, *arguments = message
+        if kind == "step":
+            tracker.log_step(*arguments[:3], timestamp_ms=arguments[3])
+            steps += 1
+        elif kind == "start":
+            tracker.start(*arguments)
+            started = True
+        elif kind == "finish":
+            tracker.finish(**arguments[0])
+            channel.send("done", (getattr(tracker, "run_id", None),
+                                  bool(getattr(tracker, "usable", True))))
+            return 0
+
+
+def main() -> int:
+    """``python -m lrexp.tracking.sidecar``: serve one run for the parent on stdin/stdout."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent says how the run ended
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked since the start
+    signal.signal(signal.SIGUSR1, signal.default_int_handler)  # the parent's Ctrl-C at the end
+    with contextlib.suppress(OSError):
+        os.nice(10)  # the training process first: this one's work overlaps its test
+    channel = _Channel(os.fdopen(os.dup(1), "wb"))
+    os.dup2(2, 1)  # anything written to fd 1 goes to stderr, not into the channel
+    sys.stdout = _Printed(channel)
+    commands: queue.Queue[tuple[Any, ...] | None] = queue.Queue()
+    threading.Thread(target=_read_commands, args=(sys.stdin.buffer, commands),
+                     daemon=True).start()
+    init = commands.get()
+    if init is None or init[0] != "init":
+        return 0
+    _, target, settings, level = init
+    root = logging.getLogger()
+    root.setLevel(level)
+    root.addHandler(_RelayHandler(channel))
+    tracker = None
+    try:
+        tracker = _build(target, settings)
+        return _serve(tracker, commands, channel)
+    except KeyboardInterrupt:  # the parent's SIGUSR1: a run still open is closed KILLED
+        if tracker is not None:
+            tracker.close()
+        return 130
+    except Exception as error:  # noqa: BLE001 - the parent says it, once
+        log.debug("The tracking process failed", exc_info=True)
+        channel.send("failed", redact(f"{type(error).__name__}: {error}").splitlines()[0])
+        return 1
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stderr.flush()
+    # Everything is in the store (SQLite commits each call): skip the interpreter's seconds of
+    # tearing down MLflow and SQLAlchemy. The parent does not wait for it either.
+    os._exit(code)

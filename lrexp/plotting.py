@@ -48,7 +48,7 @@ def plot(result: RangeTestResult, ax: Axes | None = None, *, title: str | None =
             label=f"online EMA (β={result.beta}, stopping rule)")
     ax.plot(lrs, trend, color="tab:blue", linewidth=2, label="zero-lag smoothing (rules read it)")
     if result.range_schedule == "exp":
-        ax.set_xscale("log")
+        _log_axis(ax, "x")
 
     default = result.suggest("default")
     if default.interval is not None:
@@ -174,7 +174,7 @@ def plot_overlay(results: dict[str, RangeTestResult]) -> Figure:
         best = int(np.nanargmin(trend))
         lows.append(float(trend[best]))
         highs.append(float(np.nanmax(trend[: best + 1])))
-    ax.set_xscale("log")
+    _log_axis(ax, "x")
     ax.set_xlabel("learning rate")
     ax.set_ylabel("loss (zero-lag smoothing)")
     ax.set_title("LR range tests (★ = suggested LR; confidence in brackets)")
@@ -199,12 +199,26 @@ def plot_schedule(result: RangeTestResult) -> Figure:
     ax = fig.add_subplot()
     ax.plot(np.arange(len(result)), result.lrs, marker=".", linewidth=1)
     if result.range_schedule == "exp":
-        ax.set_yscale("log")
+        _log_axis(ax, "y")
     ax.set_xlabel("iteration")
     ax.set_ylabel("learning rate")
     ax.set_title(f"{result.range_schedule} schedule, {len(result)} points")
-    ax.grid(True, which="both", alpha=0.3)
+    ax.grid(True, alpha=0.3)
     return fig
+
+
+def _log_axis(ax: Axes, which: str) -> None:
+    """A log scale with a tick and a gridline per decade and no minor ticks: the labelled
+    decades are what a reader reads LRs against, and matplotlib's eight unlabelled minor ticks
+    per decade cost a third of the time to save a plot."""
+    from matplotlib.ticker import NullLocator
+
+    if which == "x":
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_locator(NullLocator())
+    else:
+        ax.set_yscale("log")
+        ax.yaxis.set_minor_locator(NullLocator())
 
 
 def _figure(width: float, height: float, panels: int = 1) -> Figure:

@@ -92,6 +92,12 @@ def test_the_readme_names_commands_to_check():
 
 @pytest.mark.parametrize("arguments", lrexp_commands(), ids=" ".join)
 def test_every_app_command_composes_and_passes_the_checks(arguments):
+    check(_composed(tuple(_jobs(arguments)[0])))  # a sweep line's first job: the slow test
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arguments", [a for a in lrexp_commands() if "-m" in a], ids=" ".join)
+def test_every_job_of_every_sweep_line_composes_and_passes_the_checks(arguments):
     for job in _jobs(arguments):
         check(_composed(tuple(job)))
 

@@ -90,6 +90,7 @@ def test_ctrl_c_through_the_sidecar_closes_the_run_killed_with_every_step(
     assert len(client.get_metric_history(run.info.run_id, "loss")) == len(result)
 
 
+@pytest.mark.slow  # the fast loop's sidecar runs above cost ~5 s; test_faults's kill -9 also
 def test_a_parent_gone_without_finish_gets_its_run_closed_killed_by_the_child(
         shared_sqlite_uri, experiment_name, caplog):
     # what the child sees after kill -9 of the training process: EOF on its commands

@@ -272,7 +272,7 @@ def test_a_weight_decay_sweep_names_the_decay_that_reaches_the_lowest_loss(
     # a constructed case: SGD's weight decay of 30 pulls the weights back harder than any LR
     # can move them forward, so its curve never falls below its start while 0 trains
     finished = lrexp_main("-m", "sweep=weight_decay", "net=mlp", "optimizer.weight_decay=0,30",
-                          "num_iter=40", f"tracking.uri={shared_sqlite_uri}",
+                          "num_iter=30", f"tracking.uri={shared_sqlite_uri}",
                           f"tracking.experiment={experiment_name}")
     assert finished.returncode == 0, finished.output
     assert "Lowest minimum loss: job 0_mlp (optimizer.weight_decay=0)" in finished.output

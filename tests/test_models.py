@@ -78,3 +78,10 @@ def test_an_option_the_net_does_not_take_is_named_not_ignored(name):
 def test_densenet_takes_its_growth_rate():
     net = models.build("densenet121", num_classes=10, growth=12)
     assert net[0].out_channels == 24  # the stem: twice the growth rate
+
+
+@pytest.mark.parametrize("name,pools", [("vgg11", 5), ("vgg16", 5)])
+def test_a_vgg_refuses_images_its_pools_would_shrink_away(name, pools):
+    models.build(name, num_classes=3, input_size=2 ** pools)  # the smallest it takes
+    with pytest.raises(ConfigError, match=rf"at least {2 ** pools}x{2 ** pools}.*image_size="):
+        models.build(name, num_classes=3, input_size=2 ** pools - 1)

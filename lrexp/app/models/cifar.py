@@ -1,7 +1,7 @@
 """CIFAR-style nets for 32x32 inputs: a 3x3 stem and no early downsampling, as in the
 CIFAR literature (VGG with BatchNorm; ResNet, MobileNetV2 and DenseNet with CIFAR stems).
-Every builder takes (num_classes, in_channels, input_size) and ignores the input size: global
-pooling makes them work for any input of at least 32x32."""
+Every builder takes (num_classes, in_channels, input_size); global pooling makes them work for
+any input of at least 32x32, and a VGG refuses a smaller one (its pools would shrink it away)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from lrexp.app.models import register
+from lrexp.app.schema import ConfigError
 
 # -- VGG ---------------------------------------------------------------------------------------
 _VGG_LAYERS = {
@@ -43,6 +44,13 @@ class VGG(nn.Module):
 def _register_vgg(name: str) -> None:
     @register(name)
     def build(num_classes: int, in_channels: int, input_size: int = 32) -> nn.Module:
+        pools = _VGG_LAYERS[name].count("M")
+        if input_size < 2 ** pools:  # each pool halves the image; below 1x1 torch fails mid-test
+            raise ConfigError(
+                f"Invalid input size {input_size}x{input_size} for net '{name}': its {pools} "
+                f"max-pools halve the image {pools} times, so it needs images of at least "
+                f"{2 ** pools}x{2 ** pools}. Set dataset.image_size={2 ** pools} or more, or "
+                "choose a net that pools globally (simple_cnn, resnet18, mobilenetv2).")
         return VGG(_VGG_LAYERS[name], num_classes, in_channels)
 
 

@@ -310,10 +310,12 @@ def test_swept_settings_are_the_overrides_the_jobs_do_not_share(tmp_path):
 
 
 def test_the_lowest_minimum_skips_jobs_without_a_suggestion_or_a_loss():
-    rows = [{"job": "0", "min_loss": 1.0, "suggested_lr": 0.1},
-            {"job": "1", "min_loss": 0.5, "suggested_lr": None},  # flat curve: no LR to give
-            {"job": "2", "min_loss": float("nan"), "suggested_lr": 0.1},
-            {"job": "3", "min_loss": None, "suggested_lr": None},  # failed job
-            {"job": "4", "min_loss": 0.8, "suggested_lr": 0.01}]
+    rows = [{"job": "0", "status": "diverged", "min_loss": 1.0, "suggested_lr": 0.1},
+            {"job": "1", "status": "completed", "min_loss": 0.5, "suggested_lr": None},  # flat
+            {"job": "2", "status": "non-finite", "min_loss": float("nan"), "suggested_lr": 0.1},
+            {"job": "3", "status": "FAILED", "min_loss": None, "suggested_lr": None},
+            {"job": "4", "status": "completed", "min_loss": 0.8, "suggested_lr": 0.01},
+            # stopped early: its minimum is not comparable with the others'
+            {"job": "5", "status": "interrupted", "min_loss": 0.1, "suggested_lr": 0.01}]
     assert lowest_minimum(rows)["job"] == "4"
     assert lowest_minimum(rows[1:4]) is None

@@ -166,3 +166,18 @@ def test_a_mistake_is_not_retried():
     with pytest.raises(ValueError):
         with_retries(wrong, "call")
     assert len(calls) == 1
+
+
+def test_a_run_started_and_never_finished_is_closed_killed_with_its_steps(
+        shared_sqlite_uri, experiment_name):
+    # an error or Ctrl-C between start and finish (the runner's finally calls close)
+    tracker = MlflowTracker(uri=shared_sqlite_uri, experiment=experiment_name)
+    tracker.start("unfinished", params={"a": 1}, tags={"net": "n"})
+    for step in range(7):
+        tracker.log_step(step, 1e-3 * (step + 1), 2.0 - step / 10)
+    tracker.close()
+    client = MlflowClient(shared_sqlite_uri)
+    [run] = runs_of(client, experiment_name)
+    assert run.info.status == "KILLED" and run.data.tags["status"] == "KILLED"
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "loss")] == \
+        pytest.approx([2.0 - step / 10 for step in range(7)])

@@ -122,11 +122,16 @@ def swept_settings(job_dirs: list[Path]) -> dict[str, str]:
     return {job: " ".join(o for o in own if o not in shared) for job, own in overrides.items()}
 
 
+# a job whose test ran its course (not stopped, failed or skipped): its minimum is comparable
+ENDED_ON_ITS_OWN = {"completed", "diverged", "non-finite", "exhausted"}
+
+
 def lowest_minimum(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The job whose curve reached the lowest loss, among jobs that suggest an LR: with one
     setting swept (weight decay, say), the setting that trains best and the LR to train it at
     (Smith 2018, section 4.3, compares weight decays this way). None when no job qualifies."""
-    finished = [row for row in rows if isinstance(row.get("min_loss"), (int, float))
+    finished = [row for row in rows if row.get("status") in ENDED_ON_ITS_OWN
+                and isinstance(row.get("min_loss"), (int, float))
                 and row["min_loss"] == row["min_loss"] and row.get("suggested_lr") is not None]
     return min(finished, key=lambda row: row["min_loss"]) if finished else None
 

@@ -213,8 +213,10 @@ class MlflowTracker:
             self._give_up(f"MLflow at {self.uri} failed: {error}")
 
     def close(self) -> None:
+        """A run started and never finished (an error or Ctrl-C between the two): its buffered
+        steps go first, then it ends KILLED, as a stopped run does."""
         if not self._finished and self.usable and self.run_id is not None:
-            self._close_killed()
+            self.finish(status="KILLED")
 
     def _connect(self) -> bool:
         """Client and experiment, once; False (with one warning) when the store is unusable."""

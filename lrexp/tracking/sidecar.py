@@ -114,7 +114,7 @@ class SidecarTracker:
         except KeyboardInterrupt:
             self._stop_child()
             raise
-        if not self.usable and out_dir is not None:
+        if not self._done and out_dir is not None:  # a child that answered gave the hint itself
             log.warning("To send this run to MLflow later: python -m lrexp.tracking.import_run %s",
                         out_dir)
 
@@ -153,12 +153,16 @@ class SidecarTracker:
         It unpickles only builtins and imports nothing (a thread importing beside the main
         thread is what broke the background-thread design)."""
         assert self._child is not None and self._child.stdout is not None
-        channel = self._child.stdout
+        try:
+            self._relay_until_closed(self._child.stdout)
+        finally:  # also when relaying failed (a closed stdout): nobody waits in vain
+            self._ended.set()
+
+    def _relay_until_closed(self, channel: Any) -> None:
         while True:
             try:
                 kind, payload = pickle.load(channel)
             except Exception:  # noqa: BLE001 - EOF, or a child that died mid-message
-                self._ended.set()
                 return
             if not self._relay:
                 continue

@@ -48,6 +48,8 @@ def prepare_job(cfg: DictConfig, launcher_n_jobs: int | None) -> Job:
     threads = torch_threads(int(cfg.threads), launcher_n_jobs, os.cpu_count() or 1)
     if threads:
         torch.set_num_threads(threads)
+    from lrexp.engine.repeats import seed_everything
+
     seed_everything(cfg.seed)
     return job
 
@@ -78,17 +80,6 @@ def torch_threads(threads: int, n_jobs: int | None, cores: int) -> int | None:
         return None
     parallel = cores if n_jobs < 0 else min(n_jobs, cores)
     return max(1, cores // parallel)
-
-
-def seed_everything(seed: int) -> None:
-    import random
-
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)  # also seeds every CUDA device
 
 
 def build(cfg: DictConfig, job: Job) -> tuple[Any, Any, Any, Any]:

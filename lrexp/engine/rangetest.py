@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from lrexp.engine.curve import CurveMonitor
-from lrexp.engine.repeats import repeat_seed
+from lrexp.engine.repeats import repeat_seed, seed_everything
 from lrexp.engine.result import RangeTestResult
 from lrexp.engine.schedules import schedule_lrs
 from lrexp.engine.settings import DEFAULTS, Amp, RangeTestSettings, Schedule, SettingError
@@ -174,7 +174,7 @@ def _record_repeats(trainer: _Trainer, snapshot: _Snapshot, loader_randomness: _
             if index:  # repeat 0 runs as repeats=1 would: the caller's state, unseeded
                 snapshot.restore(trainer)
                 seed = repeat_seed(base_seed, index)
-                _seed_everything(seed)
+                seed_everything(seed)
                 loader_randomness.reseed(seed)
             title = f"LR range test {index + 1}/{settings.repeats}"
             curve = _record_curve(trainer, settings, train_loader, val_loader, steps_per_point,
@@ -191,12 +191,6 @@ def _record_repeats(trainer: _Trainer, snapshot: _Snapshot, loader_randomness: _
     if interrupted:
         result.stop_reason = "interrupted"
     return result
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)  # also seeds every CUDA device
 
 
 class _LoaderRandomness:

@@ -24,7 +24,19 @@ import numpy.typing as npt
 
 from lrexp.engine.curve import FloatArray
 
-__all__ = ["MedianCurve", "median_curve", "median_length", "repeat_seed"]
+__all__ = ["MedianCurve", "median_curve", "median_length", "repeat_seed", "seed_everything"]
+
+
+def seed_everything(seed: int) -> None:
+    """Python's, numpy's and torch's generators (torch's seeds every CUDA device too): the app
+    seeds a run with it, the range test each repeat after the first."""
+    import random
+
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def repeat_seed(base_seed: int, repeat: int) -> int:

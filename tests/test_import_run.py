@@ -139,6 +139,27 @@ def test_a_run_dir_arrives_with_every_step_its_params_and_artifacts(tmp_path, st
     assert artifact_paths(client, run, ".hydra") == {".hydra/config.yaml", ".hydra/overrides.yaml"}
 
 
+def test_a_repeated_run_arrives_with_each_repeats_curve_the_median_and_its_band(
+        tmp_path, store, experiment, capsys):
+    run_dir = make_run_dir(tmp_path)
+    lrs = np.geomspace(1e-4, 1.0, 8)
+    repeats = [RangeTestResult(lrs[:length], losses, losses) for length, losses in
+               [(8, np.linspace(2.3, 1.0, 8)), (6, np.linspace(2.4, 1.4, 6)),
+                (8, np.linspace(2.2, 0.8, 8))]]
+    RangeTestResult.of_repeats(repeats).to_csv(run_dir / "curve.csv")
+    assert import_into(store, experiment, run_dir) == 0, capsys.readouterr().err
+    client, run = store[1], the_run(store, experiment)
+    for index, repeat in enumerate(repeats):
+        np.testing.assert_allclose(history(client, run, f"loss_repeat_{index}"), repeat.losses)
+    np.testing.assert_allclose(history(client, run, "lr"), lrs)
+    # at each LR the median and quartiles of the repeats there (2 of them at the last 2 LRs)
+    reached = [[r.losses[i] for r in repeats if i < len(r)] for i in range(8)]
+    np.testing.assert_allclose(history(client, run, "loss"), [np.median(r) for r in reached])
+    np.testing.assert_allclose(history(client, run, "loss_q75"),
+                               [np.quantile(r, 0.75) for r in reached])
+    assert "curve_repeats.csv" in artifact_paths(client, run)
+
+
 def test_the_training_schedules_bounds_arrive_as_metrics(tmp_path, store, experiment):
     run_dir = make_run_dir(tmp_path)
     bounds = {"onecycle": {"max_lr": 0.05, "div_factor": 40.0},
@@ -261,6 +282,11 @@ BAD_FILES = {
     "bad middle row": ("curve.csv", CURVE_HEADER + "0,0.1,2.3,2.3\r\n1,oops,2.2,2.2\r\n"
                        "2,0.3,2.1,2.1\r\n"),
     "negative lr": ("curve.csv", CURVE_HEADER + "0,-0.1,2.3,2.3\r\n1,0.2,2.2,2.2\r\n"),
+    "junk repeats": ("curve_repeats.csv", "step,lr,loss\n0,0.1,2.3\n"),
+    "bad repeat row": ("curve_repeats.csv", "repeat,step,lr,loss,loss_smooth\n"
+                       "first,0,0.1,2.3,2.3\n"),
+    "repeats of another curve": ("curve_repeats.csv", "repeat,step,lr,loss,loss_smooth\n"
+                                 "0,0,0.1,2.3,2.3\n1,0,0.1,2.2,2.2\n"),
 }
 
 

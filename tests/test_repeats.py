@@ -274,3 +274,50 @@ def test_verify_probes_the_median_curve_once():
     result = _test(_mlp(), _shuffled(), repeats=2, verify=True, verify_steps=5)
     assert len(result.repeats) == 2 and result.verification is not None
     assert result.suggest().method == "verified"
+
+
+def _history(client, run_id, key):
+    return [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+
+
+def test_the_mlflow_run_has_each_repeats_curve_the_median_and_its_band(
+        tmp_path, shared_sqlite_uri, experiment_name):
+    from mlflow.tracking import MlflowClient
+
+    cfg = compose_config("repeats=3", "net=mlp", "num_iter=30", "tracking=mlflow",
+                         f"tracking.uri={shared_sqlite_uri}",
+                         f"tracking.experiment={experiment_name}", out_dir=tmp_path)
+    assert run_config(cfg) == EXIT_OK
+    result = RangeTestResult.from_csv(tmp_path / "curve.csv")  # the oracle: what the run wrote
+    client = MlflowClient(shared_sqlite_uri)
+    [run] = client.search_runs([client.get_experiment_by_name(experiment_name).experiment_id])
+    for index, repeat in enumerate(result.repeats):
+        np.testing.assert_array_equal(_history(client, run.info.run_id, f"loss_repeat_{index}"),
+                                      repeat.losses)
+    longest = max(result.repeats, key=len)
+    np.testing.assert_array_equal(_history(client, run.info.run_id, "lr"), longest.lrs)
+    np.testing.assert_array_equal(_history(client, run.info.run_id, "loss"), result.losses)
+    band = result.band
+    np.testing.assert_allclose(_history(client, run.info.run_id, "loss_q25"), band.q25)
+    np.testing.assert_allclose(_history(client, run.info.run_id, "loss_q75"), band.q75)
+    assert run.data.metrics["repeats"] == 3
+
+
+def test_a_repeated_run_stopped_mid_test_keeps_its_steps_in_mlflow(
+        tmp_path, shared_sqlite_uri, experiment_name, caplog):
+    from app_runs import curve_rows, signal_this_process_when
+    from mlflow.tracking import MlflowClient
+
+    cfg = compose_config("repeats=3", "net=mlp", "num_iter=100000", "max_lr=1e-3",
+                         "tracking=mlflow", f"tracking.uri={shared_sqlite_uri}",
+                         f"tracking.experiment={experiment_name}", out_dir=tmp_path)
+    with signal_this_process_when(lambda: curve_rows(tmp_path / "curve.csv") >= 10) as problems:
+        code = run_config(cfg)
+    assert not problems and code == 130, caplog.text
+    recorded = RangeTestResult.from_csv(tmp_path / "curve.csv")  # repeat 0, stopped
+    client = MlflowClient(shared_sqlite_uri)
+    [run] = client.search_runs([client.get_experiment_by_name(experiment_name).experiment_id])
+    assert run.info.status == "KILLED"
+    np.testing.assert_array_equal(_history(client, run.info.run_id, "loss_repeat_0"),
+                                  recorded.losses)
+    np.testing.assert_array_equal(_history(client, run.info.run_id, "loss"), recorded.losses)

@@ -230,21 +230,27 @@ def _recorded_range_test(arguments: tuple[Any, ...], settings: dict[str, Any], t
     failure mid-test is recorded with the steps it has."""
     from lrexp.engine.rangetest import range_test
     from lrexp.engine.result import CurveWriter
+    from lrexp.tracking.mlflow_tracker import repeat_loss_key, repeat_series
 
     writer = CurveWriter(out_dir / "curve.csv", _curve_header(settings, names))
     repeated = settings["repeats"] > 1
-    later_repeat = False
+    repeat, lr_points = -1, 0  # the repeat running; how many points of the LR grid were sent
 
     def on_step(step: int, lr: float, loss: float) -> None:
         # With repeats, curve.csv holds the first repeat's steps while the test runs (a run
-        # killed outright leaves a real curve), and the tracker gets the median curve at the
-        # end, so its lr, loss and loss_smooth describe one curve, as curve.csv does then.
-        nonlocal later_repeat
-        later_repeat = later_repeat or (step == 0 and writer.rows > 0)  # steps restart at 0
-        if not later_repeat:
+        # killed outright leaves a real curve) and the tracker each repeat's own series as it
+        # goes; the median curve and its band follow at the end (repeat_series).
+        nonlocal repeat, lr_points
+        repeat += step == 0  # each repeat's steps start at 0
+        if repeat == 0:
             writer.append(step, lr, loss)
         if not repeated:
             tracker.log_step(step, lr, loss)
+            return
+        values = {repeat_loss_key(repeat): loss}
+        if step >= lr_points:  # every repeat shares the grid: lr once, along the longest
+            values["lr"], lr_points = lr, step + 1
+        tracker.log_values(step, values)
 
     try:
         result = range_test(*arguments, on_step=on_step, **settings)
@@ -254,9 +260,9 @@ def _recorded_range_test(arguments: tuple[Any, ...], settings: dict[str, Any], t
                         out_dir, [out_dir / "config.yaml"], reraise_user_errors=True)
         raise  # not reached: _record_failure raises
     writer.close()
-    if repeated:
-        for step, (lr, loss) in enumerate(zip(result.lrs, result.losses, strict=True)):
-            tracker.log_step(step, float(lr), float(loss))
+    if result.repeats:
+        for step, values in repeat_series(result, with_repeats=False):
+            tracker.log_values(step, values)
     return result
 
 

@@ -28,7 +28,7 @@ import stat
 import sys
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ import numpy as np
 import yaml
 
 from lrexp.engine.result import STOP_REASONS, RangeTestResult
-from lrexp.tracking.mlflow_tracker import MlflowTracker, flatten
+from lrexp.tracking.mlflow_tracker import MlflowTracker, flatten, repeat_series
 from lrexp.tracking.store import resolve_tracking_uri
 from lrexp.tracking.summary import RunSummary, SummaryError, is_number
 
@@ -45,9 +45,12 @@ __all__ = ["RunDirError", "import_run", "main"]
 log = logging.getLogger(__name__)
 
 CONFIG, SUMMARY, CURVE, HYDRA_DIR = "config.yaml", "summary.json", "curve.csv", ".hydra"
+REPEATS = "curve_repeats.csv"  # a repeated test's own curves (RangeTestResult.to_csv)
 ARTIFACT_SUFFIXES = (".png", ".csv", ".yaml", ".json")  # top-level files sent as artifacts
 LOG_SUFFIX = ".log"  # the tracker sends these itself, with .hydra (MlflowTracker.finish)
 CURVE_COLUMNS = ("step", "lr", "loss", "loss_smooth")  # as RangeTestResult.to_csv writes them
+REPEAT_COLUMNS = ("repeat", *CURVE_COLUMNS)
+MAX_REPEATS = 1000
 CURVE_META_PREFIX = "# lrexp "
 DEFAULT_EXPERIMENT, DEFAULT_TIMEOUT_S = "lrexp", 5.0
 # Open without following a final link, and without blocking on a FIFO planted in the dir.
@@ -210,6 +213,42 @@ def parse_curve(text: str, path: Path) -> RangeTestResult:
     return RangeTestResult(lrs, losses, smoothed, stop_reason=_stop_reason(lines[0]))
 
 
+def parse_repeats(text: str, path: Path, median: RangeTestResult) -> RangeTestResult:
+    """``median`` (curve.csv) with the repeats of curve_repeats.csv, whose rows must be
+    complete and whose curves must share one LR grid and give that median's length."""
+    from lrexp.engine.repeats import median_curve
+
+    lines = [line for line in text.splitlines() if not line.startswith("#")]
+    if not lines or tuple(lines[0].strip().split(",")) != REPEAT_COLUMNS:
+        raise RunDirError(f"{path} is not an lrexp repeats file: its header is not "
+                          f"{','.join(REPEAT_COLUMNS)}. Restore the file lrexp wrote, or delete "
+                          "it to import the median curve alone.")
+    curves: dict[int, list[tuple[float, float, float]]] = {}
+    for number, line in enumerate(lines[1:], start=2):
+        head, _, rest = line.strip().partition(",")
+        try:
+            repeat = int(head)
+            if not 0 <= repeat < MAX_REPEATS:
+                raise ValueError(f"repeat {repeat} is not in 0..{MAX_REPEATS - 1}")
+            curves.setdefault(repeat, []).append(_curve_row(rest + "\n", complete=True))
+        except ValueError as error:
+            raise RunDirError(f"{path} row {number} is not a repeat's step: "
+                              f"{_shown(line.strip())} ({error}). Restore the file lrexp wrote, "
+                              "or delete it to import the median curve alone.") from None
+    repeats = [RangeTestResult(*np.array(curves[index], dtype=np.float64).T)
+               for index in sorted(curves)]
+    try:
+        length = len(median_curve([r.lrs for r in repeats], [r.losses for r in repeats]).median)
+    except ValueError as error:
+        raise RunDirError(f"{path} does not hold repeats of one test ({error}). Delete it to "
+                          "import the median curve alone.") from None
+    if length != len(median) or sorted(curves) != list(range(len(curves))):
+        raise RunDirError(f"{path} does not match {CURVE}: its repeats give a "
+                          f"median curve of {length} points, the curve has {len(median)} (or a "
+                          "repeat is missing). Delete it to import the median curve alone.")
+    return replace(median, repeats=repeats)
+
+
 def _curve_rows(lines: list[str], start: int, path: Path) -> list[tuple[float, float, float]]:
     rows = []
     for index in range(start, len(lines)):
@@ -342,7 +381,8 @@ def _text(value: Any) -> str | None:
 def read_run_dir(run_dir: Path, staged: Path) -> RunDir:
     """Stage ``run_dir`` into ``staged`` and check everything the import will send."""
     skipped = stage_run_dir(run_dir, staged)
-    texts = {name: _read_text(staged, run_dir, name, skipped) for name in (CONFIG, SUMMARY, CURVE)}
+    texts = {name: _read_text(staged, run_dir, name, skipped)
+             for name in (CONFIG, SUMMARY, CURVE, REPEATS)}
     missing = [name for name in (CONFIG, CURVE) if texts[name] is None]
     if missing:
         raise RunDirError(
@@ -351,11 +391,15 @@ def read_run_dir(run_dir: Path, staged: Path) -> RunDir:
         )
     config_text, summary_text, curve_text = texts[CONFIG], texts[SUMMARY], texts[CURVE]
     assert config_text is not None and curve_text is not None  # checked as missing above
+    curve = parse_curve(curve_text, run_dir / CURVE)
+    repeats_text = texts[REPEATS]
+    if repeats_text is not None:  # a repeated test that finished: curve.csv is the median
+        curve = parse_repeats(repeats_text, run_dir / REPEATS, curve)
     return RunDir(
         path=run_dir,
         config=parse_config(config_text, run_dir / CONFIG),
         summary=None if summary_text is None else parse_summary(summary_text, run_dir / SUMMARY),
-        curve=parse_curve(curve_text, run_dir / CURVE),
+        curve=curve,
     )
 
 
@@ -407,8 +451,12 @@ def _send(run: RunDir, tracker: MlflowTracker, staged: Path) -> None:
     tracker.start(run_name="-".join(names.values()), params=flatten(run.config),
                   tags={**names, "device": run.summary.device if run.summary else "?",
                         "imported_from": str(run.path)})
-    for step, (lr, loss) in enumerate(zip(run.curve.lrs, run.curve.losses)):
-        tracker.log_step(step, float(lr), float(loss))
+    if run.curve.repeats:
+        for step, values in repeat_series(run.curve, with_repeats=True):
+            tracker.log_values(step, values)
+    else:
+        for step, (lr, loss) in enumerate(zip(run.curve.lrs, run.curve.losses)):
+            tracker.log_step(step, float(lr), float(loss))
     files = {path.name: path for path in sorted(staged.iterdir())
              if path.is_file() and path.suffix in ARTIFACT_SUFFIXES}
     tracker.finish(status=run.status, result=run.curve, summary=run.summary, files=files,

@@ -35,7 +35,7 @@ from lrexp.tracking.store import (
 )
 from lrexp.tracking.summary import RunSummary
 
-__all__ = ["MlflowTracker", "NullTracker", "Tracker", "flatten"]
+__all__ = ["MlflowTracker", "NullTracker", "Tracker", "flatten", "repeat_loss_key", "repeat_series"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,11 @@ class Tracker(Protocol):
     def log_step(self, step: int, lr: float, loss: float) -> None:
         ...
 
+    def log_values(self, step: int, values: Mapping[str, float]) -> None:
+        """Step ``step`` of named series other than one curve's lr and loss (a repeated
+        test's per-repeat losses, its median and band: ``repeat_series``)."""
+        ...
+
     def finish(self, *, status: str, result: Any = None, summary: RunSummary | None = None,
                files: Mapping[str, Path] | None = None, out_dir: Path | None = None) -> None:
         ...
@@ -97,6 +102,9 @@ class NullTracker:
         pass
 
     def log_step(self, step: int, lr: float, loss: float) -> None:
+        pass
+
+    def log_values(self, step: int, values: Mapping[str, float]) -> None:
         pass
 
     def finish(self, *, status: str, result: Any = None, summary: RunSummary | None = None,
@@ -139,6 +147,32 @@ def truncate_param(value: Any) -> str:
     if len(text) <= MAX_PARAM_VALUE_LENGTH:
         return text
     return text[: MAX_PARAM_VALUE_LENGTH - len(TRUNCATION_MARKER)] + TRUNCATION_MARKER
+
+
+def repeat_loss_key(repeat: int) -> str:
+    """The series of repeat ``repeat``'s own losses in a repeated test's run."""
+    return f"loss_repeat_{repeat}"
+
+
+def repeat_series(result: Any, *, with_repeats: bool) -> Iterator[tuple[int, dict[str, float]]]:
+    """A repeated test's curves as MLflow step series, one step per point of the shared LR grid:
+    the median curve as ``loss`` with its interquartile band ``loss_q25`` and ``loss_q75``, and
+    with ``with_repeats`` (the runner streams those itself as the test runs) each repeat's
+    ``loss_repeat_<i>`` and ``lr`` along the longest repeat."""
+    band = result.band
+    grid = max((repeat.lrs for repeat in result.repeats), key=len)
+    for step in range(len(grid)):
+        values: dict[str, float] = {}
+        if with_repeats:
+            values["lr"] = float(grid[step])
+            values.update({repeat_loss_key(index): float(repeat.losses[step])
+                           for index, repeat in enumerate(result.repeats)
+                           if step < len(repeat)})
+        if step < len(result):
+            values.update(loss=float(result.losses[step]), loss_q25=float(band.q25[step]),
+                          loss_q75=float(band.q75[step]))
+        if values:
+            yield step, values
 
 
 def _summary_metrics(summary: RunSummary) -> list[Any]:
@@ -197,7 +231,7 @@ class MlflowTracker:
         self.parent_run_id = parent_run_id
         self.run_id: str | None = None
         self.usable = True  # False once the store proved unreachable: keep going, locally
-        self._steps: list[tuple[int, float, float, int]] = []  # step, lr, loss, timestamp ms
+        self._steps: list[tuple[int, dict[str, float], int]] = []  # step, values, time ms
         self._sent = 0
         self._client: Any = None
         self._experiment_id: str | None = None
@@ -380,8 +414,12 @@ class MlflowTracker:
                  timestamp_ms: int | None = None) -> None:
         """Buffer one step (``timestamp_ms``: when it was recorded, if not now; the sidecar
         passes the training process's time)."""
+        self.log_values(step, {"lr": lr, "loss": loss}, timestamp_ms)
+
+    def log_values(self, step: int, values: Mapping[str, float],
+                   timestamp_ms: int | None = None) -> None:
         stamp = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
-        self._steps.append((step, lr, loss, stamp))
+        self._steps.append((step, dict(values), stamp))
         if self.flush_every and len(self._steps) - self._sent >= self.flush_every:
             self._send_steps()
 
@@ -464,10 +502,8 @@ class MlflowTracker:
         pending = self._steps[self._sent:]
         if not pending or self.run_id is None or not self.usable:
             return
-        metrics = []
-        for step, lr, loss, stamp in pending:
-            metrics += [Metric("lr", lr, stamp, step), Metric("loss", loss, stamp, step)]
-        self._log_metrics(metrics)
+        self._log_metrics([Metric(name, float(value), stamp, step)
+                           for step, values, stamp in pending for name, value in values.items()])
         self._sent = len(self._steps)
 
     def _send_smoothed(self, result: Any) -> None:

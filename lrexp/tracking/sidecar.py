@@ -94,7 +94,11 @@ class SidecarTracker:
         self._send(("start", run_name, dict(params), dict(tags)))
 
     def log_step(self, step: int, lr: float, loss: float) -> None:
-        self._send(("step", int(step), float(lr), float(loss), int(time.time() * 1000)))
+        self.log_values(step, {"lr": lr, "loss": loss})
+
+    def log_values(self, step: int, values: Mapping[str, float]) -> None:
+        self._send(("step", int(step), {str(name): float(value) for name, value in values.items()},
+                    int(time.time() * 1000)))
 
     def finish(self, *, status: str, result: Any = None, summary: RunSummary | None = None,
                files: Mapping[str, Path] | None = None, out_dir: Path | None = None) -> None:
@@ -334,7 +338,7 @@ def _serve(tracker: Any, commands: queue.Queue[tuple[Any, ...] | None],
             return 0
         kind, *arguments = message
         if kind == "step":
-            tracker.log_step(*arguments[:3], timestamp_ms=arguments[3])
+            tracker.log_values(*arguments[:2], timestamp_ms=arguments[2])
             steps += 1
         elif kind == "start":
             tracker.start(*arguments)

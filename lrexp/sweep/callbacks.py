@@ -20,6 +20,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from lrexp.sweep import interrupt
+from lrexp.sweep.seed_groups import SeedGroup, describe_group, seed_groups, write_group
 from lrexp.tracking.summary import COLUMNS, SUMMARY_FILE, RunSummary, format_table
 
 if TYPE_CHECKING:
@@ -67,9 +68,11 @@ class MlflowSweepCallback(Callback):
             from lrexp.plotting import plot_overlay, save_figure
 
             overlay_path = save_figure(plot_overlay(curves), sweep_dir / "sweep_overlay.png")
-        best = lowest_minimum(rows)
+        groups = _read_seed_groups(sweep_dir, rows)
+        best = _lowest_minimum(rows, groups)
         log.info("Sweep summary (%s):\n%s%s", table_path, format_table(rows),
-                 f"\n{describe_best(best)}" if best else "")
+                 "".join(f"\n{line}" for line in [*map(describe_group, groups),
+                                                    *([describe_best(best)] if best else [])]))
         if self.parent_run_id is not None and self.tracker is not None:
             if interrupt.was_interrupted(sweep_dir):
                 status = "KILLED"
@@ -77,6 +80,8 @@ class MlflowSweepCallback(Callback):
                 status = "FAILED"
             else:
                 status = "FINISHED"
+            for group in groups:
+                self.tracker.log_seed_group(self.parent_run_id, group, len(groups) > 1)
             self.tracker.close_parent(self.parent_run_id, rows=rows,
                                       files=[p for p in (table_path, overlay_path) if p],
                                       status=status, best=best)
@@ -104,10 +109,10 @@ def collect_jobs(sweep_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]
     return rows, curves
 
 
-def swept_settings(job_dirs: list[Path]) -> dict[str, str]:
-    """Each job's overrides that not every job shares ("optimizer.weight_decay=0.0001"), from
-    the ``.hydra/overrides.yaml`` Hydra writes into a job's dir; "" where a job has none or
-    Hydra wrote no record (``hydra.output_subdir=null``)."""
+def job_overrides(job_dirs: list[Path]) -> dict[str, list[str]]:
+    """Each job's overrides ("optimizer.weight_decay=0.0001", "seed=3"), from the
+    ``.hydra/overrides.yaml`` Hydra writes into a job's dir; none where Hydra wrote no record
+    (``hydra.output_subdir=null``)."""
     from omegaconf import OmegaConf
 
     overrides: dict[str, list[str]] = {}
@@ -117,6 +122,13 @@ def swept_settings(job_dirs: list[Path]) -> dict[str, str]:
             overrides[job_dir.name] = [str(o) for o in OmegaConf.load(record)]
         except (OSError, ValueError):
             overrides[job_dir.name] = []
+    return overrides
+
+
+def swept_settings(job_dirs: list[Path]) -> dict[str, str]:
+    """Each job's overrides that not every job shares ("optimizer.weight_decay=0.0001"); ""
+    where a job has none or Hydra wrote no record."""
+    overrides = job_overrides(job_dirs)
     recorded = [set(own) for own in overrides.values() if own]
     shared = set.intersection(*recorded) if recorded else set()
     return {job: " ".join(o for o in own if o not in shared) for job, own in overrides.items()}
@@ -134,6 +146,26 @@ def lowest_minimum(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
                 and isinstance(row.get("min_loss"), (int, float))
                 and row["min_loss"] == row["min_loss"] and row.get("suggested_lr") is not None]
     return min(finished, key=lambda row: row["min_loss"]) if finished else None
+
+
+def _read_seed_groups(sweep_dir: Path, rows: list[dict[str, Any]]) -> list[SeedGroup]:
+    """The sweep's seed groups (``lrexp.sweep.seed_groups``), each written to its folder."""
+    job_dirs = [sweep_dir / row["job"] for row in rows]
+    groups = seed_groups(job_overrides(job_dirs), rows, sweep_dir, ENDED_ON_ITS_OWN)
+    for group in groups:
+        group.files = write_group(group, sweep_dir)
+    return groups
+
+
+def _lowest_minimum(rows: list[dict[str, Any]], groups: list[SeedGroup]) -> dict[str, Any] | None:
+    """The lowest minimum among jobs, or among seed groups' median curves where the sweep ran
+    seeds (one seed's minimum is luck; with one group there is nothing to compare)."""
+    if not groups:
+        return lowest_minimum(rows)
+    if len(groups) == 1:
+        return None
+    return lowest_minimum([{**group.summary.row(group.name), "swept": group.setting}
+                           for group in groups])
 
 
 def describe_best(row: dict[str, Any]) -> str:

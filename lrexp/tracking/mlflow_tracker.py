@@ -81,6 +81,9 @@ class Tracker(Protocol):
     def open_parent(self, run_name: str, tags: Mapping[str, str]) -> str | None:
         ...
 
+    def log_seed_group(self, run_id: str, group: Any, prefixed: bool) -> None:
+        ...
+
     def close_parent(self, run_id: str, rows: list[dict[str, Any]], files: list[Path],
                      status: str, best: dict[str, Any] | None = None) -> None:
         ...
@@ -113,6 +116,9 @@ class NullTracker:
 
     def open_parent(self, run_name: str, tags: Mapping[str, str]) -> str | None:
         return None
+
+    def log_seed_group(self, run_id: str, group: Any, prefixed: bool) -> None:
+        pass
 
     def close_parent(self, run_id: str, rows: list[dict[str, Any]], files: list[Path],
                      status: str, best: dict[str, Any] | None = None) -> None:
@@ -387,6 +393,34 @@ class MlflowTracker:
             self._call(lambda: self._end_run(run_id, status), "end run")
         except Exception as error:  # noqa: BLE001
             self._give_up(f"closing the sweep's parent run at {self.uri} failed: {error}")
+
+    def log_seed_group(self, run_id: str, group: Any, prefixed: bool) -> None:
+        """A sweep's seed group (``lrexp.sweep.seed_groups``) on its parent run, as a repeated
+        test's run has it: the median curve with its band and each seed's curve as series, the
+        summary metrics, the group's files under its folder name. With several groups
+        (``prefixed``) the names start with the group's folder name ("seeds_net_mlp/loss")."""
+        from mlflow.entities import Metric
+
+        prefix = f"{group.name}/" if prefixed else ""
+        try:
+            if not self._connect():
+                return
+            stamp = int(time.time() * 1000)
+            metrics = [Metric(f"{prefix}{name}", value, stamp, step)
+                       for step, values in repeat_series(group.result, with_repeats=True)
+                       for name, value in values.items()]
+            metrics += [Metric(f"{prefix}{name}", value, stamp, 0)
+                        for name, value in group.summary.metrics().items()]
+            for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
+                self._call(lambda c=chunk: self._client.log_batch(run_id, metrics=c),
+                           "log seed group")
+            for path in group.files.values():
+                self._call(lambda p=path: self._client.log_artifact(run_id, str(p), group.name),
+                           "log artifact")
+            if "plot" in group.files:
+                self._log_image(run_id, group.files["plot"], f"{group.name}_median")
+        except Exception as error:  # noqa: BLE001
+            self._give_up(f"sending the sweep's seeds to {self.uri} failed: {error}")
 
     def _log_best(self, run_id: str, best: dict[str, Any]) -> None:
         from mlflow.entities import Metric, RunTag

@@ -126,6 +126,9 @@ class SidecarTracker:
         raise NotImplementedError("a sweep's parent run is tracked in-process "
                                   "(build_tracker(..., in_process=True))")
 
+    def log_seed_group(self, run_id: str, group: Any, prefixed: bool) -> None:
+        raise NotImplementedError("a sweep's parent run is tracked in-process")
+
     def close_parent(self, run_id: str, rows: list[dict[str, Any]], files: list[Path],
                      status: str, best: dict[str, Any] | None = None) -> None:
         raise NotImplementedError("a sweep's parent run is tracked in-process")

@@ -40,11 +40,15 @@ SCHEDULE_FIELDS: dict[str, type[TrainingSchedule]] = {
     "onecycle": OneCycleSettings, "cyclic": CyclicSettings}
 # One row per run in the sweep table, the CSV and the comparison: a column per rule.
 # "swept": the settings a sweep's job had that its other jobs did not (lrexp.sweep.callbacks).
+# "repeats", "suggested_lr_iqr_decades": how many repeats a run's curve is the median of, and
+# how far their suggestions spread (shown on the console only when a run has repeats).
 COLUMNS = ["job", "swept", "net", "dataset", "optimizer", "status", "suggested_lr", "confidence",
-           *[f"suggested_lr_{name}" for name in METHODS], "min_loss", "lr_at_min_loss",
-           "diverged_lr", "error"]
+           "repeats", "suggested_lr_iqr_decades", *[f"suggested_lr_{name}" for name in METHODS],
+           "min_loss", "lr_at_min_loss", "diverged_lr", "error"]
 CONSOLE_COLUMNS = ["job", "swept", "net", "optimizer", "status", "suggested_lr", "confidence",
+                   "repeats", "suggested_lr_iqr_decades",
                    *[f"suggested_lr_{name}" for name in METHODS], "min_loss", "diverged_lr"]
+REPEAT_COLUMNS = {"repeats", "suggested_lr_iqr_decades"}
 
 
 class SummaryError(ValueError):
@@ -306,6 +310,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             return f"{value:.3g}"
         return "—" if value is None else str(value)
 
-    table = [CONSOLE_COLUMNS] + [[cell(row.get(c)) for c in CONSOLE_COLUMNS] for row in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(CONSOLE_COLUMNS))]
+    repeated = any((row.get("repeats") or 1) > 1 for row in rows)
+    columns = [c for c in CONSOLE_COLUMNS if repeated or c not in REPEAT_COLUMNS]
+    table = [columns] + [[cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths)) for line in table)

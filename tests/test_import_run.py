@@ -263,6 +263,19 @@ def test_use_run_dir_uri_sends_to_the_store_the_run_names(tmp_path, store, exper
 
 
 # -- bad run dirs: exit 2, one paragraph, nothing in the store -----------------------------------
+REPEATS_HEADER = "repeat,step,lr,loss,loss_smooth\n"
+
+
+def _repeats_text(repeats, lr_scale=1.0, loss_shift=0.0):
+    """Repeats with curve()'s length: equal copies of its curve (so their median is the
+    curve), on a grid scaled by ``lr_scale``, losses moved by ``loss_shift``."""
+    base = curve()
+    return REPEATS_HEADER + "".join(
+        f"{index},{step},{float(lr * lr_scale)!r},{float(loss + loss_shift)!r},"
+        f"{float(loss + loss_shift)!r}\n"
+        for index in repeats for step, (lr, loss) in enumerate(zip(base.lrs, base.losses)))
+
+
 BAD_FILES = {
     "junk summary": ("summary.json", "{not json at all"),
     "list summary": ("summary.json", "[1, 2, 3]"),
@@ -282,11 +295,19 @@ BAD_FILES = {
     "bad middle row": ("curve.csv", CURVE_HEADER + "0,0.1,2.3,2.3\r\n1,oops,2.2,2.2\r\n"
                        "2,0.3,2.1,2.1\r\n"),
     "negative lr": ("curve.csv", CURVE_HEADER + "0,-0.1,2.3,2.3\r\n1,0.2,2.2,2.2\r\n"),
+    "empty repeats": ("curve_repeats.csv", ""),
     "junk repeats": ("curve_repeats.csv", "step,lr,loss\n0,0.1,2.3\n"),
-    "bad repeat row": ("curve_repeats.csv", "repeat,step,lr,loss,loss_smooth\n"
-                       "first,0,0.1,2.3,2.3\n"),
-    "repeats of another curve": ("curve_repeats.csv", "repeat,step,lr,loss,loss_smooth\n"
-                                 "0,0,0.1,2.3,2.3\n1,0,0.1,2.2,2.2\n"),
+    "header-only repeats": ("curve_repeats.csv", REPEATS_HEADER),
+    "bad repeat row": ("curve_repeats.csv", REPEATS_HEADER + "first,0,0.1,2.3,2.3\n"),
+    "unsorted repeat steps": ("curve_repeats.csv", REPEATS_HEADER + "0,1,0.2,2.2,2.2\n"
+                              "0,0,0.1,2.3,2.3\n"),
+    "a step missing": ("curve_repeats.csv", REPEATS_HEADER + "0,0,0.1,2.3,2.3\n"
+                       "0,2,0.3,2.1,2.1\n"),
+    "a repeat missing": ("curve_repeats.csv", _repeats_text([0, 2])),
+    "repeats of another curve": ("curve_repeats.csv", REPEATS_HEADER + "0,0,0.1,2.3,2.3\n"
+                                 "1,0,0.1,2.2,2.2\n"),
+    "repeats on another grid": ("curve_repeats.csv", _repeats_text([0, 1], lr_scale=2.0)),
+    "repeats of other losses": ("curve_repeats.csv", _repeats_text([0, 1], loss_shift=0.5)),
 }
 
 
@@ -298,6 +319,15 @@ def test_a_bad_file_is_refused_before_anything_reaches_the_store(tmp_path, store
     code = import_into(store, "never-created", run_dir)
     assert_refused(capsys, store, run_dir, code, name)
     assert store[1].get_experiment_by_name("never-created") is None
+
+
+def test_repeats_that_give_the_curve_are_accepted(tmp_path, store, experiment, capsys):
+    # the control for the refusals above: the same builder, true to curve.csv
+    run_dir = make_run_dir(tmp_path)
+    (run_dir / "curve_repeats.csv").write_text(_repeats_text([0, 1]))
+    assert import_into(store, experiment, run_dir) == 0, capsys.readouterr().err
+    run = the_run(store, experiment)
+    np.testing.assert_array_equal(history(store[1], run, "loss_repeat_1"), curve().losses)
 
 
 def test_a_binary_curve_is_refused(tmp_path, store, capsys):

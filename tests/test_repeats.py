@@ -281,26 +281,39 @@ def _history(client, run_id, key):
 
 
 def test_the_mlflow_run_has_each_repeats_curve_the_median_and_its_band(
-        tmp_path, shared_sqlite_uri, experiment_name):
+        tmp_path, shared_sqlite_uri, experiment_name, capsys):
     from mlflow.tracking import MlflowClient
 
-    cfg = compose_config("repeats=3", "net=mlp", "num_iter=30", "tracking=mlflow",
+    from lrexp.tracking.compare import main as compare_runs
+
+    # the full default ramp: the repeats diverge at different steps, so their lengths differ
+    cfg = compose_config("repeats=3", "net=mlp", "tracking=mlflow",
                          f"tracking.uri={shared_sqlite_uri}",
                          f"tracking.experiment={experiment_name}", out_dir=tmp_path)
     assert run_config(cfg) == EXIT_OK
-    result = RangeTestResult.from_csv(tmp_path / "curve.csv")  # the oracle: what the run wrote
+    repeats = RangeTestResult.from_csv(tmp_path / "curve.csv").repeats  # what the run wrote
     client = MlflowClient(shared_sqlite_uri)
     [run] = client.search_runs([client.get_experiment_by_name(experiment_name).experiment_id])
-    for index, repeat in enumerate(result.repeats):
+    for index, repeat in enumerate(repeats):
         np.testing.assert_array_equal(_history(client, run.info.run_id, f"loss_repeat_{index}"),
                                       repeat.losses)
-    longest = max(result.repeats, key=len)
+    longest = max(repeats, key=len)
     np.testing.assert_array_equal(_history(client, run.info.run_id, "lr"), longest.lrs)
-    np.testing.assert_array_equal(_history(client, run.info.run_id, "loss"), result.losses)
-    band = result.band
-    np.testing.assert_allclose(_history(client, run.info.run_id, "loss_q25"), band.q25)
-    np.testing.assert_allclose(_history(client, run.info.run_id, "loss_q75"), band.q75)
+    # oracle: at each point, the quartiles of the repeats that reached it, for as long as two
+    # of the three did (NaN counts as inf)
+    length = sorted((len(r) for r in repeats), reverse=True)[1]
+    reached = [np.nan_to_num([r.losses[j] for r in repeats if j < len(r)], nan=np.inf)
+               for j in range(length)]
+    np.testing.assert_allclose(_history(client, run.info.run_id, "loss"),
+                               [np.median(values) for values in reached])
+    q75 = [np.quantile(values, 0.75) for values in reached]
+    np.testing.assert_allclose(_history(client, run.info.run_id, "loss_q75"),
+                               [value for value in q75 if np.isfinite(value)])
     assert run.data.metrics["repeats"] == 3
+    # compare pairs lr and loss by step, though lr runs on along the longest repeat
+    assert compare_runs(["--experiment", experiment_name, "--uri", shared_sqlite_uri,
+                         "--out", str(tmp_path / "cmp.png")]) == 0
+    assert "mlp" in capsys.readouterr().out
 
 
 def test_a_repeated_run_stopped_mid_test_keeps_its_steps_in_mlflow(

@@ -14,7 +14,7 @@ from sweep_checks import runs_of
 
 from lrexp.engine.result import RangeTestResult
 from lrexp.sweep.callbacks import ENDED_ON_ITS_OWN, job_overrides
-from lrexp.sweep.seed_groups import seed_groups
+from lrexp.sweep.seed_groups import GROUP_SUMMARY, seed_groups, seeds_vary, write_group
 from lrexp.tracking.summary import RunSummary
 
 GRID = np.geomspace(1e-4, 1.0, 12)
@@ -58,6 +58,49 @@ def test_jobs_that_differ_only_in_their_seed_form_one_group_per_other_setting(tm
     assert mlp.summary.repeats == 3 and mlp.summary.suggested_lr == mlp.result.suggest().lr
 
 
+def test_several_groups_reach_the_parent_under_their_own_names(tmp_path, shared_sqlite_uri,
+                                                              experiment_name):
+    from lrexp.tracking.mlflow_tracker import MlflowTracker
+
+    rows = [_job(tmp_path, f"{2 * n + seed}_{net}", [f"net={net}", f"++seed={seed}"],
+                 _curve(level + seed / 10))
+            for n, (net, level) in enumerate([("mlp", 1.0), ("cnn", 0.5)]) for seed in (0, 1)]
+    groups = [write_group(group, tmp_path) for group in _groups(tmp_path, rows)]
+    assert [group.name for group in groups] == ["seeds_net_mlp", "seeds_net_cnn"]
+    tracker = MlflowTracker(uri=shared_sqlite_uri, experiment=experiment_name)
+    parent = tracker.open_parent("sweep", tags={})
+    for group in groups:
+        tracker.log_seed_group(parent, group, prefixed=True)
+    client = MlflowClient(shared_sqlite_uri)
+    run = client.get_run(parent)
+    for group in groups:
+        history = client.get_metric_history(parent, f"{group.name}/loss")
+        np.testing.assert_allclose([m.value for m in sorted(history, key=lambda m: m.step)],
+                                   group.result.losses)
+        assert run.data.metrics[f"{group.name}/suggested_lr"] == group.summary.suggested_lr
+        assert run.data.tags[f"{group.name}/seeds"].endswith(f"seed 1 ({group.jobs[1]})")
+    # each seed's curve keeps its job and seed in the group's file
+    read_back = RangeTestResult.from_csv(tmp_path / "seeds_net_cnn" / "curve.csv")
+    assert [r.extra for r in read_back.repeats] == [{"job": "2_cnn", "seed": "0"},
+                                                     {"job": "3_cnn", "seed": "1"}]
+
+
+def test_a_sweep_without_override_records_still_knows_its_seeds_varied(tmp_path):
+    for name, seed in [("0_mlp", 0), ("1_mlp", 1)]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text(f"seed: {seed}\nnet:\n  name: mlp\n")
+    assert seeds_vary({"0_mlp": [], "1_mlp": []}, tmp_path)  # hydra.output_subdir=null
+    assert not seeds_vary({"0_mlp": ["net=mlp"], "1_mlp": ["net=cnn"]}, tmp_path)
+
+
+def test_a_long_setting_gives_a_short_distinct_name(tmp_path):
+    long = "dataset.root=/a/very/long/path/to/some/images/folder/that/goes/on"
+    rows = [_job(tmp_path, f"{2 * n + seed}_mlp", [f"{long}{n}", f"seed={seed}"], _curve(1.0))
+            for n in (0, 1) for seed in (0, 1)]
+    names = [group.name for group in _groups(tmp_path, rows)]
+    assert len(set(names)) == 2 and all(len(name) <= len("seeds_") + 40 for name in names)
+
+
 def test_a_failed_job_a_lone_seed_and_a_different_grid_are_left_out(tmp_path, caplog):
     rows = [_job(tmp_path, "0_mlp", ["net=mlp", "seed=0"], _curve(1.0)),
             _job(tmp_path, "1_mlp", ["net=mlp", "seed=1"], _curve(1.1)),
@@ -91,7 +134,7 @@ def test_a_seeds_sweep_gives_one_median_curve_its_spread_and_a_parent_that_carri
     assert len(median.repeats) == 3
     np.testing.assert_allclose(median.losses, [np.median(values) for values in reached])
     q25, q75 = np.percentile(np.log10(suggested), [25, 75])
-    summary = RunSummary.read(sweep_dir / "seeds" / "summary.json")
+    summary = RunSummary.read(sweep_dir / "seeds" / GROUP_SUMMARY)
     assert summary.suggested_lr_iqr_decades == pytest.approx(q75 - q25)
     assert f"Seeds 0, 1, 2: the median curve gives suggested LR {summary.suggested_lr:.3g}" \
         in finished.output
@@ -108,10 +151,12 @@ def test_a_seeds_sweep_gives_one_median_curve_its_spread_and_a_parent_that_carri
     assert parent.data.metrics["suggested_lr_iqr_decades"] == pytest.approx(q75 - q25)
     for index, curve in enumerate(curves):
         seed_history = client.get_metric_history(parent.info.run_id, f"loss_repeat_{index}")
-        assert len(seed_history) == len(curve)
+        np.testing.assert_array_equal([m.value for m in sorted(seed_history, key=lambda m: m.step)],
+                                      curve.losses)
+    assert parent.data.tags["seeds"].startswith("loss_repeat_0: seed 0 (0_mlp)")
     artifacts = {item.path for item in client.list_artifacts(parent.info.run_id, "seeds")}
     assert {"seeds/plot.png", "seeds/curve.csv", "seeds/curve_repeats.csv",
-            "seeds/summary.json"} <= artifacts
+            f"seeds/{GROUP_SUMMARY}"} <= artifacts
 
 
 def test_the_sweep_table_shows_the_repeats_spread_only_when_a_job_has_repeats():

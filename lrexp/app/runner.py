@@ -230,7 +230,7 @@ def _recorded_range_test(arguments: tuple[Any, ...], settings: dict[str, Any], t
     failure mid-test is recorded with the steps it has."""
     from lrexp.engine.rangetest import range_test
     from lrexp.engine.result import CurveWriter
-    from lrexp.tracking.mlflow_tracker import repeat_loss_key, repeat_series
+    from lrexp.tracking.mlflow_tracker import median_band_series, repeat_loss_key
 
     writer = CurveWriter(out_dir / "curve.csv", _curve_header(settings, names))
     repeated = settings["repeats"] > 1
@@ -239,7 +239,7 @@ def _recorded_range_test(arguments: tuple[Any, ...], settings: dict[str, Any], t
     def on_step(step: int, lr: float, loss: float) -> None:
         # With repeats, curve.csv holds the first repeat's steps while the test runs (a run
         # killed outright leaves a real curve) and the tracker each repeat's own series as it
-        # goes; the median curve and its band follow at the end (repeat_series).
+        # goes, as repeat_loss_series has them; the median and its band follow at the end.
         nonlocal repeat, lr_points
         repeat += step == 0  # each repeat's steps start at 0
         if repeat == 0:
@@ -261,7 +261,7 @@ def _recorded_range_test(arguments: tuple[Any, ...], settings: dict[str, Any], t
         raise  # not reached: _record_failure raises
     writer.close()
     if result.repeats:
-        for step, values in repeat_series(result, with_repeats=False):
+        for step, values in median_band_series(result):
             tracker.log_values(step, values)
     return result
 

@@ -4,7 +4,8 @@ Registered in conf/hydra/default.yaml under ``callbacks``. At sweep start it ope
 and leaves its id in the sweep dir (``mlflow_parent_run_id``), where every job finds it, in
 this process or another (joblib, submitit), without any environment variable. At sweep end it
 collects each job's ``summary.json`` and ``curve.csv`` from the sweep dir, writes the summary
-table and an overlay plot there and to the parent run, prints the table, and closes the parent
+table and an overlay plot there and to the parent run, reads jobs that differ only in their
+seed as one median curve (``lrexp.sweep.seed_groups``), prints the table, and closes the parent
 (KILLED when Ctrl-C stopped the sweep, FAILED only when every job failed).
 """
 
@@ -20,7 +21,13 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from lrexp.sweep import interrupt
-from lrexp.sweep.seed_groups import SeedGroup, describe_group, seed_groups, write_group
+from lrexp.sweep.seed_groups import (
+    SeedGroup,
+    describe_group,
+    seed_groups,
+    seeds_vary,
+    write_group,
+)
 from lrexp.tracking.summary import COLUMNS, SUMMARY_FILE, RunSummary, format_table
 
 if TYPE_CHECKING:
@@ -68,24 +75,33 @@ class MlflowSweepCallback(Callback):
             from lrexp.plotting import plot_overlay, save_figure
 
             overlay_path = save_figure(plot_overlay(curves), sweep_dir / "sweep_overlay.png")
-        groups = _read_seed_groups(sweep_dir, rows)
-        best = _lowest_minimum(rows, groups)
+        try:
+            groups, best = _read_seed_groups(sweep_dir, rows)
+        except KeyboardInterrupt:  # the parent run is closed, not left RUNNING
+            self._close_parent(sweep_dir, rows, [table_path, overlay_path], status="KILLED")
+            raise
         log.info("Sweep summary (%s):\n%s%s", table_path, format_table(rows),
                  "".join(f"\n{line}" for line in [*map(describe_group, groups),
                                                     *([describe_best(best)] if best else [])]))
-        if self.parent_run_id is not None and self.tracker is not None:
-            if interrupt.was_interrupted(sweep_dir):
-                status = "KILLED"
-            elif all(row["status"] == "FAILED" for row in rows):
-                status = "FAILED"
-            else:
-                status = "FINISHED"
-            for group in groups:
-                self.tracker.log_seed_group(self.parent_run_id, group, len(groups) > 1)
-            self.tracker.close_parent(self.parent_run_id, rows=rows,
-                                      files=[p for p in (table_path, overlay_path) if p],
-                                      status=status, best=best)
+        self._close_parent(sweep_dir, rows, [table_path, overlay_path], groups=groups, best=best)
 
+    def _close_parent(self, sweep_dir: Path, rows: list[dict[str, Any]],
+                      files: list[Path | None], status: str | None = None,
+                      groups: list[SeedGroup] | None = None,
+                      best: dict[str, Any] | None = None) -> None:
+        """The parent run with the sweep's results, ended KILLED when Ctrl-C stopped the sweep,
+        FAILED only when every job failed."""
+        if self.parent_run_id is None or self.tracker is None:
+            return
+        if status is None and interrupt.was_interrupted(sweep_dir):
+            status = "KILLED"
+        elif status is None:
+            status = "FAILED" if all(row["status"] == "FAILED" for row in rows) else "FINISHED"
+        for group in groups or []:
+            self.tracker.log_seed_group(self.parent_run_id, group, len(groups or []) > 1)
+        self.tracker.close_parent(self.parent_run_id, rows=rows,
+                                  files=[path for path in files if path], status=status,
+                                  best=best)
 
 def collect_jobs(sweep_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(summary rows, {label: RangeTestResult}) of the jobs in a sweep dir, in job order; a
@@ -148,29 +164,36 @@ def lowest_minimum(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     return min(finished, key=lambda row: row["min_loss"]) if finished else None
 
 
-def _read_seed_groups(sweep_dir: Path, rows: list[dict[str, Any]]) -> list[SeedGroup]:
-    """The sweep's seed groups (``lrexp.sweep.seed_groups``), each written to its folder."""
-    job_dirs = [sweep_dir / row["job"] for row in rows]
-    groups = seed_groups(job_overrides(job_dirs), rows, sweep_dir, ENDED_ON_ITS_OWN)
-    for group in groups:
-        group.files = write_group(group, sweep_dir)
-    return groups
-
-
-def _lowest_minimum(rows: list[dict[str, Any]], groups: list[SeedGroup]) -> dict[str, Any] | None:
-    """The lowest minimum among jobs, or among seed groups' median curves where the sweep ran
-    seeds (one seed's minimum is luck; with one group there is nothing to compare)."""
+def _read_seed_groups(sweep_dir: Path, rows: list[dict[str, Any]]
+                      ) -> tuple[list[SeedGroup], dict[str, Any] | None]:
+    """The sweep's seed groups (``lrexp.sweep.seed_groups``), each written to its folder, and
+    the row to name as the lowest minimum: among jobs, or, where the sweep ran seeds, among the
+    groups' median curves (one seed's minimum is luck; with one group nothing is compared).
+    Reading them is best effort: a failure costs the groups and a warning, never the sweep's
+    summary."""
+    overrides = job_overrides([sweep_dir / row["job"] for row in rows])
+    try:
+        groups = [write_group(group, sweep_dir)
+                  for group in seed_groups(overrides, rows, sweep_dir, ENDED_ON_ITS_OWN)]
+    except Exception as error:  # noqa: BLE001 - e.g. a full disk while writing a group's plot
+        log.warning("The sweep's seeds were not read together: %s", error)
+        groups = []
     if not groups:
-        return lowest_minimum(rows)
+        if seeds_vary(overrides, sweep_dir):
+            log.info("The jobs ran with different seeds, but no two jobs of one setting ran "
+                     "their course on one LR grid: no median curve, and no job is named best.")
+            return [], None
+        return [], lowest_minimum(rows)
     if len(groups) == 1:
-        return None
-    return lowest_minimum([{**group.summary.row(group.name), "swept": group.setting}
-                           for group in groups])
+        return groups, None
+    return groups, lowest_minimum([{**group.summary.row(group.name), "swept": group.setting,
+                                    "group": True} for group in groups])
 
 
 def describe_best(row: dict[str, Any]) -> str:
     setting = f" ({row['swept']})" if row.get("swept") else ""
-    return (f"Lowest minimum loss: job {row['job']}{setting}: {row['min_loss']:.4g} at LR "
+    what = "median curve of seed group" if row.get("group") else "job"
+    return (f"Lowest minimum loss: {what} {row['job']}{setting}: {row['min_loss']:.4g} at LR "
             f"{row['lr_at_min_loss']:.3g}; suggested LR {row['suggested_lr']:.3g} "
             f"(confidence {row['confidence']})")
 

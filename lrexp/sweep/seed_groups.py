@@ -9,14 +9,16 @@ spread, which caps the confidence when they disagree. Jobs that also differ in s
 group needs two of them.
 
 Each group is written to ``<sweep dir>/seeds/`` (``seeds_<setting>/`` with several groups):
-curve.csv (the median), curve_repeats.csv (each seed's curve), summary.json and plot.png.
+curve.csv (the median), curve_repeats.csv (each seed's curve, with its job and seed),
+median_summary.json and plot.png.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,14 +27,17 @@ from lrexp.tracking.summary import SUMMARY_FILE, RunSummary
 if TYPE_CHECKING:
     from lrexp.engine.result import RangeTestResult
 
-__all__ = ["SEED_OVERRIDE", "SeedGroup", "describe_group", "seed_groups", "write_group"]
+__all__ = ["GROUP_SUMMARY", "SeedGroup", "describe_group", "seed_groups", "seeds_vary",
+           "write_group"]
 
 log = logging.getLogger(__name__)
 
-SEED_OVERRIDE = "seed="  # the app's seed setting, as an override in .hydra/overrides.yaml
+SEED_KEY = "seed"  # the app's seed setting
+GROUP_SUMMARY = "median_summary.json"  # not summary.json: the folder is no job of the sweep
+MAX_SLUG = 40  # characters of a setting kept in a group's folder and metric prefix
 
 
-@dataclass
+@dataclass(frozen=True)
 class SeedGroup:
     """Jobs of one setting run with different seeds, and their median result."""
 
@@ -45,46 +50,92 @@ class SeedGroup:
     files: dict[str, Path] = field(default_factory=dict)  # write_group's, by kind
 
 
+def seed_of(override: str) -> str | None:
+    """The value of a ``seed=`` override (``+seed=`` and ``++seed=`` too); None for others."""
+    key, _, value = override.lstrip("+").partition("=")
+    return value if key == SEED_KEY else None
+
+
+def seeds_vary(job_overrides: dict[str, list[str]], sweep_dir: Path) -> bool:
+    """Whether the sweep's jobs ran with more than one seed: from their overrides, else (Hydra
+    wrote no record) from the seed in each job's config.yaml."""
+    import yaml
+
+    seeds = set()
+    for job, overrides in job_overrides.items():
+        found = [seed for seed in map(seed_of, overrides) if seed is not None]
+        if not overrides:
+            try:
+                config = yaml.safe_load((sweep_dir / job / "config.yaml").read_text())
+                found = [str(config.get(SEED_KEY))] if isinstance(config, dict) else []
+            except (OSError, yaml.YAMLError):
+                found = []
+        seeds.update(found)
+    return len(seeds) > 1
+
+
 def seed_groups(job_overrides: dict[str, list[str]], rows: list[dict[str, Any]],
                 sweep_dir: Path, counted_statuses: set[str]) -> list[SeedGroup]:
     """The groups of jobs (named as in ``rows``, each with its overrides) that differ only in
     their seed, among jobs whose status is in ``counted_statuses`` and whose curve is on disk."""
-    from lrexp.engine.result import RangeTestResult
+    members = _members(job_overrides, rows, sweep_dir, counted_statuses)
+    shared = set.intersection(*(set(key) for key in members)) if members else set()
+    groups: list[SeedGroup] = []
+    names: set[str] = set()
+    for key, jobs in members.items():
+        setting = " ".join(o for o in key if o not in shared)
+        name = "seeds" if len(members) == 1 else _unique(f"seeds_{_slug(setting)}", setting,
+                                                         names)
+        group = _read_group(name, setting, jobs, sweep_dir)
+        if group is not None:
+            groups.append(group)
+            names.add(name)
+    return groups
 
+
+def _members(job_overrides: dict[str, list[str]], rows: list[dict[str, Any]], sweep_dir: Path,
+             counted_statuses: set[str]) -> dict[tuple[str, ...], list[tuple[str, str]]]:
+    """(job, seed) lists by the overrides besides the seed, where more than one seed ran."""
     members: dict[tuple[str, ...], list[tuple[str, str]]] = {}
     for row in rows:
         job, overrides = row["job"], job_overrides.get(row["job"], [])
-        seeds = [o[len(SEED_OVERRIDE):] for o in overrides if o.startswith(SEED_OVERRIDE)]
+        seeds = [seed for seed in map(seed_of, overrides) if seed is not None]
         if len(seeds) != 1 or row.get("status") not in counted_statuses or \
                 not (sweep_dir / job / "curve.csv").is_file():
             continue
-        key = tuple(sorted(o for o in overrides if not o.startswith(SEED_OVERRIDE)))
+        key = tuple(sorted(o for o in overrides if seed_of(o) is None))
         members.setdefault(key, []).append((job, seeds[0]))
-    groups = {key: jobs for key, jobs in members.items() if len({s for _, s in jobs}) > 1}
-    shared = set.intersection(*(set(key) for key in groups)) if groups else set()
-    found = []
-    for key, jobs in groups.items():
-        setting = " ".join(o for o in key if o not in shared)
-        name = "seeds" if len(groups) == 1 else f"seeds_{_slug(setting)}"
-        try:
-            curves = [RangeTestResult.from_csv(sweep_dir / job / "curve.csv") for job, _ in jobs]
-            result = RangeTestResult.of_repeats(curves)
-        except (OSError, ValueError) as error:  # e.g. a job's max_lr differs: not one grid
-            log.warning("The seeds of %s are not read together: %s", setting or "the sweep", error)
-            continue
-        first = RunSummary.read(sweep_dir / jobs[0][0] / SUMMARY_FILE)
-        seconds = sum(RunSummary.read(sweep_dir / job / SUMMARY_FILE).seconds or 0.0
-                      for job, _ in jobs)
-        summary = RunSummary.of_result(
-            result, {"net": first.net, "dataset": first.dataset, "optimizer": first.optimizer},
-            seconds=seconds, device=first.device)
-        found.append(SeedGroup(name, setting, [job for job, _ in jobs],
-                               [seed for _, seed in jobs], result, summary))
-    return found
+    return {key: jobs for key, jobs in members.items() if len({s for _, s in jobs}) > 1}
 
 
-def write_group(group: SeedGroup, sweep_dir: Path) -> dict[str, Path]:
-    """The group's median curve, each seed's curve, its summary and plot, in its folder."""
+def _read_group(name: str, setting: str, jobs: list[tuple[str, str]],
+                sweep_dir: Path) -> SeedGroup | None:
+    """The jobs' curves as repeats of one test (each curve keeps its job and seed); None, with
+    a warning, when they cannot be (the seeds ran on different LR grids, a file is unreadable)."""
+    from lrexp.engine.result import RangeTestResult
+
+    try:
+        curves = []
+        for job, seed in jobs:
+            curve = RangeTestResult.from_csv(sweep_dir / job / "curve.csv")
+            curve.extra.update(job=job, seed=seed)  # into curve_repeats.csv's record
+            curves.append(curve)
+        result = RangeTestResult.of_repeats(curves)
+        summaries = [RunSummary.read(sweep_dir / job / SUMMARY_FILE) for job, _ in jobs]
+    except (OSError, ValueError) as error:  # e.g. a job's max_lr differs: not one grid
+        log.warning("The seeds of %s are not read together: %s", setting or "the sweep", error)
+        return None
+    first = summaries[0]
+    summary = RunSummary.of_result(
+        result, {"net": first.net, "dataset": first.dataset, "optimizer": first.optimizer},
+        seconds=sum(s.seconds or 0.0 for s in summaries), device=first.device)
+    return SeedGroup(name, setting, [job for job, _ in jobs], [seed for _, seed in jobs],
+                     result, summary)
+
+
+def write_group(group: SeedGroup, sweep_dir: Path) -> SeedGroup:
+    """The group with its files written: the median curve, each seed's curve, its summary and
+    plot, in its folder."""
     from lrexp.plotting import plot, save_figure
 
     folder = sweep_dir / group.name
@@ -92,9 +143,10 @@ def write_group(group: SeedGroup, sweep_dir: Path) -> dict[str, Path]:
     curve = group.result.to_csv(folder / "curve.csv")
     title = f"Median of seeds {', '.join(group.seeds)}" + \
         (f" ({group.setting})" if group.setting else "")
-    return {"curve": curve, "repeats": group.result.repeats_path(curve),
-            "summary": group.summary.write(folder / SUMMARY_FILE),
-            "plot": save_figure(plot(group.result, title=title), folder / "plot.png")}
+    return replace(group, files={
+        "curve": curve, "repeats": group.result.repeats_path(curve),
+        "summary": group.summary.write(folder / GROUP_SUMMARY),
+        "plot": save_figure(plot(group.result, title=title), folder / "plot.png")})
 
 
 def describe_group(group: SeedGroup) -> str:
@@ -112,5 +164,18 @@ def describe_group(group: SeedGroup) -> str:
 
 
 def _slug(setting: str) -> str:
-    """A setting as a folder and MLflow metric prefix ("net=mlp" -> "net_mlp")."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", setting).strip("_") or "group"
+    """A setting as a folder and MLflow metric prefix ("net=mlp" -> "net_mlp"), cut to
+    ``MAX_SLUG`` characters with a hash of the whole when longer."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", setting).strip("_") or "group"
+    if len(slug) > MAX_SLUG:
+        slug = f"{slug[:MAX_SLUG - 9]}_{_digest(setting)}"
+    return slug
+
+
+def _unique(name: str, setting: str, taken: set[str]) -> str:
+    """``name``, or with the setting's hash where another group's setting gave the same one."""
+    return name if name not in taken else f"{name}_{_digest(setting)}"
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:8]

@@ -35,6 +35,10 @@ def fetch_runs(client: Any, experiment: str | None, parent: str | None) -> list[
     return [run for run in runs if SWEEP_PARENT_TAG not in run.data.tags]
 
 
+# summary metrics named suggested_lr_* that are not a rule's suggestion
+NOT_METHODS = {"low", "high", "iqr_decades", "range_decades"}
+
+
 def summary_of(run: Any) -> RunSummary:
     """The run's summary as the tracker recorded it: tags and summary metrics."""
     tags, metrics = run.data.tags, run.data.metrics
@@ -48,9 +52,11 @@ def summary_of(run: Any) -> RunSummary:
         default_method=tags.get("default_method"),
         confidence=None if confidence is None else scores.get(int(confidence)),
         suggestions={key[len(prefix):]: value for key, value in metrics.items()
-                     if key.startswith(prefix) and key not in (prefix + "low", prefix + "high")},
+                     if key.startswith(prefix) and key[len(prefix):] not in NOT_METHODS},
         min_loss=metrics.get("min_loss"), lr_at_min_loss=metrics.get("lr_at_min_loss"),
-        diverged_lr=metrics.get("diverged_lr"))
+        diverged_lr=metrics.get("diverged_lr"), repeats=int(metrics.get("repeats", 1)),
+        suggested_lr_iqr_decades=metrics.get("suggested_lr_iqr_decades"),
+        suggested_lr_range_decades=metrics.get("suggested_lr_range_decades"))
 
 
 def curve_of(client: Any, run: Any) -> Any:
@@ -60,10 +66,12 @@ def curve_of(client: Any, run: Any) -> Any:
     from lrexp.engine.curve import smooth
     from lrexp.engine.result import RangeTestResult
 
-    history = {key: sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
+    history = {key: {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
                for key in ("lr", "loss")}
-    lrs = np.array([m.value for m in history["lr"]], dtype=np.float64)
-    losses = np.array([m.value for m in history["loss"]], dtype=np.float64)
+    # a repeated test's lr follows its longest repeat, its loss (the median) may end sooner
+    steps = sorted(history["lr"].keys() & history["loss"].keys())
+    lrs = np.array([history["lr"][step] for step in steps], dtype=np.float64)
+    losses = np.array([history["loss"][step] for step in steps], dtype=np.float64)
     beta = float(run.data.params.get("beta", 0.98))
     return RangeTestResult(lrs, losses, smooth(losses, beta), beta=beta,
                            range_schedule=run.data.params.get("schedule", "exp"))

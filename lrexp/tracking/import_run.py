@@ -2,10 +2,11 @@
 
     python -m lrexp.tracking.import_run outputs/2026-11-25/10-00-00 [--uri URI] [--experiment NAME]
 
-Reads the run dir's config.yaml, curve.csv and summary.json and records them as the runner
-would have: params, tags, every step's lr / loss / loss_smooth, summary metrics and the
-artifacts. A run dir without summary.json (the run crashed or was killed) is imported as a
-KILLED run with every step of its curve.
+Reads the run dir's config.yaml, curve.csv and summary.json (and a repeated test's
+curve_repeats.csv) and records them as the runner would have: params, tags, every step's lr /
+loss / loss_smooth (each repeat's loss, the median's band), summary metrics and the artifacts. A
+run dir without summary.json (the run crashed or was killed) is imported as a KILLED run with
+every step of its curve.
 
 The run dir is untrusted input: only regular files that live in it are read or uploaded (links
 are skipped with a warning), its config is plain YAML whose ${...} stay literal text, and the
@@ -36,7 +37,12 @@ import numpy as np
 import yaml
 
 from lrexp.engine.result import STOP_REASONS, RangeTestResult
-from lrexp.tracking.mlflow_tracker import MlflowTracker, flatten, repeat_series
+from lrexp.tracking.mlflow_tracker import (
+    MlflowTracker,
+    flatten,
+    median_band_series,
+    repeat_loss_series,
+)
 from lrexp.tracking.store import resolve_tracking_uri
 from lrexp.tracking.summary import RunSummary, SummaryError, is_number
 
@@ -50,7 +56,6 @@ ARTIFACT_SUFFIXES = (".png", ".csv", ".yaml", ".json")  # top-level files sent a
 LOG_SUFFIX = ".log"  # the tracker sends these itself, with .hydra (MlflowTracker.finish)
 CURVE_COLUMNS = ("step", "lr", "loss", "loss_smooth")  # as RangeTestResult.to_csv writes them
 REPEAT_COLUMNS = ("repeat", *CURVE_COLUMNS)
-MAX_REPEATS = 1000
 CURVE_META_PREFIX = "# lrexp "
 DEFAULT_EXPERIMENT, DEFAULT_TIMEOUT_S = "lrexp", 5.0
 # Open without following a final link, and without blocking on a FIFO planted in the dir.
@@ -214,38 +219,53 @@ def parse_curve(text: str, path: Path) -> RangeTestResult:
 
 
 def parse_repeats(text: str, path: Path, median: RangeTestResult) -> RangeTestResult:
-    """``median`` (curve.csv) with the repeats of curve_repeats.csv, whose rows must be
-    complete and whose curves must share one LR grid and give that median's length."""
+    """``median`` (curve.csv) with the repeats of curve_repeats.csv. Every row must be
+    complete, each repeat's steps must run 0, 1, 2, ..., and the repeats must share one LR grid
+    and give exactly curve.csv's median curve (a stale or planted file does not)."""
     from lrexp.engine.repeats import median_curve
 
-    lines = [line for line in text.splitlines() if not line.startswith("#")]
-    if not lines or tuple(lines[0].strip().split(",")) != REPEAT_COLUMNS:
-        raise RunDirError(f"{path} is not an lrexp repeats file: its header is not "
-                          f"{','.join(REPEAT_COLUMNS)}. Restore the file lrexp wrote, or delete "
-                          "it to import the median curve alone.")
+    def refuse(problem: str) -> RunDirError:
+        return RunDirError(f"{path} {problem}. Restore the file lrexp wrote, or delete it to "
+                           "import the median curve alone.")
+
+    lines = text.splitlines()
+    first = 1 if lines and lines[0].startswith("#") else 0  # the "# lrexp {...}" line
+    if len(lines) <= first or tuple(lines[first].strip().split(",")) != REPEAT_COLUMNS:
+        raise refuse(f"is not an lrexp repeats file: its header is not {','.join(REPEAT_COLUMNS)}")
     curves: dict[int, list[tuple[float, float, float]]] = {}
-    for number, line in enumerate(lines[1:], start=2):
+    for number in range(first + 1, len(lines)):
+        line = lines[number]
         head, _, rest = line.strip().partition(",")
         try:
             repeat = int(head)
-            if not 0 <= repeat < MAX_REPEATS:
-                raise ValueError(f"repeat {repeat} is not in 0..{MAX_REPEATS - 1}")
-            curves.setdefault(repeat, []).append(_curve_row(rest + "\n", complete=True))
+            if repeat < 0:
+                raise ValueError(f"repeat {repeat} is negative")
+            row = _curve_row(rest + "\n", complete=True)
+            if int(rest.split(",")[0]) != len(curves.get(repeat, [])):
+                raise ValueError(f"step {rest.split(',')[0]} is out of order (repeat {repeat} "
+                                 f"has {len(curves.get(repeat, []))} steps before it)")
         except ValueError as error:
-            raise RunDirError(f"{path} row {number} is not a repeat's step: "
-                              f"{_shown(line.strip())} ({error}). Restore the file lrexp wrote, "
-                              "or delete it to import the median curve alone.") from None
+            raise refuse(f"line {number + 1} is not a repeat's step: {_shown(line.strip())} "
+                         f"({error})") from None
+        curves.setdefault(repeat, []).append(row)
+    if not curves:
+        raise refuse("has a header but no step")
+    if sorted(curves) != list(range(len(curves))):
+        raise refuse(f"holds repeats {sorted(curves)}, not 0 to {len(curves) - 1}")
     repeats = [RangeTestResult(*np.array(curves[index], dtype=np.float64).T)
-               for index in sorted(curves)]
+               for index in range(len(curves))]
     try:
-        length = len(median_curve([r.lrs for r in repeats], [r.losses for r in repeats]).median)
+        band = median_curve([r.lrs for r in repeats], [r.losses for r in repeats])
     except ValueError as error:
-        raise RunDirError(f"{path} does not hold repeats of one test ({error}). Delete it to "
-                          "import the median curve alone.") from None
-    if length != len(median) or sorted(curves) != list(range(len(curves))):
-        raise RunDirError(f"{path} does not match {CURVE}: its repeats give a "
-                          f"median curve of {length} points, the curve has {len(median)} (or a "
-                          "repeat is missing). Delete it to import the median curve alone.")
+        raise refuse(f"does not hold repeats of one test ({error})") from None
+    median_losses = np.where(np.isnan(median.losses), np.inf, median.losses)
+    if len(band.median) != len(median):
+        raise refuse(f"does not match {CURVE}: the median of its {len(repeats)} repeats has "
+                     f"{len(band.median)} points, the curve {len(median)}")
+    if not (np.allclose(band.lrs, median.lrs, rtol=1e-9, atol=0)
+            and np.allclose(band.median, median_losses, rtol=1e-9, atol=0)):
+        raise refuse(f"does not match {CURVE}: the median of its {len(repeats)} repeats has "
+                     "other LRs or losses than the curve")
     return replace(median, repeats=repeats)
 
 
@@ -452,7 +472,7 @@ def _send(run: RunDir, tracker: MlflowTracker, staged: Path) -> None:
                   tags={**names, "device": run.summary.device if run.summary else "?",
                         "imported_from": str(run.path)})
     if run.curve.repeats:
-        for step, values in repeat_series(run.curve, with_repeats=True):
+        for step, values in [*repeat_loss_series(run.curve), *median_band_series(run.curve)]:
             tracker.log_values(step, values)
     else:
         for step, (lr, loss) in enumerate(zip(run.curve.lrs, run.curve.losses)):

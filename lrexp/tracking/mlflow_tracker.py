@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from lrexp.tracking.redaction import redact
 from lrexp.tracking.store import (
@@ -35,7 +35,11 @@ from lrexp.tracking.store import (
 )
 from lrexp.tracking.summary import RunSummary
 
-__all__ = ["MlflowTracker", "NullTracker", "Tracker", "flatten", "repeat_loss_key", "repeat_series"]
+if TYPE_CHECKING:
+    from lrexp.sweep.seed_groups import SeedGroup
+
+__all__ = ["MlflowTracker", "NullTracker", "Tracker", "flatten", "median_band_series",
+           "repeat_loss_key", "repeat_loss_series"]
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +85,7 @@ class Tracker(Protocol):
     def open_parent(self, run_name: str, tags: Mapping[str, str]) -> str | None:
         ...
 
-    def log_seed_group(self, run_id: str, group: Any, prefixed: bool) -> None:
+    def log_seed_group(self, run_id: str, group: SeedGroup, prefixed: bool) -> None:
         ...
 
     def close_parent(self, run_id: str, rows: list[dict[str, Any]], files: list[Path],
@@ -117,7 +121,7 @@ class NullTracker:
     def open_parent(self, run_name: str, tags: Mapping[str, str]) -> str | None:
         return None
 
-    def log_seed_group(self, run_id: str, group: Any, prefixed: bool) -> None:
+    def log_seed_group(self, run_id: str, group: SeedGroup, prefixed: bool) -> None:
         pass
 
     def close_parent(self, run_id: str, rows: list[dict[str, Any]], files: list[Path],
@@ -160,25 +164,25 @@ def repeat_loss_key(repeat: int) -> str:
     return f"loss_repeat_{repeat}"
 
 
-def repeat_series(result: Any, *, with_repeats: bool) -> Iterator[tuple[int, dict[str, float]]]:
-    """A repeated test's curves as MLflow step series, one step per point of the shared LR grid:
-    the median curve as ``loss`` with its interquartile band ``loss_q25`` and ``loss_q75``, and
-    with ``with_repeats`` (the runner streams those itself as the test runs) each repeat's
-    ``loss_repeat_<i>`` and ``lr`` along the longest repeat."""
-    band = result.band
+def repeat_loss_series(result: Any) -> Iterator[tuple[int, dict[str, float]]]:
+    """Each repeat's own losses as ``loss_repeat_<i>``, one step per point of the shared LR
+    grid, with ``lr`` along the longest repeat (the runner streams the same as the test runs)."""
     grid = max((repeat.lrs for repeat in result.repeats), key=len)
     for step in range(len(grid)):
-        values: dict[str, float] = {}
-        if with_repeats:
-            values["lr"] = float(grid[step])
-            values.update({repeat_loss_key(index): float(repeat.losses[step])
-                           for index, repeat in enumerate(result.repeats)
-                           if step < len(repeat)})
-        if step < len(result):
-            values.update(loss=float(result.losses[step]), loss_q25=float(band.q25[step]),
-                          loss_q75=float(band.q75[step]))
-        if values:
-            yield step, values
+        yield step, {"lr": float(grid[step]), **{
+            repeat_loss_key(index): float(repeat.losses[step])
+            for index, repeat in enumerate(result.repeats) if step < len(repeat)}}
+
+
+def median_band_series(result: Any) -> Iterator[tuple[int, dict[str, float]]]:
+    """A repeated test's median curve as ``loss`` with its interquartile band ``loss_q25`` and
+    ``loss_q75``; a quartile that is not finite (a repeat ended in NaN or inf there) is left
+    out: it is interpolated, not measured, and an infinite point would flatten the chart."""
+    band = result.band
+    for step, loss in enumerate(result.losses):
+        quartiles = {"loss_q25": float(band.q25[step]), "loss_q75": float(band.q75[step])}
+        yield step, {"loss": float(loss), **{name: value for name, value in quartiles.items()
+                                             if math.isfinite(value)}}
 
 
 def _summary_metrics(summary: RunSummary) -> list[Any]:
@@ -394,26 +398,31 @@ class MlflowTracker:
         except Exception as error:  # noqa: BLE001
             self._give_up(f"closing the sweep's parent run at {self.uri} failed: {error}")
 
-    def log_seed_group(self, run_id: str, group: Any, prefixed: bool) -> None:
+    def log_seed_group(self, run_id: str, group: SeedGroup, prefixed: bool) -> None:
         """A sweep's seed group (``lrexp.sweep.seed_groups``) on its parent run, as a repeated
         test's run has it: the median curve with its band and each seed's curve as series, the
         summary metrics, the group's files under its folder name. With several groups
         (``prefixed``) the names start with the group's folder name ("seeds_net_mlp/loss")."""
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric, RunTag
 
         prefix = f"{group.name}/" if prefixed else ""
+        # which seed (and job) each loss_repeat_<i> series is
+        order = ", ".join(f"{repeat_loss_key(index)}: seed {seed} ({job})"
+                          for index, (seed, job) in enumerate(zip(group.seeds, group.jobs)))
         try:
             if not self._connect():
                 return
             stamp = int(time.time() * 1000)
+            series = [*repeat_loss_series(group.result), *median_band_series(group.result)]
             metrics = [Metric(f"{prefix}{name}", value, stamp, step)
-                       for step, values in repeat_series(group.result, with_repeats=True)
-                       for name, value in values.items()]
+                       for step, values in series for name, value in values.items()]
             metrics += [Metric(f"{prefix}{name}", value, stamp, 0)
                         for name, value in group.summary.metrics().items()]
             for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
                 self._call(lambda c=chunk: self._client.log_batch(run_id, metrics=c),
                            "log seed group")
+            self._call(lambda: self._client.log_batch(run_id, tags=[
+                RunTag(f"{prefix}seeds", order[:5000])]), "tag seed group")
             for path in group.files.values():
                 self._call(lambda p=path: self._client.log_artifact(run_id, str(p), group.name),
                            "log artifact")

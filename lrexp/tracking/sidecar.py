@@ -38,13 +38,16 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import SimpleNamespace
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 # The classes ``finish`` receives pickled (RunSummary and its parts): imported before the
 # child's reader thread runs, so that unpickling never imports a module beside the main thread.
 import lrexp.tracking.mlflow_tracker  # noqa: F401
 from lrexp.tracking.redaction import redact
 from lrexp.tracking.summary import RunSummary
+
+if TYPE_CHECKING:
+    from lrexp.sweep.seed_groups import SeedGroup
 
 __all__ = ["SidecarTracker", "finish_wait_s"]
 
@@ -126,7 +129,7 @@ class SidecarTracker:
         raise NotImplementedError("a sweep's parent run is tracked in-process "
                                   "(build_tracker(..., in_process=True))")
 
-    def log_seed_group(self, run_id: str, group: Any, prefixed: bool) -> None:
+    def log_seed_group(self, run_id: str, group: SeedGroup, prefixed: bool) -> None:
         raise NotImplementedError("a sweep's parent run is tracked in-process")
 
     def close_parent(self, run_id: str, rows: list[dict[str, Any]], files: list[Path],

@@ -48,7 +48,7 @@ COLUMNS = ["job", "swept", "net", "dataset", "optimizer", "status", "suggested_l
 CONSOLE_COLUMNS = ["job", "swept", "net", "optimizer", "status", "suggested_lr", "confidence",
                    "repeats", "suggested_lr_iqr_decades",
                    *[f"suggested_lr_{name}" for name in METHODS], "min_loss", "diverged_lr"]
-REPEAT_COLUMNS = {"repeats", "suggested_lr_iqr_decades"}
+REPEATS_ONLY_COLUMNS = {"repeats", "suggested_lr_iqr_decades"}
 
 
 class SummaryError(ValueError):
@@ -311,7 +311,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         return "—" if value is None else str(value)
 
     repeated = any((row.get("repeats") or 1) > 1 for row in rows)
-    columns = [c for c in CONSOLE_COLUMNS if repeated or c not in REPEAT_COLUMNS]
+    columns = [c for c in CONSOLE_COLUMNS if repeated or c not in REPEATS_ONLY_COLUMNS]
     table = [columns] + [[cell(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths)) for line in table)

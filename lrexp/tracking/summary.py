@@ -40,10 +40,13 @@ SCHEDULE_FIELDS: dict[str, type[TrainingSchedule]] = {
     "onecycle": OneCycleSettings, "cyclic": CyclicSettings}
 # One row per run in the sweep table, the CSV and the comparison: a column per rule.
 # "swept": the settings a sweep's job had that its other jobs did not (lrexp.sweep.callbacks).
-COLUMNS = ["job", "swept", "net", "dataset", "optimizer", "status", "suggested_lr", "confidence",
+# "stopped_by": what stopped a run before its end (Ctrl-C, SIGTERM, "SLURM time limit", ...).
+COLUMNS = ["job", "swept", "net", "dataset", "optimizer", "status", "stopped_by", "suggested_lr",
+           "confidence",
            *[f"suggested_lr_{name}" for name in METHODS], "min_loss", "lr_at_min_loss",
            "diverged_lr", "error"]
-CONSOLE_COLUMNS = ["job", "swept", "net", "optimizer", "status", "suggested_lr", "confidence",
+CONSOLE_COLUMNS = ["job", "swept", "net", "optimizer", "status", "stopped_by", "suggested_lr",
+                   "confidence",
                    *[f"suggested_lr_{name}" for name in METHODS], "min_loss", "diverged_lr"]
 
 
@@ -77,6 +80,7 @@ class RunSummary:
     dataset: str = "?"
     optimizer: str = "?"
     status: str = "unknown"  # a stop reason of the engine, or FAILED / KILLED / SKIPPED
+    stopped_by: str | None = None  # what stopped it early: Ctrl-C, SIGTERM, "SLURM time limit"
     device: str = "?"
     steps: int = 0
     seconds: float | None = None
@@ -283,7 +287,7 @@ _FIELD_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
        for key in ("seconds", "suggested_lr", "min_loss", "lr_at_min_loss", "diverged_lr",
                    "suggested_lr_iqr_decades", "suggested_lr_range_decades")},
     **{key: (_is_text_or_null, "a string or null")
-       for key in ("default_method", "confidence", "confidence_reason", "error")},
+       for key in ("default_method", "confidence", "confidence_reason", "error", "stopped_by")},
     "suggestions": (lambda v: isinstance(v, dict) and all(map(_is_number_or_null, v.values())),
                     "an object of method name -> number or null"),
     **{key: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")

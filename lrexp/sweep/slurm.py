@@ -1,5 +1,8 @@
-"""The ``lrexp_slurm`` launcher: hydra-submitit-launcher's SlurmLauncher, plus what a sweep needs
-when SLURM stops jobs (conf/hydra/launcher/lrexp_slurm.yaml targets it).
+"""What the ``lrexp_slurm`` launcher adds to hydra-submitit-launcher's SlurmLauncher for jobs
+that SLURM stops. The launcher class itself lives in hydra_plugins/lrexp_slurm_launcher (Hydra
+instantiates launchers from the ``hydra_plugins`` package only) and calls ``run_job`` in each
+job and ``waiting_for_jobs`` around its ``launch``; conf/hydra/launcher/lrexp_slurm.yaml targets
+it.
 
 In a job (see ``slurm_job`` for the signals SLURM sends and why):
 - SIGUSR2, which submitit has SLURM send ``signal_delay_s`` before the time limit (or on
@@ -27,67 +30,70 @@ import functools
 import logging
 import signal
 import subprocess
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
-from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 from omegaconf import open_dict
 
 from lrexp.sweep import interrupt, slurm_job
 
-__all__ = ["SlurmLauncher"]
+__all__ = ["lost_job", "run_job", "waiting_for_jobs"]
 
 log = logging.getLogger(__name__)
 
 # A job's final SLURM state (squeue or sacct) -> stopped_by, for a job that left no result
 _FINAL_STATES = {"CANCELLED": slurm_job.CANCELLED, "TIMEOUT": slurm_job.TIME_LIMIT,
                  "PREEMPTED": slurm_job.PREEMPTED}
-GONE = "GONE"  # the state of a job squeue no longer lists (it ended MinJobAge ago or more)
+GONE = "GONE"  # a job squeue no longer lists (ended MinJobAge ago, or cancelled while pending)
 
 
-class SlurmLauncher(submitit_launcher.SlurmLauncher):
-    def __call__(self, sweep_overrides: list[str], job_dir_key: str, job_num: int, job_id: str,
-                 singleton_state: dict[Any, Any]) -> JobReturn:
-        """One job, on a node: submitit has set its signal handlers already."""
-        notice = signal.getsignal(signal.SIGUSR2)  # submitit's checkpoint_and_try_requeue
-        causes = _Causes(notice)
-        with interrupt.scheduled_job(interrupt.Scheduler((signal.SIGUSR2,), causes.of)):
-            returned = super().__call__(sweep_overrides, job_dir_key, job_num, job_id,
-                                        singleton_state)
-        _requeue_if_asked(interrupt.received_signal(), causes, notice)
-        return returned
+def run_job(call: Callable[[], JobReturn]) -> JobReturn:
+    """One job, on a node (the launcher's ``__call__``; submitit has set its signal handlers):
+    stops recorded with SLURM's reason, SIGUSR2 handed to submitit afterwards."""
+    notice = signal.getsignal(signal.SIGUSR2)  # submitit's checkpoint_and_try_requeue
+    causes = _Causes(notice)
+    with interrupt.scheduled_job(interrupt.Scheduler((signal.SIGUSR2,), causes.of)):
+        returned = call()
+    _requeue_if_asked(interrupt.received_signal(), causes, notice)
+    return returned
 
-    def launch(self, job_overrides: Sequence[Sequence[str]],
-               initial_job_idx: int) -> Sequence[JobReturn]:
-        """Submit the jobs and wait for them (in the sweep's parent)."""
-        with _watched_by_squeue(), _results_never_raise(self._lost_job):
-            return super().launch(job_overrides, initial_job_idx)
 
-    def _lost_job(self, job: Any, error: Exception) -> JobReturn:
-        """Record a job that left no result KILLED, with SLURM's final state, in its job dir's
-        summary.json (where the sweep's summary reads it)."""
-        from submitit.core.utils import DelayedSubmission
+@contextlib.contextmanager
+def waiting_for_jobs(lost_job: Callable[[Any, Exception], JobReturn]) -> Iterator[None]:
+    """Around the launcher's ``launch`` (in the sweep's parent): jobs watched by squeue where
+    sacct does not answer; a job that left no result handed to ``lost_job``."""
+    with _watched_by_squeue(), _results_never_raise(lost_job):
+        yield
 
-        from lrexp.app.build import run_names
-        from lrexp.app.report import write_status
 
-        overrides, _, job_num, *_ = DelayedSubmission.load(job.paths.submitted_pickle).args
-        assert self.config is not None and self.hydra_context is not None  # set by setup()
-        config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-        with open_dict(config.hydra.job):
-            config.hydra.job.num = job_num
-        job_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
-        state = job.watcher.get_state(job.job_id, mode="force")
-        stopped_by = _FINAL_STATES.get(state, f"SLURM {state}")
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-        log.warning("Job %s (%s) ended without a result (SLURM state %s); recorded as KILLED: "
-                    "%s", job.job_id, job_dir.name, state, reason)
-        write_status(job_dir, run_names(config), "KILLED", error=reason, stopped_by=stopped_by)
-        return JobReturn(overrides=list(overrides), cfg=config, working_dir=str(job_dir),
-                         task_name=str(config.hydra.job.name), status=JobStatus.COMPLETED,
-                         _return_value=interrupt_exit_code())
+def lost_job(launcher: Any, job: Any, error: Exception) -> JobReturn:
+    """Record a job that left no result KILLED, with SLURM's final state, in its job dir's
+    summary.json (where the sweep's summary reads it); its JobReturn for Hydra's sweeper."""
+    from submitit.core.utils import DelayedSubmission
+
+    from lrexp.app.build import run_names
+    from lrexp.app.report import write_status
+
+    overrides, _, job_num, *_ = DelayedSubmission.load(job.paths.submitted_pickle).args
+    config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config,
+                                                                    list(overrides))
+    with open_dict(config.hydra.job):
+        config.hydra.job.num = job_num
+    job_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
+    state = job.watcher.get_state(job.job_id, mode="force")
+    stopped_by = _FINAL_STATES.get(state, f"SLURM {state}")
+    if state == GONE:  # a pending array task that scancel removed leaves no trace in SLURM
+        started = (job_dir / ".hydra").is_dir()
+        stopped_by = "SLURM: gone" + ("" if started else " before it started")
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+    log.warning("Job %s (%s) ended without a result (SLURM state %s); recorded as KILLED: %s",
+                job.job_id, job_dir.name, state, reason)
+    write_status(job_dir, run_names(config), "KILLED", error=reason, stopped_by=stopped_by)
+    return JobReturn(overrides=list(overrides), cfg=config, working_dir=str(job_dir),
+                     task_name=str(config.hydra.job.name), status=JobStatus.COMPLETED,
+                     _return_value=interrupt_exit_code())
 
 
 def interrupt_exit_code() -> int:

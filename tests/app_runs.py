@@ -79,6 +79,7 @@ def reset_process_state() -> None:
     app_main._task_started = False
     interrupt._interrupted_here = False
     interrupt._terminated = False
+    interrupt._received = None
 
 
 @dataclass

@@ -32,7 +32,7 @@ def write_files(result: Any, summary: RunSummary, out_dir: Path, files: dict[str
 
 
 def write_status(out_dir: Path, names: Mapping[str, str], status: str,
-                 error: str | None = None) -> None:
+                 error: str | None = None, stopped_by: str | None = None) -> None:
     """The status in summary.json, so the sweep summary lists the job; a summary already
     written (the run got that far) is kept, only its status and error change."""
     path = out_dir / SUMMARY_FILE
@@ -41,7 +41,8 @@ def write_status(out_dir: Path, names: Mapping[str, str], status: str,
     except (OSError, ValueError, SummaryError):  # none yet, or unreadable: start afresh
         summary = RunSummary.named(names)
     try:
-        replace(summary, status=status, error=error or summary.error).write(path)
+        replace(summary, status=status, error=error or summary.error,
+                stopped_by=stopped_by or summary.stopped_by).write(path)
     except OSError as write_error:
         log.warning("summary.json could not be written: %s", write_error)
 

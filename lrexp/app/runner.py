@@ -22,6 +22,7 @@ from lrexp.app.report import report_error, summary_text, write_files, write_stat
 from lrexp.app.schema import ConfigError, check
 from lrexp.engine.settings import SettingError
 from lrexp.sweep import interrupt
+from lrexp.sweep.slurm_job import slurm_tags
 from lrexp.tracking.summary import SUMMARY_FILE, RunSummary
 
 if TYPE_CHECKING:
@@ -58,7 +59,8 @@ def run(cfg: DictConfig, keep_going: bool = False) -> int:
         code = _run_checked(cfg, keep_going)
     if code == EXIT_INTERRUPTED and interrupt.terminated():
         code = EXIT_TERMINATED
-    if code in (EXIT_INTERRUPTED, EXIT_TERMINATED) and sweep_dir is not None:
+    if code in (EXIT_INTERRUPTED, EXIT_TERMINATED) and sweep_dir is not None \
+            and not interrupt.under_scheduler():  # a scheduler stops its jobs one by one
         interrupt.mark(sweep_dir)  # the jobs not started yet skip themselves
     return code
 
@@ -83,7 +85,7 @@ def _run_checked(cfg: DictConfig, keep_going: bool) -> int:
         return _run(cfg)
     except KeyboardInterrupt:
         log.warning("Interrupted; files already in the run dir stay there.")
-        _write_status(cfg, "KILLED")
+        _write_status(cfg, "KILLED", stopped_by=interrupt.stop_cause())
         return EXIT_INTERRUPTED
     except _RecordedFailure as failure:  # the curve exists and was kept; the log says where
         if failure.interrupted:
@@ -208,6 +210,8 @@ def _run_tracked(cfg: DictConfig, tracker: Tracker) -> int:
                                   names, out_dir, str(job.device))
     summary = RunSummary.of_result(result, names, time.perf_counter() - started,
                                    str(job.device))
+    if result.stop_reason == "interrupted":
+        summary = replace(summary, stopped_by=interrupt.stop_cause())
     result.extra.update(names, world_size=job.world_size)
     return _write_and_track(result, summary, tracker, out_dir)
 
@@ -221,7 +225,7 @@ def _start_tracking(tracker: Tracker, cfg: DictConfig, names: dict[str, str], jo
     tracker.start(run_name="-".join(names.values()),
                   params=flatten({str(key): value for key, value in config.items()}),
                   tags={**names, "device": str(job.device), "hydra_overrides": _overrides(),
-                        "run_dir": str(out_dir.resolve())})
+                        "run_dir": str(out_dir.resolve()), **slurm_tags()})
 
 
 def _recorded_range_test(arguments: tuple[Any, ...], settings: dict[str, Any], tracker: Any,
@@ -336,9 +340,11 @@ def _record_failure(error: BaseException, tracker: Any, summary: RunSummary, out
         tracker.finish(status="FAILED")
         raise error
     status = "KILLED" if interrupted else "FAILED"
-    what = ("SIGTERM" if isinstance(error, interrupt.Terminated) else "Ctrl-C" if interrupted
+    what = (interrupt.stop_cause() if interrupted
             else f"{type(error).__name__}: {_user_message(error)}")
-    kept = _keep(replace(summary, status=status, error=what), tracker, out_dir, files, result)
+    kept = _keep(replace(summary, status=status, error=what,
+                         stopped_by=what if interrupted else None),
+                 tracker, out_dir, files, result)
     when = (f"The range test recorded {summary.steps} steps, then writing its results stopped"
             if result is not None else
             f"The run stopped after {summary.steps} recorded steps")
@@ -392,5 +398,6 @@ def _user_message(error: BaseException) -> str:
     return text
 
 
-def _write_status(cfg: DictConfig, status: str, error: str | None = None) -> None:
-    write_status(_output_dir(), run_names(cfg), status, error)
+def _write_status(cfg: DictConfig, status: str, error: str | None = None,
+                  stopped_by: str | None = None) -> None:
+    write_status(_output_dir(), run_names(cfg), status, error, stopped_by)

@@ -333,6 +333,31 @@ class MlflowTracker:
             except Exception as error:  # noqa: BLE001 - e.g. another user's run on a server
                 log.debug("Could not close orphaned run %s: %s", run.info.run_id, error)
 
+    def _replace_earlier_attempts(self, run_id: str, tags: Mapping[str, str]) -> None:
+        """A SLURM job that was requeued runs its range test again, from the start, into the
+        same run dir: the runs of its earlier attempts (a KILLED half each) are deleted (MLflow
+        keeps deleted runs restorable until ``mlflow gc``) and this run names them in the tag
+        ``lrexp.replaces``, so the job ends as one complete run."""
+        restarts, job = tags.get("slurm.restarts", "0"), tags.get("slurm.job_id", "")
+        if not restarts.isdigit() or int(restarts) == 0 or not job.replace("_", "").isdigit():
+            return
+        try:
+            same_job = self._client.search_runs(
+                [self._experiment_id], f"tags.`slurm.job_id` = '{job}'", max_results=200)
+            earlier = [run.info.run_id for run in same_job
+                       if run.info.run_id != run_id
+                       and run.data.tags.get("run_dir") == tags.get("run_dir")
+                       and int(run.data.tags.get("slurm.restarts", "0")) < int(restarts)]
+            for old_id in earlier:
+                self._client.delete_run(old_id)
+            if earlier:
+                self._client.set_tag(run_id, "lrexp.replaces", ",".join(earlier))
+                log.info("MLflow run %s replaces the run(s) of SLURM job %s's earlier attempts: "
+                         "%s (deleted)", run_id, job, ", ".join(earlier))
+        except Exception as error:  # noqa: BLE001 - housekeeping must never stop a run
+            log.warning("Replacing the earlier attempts' runs of SLURM job %s failed: %s",
+                        job, error)
+
     def start(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
         """Open the run: MLflow imported, the store opened (or created), params sent.
 
@@ -355,6 +380,7 @@ class MlflowTracker:
             if commit:
                 run_tags["mlflow.source.git.commit"] = commit
             run_id = self._create_run(run_name, run_tags)
+            self._replace_earlier_attempts(run_id, run_tags)
             param_list = [Param(str(k)[:250], truncate_param(redact(str(v))))
                           for k, v in params.items()]
             for chunk in _chunks(param_list, MAX_PARAMS_PER_BATCH):
@@ -566,6 +592,8 @@ class MlflowTracker:
                 RunTag("default_method", str(summary.default_method or "")),
                 RunTag("confidence", str(summary.confidence)),
                 RunTag("confidence_reason", str(summary.confidence_reason or "")[:5000])]
+        if summary.stopped_by:
+            tags.append(RunTag("stopped_by", summary.stopped_by))
         metrics = _summary_metrics(summary)
         self._call(lambda: self._client.log_batch(self.run_id, metrics=metrics, tags=tags),
                    "log summary")

@@ -40,15 +40,18 @@ SCHEDULE_FIELDS: dict[str, type[TrainingSchedule]] = {
     "onecycle": OneCycleSettings, "cyclic": CyclicSettings}
 # One row per run in the sweep table, the CSV and the comparison: a column per rule.
 # "swept": the settings a sweep's job had that its other jobs did not (lrexp.sweep.callbacks).
+# "stopped_by": what stopped a run before its end (Ctrl-C, SIGTERM, "SLURM time limit", ...).
 # "repeats", "suggested_lr_iqr_decades": how many repeats a run's curve is the median of, and
-# how far their suggestions spread (shown on the console only when a run has repeats).
-COLUMNS = ["job", "swept", "net", "dataset", "optimizer", "status", "suggested_lr", "confidence",
-           "repeats", "suggested_lr_iqr_decades", *[f"suggested_lr_{name}" for name in METHODS],
-           "min_loss", "lr_at_min_loss", "diverged_lr", "error"]
-CONSOLE_COLUMNS = ["job", "swept", "net", "optimizer", "status", "suggested_lr", "confidence",
-                   "repeats", "suggested_lr_iqr_decades",
+# how far their suggestions spread. The console shows these only where a row has them.
+COLUMNS = ["job", "swept", "net", "dataset", "optimizer", "status", "stopped_by", "suggested_lr",
+           "confidence", "repeats", "suggested_lr_iqr_decades",
+           *[f"suggested_lr_{name}" for name in METHODS], "min_loss", "lr_at_min_loss",
+           "diverged_lr", "error"]
+CONSOLE_COLUMNS = ["job", "swept", "net", "optimizer", "status", "stopped_by", "suggested_lr",
+                   "confidence", "repeats", "suggested_lr_iqr_decades",
                    *[f"suggested_lr_{name}" for name in METHODS], "min_loss", "diverged_lr"]
 REPEATS_ONLY_COLUMNS = {"repeats", "suggested_lr_iqr_decades"}
+STOPS_ONLY_COLUMNS = {"stopped_by"}
 
 
 class SummaryError(ValueError):
@@ -81,6 +84,7 @@ class RunSummary:
     dataset: str = "?"
     optimizer: str = "?"
     status: str = "unknown"  # a stop reason of the engine, or FAILED / KILLED / SKIPPED
+    stopped_by: str | None = None  # what stopped it early: Ctrl-C, SIGTERM, "SLURM time limit"
     device: str = "?"
     steps: int = 0
     seconds: float | None = None
@@ -287,7 +291,7 @@ _FIELD_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
        for key in ("seconds", "suggested_lr", "min_loss", "lr_at_min_loss", "diverged_lr",
                    "suggested_lr_iqr_decades", "suggested_lr_range_decades")},
     **{key: (_is_text_or_null, "a string or null")
-       for key in ("default_method", "confidence", "confidence_reason", "error")},
+       for key in ("default_method", "confidence", "confidence_reason", "error", "stopped_by")},
     "suggestions": (lambda v: isinstance(v, dict) and all(map(_is_number_or_null, v.values())),
                     "an object of method name -> number or null"),
     **{key: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")
@@ -310,8 +314,11 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             return f"{value:.3g}"
         return "—" if value is None else str(value)
 
-    repeated = any((row.get("repeats") or 1) > 1 for row in rows)
-    columns = [c for c in CONSOLE_COLUMNS if repeated or c not in REPEATS_ONLY_COLUMNS]
+    hidden = set() if any((row.get("repeats") or 1) > 1 for row in rows) \
+        else set(REPEATS_ONLY_COLUMNS)
+    if not any(row.get("stopped_by") for row in rows):
+        hidden |= STOPS_ONLY_COLUMNS
+    columns = [c for c in CONSOLE_COLUMNS if c not in hidden]
     table = [columns] + [[cell(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths)) for line in table)

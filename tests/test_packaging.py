@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# the lrexp_slurm launcher's source and where the wheel ships it (pyproject's package-dir)
+PLUGIN_SOURCE, PLUGIN_PACKAGE = "lrexp/sweep/hydra_plugin/", "hydra_plugins/lrexp_slurm_launcher/"
 BASE = "base"  # conf folders of partial nodes, not options (as in test_configs)
 
 # Run by the venv's interpreter: compose each option given on stdin from the INSTALLED configs
@@ -110,8 +112,10 @@ def test_wheel_ships_every_module_and_config_and_runs_installed_from_anywhere(tm
 
     with zipfile.ZipFile(wheel) as archive:
         shipped = {name: archive.read(name) for name in archive.namelist()}
-    modules = {name for name in files if name.startswith("lrexp/") and name.endswith(".py")}
+    modules = {name.replace(PLUGIN_SOURCE, PLUGIN_PACKAGE) for name in files
+               if name.startswith("lrexp/") and name.endswith(".py")}
     assert {name for name in shipped if name.endswith(".py")} == modules
+    assert any(name.startswith(PLUGIN_PACKAGE) for name in modules)
     configs = {name for name in files if name.startswith("conf/")}
     assert all(name.endswith(".yaml") for name in configs)  # package-data ships **/*.yaml
     assert {name for name in shipped if name.startswith("lrexp/conf/")} == \
@@ -127,8 +131,9 @@ def test_wheel_ships_every_module_and_config_and_runs_installed_from_anywhere(tm
     elsewhere.mkdir()
     where = subprocess.run(
         [str(python), "-c", "import lrexp, lrexp.app.main as main; print(lrexp.__file__); "
-         "print(main.CONFIG_PATH)"], cwd=elsewhere, env=env, capture_output=True, text=True,
-        check=True).stdout.split()
+         "print(main.CONFIG_PATH); import hydra_plugins.lrexp_slurm_launcher as plugin; "
+         "print(plugin.LrexpSlurmLauncher.__module__ and plugin.__file__)"], cwd=elsewhere,
+        env=env, capture_output=True, text=True, check=True).stdout.split()
     venv = str(tmp_path / "venv")
     assert all(path.startswith(venv) for path in where), where  # the wheel's copy, not ours
 

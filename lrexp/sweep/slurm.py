@@ -1,8 +1,8 @@
 """What the ``lrexp_slurm`` launcher adds to hydra-submitit-launcher's SlurmLauncher for jobs
-that SLURM stops. The launcher class itself lives in hydra_plugins/lrexp_slurm_launcher (Hydra
-instantiates launchers from the ``hydra_plugins`` package only) and calls ``run_job`` in each
-job and ``waiting_for_jobs`` around its ``launch``; conf/hydra/launcher/lrexp_slurm.yaml targets
-it.
+that SLURM stops. The launcher class itself is ``hydra_plugins.lrexp_slurm_launcher`` (source:
+lrexp/sweep/hydra_plugin; Hydra instantiates launchers from the ``hydra_plugins`` package only)
+and calls ``run_job`` in each job and ``waiting_for_jobs`` around its ``launch``;
+conf/hydra/launcher/lrexp_slurm.yaml targets it.
 
 In a job (see ``slurm_job`` for the signals SLURM sends and why):
 - SIGUSR2, which submitit has SLURM send ``signal_delay_s`` before the time limit (or on

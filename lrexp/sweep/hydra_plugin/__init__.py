@@ -1,6 +1,7 @@
 """lrexp's SLURM launcher for Hydra (``hydra/launcher=lrexp_slurm``): hydra-submitit-launcher's
-SlurmLauncher, with lrexp's handling of the jobs SLURM stops (lrexp/sweep/slurm.py). It lives
-here because Hydra instantiates launchers from the ``hydra_plugins`` namespace package only."""
+SlurmLauncher, with lrexp's handling of the jobs SLURM stops (lrexp/sweep/slurm.py). Installed
+as ``hydra_plugins.lrexp_slurm_launcher`` (pyproject's package-dir), because Hydra instantiates
+launchers from the ``hydra_plugins`` namespace package only."""
 
 from typing import Any
 

@@ -1,6 +1,6 @@
 """Sweeps through a real SLURM cluster with the lrexp_slurm launcher: sbatch job arrays made by
 hydra-submitit-launcher, a time limit, scancel, SLURM's SIGUSR2 notice, requeue, into a real
-``mlflow server``. The cluster is scripts/slurm_local.sh's one node (2 CPUs here, KillWait=5 s);
+``mlflow server``. The cluster is scripts/slurm_local.sh's one node (2 CPUs here, KillWait=30 s);
 .ci/run starts it and sets LREXP_TEST_SLURM=1."""
 
 import csv

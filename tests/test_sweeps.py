@@ -53,6 +53,22 @@ def test_slurm_preset_reaches_the_submitit_launcher_with_the_users_settings():
     assert {key: launcher[key] for key in SLURM_SETTINGS} == SLURM_SETTINGS
 
 
+def test_the_slurm_launcher_is_known_to_hydra_once_a_sweep_uses_it(capsys):
+    from hydra.core.plugins import Plugins
+    from omegaconf import OmegaConf
+
+    from lrexp.sweep.launchers import register_lrexp_launcher
+
+    launcher = compose_config("hydra/launcher=lrexp_slurm").hydra.launcher
+    register_lrexp_launcher(launcher)
+    assert launcher._target_ in Plugins.instance().class_name_to_class
+    # without the extra the module defines no class: one paragraph and exit 2
+    missing = OmegaConf.create({"_target_": "hydra_plugins.lrexp_slurm_launcher.NotThere"})
+    with pytest.raises(SystemExit) as exited:
+        register_lrexp_launcher(missing)
+    assert exited.value.code == 2 and "[submitit] extra" in capsys.readouterr().err
+
+
 def test_a_misspelled_slurm_setting_is_refused_not_ignored():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     with pytest.raises(ConfigCompositionException, match="partiton"):

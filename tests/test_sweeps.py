@@ -53,20 +53,19 @@ def test_slurm_preset_reaches_the_submitit_launcher_with_the_users_settings():
     assert {key: launcher[key] for key in SLURM_SETTINGS} == SLURM_SETTINGS
 
 
-def test_the_slurm_launcher_is_known_to_hydra_once_a_sweep_uses_it(capsys):
+@pytest.mark.parametrize("choice", ["lrexp_slurm", "submitit_slurm"])
+def test_the_slurm_launcher_hydra_instantiates_is_lrexps(choice):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     from hydra.core.plugins import Plugins
-    from omegaconf import OmegaConf
 
     from lrexp.sweep.launchers import register_lrexp_launcher
 
-    launcher = compose_config("hydra/launcher=lrexp_slurm").hydra.launcher
+    launcher = compose_config(f"hydra/launcher={choice}").hydra.launcher
     register_lrexp_launcher(launcher)
-    assert launcher._target_ in Plugins.instance().class_name_to_class
-    # without the extra the module defines no class: one paragraph and exit 2
-    missing = OmegaConf.create({"_target_": "hydra_plugins.lrexp_slurm_launcher.NotThere"})
-    with pytest.raises(SystemExit) as exited:
-        register_lrexp_launcher(missing)
-    assert exited.value.code == 2 and "[submitit] extra" in capsys.readouterr().err
+    # submitit's own SLURM launcher runs as lrexp's, with the user's settings
+    assert launcher._target_ == "hydra_plugins.lrexp_slurm_launcher.LrexpSlurmLauncher"
+    assert Plugins.instance().class_name_to_class[launcher._target_].__name__ == \
+        "LrexpSlurmLauncher"
 
 
 def test_a_misspelled_slurm_setting_is_refused_not_ignored():

@@ -42,9 +42,6 @@ class MlflowSweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from lrexp.app.build import build_tracker
-        from lrexp.sweep.launchers import register_lrexp_launcher
-
-        register_lrexp_launcher(config.hydra.launcher)  # before Hydra instantiates it
         from lrexp.tracking.mlflow_tracker import PARENT_RUN_FILE
         from lrexp.tracking.redaction import redact_logs
 

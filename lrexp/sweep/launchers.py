@@ -1,8 +1,15 @@
-"""Which Hydra launcher runs the sweep, read from the composed ``hydra.launcher`` node."""
+"""Which Hydra launcher runs the sweep, read from the composed ``hydra.launcher`` node; lrexp's
+own launcher made known to Hydra (``LrexpLaunchers``)."""
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+import logging
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, open_dict, read_write
+
+log = logging.getLogger(__name__)
 
 
 def joblib_n_jobs(launcher: DictConfig) -> int | None:
@@ -18,31 +25,38 @@ def runs_parallel_loky_workers(launcher: DictConfig) -> bool:
         and launcher.get("backend") in (None, "loky") and launcher.get("prefer") != "threads"
 
 
-# lrexp's own launchers: their module (pyproject's package-dir maps it from lrexp/sweep/) and
-# the extra that provides what they build on
-LREXP_LAUNCHERS = {"hydra_plugins.lrexp_slurm_launcher": "submitit"}
+# lrexp's own launchers' module (pyproject's package-dir maps it from lrexp/sweep/hydra_plugin)
+LREXP_LAUNCHERS = "hydra_plugins.lrexp_slurm_launcher"
+# plugin launchers lrexp runs as its own: the same settings, plus lrexp's handling of its jobs
+RUN_AS_LREXPS = {
+    "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher":
+        "hydra_plugins.lrexp_slurm_launcher.LrexpSlurmLauncher"}
+
+
+class LrexpLaunchers(Callback):
+    """Before Hydra instantiates a sweep's launcher: lrexp's launcher made known to Hydra, and
+    submitit's SLURM launcher run as lrexp's (``register_lrexp_launcher``)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        register_lrexp_launcher(config.hydra.launcher)
 
 
 def register_lrexp_launcher(launcher: DictConfig) -> None:
     """Make lrexp's launcher known to Hydra when the sweep uses it. Hydra instantiates only the
     launcher classes its plugin scan found, and the scan walks the ``hydra_plugins`` folders,
-    where an editable install has no file of lrexp's (a wheel has): so register the class. A
-    missing extra is the user's setup: one paragraph and exit 2, not Hydra's traceback."""
+    where an editable install has no file of lrexp's (a wheel has): so register the class.
+    ``hydra/launcher=submitit_slurm`` runs as ``lrexp_slurm``: without lrexp's handling, one
+    job's time limit would skip the sweep's other jobs and a lost job would end the sweep."""
     import importlib
-    import sys
 
     from hydra.core.plugins import Plugins
 
-    module_name, _, class_name = str(launcher.get("_target_", "")).rpartition(".")
-    if module_name not in LREXP_LAUNCHERS:
-        return
-    found = getattr(importlib.import_module(module_name), class_name, None)
-    if found is None:
-        extra = LREXP_LAUNCHERS[module_name]
-        sys.stderr.write(
-            f"lrexp: error: the launcher {class_name} needs lrexp's [{extra}] extra, which is "
-            f"not installed; nothing was run. Install it (pip install 'lrexp[{extra}]', or "
-            f"pip install -e '.[{extra}]' in a checkout), or choose another "
-            "hydra/launcher.\n")
-        raise SystemExit(2)
-    Plugins.instance().register(found)
+    target = str(launcher.get("_target_", ""))
+    if target in RUN_AS_LREXPS:
+        with read_write(launcher), open_dict(launcher):
+            launcher._target_ = target = RUN_AS_LREXPS[target]
+        log.info("hydra/launcher=submitit_slurm runs as lrexp_slurm: the same settings, and "
+                 "jobs SLURM stops are recorded without stopping the sweep.")
+    module_name, _, class_name = target.rpartition(".")
+    if module_name == LREXP_LAUNCHERS:
+        Plugins.instance().register(getattr(importlib.import_module(module_name), class_name))

@@ -39,7 +39,7 @@ from omegaconf import open_dict
 
 from lrexp.sweep import interrupt, slurm_job
 
-__all__ = ["lost_job", "run_job", "waiting_for_jobs"]
+__all__ = ["GONE", "lost_job", "run_job", "stopped_by_state", "waiting_for_jobs"]
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +51,21 @@ GONE = "GONE"  # a job squeue no longer lists (ended MinJobAge ago, or cancelled
 
 def run_job(call: Callable[[], JobReturn]) -> JobReturn:
     """One job, on a node (the launcher's ``__call__``; submitit has set its signal handlers):
-    stops recorded with SLURM's reason, SIGUSR2 handed to submitit afterwards."""
+    stops recorded with SLURM's reason, SIGUSR2 handed to submitit afterwards. A SIGUSR2 that
+    comes while no range test runs (Hydra's job set-up, writing the results) is noted and
+    dropped: submitit's handler would raise there, and a test that ended needs no requeue."""
     notice = signal.getsignal(signal.SIGUSR2)  # submitit's checkpoint_and_try_requeue
     causes = _Causes(notice)
-    with interrupt.scheduled_job(interrupt.Scheduler((signal.SIGUSR2,), causes.of)):
-        returned = call()
+    outside_the_test: list[int] = []
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: outside_the_test.append(signum))
+    try:
+        with interrupt.scheduled_job(interrupt.Scheduler((signal.SIGUSR2,), causes.of)):
+            returned = call()
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    if outside_the_test:
+        log.info("SLURM's early notice (SIGUSR2) came while no range test ran; the job ends as "
+                 "it is.")
     _requeue_if_asked(interrupt.received_signal(), causes, notice)
     return returned
 
@@ -69,37 +79,68 @@ def waiting_for_jobs(lost_job: Callable[[Any, Exception], JobReturn]) -> Iterato
 
 
 def lost_job(launcher: Any, job: Any, error: Exception) -> JobReturn:
-    """Record a job that left no result KILLED, with SLURM's final state, in its job dir's
-    summary.json (where the sweep's summary reads it); its JobReturn for Hydra's sweeper."""
-    from submitit.core.utils import DelayedSubmission
+    """Record a job that left no result in its job dir's summary.json (where the sweep's
+    summary reads it): KILLED with SLURM's final state when it did not finish
+    (``UncompletedJobError``), FAILED with the error's last line when it raised
+    (``FailedJobError``); a summary that already says how the test ended is kept. Its JobReturn
+    for Hydra's sweeper, which must not raise: the sweep goes on to its summary."""
+    from lrexp.app.runner import EXIT_FAILED
+
+    try:
+        return _record_lost_job(launcher, job, error)
+    except Exception as failure:  # noqa: BLE001 - never the end of the sweep
+        log.warning("Job %s left no result, and recording it failed: %s", job.job_id, failure)
+        return JobReturn(overrides=[], status=JobStatus.COMPLETED, _return_value=EXIT_FAILED)
+
+
+def _record_lost_job(launcher: Any, job: Any, error: Exception) -> JobReturn:
+    from hydra.core.hydra_config import HydraConfig
+    from submitit.core.utils import DelayedSubmission, FailedJobError
 
     from lrexp.app.build import run_names
     from lrexp.app.report import write_status
+    from lrexp.app.runner import EXIT_FAILED, EXIT_TERMINATED
+    from lrexp.sweep.callbacks import ENDED_ON_ITS_OWN
+    from lrexp.tracking.summary import SUMMARY_FILE, RunSummary
 
     overrides, _, job_num, *_ = DelayedSubmission.load(job.paths.submitted_pickle).args
     config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config,
                                                                     list(overrides))
     with open_dict(config.hydra.job):
         config.hydra.job.num = job_num
+    HydraConfig.instance().set_config(config)  # the subdir may use ${hydra:...}
     job_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    reason = lines[-1 if isinstance(error, FailedJobError) else 0] if lines else repr(error)
+    returned = JobReturn(overrides=list(overrides), cfg=config, working_dir=str(job_dir),
+                         task_name=str(config.hydra.job.name), status=JobStatus.COMPLETED)
+    with contextlib.suppress(OSError, ValueError):
+        if RunSummary.read(job_dir / SUMMARY_FILE).status in ENDED_ON_ITS_OWN:
+            log.warning("Job %s (%s) finished its range test but returned no result: %s",
+                        job.job_id, job_dir.name, reason)
+            returned.return_value = EXIT_FAILED
+            return returned
+    if isinstance(error, FailedJobError):  # it ran and raised: a crash, not a stop
+        log.warning("Job %s (%s) failed: %s", job.job_id, job_dir.name, reason)
+        write_status(job_dir, run_names(config), "FAILED", error=reason)
+        returned.return_value = EXIT_FAILED
+        return returned
     state = job.watcher.get_state(job.job_id, mode="force")
-    stopped_by = _FINAL_STATES.get(state, f"SLURM {state}")
-    if state == GONE:  # a pending array task that scancel removed leaves no trace in SLURM
-        started = (job_dir / ".hydra").is_dir()
-        stopped_by = "SLURM: gone" + ("" if started else " before it started")
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+    stopped_by = stopped_by_state(state, started=(job_dir / ".hydra").is_dir())
     log.warning("Job %s (%s) ended without a result (SLURM state %s); recorded as KILLED: %s",
                 job.job_id, job_dir.name, state, reason)
     write_status(job_dir, run_names(config), "KILLED", error=reason, stopped_by=stopped_by)
-    return JobReturn(overrides=list(overrides), cfg=config, working_dir=str(job_dir),
-                     task_name=str(config.hydra.job.name), status=JobStatus.COMPLETED,
-                     _return_value=interrupt_exit_code())
+    returned.return_value = EXIT_TERMINATED
+    return returned
 
 
-def interrupt_exit_code() -> int:
-    from lrexp.app.runner import EXIT_TERMINATED
-
-    return EXIT_TERMINATED
+def stopped_by_state(state: str, started: bool) -> str:
+    """``stopped_by`` of a job that left no result, from its final SLURM state as squeue or
+    sacct gives it ("CANCELLED by 0", "TIMEOUT", ...; ``GONE``: squeue no longer lists it)."""
+    if state == GONE:  # a pending array task that scancel removed leaves no trace in SLURM
+        return "SLURM: gone" + ("" if started else " before it started")
+    head = state.split()[0] if state.split() else "unknown"
+    return _FINAL_STATES.get(head, f"SLURM {head}")
 
 
 class _Causes:

@@ -225,6 +225,11 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def _attempt(restarts: str | None) -> int:
+    """A ``slurm.restarts`` tag as a number (0 when missing or malformed)."""
+    return int(restarts) if restarts and restarts.isdigit() else 0
+
+
 def _chunks(items: list[T], size: int) -> list[list[T]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
@@ -246,6 +251,7 @@ class MlflowTracker:
         self._client: Any = None
         self._experiment_id: str | None = None
         self._finished = False
+        self._run_tags: dict[str, str] = {}  # as the run was created with
 
     # -- life cycle --------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -333,27 +339,32 @@ class MlflowTracker:
             except Exception as error:  # noqa: BLE001 - e.g. another user's run on a server
                 log.debug("Could not close orphaned run %s: %s", run.info.run_id, error)
 
-    def _replace_earlier_attempts(self, run_id: str, tags: Mapping[str, str]) -> None:
-        """A SLURM job that was requeued runs its range test again, from the start, into the
-        same run dir: the runs of its earlier attempts (a KILLED half each) are deleted (MLflow
-        keeps deleted runs restorable until ``mlflow gc``) and this run names them in the tag
-        ``lrexp.replaces``, so the job ends as one complete run."""
-        restarts, job = tags.get("slurm.restarts", "0"), tags.get("slurm.job_id", "")
-        if not restarts.isdigit() or int(restarts) == 0 or not job.replace("_", "").isdigit():
+    def _replace_earlier_attempts(self) -> None:
+        """A SLURM job that was requeued ran its range test again, from the start, into the
+        same run dir: once this attempt's run is complete, the runs of the job's earlier
+        attempts (a KILLED half each) are deleted (MLflow keeps deleted runs restorable until
+        ``mlflow gc``) and this run names them in the tag ``lrexp.replaces``, so the job ends as
+        one run. Only runs of the same job id, run dir and sweep parent count: job ids come
+        back after a cluster's state is reset."""
+        tags = self._run_tags
+        restarts, job = _attempt(tags.get("slurm.restarts")), tags.get("slurm.job_id", "")
+        if not restarts or not job.replace("_", "").isdigit() or self.run_id is None:
             return
+        query = f"tags.`slurm.job_id` = '{job}'"
+        if tags.get("mlflow.parentRunId"):
+            query += f" and tags.`mlflow.parentRunId` = '{tags['mlflow.parentRunId']}'"
         try:
-            same_job = self._client.search_runs(
-                [self._experiment_id], f"tags.`slurm.job_id` = '{job}'", max_results=200)
+            same_job = self._client.search_runs([self._experiment_id], query, max_results=200)
             earlier = [run.info.run_id for run in same_job
-                       if run.info.run_id != run_id
+                       if run.info.run_id != self.run_id
                        and run.data.tags.get("run_dir") == tags.get("run_dir")
-                       and int(run.data.tags.get("slurm.restarts", "0")) < int(restarts)]
+                       and _attempt(run.data.tags.get("slurm.restarts")) < restarts]
             for old_id in earlier:
                 self._client.delete_run(old_id)
             if earlier:
-                self._client.set_tag(run_id, "lrexp.replaces", ",".join(earlier))
+                self._client.set_tag(self.run_id, "lrexp.replaces", ",".join(earlier))
                 log.info("MLflow run %s replaces the run(s) of SLURM job %s's earlier attempts: "
-                         "%s (deleted)", run_id, job, ", ".join(earlier))
+                         "%s (deleted)", self.run_id, job, ", ".join(earlier))
         except Exception as error:  # noqa: BLE001 - housekeeping must never stop a run
             log.warning("Replacing the earlier attempts' runs of SLURM job %s failed: %s",
                         job, error)
@@ -380,7 +391,7 @@ class MlflowTracker:
             if commit:
                 run_tags["mlflow.source.git.commit"] = commit
             run_id = self._create_run(run_name, run_tags)
-            self._replace_earlier_attempts(run_id, run_tags)
+            self._run_tags = run_tags
             param_list = [Param(str(k)[:250], truncate_param(redact(str(v))))
                           for k, v in params.items()]
             for chunk in _chunks(param_list, MAX_PARAMS_PER_BATCH):
@@ -512,6 +523,7 @@ class MlflowTracker:
             if out_dir is not None:
                 self._send_run_dir_extras(Path(out_dir))
             self._call(lambda: self._end_run(self.run_id, status), "end run")
+            self._replace_earlier_attempts()
         except KeyboardInterrupt:
             # Ctrl-C while sending: close the run (the steps went first) rather than leave it
             # RUNNING, then let the interrupt go on

@@ -1,0 +1,83 @@
+"""The SLURM rules that need no cluster: why a job stopped, which runs a requeued job replaces,
+a notice that comes while no range test runs (tests/test_slurm.py runs them on a real one)."""
+
+import os
+import signal
+
+import pytest
+from hydra.core.utils import JobReturn, JobStatus
+from mlflow.tracking import MlflowClient
+
+from lrexp.sweep import slurm, slurm_job
+from lrexp.tracking.mlflow_tracker import MlflowTracker
+
+
+@pytest.mark.parametrize("state, started, expected", [
+    ("CANCELLED by 0", True, slurm_job.CANCELLED),  # as sacct says it
+    ("CANCELLED", True, slurm_job.CANCELLED),  # as squeue says it
+    ("TIMEOUT", True, slurm_job.TIME_LIMIT),
+    ("PREEMPTED", True, slurm_job.PREEMPTED),
+    ("NODE_FAIL", True, "SLURM NODE_FAIL"),
+    (slurm.GONE, False, "SLURM: gone before it started"),
+    (slurm.GONE, True, "SLURM: gone"),
+])
+def test_a_lost_jobs_final_state_says_what_stopped_it(state, started, expected):
+    assert slurm.stopped_by_state(state, started) == expected
+
+
+@pytest.mark.parametrize("info, expected", [
+    ({"JobState": "COMPLETING", "Reason": "TimeLimit", "Restarts": "0"}, slurm_job.TIME_LIMIT),
+    ({"JobState": "COMPLETING", "Reason": "None", "Restarts": "0"}, slurm_job.CANCELLED),
+    ({"JobState": "RUNNING", "Reason": "None", "Restarts": "1"}, slurm_job.REQUEUED),
+    ({"JobState": "PREEMPTED", "Reason": "None", "Restarts": "0"}, slurm_job.PREEMPTED),
+    ({}, "SIGTERM (SLURM job state unknown)"),  # the controller did not answer
+])
+def test_sigterm_is_told_apart_by_what_scontrol_shows_just_after(monkeypatch, info, expected):
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    assert slurm_job.sigterm_cause(info) == expected
+
+
+def _attempt_run(monkeypatch, uri, experiment, parent, restarts, status, run_dir="/shared/0_mlp"):
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "0")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", str(restarts))
+    tracker = MlflowTracker(uri=uri, experiment=experiment, parent_run_id=parent)
+    tracker.start("mlp", params={}, tags={"run_dir": run_dir, **slurm_job.slurm_tags()})
+    tracker.log_step(0, 1e-3, 2.3)
+    tracker.finish(status=status)
+    return tracker.run_id
+
+
+def test_a_requeued_jobs_run_replaces_only_its_own_earlier_attempts(
+        monkeypatch, shared_sqlite_uri, experiment_name):
+    client = MlflowClient(shared_sqlite_uri)
+    parents = [MlflowTracker(uri=shared_sqlite_uri, experiment=experiment_name).open_parent(
+        f"sweep {n}", tags={}) for n in range(2)]
+    first = _attempt_run(monkeypatch, shared_sqlite_uri, experiment_name, parents[1], 0, "KILLED")
+    # the same job id in an older sweep (a cluster whose ids started over): not this job's
+    older_sweep = _attempt_run(monkeypatch, shared_sqlite_uri, experiment_name, parents[0], 0,
+                               "FINISHED")
+    other_dir = _attempt_run(monkeypatch, shared_sqlite_uri, experiment_name, parents[1], 0,
+                             "KILLED", run_dir="/shared/1_cnn")
+    second = _attempt_run(monkeypatch, shared_sqlite_uri, experiment_name, parents[1], 1,
+                          "FINISHED")
+    assert client.get_run(first).info.lifecycle_stage == "deleted"
+    assert client.get_run(second).data.tags["lrexp.replaces"] == first
+    for kept in (older_sweep, other_dir, second):
+        assert client.get_run(kept).info.lifecycle_stage == "active"
+
+
+def test_a_notice_while_no_range_test_runs_is_dropped_not_raised():
+    def submitits_notice(signum, frame):  # raises, as submitit's handler does outside a test
+        raise RuntimeError("submitit would requeue or fail here")
+
+    previous = signal.signal(signal.SIGUSR2, submitits_notice)
+    try:
+        def job() -> JobReturn:
+            os.kill(os.getpid(), signal.SIGUSR2)  # e.g. while Hydra writes the job's result
+            return JobReturn(status=JobStatus.COMPLETED, _return_value=0)
+
+        assert slurm.run_job(job).return_value == 0
+        assert signal.getsignal(signal.SIGUSR2) is submitits_notice  # put back for submitit
+    finally:
+        signal.signal(signal.SIGUSR2, previous)

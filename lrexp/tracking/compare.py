@@ -79,13 +79,14 @@ def curve_of(client: Any, run: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lrexp.tracking.compare",
-                                     description=__doc__.splitlines()[0])
+                                     description=" ".join(__doc__.split("\n\n")[0].split()))
     which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--experiment")
+    which.add_argument("--experiment", help="every run of this MLflow experiment")
     which.add_argument("--parent", help="a sweep's parent run id")
     parser.add_argument("--uri", help="tracking URI (default: MLFLOW_TRACKING_URI or "
                         "sqlite:///mlflow.db)")
-    parser.add_argument("--out", type=Path, default=Path("compare_runs.png"))
+    parser.add_argument("--out", type=Path, default=Path("compare_runs.png"),
+                        help="where to write the overlay plot (default: compare_runs.png)")
     args = parser.parse_args(argv)
 
     from mlflow.tracking import MlflowClient

@@ -68,16 +68,18 @@ def plot(result: RangeTestResult, ax: Axes | None = None, *, title: str | None =
 
 
 def _draw_repeats(ax: Axes, result: RangeTestResult) -> None:
-    """Each repeat's zero-lag smoothing, faint, and the interquartile band of their losses."""
+    """Each repeat's zero-lag smoothing, faint, and the interquartile band of their losses. A
+    sweep's seed group names its curves by their jobs (lrexp.sweep.seed_groups): "seeds"."""
+    noun = "seeds" if all("job" in repeat.extra for repeat in result.repeats) else "repeats"
     for index, repeat in enumerate(result.repeats):
         ax.plot(repeat.lrs, repeat.zero_lag, color="tab:cyan", alpha=0.45, linewidth=0.8,
-                label=f"each of {len(result.repeats)} repeats (smoothed)" if index == 0 else None)
+                label=f"each of {len(result.repeats)} {noun} (smoothed)" if index == 0 else None)
     band = result.band
     if band is not None:
         finite = np.isfinite(band.q25) & np.isfinite(band.q75)
         ax.fill_between(band.lrs, np.where(finite, band.q25, np.nan),
                         np.where(finite, band.q75, np.nan), color="tab:blue", alpha=0.15,
-                        linewidth=0, label="25th-75th percentile of the repeats")
+                        linewidth=0, label=f"25th-75th percentile of the {noun}")
 
 
 def _mark_divergence(ax: Axes, result: RangeTestResult) -> None:

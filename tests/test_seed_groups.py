@@ -79,10 +79,14 @@ def test_several_groups_reach_the_parent_under_their_own_names(tmp_path, shared_
                                    group.result.losses)
         assert run.data.metrics[f"{group.name}/suggested_lr"] == group.summary.suggested_lr
         assert run.data.tags[f"{group.name}/seeds"].endswith(f"seed 1 ({group.jobs[1]})")
-    # each seed's curve keeps its job and seed in the group's file
+    # each seed's curve keeps its job and seed in the group's file, and its plot says seeds
     read_back = RangeTestResult.from_csv(tmp_path / "seeds_net_cnn" / "curve.csv")
     assert [r.extra for r in read_back.repeats] == [{"job": "2_cnn", "seed": "0"},
                                                      {"job": "3_cnn", "seed": "1"}]
+    from lrexp.plotting import plot
+
+    labels = [line.get_label() for line in plot(read_back).axes[0].lines]
+    assert "each of 2 seeds (smoothed)" in labels
 
 
 def test_a_sweep_without_override_records_still_knows_its_seeds_varied(tmp_path):

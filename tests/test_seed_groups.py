@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from sweep_checks import runs_of
 
 from lrexp.engine.result import RangeTestResult
-from lrexp.sweep.callbacks import ENDED_ON_ITS_OWN, job_overrides
+from lrexp.sweep.callbacks import ENDED_ON_ITS_OWN, collect_jobs
 from lrexp.sweep.seed_groups import GROUP_SUMMARY, seed_groups, seeds_vary, write_group
 from lrexp.tracking.summary import RunSummary
 
@@ -35,21 +35,20 @@ def _job(sweep_dir, name, overrides, curve, status="completed"):
                                    device="cpu")
     summary.status = status
     summary.write(job / "summary.json")
-    return summary.row(name)
 
 
-def _groups(sweep_dir, rows):
-    overrides = job_overrides([sweep_dir / row["job"] for row in rows])
-    return seed_groups(overrides, rows, sweep_dir, ENDED_ON_ITS_OWN)
+def _groups(sweep_dir):
+    """The seed groups of the jobs in ``sweep_dir``, read as the sweep's end reads them."""
+    jobs = collect_jobs(sweep_dir)
+    return seed_groups(jobs.overrides, jobs.rows, jobs.curves, sweep_dir, ENDED_ON_ITS_OWN)
 
 
 def test_jobs_that_differ_only_in_their_seed_form_one_group_per_other_setting(tmp_path):
     levels = {"mlp": [1.0, 1.2, 0.9], "cnn": [0.5, 0.7, 0.6]}
-    rows = [_job(tmp_path, f"{3 * n + seed}_{net}", [f"net={net}", f"seed={seed}"],
-                 _curve(level))
-            for n, (net, net_levels) in enumerate(levels.items())
-            for seed, level in enumerate(net_levels)]
-    mlp, cnn = _groups(tmp_path, rows)
+    for n, (net, net_levels) in enumerate(levels.items()):
+        for seed, level in enumerate(net_levels):
+            _job(tmp_path, f"{3 * n + seed}_{net}", [f"net={net}", f"seed={seed}"], _curve(level))
+    mlp, cnn = _groups(tmp_path)
     assert (mlp.name, mlp.setting, mlp.seeds) == ("seeds_net_mlp", "net=mlp", ["0", "1", "2"])
     assert cnn.jobs == ["3_cnn", "4_cnn", "5_cnn"]
     # the median of the three bowls is the bowl of the median level
@@ -62,10 +61,11 @@ def test_several_groups_reach_the_parent_under_their_own_names(tmp_path, shared_
                                                               experiment_name):
     from lrexp.tracking.mlflow_tracker import MlflowTracker
 
-    rows = [_job(tmp_path, f"{2 * n + seed}_{net}", [f"net={net}", f"++seed={seed}"],
+    for n, (net, level) in enumerate([("mlp", 1.0), ("cnn", 0.5)]):
+        for seed in (0, 1):
+            _job(tmp_path, f"{2 * n + seed}_{net}", [f"net={net}", f"++seed={seed}"],
                  _curve(level + seed / 10))
-            for n, (net, level) in enumerate([("mlp", 1.0), ("cnn", 0.5)]) for seed in (0, 1)]
-    groups = [write_group(group, tmp_path) for group in _groups(tmp_path, rows)]
+    groups = [write_group(group, tmp_path) for group in _groups(tmp_path)]
     assert [group.name for group in groups] == ["seeds_net_mlp", "seeds_net_cnn"]
     tracker = MlflowTracker(uri=shared_sqlite_uri, experiment=experiment_name)
     parent = tracker.open_parent("sweep", tags={})
@@ -99,22 +99,23 @@ def test_a_sweep_without_override_records_still_knows_its_seeds_varied(tmp_path)
 
 def test_a_long_setting_gives_a_short_distinct_name(tmp_path):
     long = "dataset.root=/a/very/long/path/to/some/images/folder/that/goes/on"
-    rows = [_job(tmp_path, f"{2 * n + seed}_mlp", [f"{long}{n}", f"seed={seed}"], _curve(1.0))
-            for n in (0, 1) for seed in (0, 1)]
-    names = [group.name for group in _groups(tmp_path, rows)]
+    for n in (0, 1):
+        for seed in (0, 1):
+            _job(tmp_path, f"{2 * n + seed}_mlp", [f"{long}{n}", f"seed={seed}"], _curve(1.0))
+    names = [group.name for group in _groups(tmp_path)]
     assert len(set(names)) == 2 and all(len(name) <= len("seeds_") + 40 for name in names)
 
 
 def test_a_failed_job_a_lone_seed_and_a_different_grid_are_left_out(tmp_path, caplog):
-    rows = [_job(tmp_path, "0_mlp", ["net=mlp", "seed=0"], _curve(1.0)),
-            _job(tmp_path, "1_mlp", ["net=mlp", "seed=1"], _curve(1.1)),
-            _job(tmp_path, "2_mlp", ["net=mlp", "seed=2"], _curve(0.2), status="FAILED"),
-            _job(tmp_path, "3_cnn", ["net=cnn", "seed=0"], _curve(0.5)),  # the only cnn
-            _job(tmp_path, "4_vgg", ["net=vgg", "seed=0"], _curve(0.5)),
-            _job(tmp_path, "5_vgg", ["net=vgg", "seed=1"],
-                 RangeTestResult(GRID * 2, _curve(0.5).losses, _curve(0.5).losses))]
+    _job(tmp_path, "0_mlp", ["net=mlp", "seed=0"], _curve(1.0))
+    _job(tmp_path, "1_mlp", ["net=mlp", "seed=1"], _curve(1.1))
+    _job(tmp_path, "2_mlp", ["net=mlp", "seed=2"], _curve(0.2), status="FAILED")
+    _job(tmp_path, "3_cnn", ["net=cnn", "seed=0"], _curve(0.5))  # the only cnn
+    _job(tmp_path, "4_vgg", ["net=vgg", "seed=0"], _curve(0.5))
+    _job(tmp_path, "5_vgg", ["net=vgg", "seed=1"],  # another LR grid
+         RangeTestResult(GRID * 2, _curve(0.5).losses, _curve(0.5).losses))
     with caplog.at_level(logging.WARNING):
-        [group] = _groups(tmp_path, rows)
+        [group] = _groups(tmp_path)
     assert group.jobs == ["0_mlp", "1_mlp"] and group.setting == "net=mlp"
     assert "The seeds of net=vgg are not read together" in caplog.text
 

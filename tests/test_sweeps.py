@@ -21,7 +21,7 @@ from sweep_checks import check_sweep, default_signals, lrexp_cli, runs_of
 from lrexp.app import models
 from lrexp.app.build import torch_threads
 from lrexp.engine.result import RangeTestResult
-from lrexp.sweep.callbacks import lowest_minimum, swept_settings
+from lrexp.sweep.callbacks import job_overrides, lowest_minimum, swept_settings
 from lrexp.sweep.launchers import runs_parallel_loky_workers
 from lrexp.sweep.warm_workers import PRELOAD
 
@@ -318,10 +318,10 @@ def test_swept_settings_are_the_overrides_the_jobs_do_not_share(tmp_path):
             for n, wd in enumerate(["0", "1e-4"])]
     no_record = tmp_path / "2_mlp"
     no_record.mkdir()  # hydra.output_subdir=null: Hydra wrote no overrides
-    assert swept_settings([*jobs, no_record]) == {
+    assert swept_settings(job_overrides([*jobs, no_record])) == {
         "0_mlp": "optimizer.weight_decay=0", "1_mlp": "optimizer.weight_decay=1e-4",
         "2_mlp": ""}
-    assert swept_settings(jobs[:1]) == {"0_mlp": ""}  # one job: nothing varies
+    assert swept_settings(job_overrides(jobs[:1])) == {"0_mlp": ""}  # one job: nothing varies
 
 
 def test_the_lowest_minimum_skips_jobs_without_a_suggestion_or_a_loss():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,17 +67,19 @@ class MlflowSweepCallback(Callback):
         record = sweep_dir / "multirun.yaml"  # Hydra's record of the sweep's overrides
         if record.is_file():
             redact_file(record)
-        rows, curves = collect_jobs(sweep_dir)
+        jobs = collect_jobs(sweep_dir)
+        rows = jobs.rows
         if not rows:
             return
         table_path = write_summary_csv(rows, sweep_dir / "sweep_summary.csv")
         overlay_path = None
-        if curves:
+        if jobs.curves:
             from lrexp.plotting import plot_overlay, save_figure
 
-            overlay_path = save_figure(plot_overlay(curves), sweep_dir / "sweep_overlay.png")
+            overlay_path = save_figure(plot_overlay(_overlay_curves(jobs)),
+                                       sweep_dir / "sweep_overlay.png")
         try:
-            groups, best = _read_seed_groups(sweep_dir, rows)
+            groups, best = _read_seed_groups(sweep_dir, jobs)
         except KeyboardInterrupt:  # the parent run is closed, not left RUNNING
             self._close_parent(sweep_dir, rows, [table_path, overlay_path], status="KILLED")
             raise
@@ -103,14 +106,25 @@ class MlflowSweepCallback(Callback):
                                   files=[path for path in files if path], status=status,
                                   best=best)
 
-def collect_jobs(sweep_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """(summary rows, {label: RangeTestResult}) of the jobs in a sweep dir, in job order; a
-    job whose summary.json cannot be read is listed with the reason as its error."""
+@dataclass
+class SweepJobs:
+    """A sweep dir's jobs, each file read once: their summary rows in job order, their curves
+    and their overrides by job name."""
+
+    rows: list[dict[str, Any]]
+    curves: dict[str, Any]  # job -> RangeTestResult, for jobs with a curve.csv
+    overrides: dict[str, list[str]]  # job -> its overrides (job_overrides)
+
+
+def collect_jobs(sweep_dir: Path) -> SweepJobs:
+    """The jobs of a sweep dir; a job whose summary.json cannot be read is listed with the
+    reason as its error."""
     from lrexp.engine.result import RangeTestResult
 
     rows, curves = [], {}
     summary_files = sorted(sweep_dir.glob(f"*/{SUMMARY_FILE}"), key=_job_number)
-    swept = swept_settings([path.parent for path in summary_files])
+    overrides = job_overrides([path.parent for path in summary_files])
+    swept = swept_settings(overrides)
     for summary_file in summary_files:
         job = summary_file.parent.name
         try:
@@ -120,9 +134,14 @@ def collect_jobs(sweep_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]
         rows.append({**summary.row(job), "swept": swept[job] or None})
         curve_file = summary_file.parent / "curve.csv"
         if curve_file.exists():
-            label = swept[job] or f"{summary.net} / {summary.optimizer}"
-            curves[f"{job}: {label}"] = RangeTestResult.from_csv(curve_file)
-    return rows, curves
+            curves[job] = RangeTestResult.from_csv(curve_file)
+    return SweepJobs(rows, curves, overrides)
+
+
+def _overlay_curves(jobs: SweepJobs) -> dict[str, Any]:
+    """The overlay's curves by label: each job with its swept settings (or net / optimizer)."""
+    return {f"{row['job']}: {row['swept'] or row['net'] + ' / ' + row['optimizer']}":
+            jobs.curves[row["job"]] for row in jobs.rows if row["job"] in jobs.curves}
 
 
 def job_overrides(job_dirs: list[Path]) -> dict[str, list[str]]:
@@ -141,10 +160,9 @@ def job_overrides(job_dirs: list[Path]) -> dict[str, list[str]]:
     return overrides
 
 
-def swept_settings(job_dirs: list[Path]) -> dict[str, str]:
-    """Each job's overrides that not every job shares ("optimizer.weight_decay=0.0001"); ""
-    where a job has none or Hydra wrote no record."""
-    overrides = job_overrides(job_dirs)
+def swept_settings(overrides: dict[str, list[str]]) -> dict[str, str]:
+    """Each job's overrides (``job_overrides``) that not every job shares
+    ("optimizer.weight_decay=0.0001"); "" where a job has none or Hydra wrote no record."""
     recorded = [set(own) for own in overrides.values() if own]
     shared = set.intersection(*recorded) if recorded else set()
     return {job: " ".join(o for o in own if o not in shared) for job, own in overrides.items()}
@@ -164,17 +182,17 @@ def lowest_minimum(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     return min(finished, key=lambda row: row["min_loss"]) if finished else None
 
 
-def _read_seed_groups(sweep_dir: Path, rows: list[dict[str, Any]]
+def _read_seed_groups(sweep_dir: Path, jobs: SweepJobs
                       ) -> tuple[list[SeedGroup], dict[str, Any] | None]:
     """The sweep's seed groups (``lrexp.sweep.seed_groups``), each written to its folder, and
     the row to name as the lowest minimum: among jobs, or, where the sweep ran seeds, among the
     groups' median curves (one seed's minimum is luck; with one group nothing is compared).
     Reading them is best effort: a failure costs the groups and a warning, never the sweep's
     summary."""
-    overrides = job_overrides([sweep_dir / row["job"] for row in rows])
+    rows, overrides = jobs.rows, jobs.overrides
     try:
-        groups = [write_group(group, sweep_dir)
-                  for group in seed_groups(overrides, rows, sweep_dir, ENDED_ON_ITS_OWN)]
+        groups = [write_group(group, sweep_dir) for group in seed_groups(
+            overrides, rows, jobs.curves, sweep_dir, ENDED_ON_ITS_OWN)]
     except Exception as error:  # noqa: BLE001 - e.g. a full disk while writing a group's plot
         log.warning("The sweep's seeds were not read together: %s", error)
         groups = []

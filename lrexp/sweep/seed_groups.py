@@ -75,10 +75,12 @@ def seeds_vary(job_overrides: dict[str, list[str]], sweep_dir: Path) -> bool:
 
 
 def seed_groups(job_overrides: dict[str, list[str]], rows: list[dict[str, Any]],
-                sweep_dir: Path, counted_statuses: set[str]) -> list[SeedGroup]:
-    """The groups of jobs (named as in ``rows``, each with its overrides) that differ only in
-    their seed, among jobs whose status is in ``counted_statuses`` and whose curve is on disk."""
-    members = _members(job_overrides, rows, sweep_dir, counted_statuses)
+                curves: dict[str, RangeTestResult], sweep_dir: Path,
+                counted_statuses: set[str]) -> list[SeedGroup]:
+    """The groups of jobs (named as in ``rows``, each with its overrides and its curve) that
+    differ only in their seed, among jobs whose status is in ``counted_statuses`` and that
+    have a curve."""
+    members = _members(job_overrides, rows, curves, counted_statuses)
     shared = set.intersection(*(set(key) for key in members)) if members else set()
     groups: list[SeedGroup] = []
     names: set[str] = set()
@@ -86,22 +88,22 @@ def seed_groups(job_overrides: dict[str, list[str]], rows: list[dict[str, Any]],
         setting = " ".join(o for o in key if o not in shared)
         name = "seeds" if len(members) == 1 else _unique(f"seeds_{_slug(setting)}", setting,
                                                          names)
-        group = _read_group(name, setting, jobs, sweep_dir)
+        group = _read_group(name, setting, jobs, curves, sweep_dir)
         if group is not None:
             groups.append(group)
             names.add(name)
     return groups
 
 
-def _members(job_overrides: dict[str, list[str]], rows: list[dict[str, Any]], sweep_dir: Path,
+def _members(job_overrides: dict[str, list[str]], rows: list[dict[str, Any]],
+             curves: dict[str, RangeTestResult],
              counted_statuses: set[str]) -> dict[tuple[str, ...], list[tuple[str, str]]]:
     """(job, seed) lists by the overrides besides the seed, where more than one seed ran."""
     members: dict[tuple[str, ...], list[tuple[str, str]]] = {}
     for row in rows:
         job, overrides = row["job"], job_overrides.get(row["job"], [])
         seeds = [seed for seed in map(seed_of, overrides) if seed is not None]
-        if len(seeds) != 1 or row.get("status") not in counted_statuses or \
-                not (sweep_dir / job / "curve.csv").is_file():
+        if len(seeds) != 1 or row.get("status") not in counted_statuses or job not in curves:
             continue
         key = tuple(sorted(o for o in overrides if seed_of(o) is None))
         members.setdefault(key, []).append((job, seeds[0]))
@@ -109,18 +111,15 @@ def _members(job_overrides: dict[str, list[str]], rows: list[dict[str, Any]], sw
 
 
 def _read_group(name: str, setting: str, jobs: list[tuple[str, str]],
-                sweep_dir: Path) -> SeedGroup | None:
-    """The jobs' curves as repeats of one test (each curve keeps its job and seed); None, with
-    a warning, when they cannot be (the seeds ran on different LR grids, a file is unreadable)."""
+                curves: dict[str, RangeTestResult], sweep_dir: Path) -> SeedGroup | None:
+    """The jobs' curves as repeats of one test (each keeps its job and seed); None, with a
+    warning, when they cannot be (the seeds ran on different LR grids, a summary is unreadable)."""
     from lrexp.engine.result import RangeTestResult
 
     try:
-        curves = []
-        for job, seed in jobs:
-            curve = RangeTestResult.from_csv(sweep_dir / job / "curve.csv")
-            curve.extra.update(job=job, seed=seed)  # into curve_repeats.csv's record
-            curves.append(curve)
-        result = RangeTestResult.of_repeats(curves)
+        result = RangeTestResult.of_repeats([
+            replace(curves[job], extra={**curves[job].extra, "job": job, "seed": seed})
+            for job, seed in jobs])  # job and seed go into curve_repeats.csv's record
         summaries = [RunSummary.read(sweep_dir / job / SUMMARY_FILE) for job, _ in jobs]
     except (OSError, ValueError) as error:  # e.g. a job's max_lr differs: not one grid
         log.warning("The seeds of %s are not read together: %s", setting or "the sweep", error)

@@ -75,7 +75,8 @@ class Tracker(Protocol):
 
     def log_values(self, step: int, values: Mapping[str, float]) -> None:
         """Step ``step`` of named series other than one curve's lr and loss (a repeated
-        test's per-repeat losses, its median and band: ``repeat_series``)."""
+        test's per-repeat losses, its median and band: ``repeat_loss_series``,
+        ``median_band_series``)."""
         ...
 
     def finish(self, *, status: str, result: Any = None, summary: RunSummary | None = None,
@@ -455,9 +456,7 @@ class MlflowTracker:
                        for step, values in series for name, value in values.items()]
             metrics += [Metric(f"{prefix}{name}", value, stamp, 0)
                         for name, value in group.summary.metrics().items()]
-            for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
-                self._call(lambda c=chunk: self._client.log_batch(run_id, metrics=c),
-                           "log seed group")
+            self._log_metrics(metrics, run_id)
             self._call(lambda: self._client.log_batch(run_id, tags=[
                 RunTag(f"{prefix}seeds", order[:5000])]), "tag seed group")
             for path in group.files.values():
@@ -572,9 +571,11 @@ class MlflowTracker:
             return
         self._call(lambda: self._client.log_image(run_id, rgb, key=key, step=0), "log image")
 
-    def _log_metrics(self, metrics: list) -> None:
+    def _log_metrics(self, metrics: list, run_id: str | None = None) -> None:
+        """``metrics`` to ``run_id`` (this tracker's run when None), in chunks MLflow takes."""
+        target = run_id or self.run_id
         for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
-            self._call(lambda c=chunk: self._client.log_batch(self.run_id, metrics=c),
+            self._call(lambda c=chunk: self._client.log_batch(target, metrics=c),
                          "log metrics")
 
     def _send_steps(self) -> None:

@@ -4,6 +4,7 @@ DictConfig. Heavy modules are imported inside the functions: only after the conf
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -12,12 +13,15 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 from lrexp.app.schema import ConfigError
+from lrexp.app.weights import WeightsSource, weights_source
 
 if TYPE_CHECKING:  # the tracking package imports nothing heavy, but only types are needed here
     from lrexp.tracking.mlflow_tracker import Tracker
 
-__all__ = ["Job", "build", "build_tracker", "engine_settings", "prepare_job", "run_names",
-           "torch_threads", "use_sidecar"]
+__all__ = ["Built", "Job", "build", "build_tracker", "engine_settings", "instantiate_node",
+           "prepare_job", "run_names", "torch_threads", "use_sidecar"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -82,36 +86,147 @@ def torch_threads(threads: int, n_jobs: int | None, cores: int) -> int | None:
     return max(1, cores // parallel)
 
 
-def build(cfg: DictConfig, job: Job) -> tuple[Any, Any, Any, Any]:
-    """(data, model, optimizer, loss function) from the config's groups."""
+@dataclass
+class Built:
+    """The plain objects a range test runs on, and where the net's weights came from."""
+
+    train: Any  # DataLoader or any re-iterable of batches
+    val: Any
+    model: Any  # nn.Module
+    optimizer: Any
+    loss_fn: Any  # None: the model computes its own loss
+    weights: WeightsSource
+
+
+def build(cfg: DictConfig, job: Job) -> Built:
+    """Data, model (with its weights, frozen modules), optimizer (with its param groups) and
+    loss, each from its node by ``_target_`` with the node's keys and nothing else."""
     import torch
-    from hydra.utils import instantiate
     from torch import nn
 
-    data = instantiate(cfg.dataset, batch_size=cfg.batch_size, seed=cfg.seed,
-                       device_type=job.device.type, rank=job.rank, world_size=job.world_size)
-    model = instantiate(cfg.net, num_classes=data.num_classes, in_channels=data.in_channels,
-                        input_size=data.input_size)
-    if job.device.type == "cuda" and cfg.channels_last and data.input_size > 1:
+    from lrexp.app.data import LoaderSettings, loaders
+
+    made = instantiate_node(cfg.dataset, "dataset")
+    settings = LoaderSettings(batch_size=cfg.batch_size, seed=cfg.seed, device_type=job.device.type,
+                              rank=job.rank, world_size=job.world_size, **cfg.loader)
+    train, val = loaders(made, settings, tuple(cfg.batch_keys), _target_of(cfg.dataset, "dataset"))
+    model = instantiate_node(cfg.net, "net")
+    if not isinstance(model, nn.Module):
+        raise ConfigError(
+            f"net._target_={_target_of(cfg.net)} returned a {type(model).__name__}, not a "
+            "torch.nn.Module. Point net._target_ at a class or function that builds the model.")
+    weights = weights_source(cfg.net, cfg.checkpoint)
+    if cfg.checkpoint:
+        from lrexp.app.weights import load_checkpoint
+
+        load_checkpoint(model, str(cfg.checkpoint), cfg.checkpoint_strict, cfg.checkpoint_prefix)
+    from lrexp.app.params import GroupSpec, freeze, param_groups
+
+    frozen = freeze(model, list(cfg.freeze))
+    if frozen:
+        log.info("Frozen: %d parameter tensors under %s", frozen, ", ".join(cfg.freeze))
+    if job.device.type == "cuda" and cfg.channels_last and _is_image_net(cfg):
         model = model.to(memory_format=torch.channels_last)
+    groups = param_groups(model, [GroupSpec(**group) for group in cfg.param_groups], cfg.min_lr)
     if job.world_size > 1:
         model = nn.parallel.DistributedDataParallel(
             model.to(job.device),
             device_ids=[job.device.index] if job.device.type == "cuda" else None)
-    optimizer = instantiate(cfg.optimizer)(model.parameters(), lr=cfg.min_lr)
-    loss_fn = nn.CrossEntropyLoss() if data.task == "classification" else nn.MSELoss()
-    return data, model, optimizer, loss_fn
+    make_optimizer = instantiate_node(cfg.optimizer, "optimizer")
+    try:
+        optimizer = make_optimizer(groups, lr=cfg.min_lr)
+    except (TypeError, ValueError) as error:  # torch's own checks: weight_decay=-1, betas
+        raise ConfigError(_rejected("optimizer", cfg.optimizer, error)) from None
+    loss_fn = instantiate_node(cfg.loss, "loss")
+    return Built(train, val, model, optimizer, loss_fn, weights)
 
 
-def engine_settings(cfg: DictConfig, device: Any, data: Any) -> dict[str, Any]:
+def _is_image_net(cfg: DictConfig) -> bool:
+    size = OmegaConf.select(cfg, "data.input_size", default=None)
+    return isinstance(size, int) and size > 1
+
+
+def _target_of(node: Any, key: str = "") -> str:
+    target = node.get("_target_") if isinstance(node, DictConfig) else None
+    return str(target) if target else f"(no _target_ in {key})"
+
+
+def instantiate_node(node: Any, key: str) -> Any:
+    """``hydra.utils.instantiate(node)``, with the ways a node can be wrong said in one
+    paragraph: no ``_target_``, one that cannot be imported, arguments its callable rejects."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        raise ConfigError(
+            f"Invalid setting {key}: its node has no _target_ (it holds "
+            f"{_arguments(node)}). Name the class or function that builds it, e.g. "
+            f"{key}._target_=mypackage.module.Name (README: Your own project).")
+    try:
+        return instantiate(node, _convert_="all")
+    except InstantiationException as error:
+        cause = error.__cause__
+        if cause is not None and _is_user_error(cause):
+            raise cause from None
+        if isinstance(cause, ImportError) or "Error locating target" in str(error):
+            raise ConfigError(
+                f"Invalid setting {key}._target_={node._target_}: it cannot be imported "
+                f"({_one_line(cause or error)}). Check the module path and the name, and that "
+                "the module is importable where you run: installed, or its folder on "
+                "PYTHONPATH.") from None
+        if isinstance(cause, (TypeError, ValueError)):
+            raise ConfigError(_rejected(key, node, cause)) from None
+        raise
+
+
+def _rejected(key: str, node: Any, error: BaseException) -> str:
+    return (f"Invalid {key}: {node.get('_target_')} rejected its arguments "
+            f"({type(error).__name__}: {_one_line(error)}). The {key} node holds "
+            f"{_arguments(node)}; each key is passed as an argument, so remove or rename the "
+            f"one it does not take, or fix its value ({key}.<key>=...).")
+
+
+def _arguments(node: Any) -> str:
+    if not isinstance(node, DictConfig):
+        return repr(node)
+    shown = {str(k): v for k, v in OmegaConf.to_container(node, resolve=False).items()
+             if k not in ("_target_", "_partial_", "_convert_", "_recursive_")}
+    return str(shown) if shown else "no arguments"
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:300]
+
+
+def _is_user_error(error: BaseException) -> bool:
+    from lrexp.engine.settings import SettingError
+
+    return isinstance(error, SettingError) or type(error).__name__ in (
+        "BadDataError", "DatasetNotFoundError", "UnknownModelError")
+
+
+def engine_settings(cfg: DictConfig, device: Any, built: Built) -> dict[str, Any]:
     """range_test's keyword arguments from the config (the CLI's model is fresh: no restore)."""
     return dict(
         min_lr=cfg.min_lr, max_lr=cfg.max_lr, num_iter=cfg.num_iter, schedule=cfg.schedule,
         steps_per_lr=cfg.steps_per_lr, beta=cfg.beta, diverge_th=cfg.diverge_th,
         restore=False, device=device, amp=cfg.amp, accumulation_steps=cfg.accumulation_steps,
-        val_loader=data.val if cfg.validate else None, progress=cfg.progress,
+        val_loader=built.val if cfg.validate else None, progress=cfg.progress,
         verify=cfg.verify, verify_steps=cfg.verify_steps, repeats=cfg.repeats, seed=cfg.seed,
+        batch_keys=tuple(cfg.batch_keys), **_pretrained_setting(cfg, built.weights),
     )
+
+
+def _pretrained_setting(cfg: DictConfig, weights: WeightsSource) -> dict[str, bool]:
+    """``pretrained`` for the engine (auto: from the weights loaded), where it takes one."""
+    import inspect
+
+    from lrexp.engine.rangetest import range_test
+
+    pretrained = weights.pretrained if cfg.pretrained == "auto" else bool(cfg.pretrained)
+    if "pretrained" not in inspect.signature(range_test).parameters:
+        return {}
+    return {"pretrained": pretrained}
 
 
 def build_tracker(tracking: DictConfig | None, parent_run_id: str | None = None,
@@ -150,8 +265,15 @@ def use_sidecar(choice: Any, target: str) -> bool:
 
 
 def run_names(cfg: DictConfig) -> dict[str, str]:
-    """net, dataset and optimizer as runs are named and tagged (the optimizer's class name)."""
-    optimizer = str(OmegaConf.select(cfg, "optimizer._target_", default="?")).rsplit(".", 1)[-1]
-    return {"net": str(OmegaConf.select(cfg, "net.name", default="?")),
-            "dataset": str(OmegaConf.select(cfg, "dataset.name", default="?")),
-            "optimizer": optimizer}
+    """net, dataset and optimizer as runs are named and tagged: a node's ``name`` where it
+    has one (the zoo's nets), else its ``_target_``'s last part (``TabNet``, ``digits``,
+    ``SGD``)."""
+    return {part: _node_name(cfg, part) for part in ("net", "dataset", "optimizer")}
+
+
+def _node_name(cfg: DictConfig, key: str) -> str:
+    name = OmegaConf.select(cfg, f"{key}.name", default=None)
+    if isinstance(name, str) and name:
+        return name
+    target = OmegaConf.select(cfg, f"{key}._target_", default=None)
+    return str(target).rsplit(".", 1)[-1] if target else "?"

@@ -118,7 +118,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     types: list[type[BaseException]] = [SettingError]
     data, models = sys.modules.get("lrexp.app.data"), sys.modules.get("lrexp.app.models")
     if data is not None:
-        types += [data.UnknownDatasetError, data.DatasetNotFoundError, data.BadDataError]
+        types += [data.DatasetNotFoundError, data.BadDataError]
     if models is not None:
         types.append(models.UnknownModelError)
     return tuple(types)
@@ -194,22 +194,22 @@ def _run_tracked(cfg: DictConfig, tracker: Tracker) -> int:
     from lrexp.engine.rangetest import range_test
 
     job = prepare_job(cfg, _launcher_n_jobs())
-    data, model, optimizer, loss_fn = build(cfg, job)
-    settings = engine_settings(cfg, job.device, data)
+    built = build(cfg, job)
+    settings = engine_settings(cfg, job.device, built)
+    arguments = (built.model, built.train, built.loss_fn, built.optimizer)
     if job.rank != 0:  # every rank trains; rank 0 alone records and reports
-        range_test(model, data.train, loss_fn, optimizer, **settings)
+        range_test(*arguments, **settings)
         return EXIT_OK
     out_dir, names = _output_dir(), run_names(cfg)
     _write_config(cfg, out_dir)
-    _start_tracking(tracker, cfg, names, job, out_dir)
+    _start_tracking(tracker, cfg, names, job, out_dir, str(built.weights))
     log.info("Starting the LR range test: %s on %s with %s, %d points from %g to %g on %s%s",
              names["net"], names["dataset"], names["optimizer"], cfg.num_iter, cfg.min_lr,
              cfg.max_lr, job.device, f", {cfg.repeats} repeats" if cfg.repeats > 1 else "")
     started = time.perf_counter()
-    result = _recorded_range_test((model, data.train, loss_fn, optimizer), settings, tracker,
-                                  names, out_dir, str(job.device))
-    summary = RunSummary.of_result(result, names, time.perf_counter() - started,
-                                   str(job.device))
+    result = _recorded_range_test(arguments, settings, tracker, names, out_dir, str(job.device))
+    summary = replace(RunSummary.of_result(result, names, time.perf_counter() - started,
+                                           str(job.device)), weights=str(built.weights))
     if result.stop_reason == "interrupted":
         summary = replace(summary, stopped_by=interrupt.stop_cause())
     result.extra.update(names, world_size=job.world_size)
@@ -217,15 +217,31 @@ def _run_tracked(cfg: DictConfig, tracker: Tracker) -> int:
 
 
 def _start_tracking(tracker: Tracker, cfg: DictConfig, names: dict[str, str], job: Job,
-                    out_dir: Path) -> None:
+                    out_dir: Path, weights: str) -> None:
     from lrexp.tracking.mlflow_tracker import flatten
 
     config = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(config, dict)  # a composed config is a mapping
-    tracker.start(run_name="-".join(names.values()),
-                  params=flatten({str(key): value for key, value in config.items()}),
+    tracker.start(run_name=_run_name(names),
+                  params={**flatten({str(key): value for key, value in config.items()}),
+                          "weights": weights},
                   tags={**names, "device": str(job.device), "hydra_overrides": _overrides(),
-                        "run_dir": str(out_dir.resolve()), **slurm_tags()})
+                        "weights": weights, "run_dir": str(out_dir.resolve()), **slurm_tags()})
+
+
+def _run_name(names: dict[str, str]) -> str:
+    """net-dataset-optimizer; in a sweep, followed by this job's swept settings (the ones its
+    siblings set otherwise), so that sweep children tell themselves apart."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from lrexp.sweep.callbacks import job_swept_settings
+
+    base = "-".join(names.values())
+    sweep_dir = _sweep_dir()
+    if sweep_dir is None:
+        return base
+    swept = job_swept_settings(sweep_dir, list(HydraConfig.get().overrides.task))
+    return f"{base} {swept}" if swept else base
 
 
 def _recorded_range_test(arguments: tuple[Any, ...], settings: dict[str, Any], tracker: Any,

@@ -6,15 +6,17 @@ Imports neither torch nor mlflow."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from lrexp.engine.settings import DEFAULTS, RangeTestSettings, SettingError
 
-__all__ = ["ConfigError", "LrexpConfig", "TrackingConfig", "check", "register"]
+__all__ = ["ConfigError", "DataFacts", "LoaderConfig", "LrexpConfig", "ParamGroupConfig",
+           "TrackingConfig", "check", "register"]
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 ENGINE_KEYS = [setting.name for setting in fields(RangeTestSettings)]
@@ -38,11 +40,52 @@ class TrackingConfig:
 
 
 @dataclass
+class DataFacts:
+    """What the zoo nets read about the dataset (``net.num_classes: ${data.num_classes}``); each
+    dataset option sets them, a dataset of your own may (or your net's yaml says its shapes)."""
+
+    num_classes: Any = None  # outputs of the net: classes, or targets for regression
+    in_channels: Any = None
+    input_size: Any = None  # spatial side of the inputs; 1 for vectors
+
+
+@dataclass
+class LoaderConfig:
+    """How lrexp batches a Dataset that ``dataset._target_`` returns (unused for DataLoaders)."""
+
+    num_workers: int = 0  # loader processes; 0 loads in the main process
+    pin_memory: Any = "auto"  # page-locked batches for faster copies to the GPU; auto = on CUDA
+    persistent_workers: bool = True  # keep the loader processes between passes over the data
+
+
+@dataclass
+class ParamGroupConfig:
+    """Parameters whose names start with ``prefix`` (a module path: ``backbone``,
+    ``encoder.layers.0``): their LR is ``lr_mult`` x the scheduled one, their weight decay
+    ``weight_decay`` (null: the optimizer's)."""
+
+    prefix: str = MISSING
+    lr_mult: float = 1.0
+    weight_decay: Any = None
+
+
+@dataclass
 class LrexpConfig:
     net: Any = MISSING
     dataset: Any = MISSING
+    loss: Any = MISSING
     optimizer: Any = MISSING
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    data: DataFacts = field(default_factory=DataFacts)
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
+    batch_keys: list[str] = field(default_factory=lambda: ["input", "target"])  # dict batches
+    param_groups: list[ParamGroupConfig] = field(default_factory=list)
+    freeze: list[str] = field(default_factory=list)  # module-name prefixes left untrained
+    checkpoint: Any = None  # a state dict or checkpoint file loaded into the net before the test
+    checkpoint_strict: bool = True  # every key must match (a resized head is always allowed)
+    checkpoint_prefix: str = ""  # stripped from the checkpoint's keys ("model." for Lightning)
+    pretrained: Any = "auto"  # the net starts from trained weights: auto (from the weights
+    # source: a checkpoint, net.weights, net.pretrained), true or false
     min_lr: float = DEFAULTS.min_lr
     max_lr: float = DEFAULTS.max_lr
     num_iter: int = DEFAULTS.num_iter
@@ -65,13 +108,27 @@ class LrexpConfig:
 
 
 def register() -> None:
+    """The schema and the resolvers the configs use, for Hydra to find."""
     ConfigStore.instance().store(name="lrexp_schema", node=LrexpConfig)
+    if not OmegaConf.has_resolver("lrexp.subfolders"):
+        OmegaConf.register_new_resolver("lrexp.subfolders", count_subfolders)
+
+
+def count_subfolders(root: str) -> int:
+    """Sub-folders of ``root`` (one per class in an image folder); 0 if it does not exist (the
+    dataset then says so)."""
+    path = Path(root).expanduser()
+    return sum(1 for child in path.iterdir() if child.is_dir() and not child.name.startswith(".")
+               ) if path.is_dir() else 0
 
 
 def check(cfg: Any) -> None:
     """Raise for the first value out of range (types were checked on compose): the range
-    test's settings by the engine's rules (``SettingError``), the app's here (``ConfigError``)."""
-    RangeTestSettings(**{key: cfg[key] for key in ENGINE_KEYS})
+    test's settings by the engine's rules (``SettingError``), the app's here (``ConfigError``).
+    A key nothing reads is refused: it would be silently ignored."""
+    _check_no_unread_keys(cfg)
+    # pretrained may be "auto" here: the app resolves it from the weights it loads
+    RangeTestSettings(**{key: cfg[key] for key in ENGINE_KEYS if key != "pretrained"})
     rules = [
         (bool(DEVICE_PATTERN.match(str(cfg.device))), f"device={cfg.device}",
          "use device=auto, cpu, cuda or cuda:N"),
@@ -82,7 +139,43 @@ def check(cfg: Any) -> None:
          "use a positive number of seconds (5 is usual)"),
         (cfg.tracking.get("sidecar", "auto") in ("auto", True, False),
          f"tracking.sidecar={cfg.tracking.get('sidecar')}", "use true, false or auto"),
+        (cfg.loader.num_workers >= 0, f"loader.num_workers={cfg.loader.num_workers}",
+         "use 0 (load in the main process) or a positive number of loader processes"),
+        (cfg.pretrained in ("auto", True, False), f"pretrained={cfg.pretrained}",
+         "use auto (from the weights the net is loaded with), true or false"),
+        (len(cfg.batch_keys) == 2, f"batch_keys={list(cfg.batch_keys)}",
+         "name the input and the target entries of a dict batch, e.g. batch_keys=[image,label]"),
     ]
+    rules += [(group.lr_mult > 0, f"param_groups[{index}].lr_mult={group.lr_mult}",
+               "use a positive factor of the scheduled LR (0.1 trains that group 10x slower)")
+              for index, group in enumerate(cfg.param_groups)]
     for ok, given, fix in rules:
         if not ok:
             raise ConfigError(f"Invalid setting {given}: {fix}.")
+
+
+# The keys of a node that the range test sets itself: a value there would be ignored.
+_SET_BY_LRExP = {
+    "optimizer": {
+        "lr": "the range test sets the optimizer's LR (from min_lr to max_lr); give a group "
+              "of parameters its own LR with param_groups=[{prefix: ..., lr_mult: ...}]",
+        "params": "the optimizer gets the net's parameters (grouped by param_groups)",
+    },
+}
+
+
+def _check_no_unread_keys(cfg: Any) -> None:
+    """``+key=value`` adds a key Hydra's schema does not know: refuse it, never ignore it."""
+    known = {setting.name for setting in fields(LrexpConfig)} | {"hydra"}
+    for key in cfg:
+        if key not in known:
+            raise ConfigError(
+                f"Invalid setting {key}={cfg[key]}: lrexp reads no top-level key {key!r}, so it "
+                "would be ignored. python -m lrexp --help lists the settings; an argument of "
+                "the net, dataset, loss or optimizer goes into its node (net.<key>=...).")
+    for node, reasons in _SET_BY_LRExP.items():
+        for key, reason in reasons.items():
+            if cfg.get(node) is not None and key in cfg[node]:
+                raise ConfigError(
+                    f"Invalid setting {node}.{key}={cfg[node][key]}: it is never used, because "
+                    f"{reason}. Remove it.")

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from lrexp.engine.curve import CurveMonitor
+from lrexp.engine.losses import LossFn, batch_loss
 from lrexp.engine.repeats import repeat_seed, seed_everything
 from lrexp.engine.result import RangeTestResult
 from lrexp.engine.schedules import schedule_lrs
@@ -33,7 +34,6 @@ __all__ = ["LoaderExhausted", "range_test", "resolve_device"]
 log = logging.getLogger(__name__)
 
 AMP_DTYPES: dict[str, torch.dtype] = {Amp.BF16: torch.bfloat16, Amp.FP16: torch.float16}
-LossFn = Callable[[Any, Any], torch.Tensor]
 OnStep = Callable[[int, float, float], object]
 
 
@@ -511,7 +511,7 @@ class _Trainer:
         """Forward and backward of one batch; its loss, scaled for the accumulation."""
         inputs, targets = self._split(batch)
         with self.autocast:
-            loss = self.loss_fn(self.model(inputs), targets)
+            loss = batch_loss(self.model, self.loss_fn, inputs, targets)
         if self.accumulation_steps > 1:
             loss = loss / self.accumulation_steps
         (loss if self.scaler is None else self.scaler.scale(loss)).backward()
@@ -526,7 +526,7 @@ class _Trainer:
         for batch in loader:
             inputs, targets = self._split(batch)
             with self.autocast:
-                loss = self.loss_fn(self.model(inputs), targets).float()
+                loss = batch_loss(self.model, self.loss_fn, inputs, targets).float()
             size = len(targets) if isinstance(targets, Sized) else 1
             total = loss * size if total is None else total + loss * size
             count += size
@@ -548,7 +548,7 @@ class _Trainer:
                 )
             inputs, targets = (batch[key] for key in self.batch_keys)
         else:
-            raise TypeError(
+            raise SettingError(
                 "Each batch must be an (inputs, targets) tuple/list or a dict, got "
                 f"{type(batch).__name__}; wrap the loader so it yields one of those."
             )

@@ -55,6 +55,7 @@ class MlflowSweepCallback(Callback):
         run_id = tracker.open_parent(run_name=f"sweep {sweep_dir.name}",
                                      tags={"lrexp.sweep": "true", "hydra_overrides": overrides,
                                            "sweep_dir": str(sweep_dir.resolve())})
+        write_swept_keys(config, sweep_dir)
         if run_id is not None:
             self.parent_run_id, self.tracker = run_id, tracker
             (sweep_dir / PARENT_RUN_FILE).write_text(run_id)
@@ -158,6 +159,43 @@ def job_overrides(job_dirs: list[Path]) -> dict[str, list[str]]:
         except (OSError, ValueError):
             overrides[job_dir.name] = []
     return overrides
+
+
+SWEPT_KEYS_FILE = "swept_keys.json"
+
+
+def _override_key(override: str) -> str:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return str(OverridesParser.create().parse_overrides([override])[0].key_or_group)
+
+
+def write_swept_keys(config: DictConfig, sweep_dir: Path) -> list[str]:
+    """The keys a sweep varies (``net``, ``net.depth``): its command line's sweeps
+    (``net.depth=1,4``) and its sweeper's params (``sweep=seeds``), left in the sweep dir for
+    the jobs, which name their runs by them (``job_swept_settings``)."""
+    import json
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    keys = [str(o.key_or_group) for o in parsed if o.is_sweep_override()]
+    params = config.hydra.get("sweeper", {}).get("params") or {}
+    keys += [str(key) for key in params if str(key) not in keys]
+    (sweep_dir / SWEPT_KEYS_FILE).write_text(json.dumps(keys))
+    return keys
+
+
+def job_swept_settings(sweep_dir: Path, overrides: list[str]) -> str:
+    """This job's overrides of the keys its sweep varies ("net.depth=4"); without the sweep's
+    record (a sweep started elsewhere), all its overrides."""
+    import json
+
+    try:
+        keys = set(json.loads((sweep_dir / SWEPT_KEYS_FILE).read_text()))
+    except (OSError, ValueError):
+        return " ".join(overrides)
+    return " ".join(o for o in overrides if _override_key(o).lstrip("+~") in keys)
 
 
 def swept_settings(overrides: dict[str, list[str]]) -> dict[str, str]:

@@ -8,6 +8,8 @@ with ``source="timm"`` (the ``timm`` extra).
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
+from urllib.parse import urlparse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +18,8 @@ from lrexp.app.schema import ConfigError
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["UnknownModelError", "available", "build", "register"]
+__all__ = ["UnknownModelError", "WeightsUnavailableError", "available", "register", "timm_net",
+           "torchvision_net", "zoo_net"]
 
 Builder = Callable[..., "nn.Module"]
 _REGISTRY: dict[str, Builder] = {}
@@ -46,29 +49,29 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build(
-    name: str,
-    num_classes: int,
-    in_channels: int = 3,
-    input_size: int = 32,
-    source: str = "zoo",
-    **options: Any,
-) -> nn.Module:
-    """Build net ``name`` from ``source`` ("zoo", "torchvision" or "timm")."""
-    if source == "zoo":
-        _load_zoo()
-        if name not in _REGISTRY:
-            raise UnknownModelError(
-                f"Unknown net {name!r}. Registered nets: {', '.join(available())}. For a "
-                "torchvision model use net=tv net.name=<name>; for timm, net=timm net.name=<name>."
-            )
-        _check_options(name, _REGISTRY[name], options)
-        return _REGISTRY[name](num_classes, in_channels, input_size=input_size, **options)
-    if source == "torchvision":
-        return _torchvision_model(name, num_classes, in_channels, **options)
-    if source == "timm":
-        return _timm_model(name, num_classes, in_channels, **options)
-    raise UnknownModelError(f"Unknown model source {source!r}; use zoo, torchvision or timm.")
+def zoo_net(name: str, num_classes: int, in_channels: int = 3, input_size: int = 32,
+            **options: Any) -> nn.Module:
+    """Net ``name`` of lrexp's zoo (``available()``); ``options`` are its own (mlp's hidden)."""
+    _load_zoo()
+    if name not in _REGISTRY:
+        raise UnknownModelError(
+            f"Unknown net {name!r}. Registered nets: {', '.join(available())}. For a "
+            "torchvision model use net=tv net.name=<name>; for timm, net=timm net.name=<name>; "
+            "for a model of your own, net._target_=<module.Class> (README: Your own project)."
+        )
+    _check_shapes(name, num_classes=num_classes, in_channels=in_channels, input_size=input_size)
+    _check_options(name, _REGISTRY[name], options)
+    return _REGISTRY[name](num_classes, in_channels, input_size=input_size, **options)
+
+
+def _check_shapes(net: str, **shapes: Any) -> None:
+    """The zoo nets read their shapes from data.*, which a dataset of one's own may not set."""
+    for key, value in shapes.items():
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            raise ConfigError(
+                f"Invalid setting net.{key}={value}: net {net!r} needs a positive integer. "
+                f"It reads data.{key}, which the dataset option sets; a dataset of your own "
+                f"may not: set data.{key}=<n> (or net.{key}=<n>).")
 
 
 def _check_options(name: str, builder: Builder, options: dict[str, Any]) -> None:
@@ -87,7 +90,16 @@ def _check_options(name: str, builder: Builder, options: dict[str, Any]) -> None
         )
 
 
-def _torchvision_model(name: str, num_classes: int, in_channels: int, **options: Any) -> nn.Module:
+class WeightsUnavailableError(ConfigError):
+    """Pretrained weights that are neither in their cache nor downloadable from here."""
+
+
+def torchvision_net(name: str, num_classes: int, in_channels: int = 3,
+                    weights: str | None = None, **options: Any) -> nn.Module:
+    """Any torchvision classification model, untrained or from torchvision's ``weights``
+    (``DEFAULT``, ``IMAGENET1K_V1`` or ``ResNet18_Weights.IMAGENET1K_V1``): the net is built
+    for ``num_classes`` and every pretrained tensor of the same shape is loaded, so a head of
+    another size stays freshly initialized."""
     import torchvision
 
     names = torchvision.models.list_models(module=torchvision.models)
@@ -97,6 +109,11 @@ def _torchvision_model(name: str, num_classes: int, in_channels: int, **options:
             f"{', '.join(names[:25])}, ... (torchvision.models.list_models())."
         )
     model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **options)
+    if weights not in (None, "", "none"):
+        from lrexp.app.weights import load_tensors
+
+        state = _torchvision_state_dict(name, str(weights))
+        load_tensors(model, state, source=f"torchvision {name} weights {weights}", strict=True)
     if in_channels != 3:
         from torch import nn
 
@@ -105,7 +122,37 @@ def _torchvision_model(name: str, num_classes: int, in_channels: int, **options:
     return model
 
 
-def _timm_model(name: str, num_classes: int, in_channels: int, **options: Any) -> nn.Module:
+def _torchvision_state_dict(name: str, weights: str) -> dict[str, Any]:
+    """torchvision's pretrained tensors from the torch hub cache, downloaded if missing; a
+    machine that cannot download them is told where they belong."""
+    import torch
+    import torchvision
+
+    enum = torchvision.models.get_model_weights(name)
+    member = weights.rsplit(".", 1)[-1]
+    try:
+        chosen = enum[member] if member != "DEFAULT" else enum.DEFAULT
+    except KeyError:
+        raise WeightsUnavailableError(
+            f"Invalid setting net.weights={weights}: torchvision's {name} has the weights "
+            f"{', '.join(w.name for w in enum)} (or DEFAULT). Choose one, or net.weights=null "
+            "for an untrained net.") from None
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    file = cache / Path(urlparse(chosen.url).path).name
+    try:
+        return dict(chosen.get_state_dict(progress=False, check_hash=False))
+    except (OSError, ValueError) as error:  # URLError is an OSError; offline it fails at once
+        raise WeightsUnavailableError(
+            f"The pretrained weights net.weights={weights} ({enum.__name__}.{chosen.name}) "
+            f"are not in the torch hub cache ({file}) and could not be downloaded ({error}). "
+            f"On a machine with network access, download {chosen.url} and copy it to {file} "
+            "(TORCH_HOME moves the cache), or start untrained with net.weights=null.") from None
+
+
+def timm_net(name: str, num_classes: int, in_channels: int = 3, pretrained: bool = False,
+             **options: Any) -> nn.Module:
+    """Any timm model; ``pretrained`` loads timm's weights with a new head for
+    ``num_classes`` (timm adapts the stem to ``in_channels``)."""
     try:
         import timm
     except ImportError:
@@ -115,5 +162,17 @@ def _timm_model(name: str, num_classes: int, in_channels: int, **options: Any) -
         ) from None
     if not timm.list_models(name):
         raise UnknownModelError(f"timm has no model {name!r} (see timm.list_models()).")
-    return timm.create_model(name, pretrained=False, num_classes=num_classes,
-                             in_chans=in_channels, **options)
+    try:
+        return timm.create_model(name, pretrained=bool(pretrained), num_classes=num_classes,
+                                 in_chans=in_channels, **options)
+    except (OSError, RuntimeError, ValueError) as error:
+        if not pretrained:
+            raise
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        raise WeightsUnavailableError(
+            f"timm's pretrained weights for {name!r} are not in the Hugging Face cache "
+            f"({HF_HUB_CACHE}) and could not be downloaded ({type(error).__name__}: "
+            f"{str(error)[:200]}). On a machine with network access run python -c \"import timm; "
+            f"timm.create_model('{name}', pretrained=True)\" and copy the cache folder here "
+            "(HF_HOME moves it), or start untrained with net.pretrained=false.") from None

@@ -1,0 +1,85 @@
+"""Which parameters train, and at which LR: ``freeze`` and ``param_groups`` by module-name prefix.
+
+A prefix names a module path as ``model.named_parameters()`` spells it (``backbone``,
+``encoder.layers.0``, ``fc``); it matches that module and everything inside it, never a sibling
+whose name merely starts the same (``fc`` is not ``fc2``). A parameter named by several groups
+goes to the longest prefix. The parameters no group names come first, at the scheduled LR; the
+range test keeps every other group's LR ratio to the first group (``lr_mult``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lrexp.app.schema import ConfigError
+
+__all__ = ["GroupSpec", "freeze", "param_groups"]
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    prefix: str
+    lr_mult: float = 1.0
+    weight_decay: float | None = None
+
+
+def _under(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def _top_modules(model: Any) -> str:
+    names = [name for name, _ in model.named_children()]
+    return ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+
+
+def _check_matches(model: Any, key: str, prefix: str, names: Sequence[str]) -> None:
+    if not any(_under(name, prefix) for name in names):
+        raise ConfigError(
+            f"Invalid setting {key}={prefix}: no parameter of the net is under a module of that "
+            f"name. Its top-level modules: {_top_modules(model)} (full names: "
+            "model.named_parameters()).")
+
+
+def freeze(model: Any, prefixes: Sequence[str]) -> int:
+    """Turn off the gradients of the parameters under ``prefixes``; how many were frozen."""
+    names = [name for name, _ in model.named_parameters()]
+    frozen = 0
+    for prefix in prefixes:
+        _check_matches(model, "freeze", prefix, names)
+        for name, parameter in model.named_parameters():
+            if _under(name, prefix):
+                parameter.requires_grad_(False)
+                frozen += 1
+    return frozen
+
+
+def param_groups(model: Any, groups: Sequence[GroupSpec], lr: float) -> list[dict[str, Any]]:
+    """torch param groups: the trainable parameters no group names (at ``lr``) first, then one
+    per spec (at ``lr * lr_mult``, with its weight decay when it sets one)."""
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if not trainable:
+        raise ConfigError("Every parameter of the net is frozen (freeze=...): nothing would "
+                          "train. Freeze fewer modules.")
+    names = [name for name, _ in trainable]
+    for index, spec in enumerate(groups):
+        _check_matches(model, f"param_groups[{index}].prefix", spec.prefix, names)
+    chosen: dict[int, list[Any]] = {index: [] for index in range(-1, len(groups))}
+    for name, parameter in trainable:
+        matches = [(len(spec.prefix), index) for index, spec in enumerate(groups)
+                   if _under(name, spec.prefix)]
+        chosen[max(matches)[1] if matches else -1].append(parameter)
+    result: list[dict[str, Any]] = []
+    if chosen[-1]:
+        result.append({"params": chosen[-1], "lr": lr})
+    for index, spec in enumerate(groups):
+        if not chosen[index]:
+            raise ConfigError(
+                f"Invalid setting param_groups[{index}].prefix={spec.prefix}: a longer prefix "
+                "takes all its parameters, so its group would be empty. Remove one of them.")
+        group: dict[str, Any] = {"params": chosen[index], "lr": lr * spec.lr_mult}
+        if spec.weight_decay is not None:
+            group["weight_decay"] = float(spec.weight_decay)
+        result.append(group)
+    return result

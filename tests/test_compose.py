@@ -12,8 +12,9 @@ from lrexp.engine.result import RangeTestResult
 
 def test_default_config_is_the_offline_digits_run():
     cfg = compose_config()
-    assert (cfg.net.name, cfg.dataset.name, cfg.optimizer._target_) == \
-        ("simple_cnn", "digits", "torch.optim.SGD")
+    assert (cfg.net.name, cfg.dataset._target_, cfg.optimizer._target_) == \
+        ("simple_cnn", "lrexp.app.data.digits", "torch.optim.SGD")
+    assert cfg.loss._target_ == "torch.nn.CrossEntropyLoss"
     assert (cfg.min_lr, cfg.max_lr, cfg.num_iter, cfg.schedule) == (1e-7, 10.0, 100, "exp")
     assert cfg.hydra.job.name == "lrexp" and cfg.hydra.run.dir.startswith("outputs/")
     assert cfg.hydra.sweep.dir.startswith("outputs/multirun/")
@@ -21,7 +22,9 @@ def test_default_config_is_the_offline_digits_run():
 
 def test_cifar100_vgg16_is_the_original_experiment():
     cfg = compose_config("experiment=cifar100_vgg16")
-    assert (cfg.net.name, cfg.dataset.name, cfg.batch_size) == ("vgg16", "cifar100", 64)
+    assert (cfg.net.name, cfg.dataset._target_, cfg.batch_size) == \
+        ("vgg16", "lrexp.app.data.cifar100", 64)
+    assert (cfg.data.num_classes, cfg.data.in_channels, cfg.data.input_size) == (100, 3, 32)
     assert (cfg.min_lr, cfg.max_lr, cfg.num_iter, cfg.schedule) == (1e-7, 10.0, 100, "exp")
     assert cfg.optimizer._target_ == "torch.optim.SGD"
 
@@ -30,7 +33,7 @@ def test_cifar100_vgg16_runs_on_a_tiny_cifar100_on_disk(tmp_path, monkeypatch):
     write_cifar(tmp_path / "data", 100, monkeypatch, per_file=20)
     # the experiment's net, data and optimizer; a batch of 4, not 64: VGG16 is costly on a CPU
     cfg = compose_config("experiment=cifar100_vgg16", f"dataset.root={tmp_path / 'data'}",
-                         "num_iter=2", "batch_size=4", "dataset.num_workers=0",
+                         "num_iter=2", "batch_size=4", "loader.num_workers=0",
                          out_dir=tmp_path / "run")
     assert run_config(cfg) == EXIT_OK
     curve = RangeTestResult.from_csv(tmp_path / "run" / "curve.csv")
@@ -39,7 +42,9 @@ def test_cifar100_vgg16_runs_on_a_tiny_cifar100_on_disk(tmp_path, monkeypatch):
 
 def test_sine_mlp_runs_the_toy_regression(tmp_path):
     cfg = compose_config("experiment=sine_mlp", out_dir=tmp_path)
-    assert (cfg.net.name, cfg.dataset.name, list(cfg.net.hidden)) == ("mlp", "sine", [64, 64])
+    assert (cfg.net.name, cfg.dataset._target_, list(cfg.net.hidden)) == \
+        ("mlp", "lrexp.app.data.sine", [64, 64])
+    assert cfg.loss._target_ == "torch.nn.MSELoss"  # the sine option picks the regression loss
     assert run_config(cfg) == EXIT_OK
     curve = RangeTestResult.from_csv(tmp_path / "curve.csv")
     assert curve.losses[0] > 0.1 and curve.min_loss < curve.losses[0]  # MSE fell from the start
@@ -49,7 +54,8 @@ def test_sine_mlp_runs_the_toy_regression(tmp_path):
 def test_linear_epoch_trains_one_epoch_per_evenly_spaced_lr(tmp_path):
     # the experiment's schedule on its digits; an MLP's epochs cost a tenth of simple_cnn's
     cfg = compose_config("experiment=linear_epoch", "num_iter=3", "net=mlp", out_dir=tmp_path)
-    assert (cfg.schedule, cfg.steps_per_lr, cfg.dataset.name) == ("linear", "epoch", "digits")
+    assert (cfg.schedule, cfg.steps_per_lr, cfg.dataset._target_) == \
+        ("linear", "epoch", "lrexp.app.data.digits")
     assert run_config(cfg) == EXIT_OK
     curve = RangeTestResult.from_csv(tmp_path / "curve.csv")
     assert curve.steps_per_lr == "epoch" and len(curve) == 3
@@ -79,7 +85,7 @@ def test_nets_compose_and_run_three_steps(tmp_path, net):
     ("device=tpu", "device=tpu"),
     ("max_lr=inf", "max_lr=inf"),
     ("amp=fp16,device=cpu", "amp=fp16 on cpu"),
-    ("dataset.num_workers=-1", "dataset.num_workers=-1"),
+    ("loader.num_workers=-1", "loader.num_workers=-1"),
     ("net=mlp,net.activation=foo", "net.activation=foo"),
     ("net=mlp,net.hidden=[abc]", "net.hidden=['abc']"),
 ])
@@ -131,7 +137,7 @@ def test_a_sweep_preset_without_multirun_warns(tmp_path, caplog):
 def test_an_empty_image_folder_exits_2_naming_the_folder(tmp_path, caplog):
     (tmp_path / "images").mkdir()
     cfg = compose_config("dataset=imagefolder", f"dataset.root={tmp_path / 'images'}",
-                         "dataset.num_workers=0", out_dir=tmp_path / "run")
+                         "loader.num_workers=0", out_dir=tmp_path / "run")
     assert run_config(cfg) == 2
     assert str((tmp_path / "images").resolve()) in caplog.text
     assert "Traceback" not in caplog.text

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -17,15 +16,14 @@ from lrexp.app import data
 from lrexp.app.schema import LrexpConfig, check, register
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-BASE = "base"  # folders of partial nodes that options extend (defaults: [base/...@_here_])
 register()
 
 
 def options_on_disk(conf: Path) -> list[str]:
-    """'group=option' for every yaml below conf but the primary config and the base nodes."""
+    """'group=option' for every yaml below conf but the primary config."""
     return sorted(f"{path.parent.relative_to(conf).as_posix()}={path.stem}"
                   for path in conf.rglob("*.yaml")
-                  if path.parent != conf and BASE not in path.relative_to(conf).parts)
+                  if path.parent != conf)
 
 
 OPTIONS = options_on_disk(CONF)
@@ -59,7 +57,7 @@ def targets(node: dict, path: str = ""):
 
 def test_every_group_the_app_reads_has_options():
     groups = {option.split("=")[0] for option in OPTIONS}
-    assert {"net", "dataset", "optimizer", "tracking", "experiment", "sweep",
+    assert {"net", "dataset", "loss", "optimizer", "tracking", "experiment", "sweep",
             "hydra/launcher"} <= groups
 
 
@@ -79,14 +77,6 @@ def test_every_target_an_option_names_imports(option):
         assert callable(get_object(target)), f"{option}: {path}._target_"
 
 
-@pytest.mark.parametrize("group", ["net", "dataset"])
-def test_the_base_nodes_are_not_options_of_their_group(group):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        listed = GlobalHydra.instance().config_loader().get_group_options(group)
-    assert sorted(listed) == [option.split("=")[1] for option in of_group(group)]
-    assert (CONF / group / BASE).is_dir()
-
-
 @pytest.mark.parametrize("option", of_group("optimizer"))
 def test_optimizer_builds_with_every_setting_it_names(option):
     node = composed()[option].optimizer
@@ -97,15 +87,15 @@ def test_optimizer_builds_with_every_setting_it_names(option):
 
 
 @pytest.mark.parametrize("option", of_group("net") + of_group("experiment"))
-def test_net_builds_with_its_settings_and_its_head_has_the_classes(option):
-    node = composed()[option].net
-    if node.source == "timm":
+def test_net_builds_from_its_node_alone_and_its_head_has_the_data_classes(option):
+    cfg = composed()[option]
+    if str(cfg.net._target_).endswith("timm_net"):
         pytest.importorskip("timm")
-    # models.build refuses a setting the net does not take (it would do nothing); forward
-    # passes of every net are test_models' job
-    net = instantiate(node, num_classes=7, in_channels=3, input_size=32)
+    # nothing is added to the node: its shapes are interpolations of data.*; zoo_net refuses
+    # a setting the net does not take (it would do nothing); forward passes are test_models'
+    net = instantiate(cfg.net)
     head = [module for module in net.modules() if isinstance(module, torch.nn.Linear)][-1]
-    assert head.out_features == 7
+    assert head.out_features == cfg.data.num_classes
 
 
 OFFLINE_DATASETS = {"digits", "sine", "synthetic"}
@@ -114,24 +104,29 @@ OFFLINE_DATASETS = {"digits", "sine", "synthetic"}
 @pytest.mark.parametrize("option", of_group("dataset") + of_group("experiment"))
 def test_dataset_builds_offline_or_says_where_it_looked(option, tmp_path):
     node = composed()[option].dataset
-    if node.name in OFFLINE_DATASETS:
-        loaders = instantiate(node, batch_size=8, seed=0, device_type="cpu")
-        inputs, labels = next(iter(loaders.train))
+    if node._target_.rsplit(".", 1)[-1] in OFFLINE_DATASETS:
+        train, _ = data.loaders(instantiate(node), data.LoaderSettings(batch_size=8))
+        inputs, labels = next(iter(train))
         assert len(inputs) == len(labels) == 8
         return
-    # a dataset on disk: its builder binds every setting before it looks for the files (a
+    # a dataset on disk: its function binds every setting before it looks for the files (a
     # setting it does not take would raise a TypeError instead)
     with pytest.raises(InstantiationException) as caught:
-        instantiate(node, root=str(tmp_path / "nowhere"), batch_size=8, seed=0,
-                    device_type="cpu")
+        instantiate(node, root=str(tmp_path / "nowhere"))
     assert isinstance(caught.value.__cause__, data.DatasetNotFoundError)
     assert "dataset.root=" in str(caught.value.__cause__)
 
 
 @pytest.mark.parametrize("option", of_group("dataset"))
-def test_persistent_workers_only_where_there_are_workers(option):
-    node = composed()[option].dataset
-    assert ("persistent_workers" in node) == (node.num_workers > 0)
+def test_every_dataset_option_states_the_shapes_the_zoo_nets_read(option, tmp_path):
+    cfg = composed()[option]
+    if option == "dataset=imagefolder":  # one class per sub-folder of dataset.root
+        for name in ("cat", "dog", "owl"):
+            (tmp_path / name).mkdir()
+        cfg = OmegaConf.merge(cfg, {"dataset": {"root": str(tmp_path)}})
+    facts = [cfg.data.num_classes, cfg.data.in_channels, cfg.data.input_size]
+    assert all(isinstance(value, int) and value >= 1 for value in facts), facts
+    assert option != "dataset=imagefolder" or cfg.data.num_classes == 3
 
 
 @pytest.mark.parametrize("option", of_group("sweep"))
@@ -152,7 +147,7 @@ def test_help_explains_exactly_the_settings_of_the_schema():
     settings = composed()["hydra/help=lrexp"].hydra.help.settings
     explained = {name.strip() for line in settings.splitlines()
                  for name in line.split("  ")[0].split(",")}
-    groups = {"net", "dataset", "optimizer", "tracking"}
+    groups = {"net", "dataset", "loss", "optimizer", "tracking"}
     assert explained == set(LrexpConfig.__dataclass_fields__) - groups
 
 

@@ -189,7 +189,9 @@ def _rejected(key: str, node: Any, error: BaseException) -> str:
 def _arguments(node: Any) -> str:
     if not isinstance(node, DictConfig):
         return repr(node)
-    shown = {str(k): v for k, v in OmegaConf.to_container(node, resolve=False).items()
+    container = OmegaConf.to_container(node, resolve=False)
+    assert isinstance(container, dict)  # a DictConfig's container is a dict
+    shown = {str(k): v for k, v in container.items()
              if k not in ("_target_", "_partial_", "_convert_", "_recursive_")}
     return str(shown) if shown else "no arguments"
 

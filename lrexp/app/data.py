@@ -20,8 +20,6 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
-from lrexp.app.schema import ConfigError
-
 __all__ = ["BadDataError", "DatasetNotFoundError", "LoaderSettings", "cifar10", "cifar100",
            "digits", "fashion_mnist", "imagefolder", "loaders", "mnist", "sine", "synthetic"]
 
@@ -94,7 +92,8 @@ def _is_data(part: Any) -> bool:
 
 def _describe(made: Any) -> str:
     if isinstance(made, (tuple, list)):
-        return f"a {type(made).__name__} of {len(made)} ({', '.join(type(x).__name__ for x in made)})"
+        kinds = ", ".join(type(part).__name__ for part in made)
+        return f"a {type(made).__name__} of {len(made)} ({kinds})"
     return f"a {type(made).__name__}"
 
 

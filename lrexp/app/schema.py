@@ -6,8 +6,8 @@ Imports neither torch nor mlflow."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore

@@ -86,7 +86,7 @@ class RunSummary:
     status: str = "unknown"  # a stop reason of the engine, or FAILED / KILLED / SKIPPED
     stopped_by: str | None = None  # what stopped it early: Ctrl-C, SIGTERM, "SLURM time limit"
     device: str = "?"
-    weights: str | None = None  # where the net's starting weights came from (none, checkpoint: PATH, ...)
+    weights: str | None = None  # where its starting weights came from: none, checkpoint: PATH
     steps: int = 0
     seconds: float | None = None
     suggested_lr: float | None = None

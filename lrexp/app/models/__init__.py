@@ -8,10 +8,10 @@ with ``source="timm"`` (the ``timm`` extra).
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
-from urllib.parse import urlparse
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 from lrexp.app.schema import ConfigError
 

@@ -211,6 +211,44 @@ def test_extra_keywords_pass_through_to_torch_and_win():
         res.make_scheduler(sgd(), "onecycle")
 
 
+def two_groups(head_lr=1e-3, backbone_lr=1e-4):
+    head, backbone = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
+    return torch.optim.SGD([{"params": [head], "lr": head_lr},
+                            {"params": [backbone], "lr": backbone_lr}], momentum=0.9)
+
+
+@pytest.mark.parametrize("name,kwargs", [("onecycle", {"total_steps": 50}),
+                                         ("cyclic", {"step_size_up": 10})])
+def test_schedulers_keep_each_param_groups_lr_ratio(name, kwargs):
+    res = falling_curve()
+    optimizer = two_groups()
+    scheduler = res.make_scheduler(optimizer, name, **kwargs)
+    head_lrs, backbone_lrs = [], []
+    for _ in range(30):
+        head_lrs.append(optimizer.param_groups[0]["lr"])
+        backbone_lrs.append(optimizer.param_groups[1]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert max(head_lrs) == pytest.approx(res.schedule(name).max_lr)  # the first group's bounds
+    assert backbone_lrs == pytest.approx([0.1 * lr for lr in head_lrs])  # the 1e-4 / 1e-3 kept
+
+
+def test_a_range_test_with_two_groups_hands_its_ratio_to_the_scheduler():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    optimizer = torch.optim.SGD([{"params": model[0].parameters(), "lr": 1e-4},
+                                 {"params": model[2].parameters(), "lr": 1e-3}], momentum=0.9)
+    x = torch.randn(256, 4)
+    batches = [(x[i:i + 32], x[i:i + 32].sum(1, keepdim=True)) for i in range(0, 256, 32)]
+    res = lrexp.range_test(model, batches, torch.nn.MSELoss(), optimizer, num_iter=60,
+                           progress=False)
+    assert [group["lr"] for group in optimizer.param_groups] == [1e-4, 1e-3]  # restored
+    scheduler = res.make_scheduler(optimizer, "onecycle", total_steps=20)
+    first, second = (group["max_lr"] for group in optimizer.param_groups)
+    assert second == pytest.approx(10 * first)
+    assert isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR)
+
+
 # -- the run's record: summary.json, the console, MLflow ---------------------------------------
 def test_summary_json_round_trips_the_bounds(tmp_path):
     res = falling_curve()

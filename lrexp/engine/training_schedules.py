@@ -48,7 +48,8 @@ __all__ = [
     "CYCLIC_MIN_RATIO", "ONECYCLE_DEFAULT_DIV", "ONECYCLE_MAX_DIV", "ONECYCLE_MIN_DIV",
     "TRAINING_SCHEDULES",
     "CyclicSettings", "OneCycleSettings", "ScheduleBoundsError", "TrainingSchedule",
-    "cyclic_settings", "make_scheduler", "onecycle_settings", "schedule_settings",
+    "cyclic_settings", "group_lr_ratios", "make_scheduler", "onecycle_settings",
+    "schedule_settings",
 ]
 
 CYCLIC_MIN_RATIO = 4.0  # Smith 2017, 3.3: "set base_lr to 1/3 or 1/4 of max_lr"
@@ -153,9 +154,27 @@ def make_scheduler(optimizer: Optimizer, settings: TrainingSchedule,
                    **torch_kwargs: Any) -> LRScheduler:
     """torch's scheduler for ``settings`` on ``optimizer``; ``torch_kwargs`` go to it as given
     (``total_steps`` for OneCycleLR, ``step_size_up`` for CyclicLR, or any other) and win
-    over the settings' own."""
+    over the settings' own.
+
+    The bounds are the first param group's, as the range test's LRs were; every other group
+    keeps its LR ratio to the first (a backbone at 0.1x its head stays at 0.1x), as in the
+    range test. torch takes one bound per group as a list."""
     from torch.optim import lr_scheduler
 
+    kwargs: dict[str, Any] = dict(settings.kwargs())
+    ratios = group_lr_ratios(optimizer)
+    if len(ratios) > 1:
+        for bound in ("max_lr", "base_lr"):
+            if bound in kwargs:
+                kwargs[bound] = [kwargs[bound] * ratio for ratio in ratios]
     scheduler_class = getattr(lr_scheduler, settings.torch_class)
-    scheduler: LRScheduler = scheduler_class(optimizer, **{**settings.kwargs(), **torch_kwargs})
+    scheduler: LRScheduler = scheduler_class(optimizer, **{**kwargs, **torch_kwargs})
     return scheduler
+
+
+def group_lr_ratios(optimizer: Optimizer) -> list[float]:
+    """Each param group's LR over the first group's (1.0 each where the first is 0)."""
+    lrs = [float(group["lr"]) for group in optimizer.param_groups]
+    if not lrs[0] > 0:
+        return [1.0] * len(lrs)
+    return [lr / lrs[0] for lr in lrs]

@@ -89,7 +89,9 @@ def _read(file: Path) -> Any:
 
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as error:
+        if "weights only load failed" not in str(error).lower():
+            raise CheckpointError(_unreadable(file, error)) from None
         # the file holds Python objects besides tensors (hyperparameters, a whole module):
         # unpickling runs code, which is the user's own file's to run
         log.warning("%s holds pickled Python objects besides tensors; loading it in full.", file)
@@ -162,7 +164,7 @@ def load_tensors(model: Any, state: Mapping[str, Any], source: str,
         else:
             report.resized.append(f"{key} {list(value.shape)} -> {list(own[key].shape)}")
     if (strict and (report.missing or report.unexpected)) or not report.loaded:
-        raise CheckpointError(_mismatch(source, report, strict))
+        raise CheckpointError(_mismatch(source, report))
     model.load_state_dict(fitting, strict=False)
     log.info("Loaded %d tensors from %s%s%s", len(report.loaded), source,
              f"; left as initialized (another shape: a new head): {', '.join(report.resized)}"
@@ -171,7 +173,7 @@ def load_tensors(model: Any, state: Mapping[str, Any], source: str,
     return report
 
 
-def _mismatch(source: str, report: LoadReport, strict: bool) -> str:
+def _mismatch(source: str, report: LoadReport) -> str:
     parts = []
     if report.missing:
         parts.append(f"{len(report.missing)} keys of the net are not in it ("

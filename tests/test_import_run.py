@@ -19,12 +19,13 @@ from lrexp.tracking.import_run import main
 
 CONFIG_YAML = """\
 net:
-  _target_: lrexp.app.models.build
+  _target_: lrexp.app.models.zoo_net
   name: simple_cnn
-  source: zoo
+  num_classes: 10
+  in_channels: 1
+  input_size: 32
 dataset:
-  _target_: lrexp.app.data.build
-  name: digits
+  _target_: lrexp.app.data.digits
   image_size: 32
 optimizer:
   _target_: torch.optim.SGD

@@ -267,15 +267,7 @@ def use_sidecar(choice: Any, target: str) -> bool:
 
 
 def run_names(cfg: DictConfig) -> dict[str, str]:
-    """net, dataset and optimizer as runs are named and tagged: a node's ``name`` where it
-    has one (the zoo's nets), else its ``_target_``'s last part (``TabNet``, ``digits``,
-    ``SGD``)."""
-    return {part: _node_name(cfg, part) for part in ("net", "dataset", "optimizer")}
+    """net, dataset and optimizer as runs are named and tagged (``summary.run_names``)."""
+    from lrexp.tracking.summary import run_names as names_of
 
-
-def _node_name(cfg: DictConfig, key: str) -> str:
-    name = OmegaConf.select(cfg, f"{key}.name", default=None)
-    if isinstance(name, str) and name:
-        return name
-    target = OmegaConf.select(cfg, f"{key}._target_", default=None)
-    return str(target).rsplit(".", 1)[-1] if target else "?"
+    return names_of(cfg)

@@ -44,7 +44,7 @@ from lrexp.tracking.mlflow_tracker import (
     repeat_loss_series,
 )
 from lrexp.tracking.store import resolve_tracking_uri
-from lrexp.tracking.summary import RunSummary, SummaryError, is_number
+from lrexp.tracking.summary import RunSummary, SummaryError, is_number, run_names
 
 __all__ = ["RunDirError", "import_run", "main"]
 
@@ -372,11 +372,9 @@ class RunDir:
 
     @property
     def names(self) -> dict[str, str]:
-        """net, dataset and optimizer: the summary's, else the config's (as lrexp.app.runner names
-        them: net.name, dataset.name, the last part of optimizer._target_)."""
-        from_config = {"net": _setting(self.config, "net", "name"),
-                       "dataset": _setting(self.config, "dataset", "name"),
-                       "optimizer": _setting(self.config, "optimizer", "_target_").rsplit(".")[-1]}
+        """net, dataset and optimizer: the summary's, else the config's (``run_names``, the
+        rule the runner names runs by)."""
+        from_config = run_names(self.config)
         recorded = {} if self.summary is None else {
             key: getattr(self.summary, key) for key in from_config}
         return {key: recorded.get(key, "?") if recorded.get(key, "?") != "?" else value
@@ -386,11 +384,6 @@ class RunDir:
     def tracking(self) -> dict[str, Any]:
         tracking = self.config.get("tracking")
         return tracking if isinstance(tracking, dict) else {}
-
-
-def _setting(config: dict[str, Any], group: str, key: str) -> str:
-    value = config[group].get(key) if isinstance(config.get(group), dict) else None
-    return _text(value) or "?"
 
 
 def _text(value: Any) -> str | None:

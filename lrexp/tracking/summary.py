@@ -26,8 +26,8 @@ from lrexp.engine.training_schedules import (
     TrainingSchedule,
 )
 
-__all__ = ["COLUMNS", "SUMMARY_FILE", "ProbeRecord", "RunSummary", "SummaryError",
-           "VerifyRecord", "format_table", "is_number"]
+__all__ = ["COLUMNS", "RUN_NAME_PARTS", "SUMMARY_FILE", "ProbeRecord", "RunSummary", "SummaryError",
+           "VerifyRecord", "format_table", "is_number", "run_names"]
 
 SUMMARY_FILE = "summary.json"
 CONFIDENCE_SCORES = {"none": 0, "low": 1, "high": 2}  # the metric suggestion_confidence
@@ -52,6 +52,27 @@ CONSOLE_COLUMNS = ["job", "swept", "net", "optimizer", "status", "stopped_by", "
                    *[f"suggested_lr_{name}" for name in METHODS], "min_loss", "diverged_lr"]
 REPEATS_ONLY_COLUMNS = {"repeats", "suggested_lr_iqr_decades"}
 STOPS_ONLY_COLUMNS = {"stopped_by"}
+
+
+RUN_NAME_PARTS = ("net", "dataset", "optimizer")
+
+
+def run_names(config: Mapping[str, Any]) -> dict[str, str]:
+    """net, dataset and optimizer as runs are named and tagged, from a run's config (a
+    DictConfig or the plain dict of a config.yaml): a node's ``name`` where it has one (the
+    zoo's nets), else its ``_target_``'s last part (``TabNet``, ``digits``, ``SGD``); "?"
+    where a config says neither."""
+    def named(part: str) -> str:
+        node = config.get(part)
+        if not isinstance(node, Mapping):
+            return "?"
+        for key in ("name", "_target_"):
+            value = node.get(key)
+            if isinstance(value, str) and value:
+                return value.rsplit(".", 1)[-1] if key == "_target_" else value
+        return "?"
+
+    return {part: named(part) for part in RUN_NAME_PARTS}
 
 
 class SummaryError(ValueError):

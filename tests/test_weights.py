@@ -180,3 +180,18 @@ def test_a_checkpoint_run_starts_from_the_loaded_weights_and_records_them(tmp_pa
     assert curve.losses[0] == pytest.approx(expected, rel=1e-5)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["weights"] == f"checkpoint: {(tmp_path / 'mlp.pt').resolve()}"
+
+
+def test_timm_weights_offline_fail_at_once_naming_the_cache(torch_hub):
+    pytest.importorskip("timm")
+    import huggingface_hub
+
+    from lrexp.app.models import timm_net
+
+    if huggingface_hub.try_to_load_from_cache("timm/resnet18.a1_in1k", "model.safetensors"):
+        pytest.skip("this machine has the weights cached")
+    with pytest.raises(WeightsUnavailableError) as caught:
+        timm_net("resnet18", num_classes=10, pretrained=True)
+    message = str(caught.value)
+    assert huggingface_hub.constants.HF_HUB_CACHE in message and "Connection refused" in message
+    assert "net.pretrained=false" in message

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 __all__ = ["UnknownModelError", "WeightsUnavailableError", "available", "register", "timm_net",
-           "torchvision_net", "zoo_net"]
+           "torchvision_net", "unreachable", "zoo_net"]
 
 Builder = Callable[..., "nn.Module"]
 _REGISTRY: dict[str, Builder] = {}
@@ -139,14 +139,33 @@ def _torchvision_state_dict(name: str, weights: str) -> dict[str, Any]:
             "for an untrained net.") from None
     cache = Path(torch.hub.get_dir()) / "checkpoints"
     file = cache / Path(urlparse(chosen.url).path).name
+    problem = None if file.is_file() else unreachable(chosen.url)
+    if problem is None:
+        try:
+            return dict(chosen.get_state_dict(progress=False, check_hash=False))
+        except (OSError, ValueError) as error:  # URLError is an OSError
+            problem = str(error)
+    raise WeightsUnavailableError(
+        f"The pretrained weights net.weights={weights} ({enum.__name__}.{chosen.name}) are not "
+        f"in the torch hub cache ({file}) and could not be downloaded ({problem}). On a "
+        f"machine with network access, download {chosen.url} and copy it to {file} "
+        "(TORCH_HOME moves the cache), or start untrained with net.weights=null.")
+
+
+def unreachable(url: str, timeout_s: float = 5.0) -> str | None:
+    """Why ``url`` cannot be fetched from here, None if it can: asked once, briefly, before a
+    download whose own retries would keep a machine without network waiting for a minute."""
+    import urllib.error
+    import urllib.request
+
     try:
-        return dict(chosen.get_state_dict(progress=False, check_hash=False))
-    except (OSError, ValueError) as error:  # URLError is an OSError; offline it fails at once
-        raise WeightsUnavailableError(
-            f"The pretrained weights net.weights={weights} ({enum.__name__}.{chosen.name}) "
-            f"are not in the torch hub cache ({file}) and could not be downloaded ({error}). "
-            f"On a machine with network access, download {chosen.url} and copy it to {file} "
-            "(TORCH_HOME moves the cache), or start untrained with net.weights=null.") from None
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"),
+                               timeout=timeout_s).close()
+    except urllib.error.HTTPError:
+        return None  # the server answered (some refuse HEAD): the network is there
+    except (OSError, ValueError) as error:
+        return str(getattr(error, "reason", error))
+    return None
 
 
 def timm_net(name: str, num_classes: int, in_channels: int = 3, pretrained: bool = False,
@@ -160,19 +179,37 @@ def timm_net(name: str, num_classes: int, in_channels: int = 3, pretrained: bool
             f"net {name!r} needs timm, which is not installed; install the extra with "
             "pip install 'lrexp[timm]'."
         ) from None
-    if not timm.list_models(name):
+    if not timm.list_models(name.split(".")[0]):
         raise UnknownModelError(f"timm has no model {name!r} (see timm.list_models()).")
-    try:
-        return timm.create_model(name, pretrained=bool(pretrained), num_classes=num_classes,
-                                 in_chans=in_channels, **options)
-    except (OSError, RuntimeError, ValueError) as error:
-        if not pretrained:
-            raise
-        from huggingface_hub.constants import HF_HUB_CACHE
+    problem = _timm_weights_problem(name) if pretrained else None
+    if problem is None:
+        try:
+            return timm.create_model(name, pretrained=bool(pretrained), num_classes=num_classes,
+                                     in_chans=in_channels, **options)
+        except (OSError, RuntimeError, ValueError) as error:
+            if not pretrained:
+                raise
+            problem = f"{type(error).__name__}: {str(error)[:200]}"
+    from huggingface_hub.constants import HF_HUB_CACHE
 
-        raise WeightsUnavailableError(
-            f"timm's pretrained weights for {name!r} are not in the Hugging Face cache "
-            f"({HF_HUB_CACHE}) and could not be downloaded ({type(error).__name__}: "
-            f"{str(error)[:200]}). On a machine with network access run python -c \"import timm; "
-            f"timm.create_model('{name}', pretrained=True)\" and copy the cache folder here "
-            "(HF_HOME moves it), or start untrained with net.pretrained=false.") from None
+    raise WeightsUnavailableError(
+        f"timm's pretrained weights for {name!r} are not in the Hugging Face cache "
+        f"({HF_HUB_CACHE}) and could not be downloaded ({problem}). On a machine with network "
+        f"access run python -c \"import timm; timm.create_model('{name}', pretrained=True)\" "
+        "and copy its folder of that cache here (HF_HOME moves it), or start untrained with "
+        "net.pretrained=false.")
+
+
+def _timm_weights_problem(name: str) -> str | None:
+    """Why timm's weights for ``name`` cannot be had (None: cached, or the hub answers)."""
+    import huggingface_hub
+    import timm
+
+    config = timm.models.get_pretrained_cfg(name)
+    hub_id = getattr(config, "hf_hub_id", None) if config is not None else None
+    if not hub_id:
+        return None  # weights from a plain URL: timm's own download says what goes wrong
+    for file in ("model.safetensors", "pytorch_model.bin"):
+        if isinstance(huggingface_hub.try_to_load_from_cache(hub_id, file), str):
+            return None
+    return unreachable(f"{huggingface_hub.constants.ENDPOINT}/{hub_id}")

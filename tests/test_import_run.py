@@ -358,6 +358,15 @@ def test_an_unreachable_store_exits_1(tmp_path, capsys):
     assert "Traceback" not in capsys.readouterr().err
 
 
+def test_where_the_weights_came_from_arrives_as_a_param_and_a_tag(tmp_path, store, experiment):
+    run_dir = make_run_dir(tmp_path)
+    weights = "checkpoint: /models/backbone.pt"
+    (run_dir / "summary.json").write_text(json.dumps({**SUMMARY, "weights": weights}))
+    assert import_into(store, experiment, run_dir) == 0
+    run = the_run(store, experiment)
+    assert run.data.tags["weights"] == run.data.params["weights"] == weights
+
+
 # -- partial run dirs: a crash or kill -9 -------------------------------------------------------
 def test_a_run_dir_without_summary_imports_as_killed_with_every_step(tmp_path, store,
                                                                      experiment):

@@ -461,9 +461,10 @@ def _tracker(run: RunDir, staged: Path, uri: str | None, experiment: str | None,
 
 def _send(run: RunDir, tracker: MlflowTracker, staged: Path) -> None:
     names = run.names
-    tracker.start(run_name="-".join(names.values()), params=flatten(run.config),
+    weights = {"weights": run.summary.weights} if run.summary and run.summary.weights else {}
+    tracker.start(run_name="-".join(names.values()), params={**flatten(run.config), **weights},
                   tags={**names, "device": run.summary.device if run.summary else "?",
-                        "imported_from": str(run.path)})
+                        "imported_from": str(run.path), **weights})
     if run.curve.repeats:
         for step, values in [*repeat_loss_series(run.curve), *median_band_series(run.curve)]:
             tracker.log_values(step, values)

@@ -313,7 +313,8 @@ _FIELD_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
        for key in ("seconds", "suggested_lr", "min_loss", "lr_at_min_loss", "diverged_lr",
                    "suggested_lr_iqr_decades", "suggested_lr_range_decades")},
     **{key: (_is_text_or_null, "a string or null")
-       for key in ("default_method", "confidence", "confidence_reason", "error", "stopped_by")},
+       for key in ("default_method", "confidence", "confidence_reason", "error", "stopped_by",
+                   "weights")},
     "suggestions": (lambda v: isinstance(v, dict) and all(map(_is_number_or_null, v.values())),
                     "an object of method name -> number or null"),
     **{key: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")

@@ -187,6 +187,8 @@ def test_a_model_that_computes_its_own_loss_gives_the_same_curve(user_conf, tmp_
     (BASE, ["param_groups=[{prefix: backbone, lr_mult: 0}]"], ["param_groups[0].lr_mult=0"]),
     (("net=simple_cnn", "dataset=blobs"), [], ["net.num_classes=None", "data.num_classes"]),
     (BASE, ["checkpoint=/no/such/file.pt"], ["checkpoint=/no/such/file.pt", "no file"]),
+    (BASE, ["net.in_features=5"], ["failed on its first step", "mat1 and mat2 shapes"]),
+    (("net=tiny", "dataset=blobs", "loss=mse"), [], ["failed on its first step", "loss=..."]),
 ])
 def test_a_mistake_at_the_boundary_exits_2_with_one_paragraph(user_conf, tmp_path, caplog,
                                                                overrides, values, needles):

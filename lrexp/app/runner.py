@@ -351,6 +351,10 @@ def _record_failure(error: BaseException, tracker: Any, summary: RunSummary, out
     ``run``). User mistakes found by the engine before any step are re-raised as they are."""
     interrupted = isinstance(error, KeyboardInterrupt)
     mistake = _as_user_error(error) is not None
+    if reraise_user_errors and summary.steps == 0 and not mistake \
+            and isinstance(error, _FIRST_STEP_MISMATCHES):
+        log.debug("The first step failed:", exc_info=error)  # hydra.verbose=lrexp.app.runner
+        error, mistake = ConfigError(_first_step_message(error)), True
     user_error = mistake or (isinstance(error, OSError) and error.errno in _USER_FS_ERRORS)
     if reraise_user_errors and summary.steps == 0 and mistake:
         tracker.finish(status="FAILED")
@@ -391,6 +395,20 @@ def _keep(record: RunSummary, tracker: Any, out_dir: Path, files: list[Path],
     except KeyboardInterrupt:  # another Ctrl-C: the tracker closed its run KILLED as it stopped
         log.warning("Interrupted again while sending to MLflow; the run there is closed KILLED.")
     return kept
+
+
+# What a net and data that do not fit together raise on the first forward or loss: shapes
+# (RuntimeError), dtypes and arities (TypeError), class indices out of range (IndexError).
+_FIRST_STEP_MISMATCHES = (RuntimeError, TypeError, ValueError, IndexError)
+
+
+def _first_step_message(error: BaseException) -> str:
+    return (f"The range test failed on its first step, before it recorded anything "
+            f"({type(error).__name__}: {' '.join(_user_message(error).split())[:400]}). This is "
+            "most often the net and the data disagreeing: the input's shape or channels "
+            "(data.*, dataset.*), the number of classes, or the target's type for the loss "
+            "(loss=...). Check that the net takes what the dataset yields; rerun with "
+            "hydra.verbose=lrexp.app.runner for the traceback.")
 
 
 def _advice(error: BaseException, interrupted: bool, user_error: bool) -> str:

@@ -158,9 +158,9 @@ def unreachable(url: str, timeout_s: float = 5.0) -> str | None:
     import urllib.error
     import urllib.request
 
-    try:
-        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"),
-                               timeout=timeout_s).close()
+    try:  # an opener of its own: it reads the proxy settings as they are now
+        urllib.request.build_opener().open(urllib.request.Request(url, method="HEAD"),
+                                           timeout=timeout_s).close()
     except urllib.error.HTTPError:
         return None  # the server answered (some refuse HEAD): the network is there
     except (OSError, ValueError) as error:

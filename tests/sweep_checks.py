@@ -75,6 +75,8 @@ def check_sweep(client, sweep_root: Path, nets: list[str], experiment: str = "lr
     parent = parents[0]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert sorted(r.data.tags["net"] for r in children) == sorted(nets)
+    names = [r.info.run_name for r in children]
+    assert len(set(names)) == len(names), f"children that share a name: {names}"
     statuses = {r.info.run_id: (r.data.tags["net"], r.info.status) for r in children}
     assert all(status == "FINISHED" for _, status in statuses.values()), statuses
     assert parent.info.status == "FINISHED"

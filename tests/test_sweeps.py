@@ -92,7 +92,7 @@ def test_joblib_jobs_with_dataloader_workers_into_a_local_server(
     # a worker's own DataLoader workers (processes of a loky process); the 6-job test above
     # shows the pool running more jobs than it has workers
     proc = lrexp_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                     "net=mlp,simple_cnn", "num_iter=15", "dataset.num_workers=1",
+                     "net=mlp,simple_cnn", "num_iter=15", "loader.num_workers=1",
                      f"tracking.uri={mlflow_server_uri}",
                      f"tracking.experiment={experiment_name}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -87,6 +87,14 @@ def _repeats_line(summary: RunSummary) -> list[str]:
     return [f"  median of {summary.repeats} repeats; {spread}; per repeat: {each}"]
 
 
+def _regime_line(summary: RunSummary) -> list[str]:
+    """Which regime the suggestion assumed, and the weights that made it so."""
+    if not summary.regime:
+        return []
+    source = f" (weights: {summary.weights})" if summary.weights else ""
+    return [f"  assumed: {summary.regime}{source}"]
+
+
 def summary_text(summary: RunSummary, files: Mapping[str, Path], out_dir: Path) -> str:
     """The console's account of a finished run."""
     suggestions = "   ".join(f"{name} {_fmt(lr)}" for name, lr in summary.suggestions.items())
@@ -100,6 +108,7 @@ def summary_text(summary: RunSummary, files: Mapping[str, Path], out_dir: Path) 
         + (f", supported {_fmt(interval[0])} – {_fmt(interval[1])}" if interval else ""),
         *_repeats_line(summary),
         f"  why: {summary.confidence_reason}",
+        *_regime_line(summary),
         f"  by method:    {suggestions}",
         f"  min loss {_fmt(summary.min_loss)} at LR {_fmt(summary.lr_at_min_loss)}; "
         f"diverged at LR {_fmt(summary.diverged_lr)}",

@@ -607,6 +607,8 @@ class MlflowTracker:
                 RunTag("confidence_reason", str(summary.confidence_reason or "")[:5000])]
         if summary.stopped_by:
             tags.append(RunTag("stopped_by", summary.stopped_by))
+        if summary.regime:
+            tags.append(RunTag("regime", summary.regime))
         metrics = _summary_metrics(summary)
         self._call(lambda: self._client.log_batch(self.run_id, metrics=metrics, tags=tags),
                    "log summary")

@@ -114,6 +114,7 @@ class RunSummary:
     default_method: str | None = None
     confidence: str | None = None
     confidence_reason: str | None = None
+    regime: str | None = None  # what the suggestion assumed: "from scratch" or "fine-tuning"
     interval: tuple[float, float] | None = None
     suggestions: dict[str, float | None] = field(default_factory=dict)
     min_loss: float | None = None
@@ -143,6 +144,7 @@ class RunSummary:
                    seconds=round(seconds, 3), suggested_lr=default.lr,
                    default_method=default.method, confidence=default.confidence,
                    confidence_reason=default.reason, interval=default.interval,
+                   regime=getattr(default, "regime", None),
                    suggestions=result.suggestions(), min_loss=result.min_loss,
                    lr_at_min_loss=result.lr_at_min_loss, diverged_lr=result.diverged_lr,
                    verification=_verify_record(result.verification),
@@ -314,7 +316,7 @@ _FIELD_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
                    "suggested_lr_iqr_decades", "suggested_lr_range_decades")},
     **{key: (_is_text_or_null, "a string or null")
        for key in ("default_method", "confidence", "confidence_reason", "error", "stopped_by",
-                   "weights")},
+                   "weights", "regime")},
     "suggestions": (lambda v: isinstance(v, dict) and all(map(_is_number_or_null, v.values())),
                     "an object of method name -> number or null"),
     **{key: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")

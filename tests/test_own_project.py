@@ -89,5 +89,5 @@ def test_the_readme_example_runs_outside_the_checkout(tmp_path):
     assert fresh_curve.losses[0] > 0.8 and tuned_curve.losses[0] < 0.2
     summary = json.loads((tuned_dir / "summary.json").read_text())
     assert summary["weights"] == tuned.data.tags["weights"]
-    assert "regime" not in summary or summary["regime"] == "fine-tuning"
+    assert summary.get("regime") in (None, "fine-tuning")  # None: an engine without regimes
     assert (project / "compare_runs.png").is_file()  # compare read every run back

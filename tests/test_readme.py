@@ -11,6 +11,7 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+from helpers import missing_launcher_extra
 from hydra import compose, initialize_config_dir
 
 from lrexp.app.schema import check, register
@@ -92,12 +93,16 @@ def test_the_readme_names_commands_to_check():
 
 @pytest.mark.parametrize("arguments", lrexp_commands(), ids=" ".join)
 def test_every_app_command_composes_and_passes_the_checks(arguments):
+    if (extra := missing_launcher_extra(arguments)) is not None:
+        pytest.skip(f"its launcher needs the [{extra}] extra")
     check(_composed(tuple(_jobs(arguments)[0])))  # a sweep line's first job: the slow test
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arguments", [a for a in lrexp_commands() if "-m" in a], ids=" ".join)
 def test_every_job_of_every_sweep_line_composes_and_passes_the_checks(arguments):
+    if (extra := missing_launcher_extra(arguments)) is not None:
+        pytest.skip(f"its launcher needs the [{extra}] extra")
     for job in _jobs(arguments):
         check(_composed(tuple(job)))
 

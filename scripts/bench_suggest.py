@@ -806,8 +806,6 @@ def _family_table(results, rows) -> list[str]:
 
 
 def _case_table(results) -> list[str]:
-    from lrexp.engine.suggest import suggest
-
     lines = ["| case | split | best LR | best val | one-cycle best max_lr | seed: default LR "
              "(confidence) / verify LR / fastai min/10 |", "|---|---|---|---|---|---|"]
     for r in results:
@@ -820,7 +818,6 @@ def _case_table(results) -> list[str]:
             fa = fastai_minimum(lrs, losses)
             cells.append(f"{_fmt(s.lr)} ({s.confidence}) / {_fmt(t['verify']['lr'])} / "
                          f"{_fmt(fa)}")
-        del suggest
         lines.append(f"| {r['case']} | {r['split']} | {best_lr:.2g} | {r['grid'][best_lr]:.3f} | "
                      f"{best_oc:.2g} | " + "; ".join(cells) + " |")
     return lines

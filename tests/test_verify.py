@@ -125,7 +125,9 @@ def test_ctrl_c_during_verify_keeps_the_curve_and_the_finished_probes():
 
     def interrupting_loss(outputs, targets):
         calls["n"] += 1
-        if calls["n"] == 60 + 4 + 3:  # the 60-point curve, one probe of 4 steps, then Ctrl-C
+        # the 60-point curve, one probe of 4 steps judged on the 4 held-out batches (every
+        # 5th of 20), then Ctrl-C in the second probe
+        if calls["n"] == 60 + 4 + 4 + 3:
             raise KeyboardInterrupt
         return quadratic_loss(outputs, targets)
 

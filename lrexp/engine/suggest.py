@@ -39,7 +39,8 @@ import numpy.typing as npt
 from lrexp.engine.curve import FloatArray, read, readable_end, start_level
 
 __all__ = [
-    "CONFIDENCE_LEVELS", "DEFAULT_METHOD", "METHODS", "SPREAD_HIGH_DECADES", "Suggestion",
+    "CONFIDENCE_LEVELS", "DEFAULT_METHOD", "METHODS", "REGIMES", "SPREAD_HIGH_DECADES",
+    "Suggestion", "regime_name",
     "SuggestionSpread", "Verdict", "assess", "edge", "fall_start_lr", "minimum", "spread_of",
     "steepest", "suggest", "valley", "with_spread",
 ]
@@ -47,6 +48,8 @@ __all__ = [
 # Fewer usable points than this cannot show a descent and a turn.
 MIN_POINTS = 5
 CONFIDENCE_LEVELS = ("none", "low", "high")
+# A model trained from its initial weights, or one that starts from pretrained weights.
+REGIMES = ("from scratch", "fine-tuning")
 # How many noise widths the loss must fall: below NONE it never left its noise band; below
 # HIGH it did, but not by enough for one reading of the minimum to be trusted.
 FALL_NONE, FALL_HIGH = 2.0, 5.0
@@ -90,6 +93,7 @@ class Suggestion:
     reason: str | None = None
     confidence: str = "none"
     interval: tuple[float, float] | None = None
+    regime: str = "from scratch"  # in REGIMES: what the rule assumed of the model's start
 
     def __bool__(self) -> bool:
         return self.lr is not None
@@ -154,7 +158,7 @@ def _readable_curve(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> _Curve | str:
     return _Curve(lrs, raw, reading.trend[:end], reading.values[:end], blowup, blowup_lr)
 
 
-def assess(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Verdict:
+def assess(lrs: npt.ArrayLike, losses: npt.ArrayLike, pretrained: bool = False) -> Verdict:
     """The confidence verdict of a curve (see the module docstring)."""
     curve = _readable_curve(lrs, losses)
     if isinstance(curve, str):
@@ -191,6 +195,11 @@ def _assess(curve: _Curve) -> Verdict:
     if widths < FALL_HIGH:
         return Verdict("low", f"{fell}: only a little more than its noise, so the reading "
                        "is uncertain; raise num_iter or batch_size.",
+                       interval, widths)
+    if interval[0] > curve.lrs[best]:
+        return Verdict("low", f"{fell}, but the LRs it supports ({interval[0]:.3g} to "
+                       f"{interval[1]:.3g}) all lie past its minimum (LR {curve.lrs[best]:.3g}), "
+                       "where the loss is rising again; the curve's reading is uncertain.",
                        interval, widths)
     turned = (f"blew up at LR {curve.blowup_lr:.3g}" if blowup is not None
               else f"turned up after LR {curve.lrs[best]:.3g}")
@@ -281,12 +290,22 @@ def fall_start_lr(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> float | None:
     return float(curve.lrs[int(still_up[-1]) + 1 if len(still_up) else 0])
 
 
-def _with_verdict(suggestion: Suggestion, verdict: Verdict) -> Suggestion:
+def _with_verdict(suggestion: Suggestion, curve: _Curve) -> Suggestion:
+    """``suggestion`` with the curve's verdict; never "high" past the curve's minimum."""
+    verdict = _assess(curve)
     if verdict.confidence == "none":  # a flat or noisy curve gets no number, only the reason
         return replace(suggestion, lr=None, index=None, reason=verdict.reason,
                        confidence="none", interval=None)
-    return replace(suggestion, reason=verdict.reason, confidence=verdict.confidence,
-                   interval=verdict.interval)
+    judged = replace(suggestion, reason=verdict.reason, confidence=verdict.confidence,
+                     interval=verdict.interval)
+    minimum_lr = float(curve.lrs[curve.best])
+    if judged.lr is not None and judged.lr > minimum_lr and judged.confidence == "high":
+        # past the minimum the loss is rising: that LR trains worse than ones below it
+        return replace(judged, confidence="low", reason=(
+            f"{verdict.reason} But the suggestion (LR {judged.lr:.3g}) lies past the curve's "
+            f"minimum (LR {minimum_lr:.3g}), on its rising side; prefer an LR below the "
+            "minimum."))
+    return judged
 
 
 def steepest(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
@@ -296,11 +315,11 @@ def steepest(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
         return Suggestion(None, "steepest", reason=curve)
     start, best = curve.start, curve.best
     if best - start < 2:
-        return _with_verdict(Suggestion(None, "steepest"), _assess(curve))
+        return _with_verdict(Suggestion(None, "steepest"), curve)
     segment = slice(start, best + 1)
     slope = np.gradient(curve.trend[segment], np.log10(curve.lrs[segment]))
     index = start + int(np.argmin(slope))
-    return _with_verdict(Suggestion(float(curve.lrs[index]), "steepest", index), _assess(curve))
+    return _with_verdict(Suggestion(float(curve.lrs[index]), "steepest", index), curve)
 
 
 def minimum(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
@@ -310,10 +329,10 @@ def minimum(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
         return Suggestion(None, "minimum", reason=curve)
     index = curve.best
     suggestion = Suggestion(float(curve.lrs[index]) / MINIMUM_DIVISOR, "minimum", index)
-    return _with_verdict(suggestion, _assess(curve))
+    return _with_verdict(suggestion, curve)
 
 
-def edge(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
+def edge(lrs: npt.ArrayLike, losses: npt.ArrayLike, pretrained: bool = False) -> Suggestion:
     """The LR where the loss blew up divided by ``EDGE_DIVISOR``; ``minimum`` without one."""
     curve = _readable_curve(lrs, losses)
     if isinstance(curve, str):
@@ -321,7 +340,7 @@ def edge(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
     if curve.blowup_lr is None:
         return replace(minimum(lrs, losses), method="edge")
     suggestion = _with_verdict(Suggestion(curve.blowup_lr / EDGE_DIVISOR, "edge", curve.blowup),
-                               _assess(curve))
+                               curve)
     if suggestion.lr < curve.lrs[0]:  # the blow-up came too soon for the rule's distance
         return replace(suggestion, confidence="low", reason=(
             f"the loss blew up at LR {curve.blowup_lr:.3g}, so close to min_lr that the "
@@ -359,7 +378,7 @@ def valley(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
     max_start, max_end = _longest_decreasing_run(curve.trend[start:stop])
     sections = (max_end - max_start) / 3
     index = start + max(max_start + int(sections) + int(sections / 2), 0)
-    return _with_verdict(Suggestion(float(curve.lrs[index]), "valley", index), _assess(curve))
+    return _with_verdict(Suggestion(float(curve.lrs[index]), "valley", index), curve)
 
 
 METHODS: dict[str, Callable[..., Suggestion]] = {
@@ -373,12 +392,27 @@ METHODS: dict[str, Callable[..., Suggestion]] = {
 DEFAULT_METHOD = "edge"
 
 
-def suggest(lrs: npt.ArrayLike, losses: npt.ArrayLike, method: str = "default") -> Suggestion:
-    """The suggestion of ``method`` ("default" or a name in METHODS)."""
+def regime_name(pretrained: bool) -> str:
+    """The regime a suggestion assumes (in REGIMES): "fine-tuning" for pretrained weights."""
+    return REGIMES[1] if pretrained else REGIMES[0]
+
+
+def suggest(lrs: npt.ArrayLike, losses: npt.ArrayLike, method: str = "default",
+            pretrained: bool = False) -> Suggestion:
+    """The suggestion of ``method`` ("default" or a name in METHODS). ``pretrained``: the
+    model started from pretrained weights, and the default reads the curve as a fine-tuning
+    one (``DEFAULT_METHOD``); the reason says which regime was assumed."""
     name = DEFAULT_METHOD if method == "default" else method
     if name not in METHODS:
         raise ValueError(
             f"Unknown suggestion method {method!r}; choose 'default' or one of {sorted(METHODS)}."
         )
-    result = METHODS[name](lrs, losses)
+    rule = METHODS[name]
+    result = rule(lrs, losses, pretrained=pretrained) if name == DEFAULT_METHOD \
+        else rule(lrs, losses)
+    regime = regime_name(pretrained)
+    assumed = (f"Assumed regime: {regime} (the model "
+               f"{'starts from pretrained weights' if pretrained else 'trains from its initial weights'}).")
+    result = replace(result, regime=regime,
+                     reason=f"{result.reason} {assumed}" if result.reason else assumed)
     return result if method != "default" else replace(result, method=f"default ({name})")

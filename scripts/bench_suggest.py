@@ -58,7 +58,7 @@ SEEDS = (0, 1)
 STEPS = 300
 BATCH = 32
 CURVE_POINTS = 100  # range-test batches per seed (the range test's default num_iter)
-PROBE_HORIZONS = (10, 20, 40)  # the probe table's measuring points (steps)
+PROBE_HORIZONS = (10, 20, 30, 40)  # the probe table's measuring points (steps)
 PROBE_DECADES = 3.0  # the table probes grid LRs down to this far below the blow-up
 HOLDOUT_EVERY = 5  # the table's held-out slice: every 5th batch of the curve's batches
 CACHE = Path("outputs/bench_cache")
@@ -639,9 +639,14 @@ def run_case(case: Case, seeds=SEEDS, reuse: dict | None = None) -> dict:
     torch.set_num_threads(1)
     start = time.perf_counter()
     data = case.data()
-    if reuse is not None:  # the saved truth and curves; only the engine's verify reruns
-        for trial in reuse["trials"]:
-            trial["verify"] = run_trial(case, data, trial["seed"], verify_only=True)["verify"]
+    if reuse is not None:  # the saved truth and curves; the engine's verify and the probe
+        for trial in reuse["trials"]:  # table (its LRs depend on the engine's blow-up) rerun
+            seed = trial["seed"]
+            trial["verify"] = run_trial(case, data, seed, verify_only=True)["verify"]
+            result, seconds = _range_test(case, data, seed)
+            trial["curve"] = _curve_record(result, seconds)
+            trial["probes"] = probe_table(case, data, seed, result.blowup_lr,
+                                          result.lr_at_min_loss or case.grid[-1])
         return reuse
     record = {"case": case.name, "family": case.family, "split": case.split,
               "pretrained": case.pretrained, "steps": case.steps, "batch": case.batch,
@@ -891,31 +896,41 @@ def rank_correlation_lines(results) -> list[str]:
 
 
 def replay_verify(results, anchor: Rule, factors, kind: str, horizon: int,
-                  tolerance: float) -> dict[str, list]:
+                  tolerance: float, halving_at: int | None = None) -> dict[str, list]:
     """A verify variant replayed on the probe table: candidates = the anchor rule's LR times
     ``factors``, each snapped to the nearest probed LR (within a third of a decade); the
-    lowest candidate whose measure is within ``tolerance`` (relative) of the best wins."""
+    lowest candidate whose measure is within ``tolerance`` (relative) of the best wins. With
+    ``halving_at``, the worse half of the candidates is dropped at that horizon (successive
+    halving) before the rest are judged at ``horizon``."""
     per_case = {}
     for r in results:
         hits = []
         for t in r["trials"]:
             lrs, losses = np.asarray(t["curve"]["lrs"]), np.asarray(t["curve"]["losses"])
             lr = anchor(lrs, losses, r["pretrained"])
-            chosen = lr
-            if lr is not None and t["probes"]:
-                probed = {}
-                for factor in factors:
-                    row = min(t["probes"], key=lambda p: abs(math.log10(p["lr"] / (lr * factor))))
-                    if abs(math.log10(row["lr"] / (lr * factor))) <= 0.17:
-                        probed[lr * factor] = row["at"][horizon][kind]
-                finite = {k: v for k, v in probed.items() if math.isfinite(v)}
-                if finite:
-                    best = min(finite.values())
-                    chosen = min(k for k, v in finite.items()
-                                 if v <= best + tolerance * abs(best))
-            hits.append(hit(r["grid"], chosen))
+            hits.append(hit(r["grid"], _replayed_choice(t["probes"], lr, factors, kind, horizon,
+                                                        tolerance, halving_at)))
         per_case[r["case"]] = hits
     return per_case
+
+
+def _replayed_choice(probes, lr, factors, kind, horizon, tolerance, halving_at):
+    if lr is None or not probes:
+        return lr
+    rows = {}
+    for factor in factors:
+        row = min(probes, key=lambda p: abs(math.log10(p["lr"] / (lr * factor))))
+        if abs(math.log10(row["lr"] / (lr * factor))) <= 0.17:
+            rows[lr * factor] = row
+    if halving_at is not None and len(rows) > 2:
+        ranked = sorted(rows, key=lambda k: rows[k]["at"][halving_at][kind])
+        rows = {k: rows[k] for k in ranked[: (len(ranked) + 1) // 2]}
+    finite = {k: v["at"][horizon][kind] for k, v in rows.items()
+              if math.isfinite(v["at"][horizon][kind])}
+    if not finite:
+        return lr
+    best = min(finite.values())
+    return min(k for k, v in finite.items() if v <= best + tolerance * abs(best))
 
 
 # -- report ----------------------------------------------------------------------------------

@@ -127,6 +127,8 @@ def log_error(results, rule, cases):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path)
+    parser.add_argument("--held-out", action="store_true",
+                        help="also show each verify variant's held-out hits (after choosing)")
     args = parser.parse_args()
     results = load_results(args.results)
     groups = {regime: {split: {r["case"] for r in results if r["split"] == split
@@ -163,20 +165,23 @@ def main() -> None:
     tuning = {r["case"] for r in results if r["split"] == "tuning"}
     held_out = {r["case"] for r in results if r["split"] == "held-out"}
     anchor = lrexp_rule("default")
-    print("| factors | judge | horizon | tolerance | tuning hits | held-out hits |\n"
-          "|---|---|---|---|---|---|")
-    for factors in ((1 / 3, 1, 3), (1 / 10, 1 / 3, 1), (1 / 10, 1 / 3, 1, 3), (1 / 3, 1)):
-        for kind in ("train", "holdout", "val"):
-            for horizon in (10, 20, 40):
-                for tolerance in (0.0, 0.05, 0.1):
-                    per_case = replay_verify(results, anchor, factors, kind, horizon, tolerance)
-                    tune = sum(sum(per_case[c]) for c in tuning)
-                    held = sum(sum(per_case[c]) for c in held_out)
-                    n_t = sum(len(per_case[c]) for c in tuning)
-                    n_h = sum(len(per_case[c]) for c in held_out)
-                    fs = ",".join(f"{f:.3g}" for f in factors)
-                    print(f"| {fs} | {kind} | {horizon} | {tolerance} | {tune}/{n_t} | "
-                          f"{held}/{n_h} |")
+    print("| factors | judge | horizon | tolerance | halving at | tuning hits | held-out hits |\n"
+          "|---|---|---|---|---|---|---|")
+    variants = [(f, k, h, tol, None) for f in ((1 / 3, 1, 3), (1 / 10, 1 / 3, 1), (1 / 3, 1))
+                for k in ("train", "holdout", "val") for h in (10, 20, 40)
+                for tol in (0.0, 0.05, 0.1)]
+    variants += [((1 / 3, 1, 3), k, 40, tol, 20) for k in ("train", "holdout", "val")
+                 for tol in (0.0, 0.05, 0.1)]
+    variants += [((1 / 10, 1 / 3, 1, 3), k, 40, tol, 20) for k in ("train", "holdout", "val")
+                 for tol in (0.0, 0.05, 0.1)]
+    for factors, kind, horizon, tolerance, halving in variants:
+        per_case = replay_verify(results, anchor, factors, kind, horizon, tolerance, halving)
+        tune = sum(sum(per_case[c]) for c in tuning)
+        n_t = sum(len(per_case[c]) for c in tuning)
+        fs = ",".join(f"{f:.3g}" for f in factors)
+        shown = sum(sum(per_case[c]) for c in held_out) if args.held_out else "-"
+        print(f"| {fs} | {kind} | {horizon} | {tolerance} | {halving or '-'} | {tune}/{n_t} | "
+              f"{shown} |")
 
 
 if __name__ == "__main__":

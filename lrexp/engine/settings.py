@@ -65,7 +65,7 @@ class RangeTestSettings:
     amp: Amp | str | None = None
     accumulation_steps: int = 1
     verify: bool = False
-    verify_steps: int = 50
+    verify_steps: int = 40
     repeats: int = 1
     pretrained: bool = False  # fine-tuning: the model starts from pretrained weights
 

@@ -15,7 +15,11 @@ None and ``reason`` says why (the peers crash there or answer silently).
   ``EDGE_DIVISOR``: a fixed distance below the edge of the stable LRs. Divergence is explosive,
   so this anchor barely moves with minibatch noise, where the minimum of a noisy curve wanders
   by decades. Without a blow-up on the curve it falls back to ``minimum``.
-* ``default``: the rule the suggestion benchmark (scripts/bench_suggest.py) found best; README.
+* ``finetune``: the LR of the minimum divided by ``FINE_TUNING_DIVISOR``: the rule for a model
+  that starts from pretrained weights.
+* ``default``: per regime (``DEFAULT_METHODS``), the rule the suggestion benchmark
+  (scripts/bench_suggest.py, chosen on its tuning families) found best: ``edge`` from scratch,
+  ``finetune`` for pretrained weights (``suggest(..., pretrained=True)``).
 
 The verdict (``assess``) compares how far the loss fell with its minibatch noise, checks that
 the loss turned up again before the test ended, and gives the interval of LRs the curve
@@ -39,10 +43,10 @@ import numpy.typing as npt
 from lrexp.engine.curve import FloatArray, read, readable_end, start_level
 
 __all__ = [
-    "CONFIDENCE_LEVELS", "DEFAULT_METHOD", "METHODS", "REGIMES", "SPREAD_HIGH_DECADES",
-    "Suggestion", "regime_name",
-    "SuggestionSpread", "Verdict", "assess", "edge", "fall_start_lr", "minimum", "spread_of",
-    "steepest", "suggest", "valley", "with_spread",
+    "CONFIDENCE_LEVELS", "DEFAULT_METHOD", "DEFAULT_METHODS", "METHODS", "REGIMES",
+    "SPREAD_HIGH_DECADES", "Suggestion", "SuggestionSpread", "Verdict", "assess", "edge",
+    "fall_start_lr", "finetune", "minimum", "regime_name", "spread_of", "steepest", "suggest",
+    "valley", "with_spread",
 ]
 
 # Fewer usable points than this cannot show a descent and a turn.
@@ -56,10 +60,15 @@ FALL_NONE, FALL_HIGH = 2.0, 5.0
 # fastai divides the LR at the EMA's minimum by 10. Part of that tenth cancels the EMA's lag
 # (the EMA's minimum sits a fraction of a decade to several decades past the raw loss's);
 # the rest keeps clear of the edge where the loss turns up. The unlagged minimum needs only
-# that second part. Both divisors were chosen with scripts/bench_suggest.py (README, "How the
-# default was chosen"): the hit counts change little from 20 to 50 for EDGE_DIVISOR.
+# that second part.
 MINIMUM_DIVISOR = 2.0
-EDGE_DIVISOR = 30.0
+# The default's constants, chosen on the tuning families of scripts/bench_suggest.py only
+# (scripts/bench_suggest.md): from scratch, hits on the tuning split are level from 10 to 30
+# for EDGE_DIVISOR (the middle, 20, taken). Fine-tuning: a pretrained net's best constant LR
+# lies further below its curve's minimum than a fresh one's (its weights are already good, and
+# a large LR first wrecks them); the tuning split's fine-tuning cases are level from 10 to 20.
+EDGE_DIVISOR = 20.0
+FINE_TUNING_DIVISOR = 15.0
 INTERVAL_BELOW_EDGE = (100.0, 5.0)  # the supported interval: blow-up LR / 100 .. / 5
 # The loss "starts to fall" (Smith 2017, section 3.3) where it leaves the level it started at for
 # good: a tenth of its fall below that level, so the plateau's wobble is not read as the start.
@@ -299,7 +308,7 @@ def _with_verdict(suggestion: Suggestion, curve: _Curve) -> Suggestion:
     judged = replace(suggestion, reason=verdict.reason, confidence=verdict.confidence,
                      interval=verdict.interval)
     minimum_lr = float(curve.lrs[curve.best])
-    if judged.lr is not None and judged.lr > minimum_lr and judged.confidence == "high":
+    if judged.lr is not None and judged.lr > minimum_lr:
         # past the minimum the loss is rising: that LR trains worse than ones below it
         return replace(judged, confidence="low", reason=(
             f"{verdict.reason} But the suggestion (LR {judged.lr:.3g}) lies past the curve's "
@@ -332,7 +341,17 @@ def minimum(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
     return _with_verdict(suggestion, curve)
 
 
-def edge(lrs: npt.ArrayLike, losses: npt.ArrayLike, pretrained: bool = False) -> Suggestion:
+def finetune(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
+    """The LR at the loss's minimum divided by ``FINE_TUNING_DIVISOR`` (pretrained weights)."""
+    curve = _readable_curve(lrs, losses)
+    if isinstance(curve, str):
+        return Suggestion(None, "finetune", reason=curve)
+    index = curve.best
+    suggestion = Suggestion(float(curve.lrs[index]) / FINE_TUNING_DIVISOR, "finetune", index)
+    return _with_verdict(suggestion, curve)
+
+
+def edge(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
     """The LR where the loss blew up divided by ``EDGE_DIVISOR``; ``minimum`` without one."""
     curve = _readable_curve(lrs, losses)
     if isinstance(curve, str):
@@ -383,13 +402,15 @@ def valley(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
 
 METHODS: dict[str, Callable[..., Suggestion]] = {
     "edge": edge,
+    "finetune": finetune,
     "minimum": minimum,
     "steepest": steepest,
     "valley": valley,
 }
 
-# Picked by scripts/bench_suggest.py (hits per rule over its cases; table in the README).
-DEFAULT_METHOD = "edge"
+# Picked by scripts/bench_suggest.py on its tuning families, per regime (scripts/bench_suggest.md).
+DEFAULT_METHODS = {REGIMES[0]: "edge", REGIMES[1]: "finetune"}
+DEFAULT_METHOD = DEFAULT_METHODS[REGIMES[0]]
 
 
 def regime_name(pretrained: bool) -> str:
@@ -400,17 +421,15 @@ def regime_name(pretrained: bool) -> str:
 def suggest(lrs: npt.ArrayLike, losses: npt.ArrayLike, method: str = "default",
             pretrained: bool = False) -> Suggestion:
     """The suggestion of ``method`` ("default" or a name in METHODS). ``pretrained``: the
-    model started from pretrained weights, and the default reads the curve as a fine-tuning
-    one (``DEFAULT_METHOD``); the reason says which regime was assumed."""
-    name = DEFAULT_METHOD if method == "default" else method
+    model started from pretrained weights, and the default is the fine-tuning rule
+    (``DEFAULT_METHODS``); the reason says which regime was assumed."""
+    regime = regime_name(pretrained)
+    name = DEFAULT_METHODS[regime] if method == "default" else method
     if name not in METHODS:
         raise ValueError(
             f"Unknown suggestion method {method!r}; choose 'default' or one of {sorted(METHODS)}."
         )
-    rule = METHODS[name]
-    result = rule(lrs, losses, pretrained=pretrained) if name == DEFAULT_METHOD \
-        else rule(lrs, losses)
-    regime = regime_name(pretrained)
+    result = METHODS[name](lrs, losses)
     assumed = (f"Assumed regime: {regime} (the model "
                f"{'starts from pretrained weights' if pretrained else 'trains from its initial weights'}).")
     result = replace(result, regime=regime,

@@ -168,7 +168,7 @@ def main() -> None:
     print("| factors | judge | horizon | tolerance | halving at | tuning hits | held-out hits |\n"
           "|---|---|---|---|---|---|---|")
     variants = [(f, k, h, tol, None) for f in ((1 / 3, 1, 3), (1 / 10, 1 / 3, 1), (1 / 3, 1))
-                for k in ("train", "holdout", "val") for h in (10, 20, 40)
+                for k in ("train", "holdout", "val") for h in (10, 20, 30, 40)
                 for tol in (0.0, 0.05, 0.1)]
     variants += [((1 / 3, 1, 3), k, 40, tol, 20) for k in ("train", "holdout", "val")
                  for tol in (0.0, 0.05, 0.1)]

@@ -859,8 +859,9 @@ def verify_cost_lines(results) -> list[str]:
     total = sum(len(r["trials"]) for r in results)
     if not ratios:
         return ["Verify cost: no probe ran."]
-    return [f"Verify cost: probe seconds / range-test seconds, median {statistics.median(ratios):.2f}"
-            f" (quartiles {np.quantile(ratios, 0.25):.2f} .. {np.quantile(ratios, 0.75):.2f}; "
+    return [f"Verify cost: probe seconds / range-test seconds, median "
+            f"{statistics.median(ratios):.2f} (quartiles {np.quantile(ratios, 0.25):.2f} .. "
+            f"{np.quantile(ratios, 0.75):.2f}; "
             f"probe ran in {ran} of {total} trials)."]
 
 

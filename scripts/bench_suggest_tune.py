@@ -26,9 +26,10 @@ from bench_suggest import (  # noqa: E402
     fastai_minimum,
     hit,
     load_results,
-    replay_verify,
     lrexp_rule,
+    replay_verify,
 )
+
 from lrexp.engine.suggest import _readable_curve  # noqa: E402
 
 
@@ -151,12 +152,13 @@ def main() -> None:
             print(f"| {family} | {k} (scan {scan}) | {tune[0]}/{tune[1]} | "
                   f"{log_error(results, make(k), splits['tuning']):+.2f} | "
                   f"{held[0]}/{held[1]} |")
-        for name, rule in PEER_RULES.items():
-            tune, held = (hits(results, lambda a, b, p=False, r=rule: r(a, b), splits[s])
-                          for s in ("tuning", "held-out"))
-            print(f"| {name} (peer) | - | {tune[0]}/{tune[1]} | "
-                  f"{log_error(results, lambda a, b, p=False, r=rule: r(a, b), splits['tuning']):+.2f}"
-                  f" | {held[0]}/{held[1]} |")
+        for name, peer in PEER_RULES.items():
+            def as_rule(a, b, p=False, r=peer):
+                return r(a, b)
+            tune, held = (hits(results, as_rule, splits[s]) for s in ("tuning", "held-out"))
+            error = log_error(results, as_rule, splits["tuning"])
+            print(f"| {name} (peer) | - | {tune[0]}/{tune[1]} | {error:+.2f} | "
+                  f"{held[0]}/{held[1]} |")
         rule = lrexp_rule("default")
         tune, held = (hits(results, rule, splits[s]) for s in ("tuning", "held-out"))
         print(f"| lrexp default (this engine) | - | {tune[0]}/{tune[1]} | "

@@ -47,11 +47,10 @@ def test_verify_picks_the_candidate_that_contracts_fastest_and_restores_bitwise(
     res = lrexp.range_test(model, _batches(40), quadratic_loss, optimizer, min_lr=1e-2,
                            max_lr=10, num_iter=30, progress=False, verify=True, verify_steps=12)
     verification = res.verification
-    assert verification is not None and len(verification.probes) >= 3
-    lrs = [probe.lr for probe in verification.probes]
-    assert min(lrs) < 1 / CURVATURE < max(lrs)  # candidates on both sides of the optimum
+    assert verification is not None and len(verification.probes) >= 2
     contraction = [abs(1 - CURVATURE * probe.lr) for probe in verification.probes]
     assert verification.chosen == int(np.argmin(contraction))
+    assert any(probe.lr > 2 / CURVATURE for probe in verification.probes)  # one that diverges
     assert res.suggest().method == "verified"
     assert res.suggest().lr == verification.probes[verification.chosen].lr
     # every probe started from the initial weights: its first loss is the initial loss
@@ -212,7 +211,7 @@ def test_the_probe_picks_the_lr_that_trains_best_over_a_whole_run_not_the_fastes
     verification = res.verification
     assert verification.loss_kind == "holdout" and len(verification.probes) >= 2
     long_run = [long_run_loss(probe.lr) for probe in verification.probes]
-    training_tail = [np.mean(probe.losses[-40 // 3:]) for probe in verification.probes]
+    training_tail = [np.mean(probe.losses[-(40 // 3):]) for probe in verification.probes]
     old_choice = int(np.argmin(training_tail))
     assert verification.chosen == int(np.argmin(long_run))
     assert long_run[old_choice] > long_run[verification.chosen]  # the bias was there to remove

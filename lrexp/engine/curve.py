@@ -244,9 +244,9 @@ def start_level(values: FloatArray) -> float:
 def blowup_index(losses: FloatArray) -> int | None:
     """Where the loss blew up: past the zero-lag minimum, the first of two raw losses in a row
     more than three noise widths above the level the test started at (the loss is worse than
-    before any training: the explosion), or the first point of the final stretch in which the zero-lag loss
-    stays two noise widths above that level, or the first non-finite loss, whichever comes
-    first. None when the curve does not end blown up (the range ended first).
+    before any training: the explosion), or the first point of the final stretch in which the
+    zero-lag loss stays two noise widths above that level, or the first non-finite loss,
+    whichever comes first. None when the curve does not end blown up (the range ended first).
 
     The raw loss, not only its smoothing: an explosion the optimizer half recovers from (Adam's
     loss spikes, then settles back near where it began) keeps the smoothing under the level for

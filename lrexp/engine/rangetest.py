@@ -400,7 +400,8 @@ def _holdout_batches(trainer: _Trainer, snapshot: _Snapshot,
     ``HOLDOUT_BATCHES``), in the order the probes will see (each restores the RNG first);
     None when the loader has too few batches to spare any."""
     snapshot.restore(trainer)
-    held, seen = [], 0
+    held: list[Any] = []
+    seen = 0
     for position, batch in enumerate(train_loader):
         seen = position + 1
         if position % HOLDOUT_EVERY == 0:

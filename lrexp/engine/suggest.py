@@ -430,8 +430,8 @@ def suggest(lrs: npt.ArrayLike, losses: npt.ArrayLike, method: str = "default",
             f"Unknown suggestion method {method!r}; choose 'default' or one of {sorted(METHODS)}."
         )
     result = METHODS[name](lrs, losses)
-    assumed = (f"Assumed regime: {regime} (the model "
-               f"{'starts from pretrained weights' if pretrained else 'trains from its initial weights'}).")
+    start = "starts from pretrained weights" if pretrained else "trains from its initial weights"
+    assumed = f"Assumed regime: {regime} (the model {start})."
     result = replace(result, regime=regime,
                      reason=f"{result.reason} {assumed}" if result.reason else assumed)
     return result if method != "default" else replace(result, method=f"default ({name})")

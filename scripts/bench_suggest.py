@@ -883,8 +883,9 @@ def rank_correlation_lines(results) -> list[str]:
     loss at the probed LRs; the median over trials, per split."""
     lines = ["| probe judge | horizon (steps) | median rho, held-out | median rho, tuning |",
              "|---|---|---|---|"]
+    saved = sorted({h for r in results for t in r["trials"] for p in t["probes"] for h in p["at"]})
     for kind in ("train", "holdout", "val"):
-        for horizon in PROBE_HORIZONS:
+        for horizon in saved:  # a run saved with other horizons reports its own
             cells = []
             for split in ("held-out", "tuning"):
                 rhos = [rho for r in results if r["split"] == split for t in r["trials"]

@@ -275,3 +275,9 @@ def test_pretrained_switches_the_default_to_the_fine_tuning_rule_and_says_so():
     assert tuned.method == "default (finetune)" and "fine-tuning" in tuned.reason
     assert tuned.lr == pytest.approx(lrs[np.nanargmin(zero_lag(losses))] / FINE_TUNING_DIVISOR)
     assert tuned.lr < scratch.lr
+
+
+def test_the_verdict_of_a_pretrained_curve_says_it_was_read_as_fine_tuning():
+    lrs, losses = _sigmoid_curve(noise=0.05)
+    assert "fine-tuning" in assess(lrs, losses, pretrained=True).reason
+    assert "fine-tuning" not in assess(lrs, losses).reason

@@ -168,11 +168,17 @@ def _readable_curve(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> _Curve | str:
 
 
 def assess(lrs: npt.ArrayLike, losses: npt.ArrayLike, pretrained: bool = False) -> Verdict:
-    """The confidence verdict of a curve (see the module docstring)."""
+    """The confidence verdict of a curve (see the module docstring). With ``pretrained`` the
+    same rules judge it (the benchmark's tuning split has too few fine-tuning curves to tune
+    them apart), and the reason says the curve was read as a fine-tuning one."""
     curve = _readable_curve(lrs, losses)
     if isinstance(curve, str):
         return Verdict("none", curve)
-    return _assess(curve)
+    verdict = _assess(curve)
+    if not pretrained:
+        return verdict
+    return replace(verdict, reason=f"{verdict.reason} Read as fine-tuning (pretrained weights): "
+                   f"the default is the minimum's LR / {FINE_TUNING_DIVISOR:g}.")
 
 
 def _assess(curve: _Curve) -> Verdict:

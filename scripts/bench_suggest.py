@@ -664,9 +664,13 @@ def load_results(path: str | Path) -> list[dict]:
     for r in results:
         for key in ("grid", "onecycle_grid"):
             r[key] = {float(lr): float(loss) for lr, loss in r[key].items()}
+        r.setdefault("best_lr", min(r["grid"], key=r["grid"].get))
         for t in r["trials"]:
             for row in t.get("probes", []):
                 row["at"] = {int(h): v for h, v in row["at"].items()}
+            if "curve" in t:  # the keys scripts/bench_spread.py reads
+                t.setdefault("lrs", t["curve"]["lrs"])
+                t.setdefault("losses", t["curve"]["losses"])
     return results
 
 

@@ -23,7 +23,8 @@ None and ``reason`` says why (the peers crash there or answer silently).
 
 The verdict (``assess``) compares how far the loss fell with its minibatch noise, checks that
 the loss turned up again before the test ended, and gives the interval of LRs the curve
-supports: from where the loss has made half its fall to where it bottoms out.
+supports: from where the loss has made half its fall to where it bottoms out. A suggestion past
+the zero-lag minimum (on the rising side), or an interval wholly past it, is never "high".
 
 With repeated tests (``range_test(..., repeats=k)``) the rules read the median curve, and the
 verdict also weighs how far the repeats' own suggestions disagree (``SuggestionSpread``,

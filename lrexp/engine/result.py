@@ -182,17 +182,18 @@ class RangeTestResult:
 
     def _verified(self) -> Suggestion:
         verification = self.verification
+        regime = regime_name(self.pretrained)
         if verification is None:
-            return Suggestion(None, "verified", reason="the test ran without verify=True.")
+            return Suggestion(None, "verified", reason="the test ran without verify=True.",
+                              regime=regime)
         if verification.chosen is None:
-            return Suggestion(None, "verified",
+            return Suggestion(None, "verified", regime=regime,
                               reason="no probe of the verify step gave a finite loss.")
         probe = verification.probes[verification.chosen]
         verdict = self.verdict
         best = min(p.loss for p in verification.probes)
         kind = {"val": "validation", "holdout": "held-out"}.get(verification.loss_kind,
                                                                verification.loss_kind)
-        regime = regime_name(self.pretrained)
         reason = (f"{len(verification.probes)} probes of {verification.steps} steps: LR "
                   f"{probe.lr:.3g} ({probe.source}) is the lowest LR whose {kind} loss "
                   f"({probe.loss:.4g}) is close to the best ({best:.4g}). The curve: "
@@ -203,7 +204,7 @@ class RangeTestResult:
             confidence = "low"  # on the curve's rising side (lrexp.engine.suggest)
             reason += f" But it lies past the curve's minimum (LR {minimum_lr:.3g})."
         return Suggestion(probe.lr, "verified", None, reason, confidence, verdict.interval,
-                          regime_name(self.pretrained))
+                          regime)
 
     @property
     def verdict(self) -> Verdict:

@@ -30,6 +30,7 @@ variants re-score offline in seconds (``--offline PATH``).
     python scripts/bench_suggest.py --cases wine_mlp_adam --seeds 1
     python scripts/bench_suggest.py --offline outputs/bench_suggest.json    # seconds
     python scripts/bench_suggest.py --reuse outputs/bench_suggest.json      # new engine, old truth
+    python scripts/bench_suggest.py --check outputs/bench_suggest.json      # train the answers
 """
 
 from __future__ import annotations
@@ -969,6 +970,47 @@ def _sensitivity_line(results) -> str:
     return f"Cases not LR-sensitive or best at the grid's edge: {', '.join(flagged) or 'none'}."
 
 
+def trained_check(results, names=("lrexp default", "lrexp verify", "fastai minimum/10",
+                                   "fastai valley")) -> str:
+    """How far the interpolation can be trusted: train each named rule's suggestion for the
+    case's whole length (the truth's seeds) and compare the trained hit with the interpolated
+    one; also the trained hit counts per split."""
+    rules = curve_rules()
+    agree = total = 0
+    trained_hits: dict[tuple[str, str], list[bool]] = {}
+    for r in results:
+        case = next(c for c in CASES if c.name == r["case"])
+        data = case.data()
+        cache: dict[float, float] = {}
+        best = min(r["grid"].values())
+        for t in r["trials"]:
+            for name in names:
+                if name == "lrexp verify":
+                    lr = t["verify"]["lr"]
+                else:
+                    lr = rules[name](np.asarray(t["curve"]["lrs"]),
+                                     np.asarray(t["curve"]["losses"]), r["pretrained"])
+                if lr is None:
+                    trained = False
+                else:
+                    key = float(f"{lr:.6g}")
+                    if key not in cache:
+                        cache[key] = float(np.mean([val_loss_after_training(case, data, key, s)
+                                                    for s in SEEDS]))
+                    trained = is_hit(cache[key], best)
+                agree += trained == hit(r["grid"], lr)
+                total += 1
+                trained_hits.setdefault((name, r["split"]), []).append(trained)
+    lines = [f"Trained at the suggested LR: the interpolated verdict matches the trained one in "
+             f"{agree} of {total} suggestions.", "", "| rule | held-out (trained) | tuning "
+             "(trained) |", "|---|---|---|"]
+    for name in names:
+        cells = [f"{sum(trained_hits[(name, s)])}/{len(trained_hits[(name, s)])}"
+                 for s in ("held-out", "tuning")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=[c.name for c in CASES],
@@ -980,7 +1022,14 @@ def main() -> None:
     parser.add_argument("--reuse", type=Path, metavar="PATH",
                         help="keep a saved run's truth, curves and probe table; rerun only "
                              "the engine's verify (after an engine change)")
+    parser.add_argument("--check", type=Path, metavar="PATH",
+                        help="train a saved run's suggestions (default, verify, fastai) to check "
+                             "the interpolation, then exit")
     args = parser.parse_args()
+    if args.check:
+        torch.set_num_threads(1)
+        print(trained_check(load_results(args.check)))
+        return
     if args.offline:
         print(report(load_results(args.offline)))
         return

@@ -205,3 +205,16 @@ def test_non_finite_lr_bounds_are_refused():
     with pytest.raises(SettingError, match="max_lr=inf"):
         lrexp.range_test(bn_net(), classification_batches(), nn.CrossEntropyLoss(),
                          max_lr=float("inf"), progress=False)
+
+
+def test_pretrained_reaches_the_result_and_its_suggestion_says_fine_tuning():
+    model = Scalar(1.0)
+    result = lrexp.range_test(model, noise_batches(), quadratic_loss(2.0),
+                              torch.optim.SGD(model.parameters(), lr=1e-7), min_lr=1e-7,
+                              max_lr=10, num_iter=100, progress=False, pretrained=True)
+    assert result.pretrained is True
+    suggestion = result.suggest()
+    assert suggestion.regime == "fine-tuning" and "fine-tuning" in suggestion.reason
+    with pytest.raises(SettingError, match="pretrained"):
+        lrexp.range_test(model, noise_batches(), quadratic_loss(2.0), progress=False,
+                         pretrained="yes")

@@ -121,3 +121,26 @@ def test_original_findlr_scheduler_with_the_blog_loop():
         optimizer.step()
         scheduler.step()
     np.testing.assert_allclose(seen, 1e-7 * (1e8) ** (np.arange(5) / 100), rtol=1e-12)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_pretrained_round_trips_and_keeps_the_fine_tuning_regime(tmp_path, fmt):
+    result = _curve()
+    result.pretrained = True
+    path = getattr(result, f"to_{fmt}")(tmp_path / f"curve.{fmt}")
+    back = getattr(RangeTestResult, f"from_{fmt}")(path)
+    assert back.pretrained is True
+    assert back.suggest().regime == "fine-tuning" and "fine-tuning" in back.suggest().reason
+    assert back.suggestions() == result.suggestions()
+
+
+def test_a_file_written_before_pretrained_existed_reads_as_from_scratch(tmp_path):
+    import json
+
+    path = _curve().to_csv(tmp_path / "curve.csv")
+    head, rest = path.read_text().split("\n", 1)
+    meta = json.loads(head[len("# lrexp "):])
+    del meta["pretrained"]
+    path.write_text("# lrexp " + json.dumps(meta) + "\n" + rest)
+    back = RangeTestResult.from_csv(path)
+    assert back.pretrained is False and back.suggest().regime == "from scratch"

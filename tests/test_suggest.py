@@ -206,3 +206,78 @@ def test_without_a_blowup_edge_falls_back_to_minimum():
     x = np.log10(lrs)
     losses = 2.0 - np.tanh(x + 3) + 0.05 * np.exp(x + 0.5)  # a gentle turn, no explosion
     assert edge(lrs, losses).lr == minimum(lrs, losses).lr
+
+
+def _adam_like_curve(seed=0):
+    """Falls from 2.3 to 0.5, explodes at point 62 (three losses near 8), then settles back
+    near where it began (Adam's moments recover: the model predicts the class prior) and only
+    goes far up from point 90 on."""
+    rng = np.random.default_rng(seed)
+    lrs = np.geomspace(1e-7, 10, 100)
+    x = np.log10(lrs)
+    losses = 1.4 - 0.9 * np.tanh(2 * (x + 4)) + 0.02 * rng.standard_normal(100)
+    losses[62:65] = [8.0, 7.5, 6.0]
+    losses[65:90] = 2.3 + 0.02 * rng.standard_normal(25)
+    losses[90:] = 2.3 * 3.0 ** np.arange(1, 11)
+    return lrs, losses
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_blowup_is_where_the_raw_loss_exploded_not_where_it_stayed_up(seed):
+    from lrexp.engine.curve import blowup_index
+
+    lrs, losses = _adam_like_curve(seed)
+    assert blowup_index(losses) == 62
+
+
+def test_one_unlucky_batch_after_the_minimum_is_not_the_blowup():
+    from lrexp.engine.curve import blowup_index
+
+    lrs, losses = _adam_like_curve()
+    losses[63:65] = losses[60]  # only point 62 is high now
+    assert blowup_index(losses) == 90
+
+
+def _minimum_far_below_the_blowup():
+    """Bottoms out at LR 1e-5, then climbs slowly for four decades before it blows up at ~1:
+    blow-up-based answers land on the rising side."""
+    lrs = np.geomspace(1e-7, 10, 100)
+    x = np.log10(lrs)
+    losses = 2.0 - np.tanh(2 * (x + 6)) + 0.3 * np.clip(x + 5, 0, None)
+    losses[x > 0] = 1e3
+    return lrs, losses + 0.01 * np.random.default_rng(0).standard_normal(100)
+
+
+def test_a_suggestion_past_the_minimum_is_never_high():
+    lrs, losses = _minimum_far_below_the_blowup()
+    minimum_lr = lrs[np.nanargmin(zero_lag(losses))]
+    for method in ["default", *METHODS]:
+        s = suggest(lrs, losses, method)
+        if s.lr is not None and s.lr > minimum_lr:
+            assert s.confidence != "high", (method, s)
+    edge_answer = suggest(lrs, losses, "edge")
+    assert edge_answer.lr > minimum_lr and "past the curve's minimum" in edge_answer.reason
+
+
+def test_an_interval_wholly_past_the_minimum_is_never_high():
+    lrs, losses = _minimum_far_below_the_blowup()
+    verdict = assess(lrs, losses)
+    assert verdict.interval[0] > lrs[np.nanargmin(zero_lag(losses))]
+    assert verdict.confidence == "low" and "past its minimum" in verdict.reason
+
+
+def test_pretrained_switches_the_default_to_the_fine_tuning_rule_and_says_so():
+    from lrexp.engine.suggest import FINE_TUNING_DIVISOR
+
+    lrs, losses = _sigmoid_curve(noise=0.05)
+    scratch, tuned = suggest(lrs, losses), suggest(lrs, losses, pretrained=True)
+    assert (scratch.regime, tuned.regime) == ("from scratch", "fine-tuning")
+    assert tuned.method == "default (finetune)" and "fine-tuning" in tuned.reason
+    assert tuned.lr == pytest.approx(lrs[np.nanargmin(zero_lag(losses))] / FINE_TUNING_DIVISOR)
+    assert tuned.lr < scratch.lr
+
+
+def test_the_verdict_of_a_pretrained_curve_says_it_was_read_as_fine_tuning():
+    lrs, losses = _sigmoid_curve(noise=0.05)
+    assert "fine-tuning" in assess(lrs, losses, pretrained=True).reason
+    assert "fine-tuning" not in assess(lrs, losses).reason

@@ -242,10 +242,15 @@ def start_level(values: FloatArray) -> float:
 
 
 def blowup_index(losses: FloatArray) -> int | None:
-    """Where the loss blew up: the first point of the final stretch in which the zero-lag loss
-    stays more than two noise widths above the level the test started at, or the first
-    non-finite loss. None when the curve does not end blown up (the range ended first).
+    """Where the loss blew up: past the zero-lag minimum, the first of two raw losses in a row
+    more than three noise widths above the level the test started at (the loss is worse than
+    before any training: the explosion), or the first point of the final stretch in which the
+    zero-lag loss stays two noise widths above that level, or the first non-finite loss,
+    whichever comes first. None when the curve does not end blown up (the range ended first).
 
+    The raw loss, not only its smoothing: an explosion the optimizer half recovers from (Adam's
+    loss spikes, then settles back near where it began) keeps the smoothing under the level for
+    a while, and the final stretch above it would mark the blow-up decades late.
     Divergence is explosive, so this point moves little with noise, unlike the minimum of a
     noisy curve; it marks the edge of the stable LRs."""
     return read(losses).blowup
@@ -256,13 +261,21 @@ def _blowup(raw: FloatArray, values: FloatArray, trend: FloatArray) -> int | Non
     cut_short = end < len(raw)  # a non-finite loss ends the readable part: a blow-up there
     if end < 3:
         return end if cut_short else None
-    level = start_level(values)
+    level, noise = start_level(values), noise_scale(values)
     # a relative floor: on a noiseless flat curve rounding alone must not look like a rise
-    above = trend > level + max(2.0 * noise_scale(values), 1e-9 * max(abs(level), 1.0))
-    if not above[-1]:
-        return end if cut_short else None
+    floor = 1e-9 * max(abs(level), 1.0)
+    above = trend > level + max(2.0 * noise, floor)
+    if not (above[-1] or cut_short):
+        return None
     calm = np.flatnonzero(~above)
-    return int(calm[-1]) + 1 if len(calm) else 0
+    final_stretch = int(calm[-1]) + 1 if len(calm) else 0
+    best = int(np.argmin(trend))
+    # two points in a row, so one unlucky batch is not an explosion
+    high = raw[best:end] > level + max(3.0 * noise, floor)
+    exploded = best + np.flatnonzero(high[:-1] & high[1:])
+    candidates = [int(exploded[0])] if len(exploded) else []
+    candidates.append(end if not above[-1] else final_stretch)
+    return min(candidates)
 
 
 def _local_linear(values: FloatArray, bandwidth: float) -> tuple[FloatArray, FloatArray]:

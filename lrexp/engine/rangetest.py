@@ -27,7 +27,7 @@ from lrexp.engine.repeats import repeat_seed, seed_everything
 from lrexp.engine.result import RangeTestResult
 from lrexp.engine.schedules import schedule_lrs
 from lrexp.engine.settings import DEFAULTS, Amp, RangeTestSettings, Schedule, SettingError
-from lrexp.engine.verify import candidate_lrs, run_probes
+from lrexp.engine.verify import HOLDOUT_BATCHES, HOLDOUT_EVERY, candidate_lrs, run_probes
 
 __all__ = ["LoaderExhausted", "range_test", "resolve_device"]
 
@@ -80,6 +80,7 @@ def range_test(
     verify_steps: int = DEFAULTS.verify_steps,
     repeats: int = DEFAULTS.repeats,
     seed: int | None = None,
+    pretrained: bool = DEFAULTS.pretrained,
 ) -> RangeTestResult:
     """Train ``model`` while the LR grows from ``min_lr`` to ``max_lr``; record the loss curve.
 
@@ -108,6 +109,10 @@ def range_test(
     their suggestions disagree. ``on_step`` sees every repeat's steps, ``step`` starting at 0
     with each repeat. Verify, when asked, probes the median curve's candidates once.
 
+    With ``pretrained=True`` the model starts from pretrained weights (fine-tuning): the
+    suggestion, its verdict and the verify probe read the curve as a fine-tuning one
+    (``lrexp.engine.suggest``; ``Suggestion.regime`` says which regime was assumed).
+
     Under torch.distributed (e.g. torchrun with a DistributedDataParallel model) each point's
     loss is averaged across ranks before it is recorded, so every rank records the same curve
     and stops at the same step; each rank restores its own state.
@@ -118,7 +123,7 @@ def range_test(
         min_lr=min_lr, max_lr=max_lr, num_iter=num_iter, schedule=schedule,
         steps_per_lr=steps_per_lr, beta=beta, diverge_th=diverge_th, amp=amp,
         accumulation_steps=accumulation_steps, verify=verify, verify_steps=verify_steps,
-        repeats=repeats,
+        repeats=repeats, pretrained=pretrained,
     )
     steps_per_point = _steps_per_point(settings, train_loader)
     if optimizer is None:
@@ -243,7 +248,7 @@ def _record_curve(trainer: _Trainer, settings: RangeTestSettings, train_loader: 
         diverge_th=settings.diverge_th, range_schedule=str(settings.schedule),
         min_lr=settings.min_lr, max_lr=settings.max_lr, num_iter=settings.num_iter,
         steps_per_lr=settings.steps_per_lr,
-        loss_kind="train" if val_loader is None else "val",
+        loss_kind="train" if val_loader is None else "val", pretrained=settings.pretrained,
     )
 
 
@@ -356,10 +361,17 @@ def _verify(result: RangeTestResult, trainer: _Trainer, snapshot: _Snapshot,
     if skipped is not None:
         log.warning("Verify skipped: %s", skipped)
         return
-    train = functools.partial(_probe, trainer, snapshot, train_loader)
-    evaluate = None if val_loader is None else functools.partial(_evaluate, trainer, val_loader)
+    # judged on held-out loss: the validation set, else a slice of the train batches that the
+    # probes never train on (lrexp.engine.verify: the short-horizon and overfitting biases)
+    holdout = None if val_loader is not None else _holdout_batches(trainer, snapshot,
+                                                                   train_loader)
+    judge = val_loader if val_loader is not None else holdout
+    skip_every = HOLDOUT_EVERY if holdout is not None else None
+    train = functools.partial(_probe, trainer, snapshot, train_loader, skip_every)
+    evaluate = None if judge is None else functools.partial(_evaluate, trainer, judge)
+    loss_kind = "val" if val_loader is not None else "holdout" if holdout else "train"
     try:
-        result.verification = run_probes(candidates, train, evaluate, steps)
+        result.verification = run_probes(candidates, train, evaluate, steps, loss_kind)
     except KeyboardInterrupt as interrupt:
         log.warning("Verify interrupted; keeping the probes that finished.")
         result.verification = getattr(interrupt, "verification", None)
@@ -382,13 +394,31 @@ def _why_not_verify(result: RangeTestResult, candidates: list[tuple[float, str]]
     return None
 
 
-def _probe(trainer: _Trainer, snapshot: _Snapshot, train_loader: Iterable[Any], lr: float,
-           steps: int) -> list[float]:
-    """``steps`` steps at ``lr`` from the initial state: the losses, up to a non-finite one."""
+def _holdout_batches(trainer: _Trainer, snapshot: _Snapshot,
+                     train_loader: Iterable[Any]) -> list[Any] | None:
+    """Every ``HOLDOUT_EVERY``-th batch of a pass over the loader (at most
+    ``HOLDOUT_BATCHES``), in the order the probes will see (each restores the RNG first);
+    None when the loader has too few batches to spare any."""
+    snapshot.restore(trainer)
+    held: list[Any] = []
+    seen = 0
+    for position, batch in enumerate(train_loader):
+        seen = position + 1
+        if position % HOLDOUT_EVERY == 0:
+            if len(held) == HOLDOUT_BATCHES:
+                break
+            held.append(batch)
+    return held if seen > HOLDOUT_EVERY else None
+
+
+def _probe(trainer: _Trainer, snapshot: _Snapshot, train_loader: Iterable[Any],
+           skip_every: int | None, lr: float, steps: int) -> list[float]:
+    """``steps`` steps at ``lr`` from the initial state: the losses, up to a non-finite one.
+    With ``skip_every``, the batches at those positions of each pass are held out."""
     snapshot.restore(trainer)
     trainer.prepare()
     trainer.set_lr(lr)
-    batches, losses = _endless(train_loader), []
+    batches, losses = _endless(train_loader, skip_every), []
     for _ in range(steps):
         losses.append(trainer.step(batches).item())
         if not math.isfinite(losses[-1]):
@@ -396,8 +426,8 @@ def _probe(trainer: _Trainer, snapshot: _Snapshot, train_loader: Iterable[Any], 
     return losses
 
 
-def _evaluate(trainer: _Trainer, val_loader: Iterable[Any]) -> float:
-    return trainer.evaluate(val_loader).item()
+def _evaluate(trainer: _Trainer, loader: Iterable[Any]) -> float:
+    return trainer.evaluate(loader).item()
 
 
 def _world_size() -> int:
@@ -412,14 +442,16 @@ class LoaderExhausted(Exception):
     iterator or generator): the test stops there and keeps its curve."""
 
 
-def _endless(loader: Iterable[Any]) -> Iterator[Any]:
-    """Batches of ``loader``, re-iterating it (a new epoch) whenever it runs out."""
+def _endless(loader: Iterable[Any], skip_every: int | None = None) -> Iterator[Any]:
+    """Batches of ``loader``, re-iterating it (a new epoch) whenever it runs out; with
+    ``skip_every``, the batches at positions 0, k, 2k, ... of each pass are left out."""
     epochs = 0
     while True:
         empty = True
-        for batch in loader:
+        for position, batch in enumerate(loader):
             empty = False
-            yield batch
+            if skip_every is None or position % skip_every:
+                yield batch
         if empty and epochs:
             raise LoaderExhausted
         if empty:

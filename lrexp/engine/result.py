@@ -25,6 +25,7 @@ from lrexp.engine.suggest import (
     SuggestionSpread,
     Verdict,
     assess,
+    regime_name,
     spread_of,
     suggest,
     with_spread,
@@ -110,6 +111,10 @@ class RangeTestResult:
     their median (``lrexp.engine.repeats``), which every rule and the verdict read; ``band``
     gives the interquartile band and ``suggestion_spread()`` how far the repeats' own
     suggestions disagree. A single test has no repeats.
+
+    ``pretrained`` says the model started from pretrained weights: the suggestion, the verdict
+    and the verify probe then read the curve as a fine-tuning one (files written before this
+    field existed read as False).
     """
 
     lrs: FloatArray
@@ -124,6 +129,7 @@ class RangeTestResult:
     num_iter: int | None = None
     steps_per_lr: int | str = DEFAULTS.steps_per_lr
     loss_kind: str = "train"
+    pretrained: bool = False  # the model started from pretrained weights (fine-tuning)
     extra: dict[str, Any] = field(default_factory=dict)
     verification: Verification | None = None
     repeats: list[RangeTestResult] = field(default_factory=list)
@@ -171,36 +177,48 @@ class RangeTestResult:
         verified = self.verification is not None and self.verification.chosen is not None
         if method == "verified" or (method == "default" and verified):
             return self._verified()
-        suggestion = suggest(self.lrs, self.losses, method)
+        suggestion = suggest(self.lrs, self.losses, method, pretrained=self.pretrained)
         return with_spread(suggestion, self.suggestion_spread()) if self.repeats else suggestion
 
     def _verified(self) -> Suggestion:
         verification = self.verification
+        regime = regime_name(self.pretrained)
         if verification is None:
-            return Suggestion(None, "verified", reason="the test ran without verify=True.")
+            return Suggestion(None, "verified", reason="the test ran without verify=True.",
+                              regime=regime)
         if verification.chosen is None:
-            return Suggestion(None, "verified",
+            return Suggestion(None, "verified", regime=regime,
                               reason="no probe of the verify step gave a finite loss.")
         probe = verification.probes[verification.chosen]
         verdict = self.verdict
+        best = min(p.loss for p in verification.probes)
+        kind = {"val": "validation", "holdout": "held-out"}.get(verification.loss_kind,
+                                                               verification.loss_kind)
         reason = (f"{len(verification.probes)} probes of {verification.steps} steps: LR "
-                  f"{probe.lr:.3g} ({probe.source}) reached the lowest {verification.loss_kind} "
-                  f"loss, {probe.loss:.4g}. The curve: {verdict.reason}")
+                  f"{probe.lr:.3g} ({probe.source}) is the lowest LR whose {kind} loss "
+                  f"({probe.loss:.4g}) is close to the best ({best:.4g}). The curve: "
+                  f"{verdict.reason} Assumed regime: {regime}.")
         confidence = "low" if verdict.confidence == "none" else verdict.confidence
-        return Suggestion(probe.lr, "verified", None, reason, confidence, verdict.interval)
+        minimum_lr = self.lr_at_min_loss
+        if confidence == "high" and minimum_lr is not None and probe.lr > minimum_lr:
+            confidence = "low"  # on the curve's rising side (lrexp.engine.suggest)
+            reason += f" But it lies past the curve's minimum (LR {minimum_lr:.3g})."
+        return Suggestion(probe.lr, "verified", None, reason, confidence, verdict.interval,
+                          regime)
 
     @property
     def verdict(self) -> Verdict:
         """The curve's confidence verdict (``lrexp.engine.suggest.Verdict``); with repeats,
         the median curve's, weighing how far the repeats' suggestions disagree."""
-        verdict = assess(self.lrs, self.losses)
+        verdict = assess(self.lrs, self.losses, pretrained=self.pretrained)
         return with_spread(verdict, self.suggestion_spread()) if self.repeats else verdict
 
     def suggestion_spread(self) -> SuggestionSpread:
         """How far the repeats' own default suggestions disagree (median LR, IQR and range in
         decades); a single test's spread is its one suggestion, with no IQR."""
         curves = self.repeats or [self]
-        return spread_of([suggest(r.lrs, r.losses).lr for r in curves])
+        return spread_of([suggest(r.lrs, r.losses, pretrained=self.pretrained).lr
+                          for r in curves])
 
     @property
     def band(self) -> MedianCurve | None:

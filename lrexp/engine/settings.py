@@ -50,7 +50,9 @@ class RangeTestSettings:
     Names are coerced to their enums (``schedule="exp"`` becomes ``Schedule.EXP``, which still
     equals "exp") and integral counts to ``int``. ``steps_per_lr`` is a count or "epoch" (one
     pass over the train loader per LR). ``repeats`` is how many range tests run from the same
-    initial weights with different data orders (``lrexp.engine.repeats``).
+    initial weights with different data orders (``lrexp.engine.repeats``). ``pretrained`` says
+    the model starts from pretrained weights: the suggestion then reads the curve as a
+    fine-tuning one (``lrexp.engine.suggest``).
     """
 
     min_lr: float = 1e-7
@@ -63,8 +65,9 @@ class RangeTestSettings:
     amp: Amp | str | None = None
     accumulation_steps: int = 1
     verify: bool = False
-    verify_steps: int = 50
+    verify_steps: int = 40
     repeats: int = 1
+    pretrained: bool = False  # fine-tuning: the model starts from pretrained weights
 
     def __post_init__(self) -> None:
         _check_lr_range(self.min_lr, self.max_lr)
@@ -86,6 +89,9 @@ class RangeTestSettings:
         self._set("repeats", _count("repeats", self.repeats, 1,
                                     "1 runs one test; 3-5 repeats show how much the curve and "
                                     "its suggestion move with the data order."))
+        if not isinstance(self.pretrained, bool):
+            raise _problem("pretrained", self.pretrained, "True or False",
+                           "True when the model starts from pretrained weights (fine-tuning).")
 
     def _set(self, name: str, value: object) -> None:
         object.__setattr__(self, name, value)  # the normalised value, in a frozen dataclass

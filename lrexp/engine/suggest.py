@@ -15,11 +15,16 @@ None and ``reason`` says why (the peers crash there or answer silently).
   ``EDGE_DIVISOR``: a fixed distance below the edge of the stable LRs. Divergence is explosive,
   so this anchor barely moves with minibatch noise, where the minimum of a noisy curve wanders
   by decades. Without a blow-up on the curve it falls back to ``minimum``.
-* ``default``: the rule the suggestion benchmark (scripts/bench_suggest.py) found best; README.
+* ``finetune``: the LR of the minimum divided by ``FINE_TUNING_DIVISOR``: the rule for a model
+  that starts from pretrained weights.
+* ``default``: per regime (``DEFAULT_METHODS``), the rule the suggestion benchmark
+  (scripts/bench_suggest.py, chosen on its tuning families) found best: ``edge`` from scratch,
+  ``finetune`` for pretrained weights (``suggest(..., pretrained=True)``).
 
 The verdict (``assess``) compares how far the loss fell with its minibatch noise, checks that
 the loss turned up again before the test ended, and gives the interval of LRs the curve
-supports: from where the loss has made half its fall to where it bottoms out.
+supports: from where the loss has made half its fall to where it bottoms out. A suggestion past
+the zero-lag minimum (on the rising side), or an interval wholly past it, is never "high".
 
 With repeated tests (``range_test(..., repeats=k)``) the rules read the median curve, and the
 verdict also weighs how far the repeats' own suggestions disagree (``SuggestionSpread``,
@@ -39,24 +44,32 @@ import numpy.typing as npt
 from lrexp.engine.curve import FloatArray, read, readable_end, start_level
 
 __all__ = [
-    "CONFIDENCE_LEVELS", "DEFAULT_METHOD", "METHODS", "SPREAD_HIGH_DECADES", "Suggestion",
-    "SuggestionSpread", "Verdict", "assess", "edge", "fall_start_lr", "minimum", "spread_of",
-    "steepest", "suggest", "valley", "with_spread",
+    "CONFIDENCE_LEVELS", "DEFAULT_METHOD", "DEFAULT_METHODS", "METHODS", "REGIMES",
+    "SPREAD_HIGH_DECADES", "Suggestion", "SuggestionSpread", "Verdict", "assess", "edge",
+    "fall_start_lr", "finetune", "minimum", "regime_name", "spread_of", "steepest", "suggest",
+    "valley", "with_spread",
 ]
 
 # Fewer usable points than this cannot show a descent and a turn.
 MIN_POINTS = 5
 CONFIDENCE_LEVELS = ("none", "low", "high")
+# A model trained from its initial weights, or one that starts from pretrained weights.
+REGIMES = ("from scratch", "fine-tuning")
 # How many noise widths the loss must fall: below NONE it never left its noise band; below
 # HIGH it did, but not by enough for one reading of the minimum to be trusted.
 FALL_NONE, FALL_HIGH = 2.0, 5.0
 # fastai divides the LR at the EMA's minimum by 10. Part of that tenth cancels the EMA's lag
 # (the EMA's minimum sits a fraction of a decade to several decades past the raw loss's);
 # the rest keeps clear of the edge where the loss turns up. The unlagged minimum needs only
-# that second part. Both divisors were chosen with scripts/bench_suggest.py (README, "How the
-# default was chosen"): the hit counts change little from 20 to 50 for EDGE_DIVISOR.
+# that second part.
 MINIMUM_DIVISOR = 2.0
-EDGE_DIVISOR = 30.0
+# The default's constants, chosen on the tuning families of scripts/bench_suggest.py only
+# (scripts/bench_suggest.md): from scratch, hits on the tuning split are level from 10 to 30
+# for EDGE_DIVISOR (the middle, 20, taken). Fine-tuning: a pretrained net's best constant LR
+# lies further below its curve's minimum than a fresh one's (its weights are already good, and
+# a large LR first wrecks them); the tuning split's fine-tuning cases are level from 10 to 20.
+EDGE_DIVISOR = 20.0
+FINE_TUNING_DIVISOR = 15.0
 INTERVAL_BELOW_EDGE = (100.0, 5.0)  # the supported interval: blow-up LR / 100 .. / 5
 # The loss "starts to fall" (Smith 2017, section 3.3) where it leaves the level it started at for
 # good: a tenth of its fall below that level, so the plateau's wobble is not read as the start.
@@ -90,6 +103,7 @@ class Suggestion:
     reason: str | None = None
     confidence: str = "none"
     interval: tuple[float, float] | None = None
+    regime: str = "from scratch"  # in REGIMES: what the rule assumed of the model's start
 
     def __bool__(self) -> bool:
         return self.lr is not None
@@ -154,12 +168,18 @@ def _readable_curve(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> _Curve | str:
     return _Curve(lrs, raw, reading.trend[:end], reading.values[:end], blowup, blowup_lr)
 
 
-def assess(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Verdict:
-    """The confidence verdict of a curve (see the module docstring)."""
+def assess(lrs: npt.ArrayLike, losses: npt.ArrayLike, pretrained: bool = False) -> Verdict:
+    """The confidence verdict of a curve (see the module docstring). With ``pretrained`` the
+    same rules judge it (the benchmark's tuning split has too few fine-tuning curves to tune
+    them apart), and the reason says the curve was read as a fine-tuning one."""
     curve = _readable_curve(lrs, losses)
     if isinstance(curve, str):
         return Verdict("none", curve)
-    return _assess(curve)
+    verdict = _assess(curve)
+    if not pretrained:
+        return verdict
+    return replace(verdict, reason=f"{verdict.reason} Read as fine-tuning (pretrained weights): "
+                   f"the default is the minimum's LR / {FINE_TUNING_DIVISOR:g}.")
 
 
 def _assess(curve: _Curve) -> Verdict:
@@ -191,6 +211,11 @@ def _assess(curve: _Curve) -> Verdict:
     if widths < FALL_HIGH:
         return Verdict("low", f"{fell}: only a little more than its noise, so the reading "
                        "is uncertain; raise num_iter or batch_size.",
+                       interval, widths)
+    if interval[0] > curve.lrs[best]:
+        return Verdict("low", f"{fell}, but the LRs it supports ({interval[0]:.3g} to "
+                       f"{interval[1]:.3g}) all lie past its minimum (LR {curve.lrs[best]:.3g}), "
+                       "where the loss is rising again; the curve's reading is uncertain.",
                        interval, widths)
     turned = (f"blew up at LR {curve.blowup_lr:.3g}" if blowup is not None
               else f"turned up after LR {curve.lrs[best]:.3g}")
@@ -281,12 +306,22 @@ def fall_start_lr(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> float | None:
     return float(curve.lrs[int(still_up[-1]) + 1 if len(still_up) else 0])
 
 
-def _with_verdict(suggestion: Suggestion, verdict: Verdict) -> Suggestion:
+def _with_verdict(suggestion: Suggestion, curve: _Curve) -> Suggestion:
+    """``suggestion`` with the curve's verdict; never "high" past the curve's minimum."""
+    verdict = _assess(curve)
     if verdict.confidence == "none":  # a flat or noisy curve gets no number, only the reason
         return replace(suggestion, lr=None, index=None, reason=verdict.reason,
                        confidence="none", interval=None)
-    return replace(suggestion, reason=verdict.reason, confidence=verdict.confidence,
-                   interval=verdict.interval)
+    judged = replace(suggestion, reason=verdict.reason, confidence=verdict.confidence,
+                     interval=verdict.interval)
+    minimum_lr = float(curve.lrs[curve.best])
+    if judged.lr is not None and judged.lr > minimum_lr:
+        # past the minimum the loss is rising: that LR trains worse than ones below it
+        return replace(judged, confidence="low", reason=(
+            f"{verdict.reason} But the suggestion (LR {judged.lr:.3g}) lies past the curve's "
+            f"minimum (LR {minimum_lr:.3g}), on its rising side; prefer an LR below the "
+            "minimum."))
+    return judged
 
 
 def steepest(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
@@ -296,11 +331,11 @@ def steepest(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
         return Suggestion(None, "steepest", reason=curve)
     start, best = curve.start, curve.best
     if best - start < 2:
-        return _with_verdict(Suggestion(None, "steepest"), _assess(curve))
+        return _with_verdict(Suggestion(None, "steepest"), curve)
     segment = slice(start, best + 1)
     slope = np.gradient(curve.trend[segment], np.log10(curve.lrs[segment]))
     index = start + int(np.argmin(slope))
-    return _with_verdict(Suggestion(float(curve.lrs[index]), "steepest", index), _assess(curve))
+    return _with_verdict(Suggestion(float(curve.lrs[index]), "steepest", index), curve)
 
 
 def minimum(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
@@ -310,7 +345,17 @@ def minimum(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
         return Suggestion(None, "minimum", reason=curve)
     index = curve.best
     suggestion = Suggestion(float(curve.lrs[index]) / MINIMUM_DIVISOR, "minimum", index)
-    return _with_verdict(suggestion, _assess(curve))
+    return _with_verdict(suggestion, curve)
+
+
+def finetune(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
+    """The LR at the loss's minimum divided by ``FINE_TUNING_DIVISOR`` (pretrained weights)."""
+    curve = _readable_curve(lrs, losses)
+    if isinstance(curve, str):
+        return Suggestion(None, "finetune", reason=curve)
+    index = curve.best
+    suggestion = Suggestion(float(curve.lrs[index]) / FINE_TUNING_DIVISOR, "finetune", index)
+    return _with_verdict(suggestion, curve)
 
 
 def edge(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
@@ -321,7 +366,7 @@ def edge(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
     if curve.blowup_lr is None:
         return replace(minimum(lrs, losses), method="edge")
     suggestion = _with_verdict(Suggestion(curve.blowup_lr / EDGE_DIVISOR, "edge", curve.blowup),
-                               _assess(curve))
+                               curve)
     if suggestion.lr < curve.lrs[0]:  # the blow-up came too soon for the rule's distance
         return replace(suggestion, confidence="low", reason=(
             f"the loss blew up at LR {curve.blowup_lr:.3g}, so close to min_lr that the "
@@ -359,26 +404,41 @@ def valley(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
     max_start, max_end = _longest_decreasing_run(curve.trend[start:stop])
     sections = (max_end - max_start) / 3
     index = start + max(max_start + int(sections) + int(sections / 2), 0)
-    return _with_verdict(Suggestion(float(curve.lrs[index]), "valley", index), _assess(curve))
+    return _with_verdict(Suggestion(float(curve.lrs[index]), "valley", index), curve)
 
 
 METHODS: dict[str, Callable[..., Suggestion]] = {
     "edge": edge,
+    "finetune": finetune,
     "minimum": minimum,
     "steepest": steepest,
     "valley": valley,
 }
 
-# Picked by scripts/bench_suggest.py (hits per rule over its cases; table in the README).
-DEFAULT_METHOD = "edge"
+# Picked by scripts/bench_suggest.py on its tuning families, per regime (scripts/bench_suggest.md).
+DEFAULT_METHODS = {REGIMES[0]: "edge", REGIMES[1]: "finetune"}
+DEFAULT_METHOD = DEFAULT_METHODS[REGIMES[0]]
 
 
-def suggest(lrs: npt.ArrayLike, losses: npt.ArrayLike, method: str = "default") -> Suggestion:
-    """The suggestion of ``method`` ("default" or a name in METHODS)."""
-    name = DEFAULT_METHOD if method == "default" else method
+def regime_name(pretrained: bool) -> str:
+    """The regime a suggestion assumes (in REGIMES): "fine-tuning" for pretrained weights."""
+    return REGIMES[1] if pretrained else REGIMES[0]
+
+
+def suggest(lrs: npt.ArrayLike, losses: npt.ArrayLike, method: str = "default",
+            pretrained: bool = False) -> Suggestion:
+    """The suggestion of ``method`` ("default" or a name in METHODS). ``pretrained``: the
+    model started from pretrained weights, and the default is the fine-tuning rule
+    (``DEFAULT_METHODS``); the reason says which regime was assumed."""
+    regime = regime_name(pretrained)
+    name = DEFAULT_METHODS[regime] if method == "default" else method
     if name not in METHODS:
         raise ValueError(
             f"Unknown suggestion method {method!r}; choose 'default' or one of {sorted(METHODS)}."
         )
     result = METHODS[name](lrs, losses)
+    start = "starts from pretrained weights" if pretrained else "trains from its initial weights"
+    assumed = f"Assumed regime: {regime} (the model {start})."
+    result = replace(result, regime=regime,
+                     reason=f"{result.reason} {assumed}" if result.reason else assumed)
     return result if method != "default" else replace(result, method=f"default ({name})")

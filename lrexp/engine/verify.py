@@ -1,14 +1,27 @@
-"""The verify probe: short trainings at candidate LRs read off the curve, best one wins.
+"""The verify probe: short trainings at candidate LRs read off the curve; the best one wins,
+judged so that a short probe does not favour the LR that merely falls fastest at first.
 
 A range test sees each LR for one step, from weights already trained at all the smaller LRs;
 a real training holds one LR from the initial weights. The probe asks that question directly:
-from the initial state, train ``steps`` steps at each candidate LR and keep the LR with the
-lowest measured loss (validation loss when there is a validation set, else the mean training
-loss of the probe's last third: the level it reached, not its luckiest batch).
+from the initial state, train ``steps`` steps at each candidate LR and compare.
 
-Candidates are the rules' answers and factors of 3 around the default, nothing at or above
-the LR where the loss blew up, merged when closer than a factor of 1.5.
-This module is pure selection logic; ``lrexp.engine.rangetest`` supplies the training callables.
+A short probe judged by its training loss rewards the LR that falls fastest at first, which is
+not the LR that trains best over a whole run (short-horizon bias: Wu, Ren, Liao & Grosse,
+"Understanding Short-Horizon Bias in Stochastic Meta-Optimization", ICLR 2018); with few
+examples it also rewards overfitting. So the probe
+
+* judges each candidate on held-out loss after the same number of steps: the validation set
+  when there is one, else every ``HOLDOUT_EVERY``-th batch of the train loader's pass (at most
+  ``HOLDOUT_BATCHES``), which no probe trains on (a loader too short to spare batches is
+  judged on the mean training loss of the probe's last third);
+* keeps the lowest LR whose loss is within ``PREFER_LOWER_WITHIN`` of the best: a higher LR
+  must win clearly, since its early lead is what the short horizon exaggerates.
+
+Candidates are the default suggestion times ``AROUND_DEFAULT`` (per regime), nothing at or
+above the LR where the loss blew up, merged when closer than a factor of ``MERGE_FACTOR``.
+Every constant was chosen on the tuning families of scripts/bench_suggest.py (its document:
+scripts/bench_suggest.md). This module is pure selection logic; ``lrexp.engine.rangetest``
+supplies the training callables.
 """
 
 from __future__ import annotations
@@ -18,27 +31,33 @@ import time
 from collections.abc import Callable
 
 from lrexp.engine.result import Probe, RangeTestResult, Verification
-from lrexp.engine.suggest import DEFAULT_METHOD, METHODS
+from lrexp.engine.suggest import REGIMES, regime_name, suggest
 
-__all__ = ["candidate_lrs", "run_probes"]
+__all__ = ["AROUND_DEFAULT", "HOLDOUT_BATCHES", "HOLDOUT_EVERY", "PREFER_LOWER_WITHIN",
+           "candidate_lrs", "choose", "run_probes"]
 
-# Candidates closer than this factor are one candidate: LRs within 1.5x train alike, and each
-# probe costs time (all probes together: 1.35x the range test, median of the benchmark).
+# Candidates closer than this factor are one candidate: LRs within 1.5x train alike.
 MERGE_FACTOR = 1.5
-AROUND_DEFAULT = (1 / 3, 3.0)
+# The default's LR times these, per regime (scripts/bench_suggest.md, "Verify"). From
+# scratch, (1, 3) and (1/3, 1, 3) hit alike on the tuning split and two probes cost less;
+# fine-tuning, every set tried hit alike, and the side below is the one finders miss on.
+AROUND_DEFAULT: dict[str, tuple[float, ...]] = {
+    REGIMES[0]: (1.0, 3.0),
+    REGIMES[1]: (1 / 3, 1.0),
+}
+PREFER_LOWER_WITHIN = 0.05  # relative to the best candidate's loss
+HOLDOUT_EVERY = 5
+HOLDOUT_BATCHES = 8
 
 
 def candidate_lrs(result: RangeTestResult) -> list[tuple[float, str]]:
     """(LR, source) pairs to probe, ascending; empty when the curve supports no LR."""
-    proposals: list[tuple[float, str]] = []
-    default = result.suggest(DEFAULT_METHOD)
+    default = suggest(result.lrs, result.losses, pretrained=result.pretrained)
     if default.lr is None:
         return []
-    proposals.append((default.lr, DEFAULT_METHOD))
-    proposals += [(default.lr * factor, f"{DEFAULT_METHOD} x{factor:.3g}")
-                  for factor in AROUND_DEFAULT]
-    proposals += [(s.lr, name) for name in METHODS if name != DEFAULT_METHOD
-                  and (s := result.suggest(name)).lr is not None]
+    factors = AROUND_DEFAULT[regime_name(result.pretrained)]
+    proposals = [(default.lr * factor, "default" if factor == 1 else f"default x{factor:.3g}")
+                 for factor in factors]
     ceiling = result.blowup_lr or math.inf
     merged: list[tuple[float, str]] = []
     for lr, source in sorted(proposals):  # ties and near-ties join the first (lower) LR
@@ -51,29 +70,43 @@ def candidate_lrs(result: RangeTestResult) -> list[tuple[float, str]]:
     return merged
 
 
+def choose(probes: list[Probe]) -> int | None:
+    """Index of the lowest-LR probe whose loss is within ``PREFER_LOWER_WITHIN`` of the best;
+    None when no probe gave a finite loss."""
+    finite = [i for i, probe in enumerate(probes) if math.isfinite(probe.loss)]
+    if not finite:
+        return None
+    best = min(probes[i].loss for i in finite)
+    near = [i for i in finite if probes[i].loss <= best + PREFER_LOWER_WITHIN * abs(best)]
+    return min(near, key=lambda i: probes[i].lr)
+
+
 def run_probes(
     candidates: list[tuple[float, str]],
     train: Callable[[float, int], list[float]],
     evaluate: Callable[[], float] | None,
     steps: int,
+    loss_kind: str = "train",
 ) -> Verification:
     """Probe each candidate: ``train(lr, steps)`` resets to the initial state, trains and
     returns the per-step losses (stopping at a non-finite one); ``evaluate()`` gives the
-    validation loss after it, when there is a validation set.
+    held-out loss after it (``loss_kind`` "val" or "holdout"), None to judge the training
+    loss.
 
     A KeyboardInterrupt stops the probing; the probes done so far are kept in the
     ``Verification`` attached to the exception as ``verification``.
     """
     started = time.perf_counter()
     probes: list[Probe] = []
+    kind = loss_kind if evaluate is not None else "train"
     try:
         for lr, source in candidates:
             losses = train(lr, steps)
             probes.append(Probe(lr, source, _measured_loss(losses, steps, evaluate), losses))
     except KeyboardInterrupt as interrupt:
-        interrupt.verification = _verification(probes, steps, started, evaluate)  # type: ignore[attr-defined]
+        interrupt.verification = _verification(probes, steps, started, kind)  # type: ignore[attr-defined]
         raise
-    return _verification(probes, steps, started, evaluate)
+    return _verification(probes, steps, started, kind)
 
 
 def _measured_loss(losses: list[float], steps: int, evaluate: Callable[[], float] | None) -> float:
@@ -86,9 +119,5 @@ def _measured_loss(losses: list[float], steps: int, evaluate: Callable[[], float
     return sum(tail) / len(tail)
 
 
-def _verification(probes: list[Probe], steps: int, started: float,
-                  evaluate: Callable[[], float] | None) -> Verification:
-    finite = [i for i, probe in enumerate(probes) if math.isfinite(probe.loss)]
-    chosen = min(finite, key=lambda i: probes[i].loss) if finite else None
-    return Verification(probes, chosen, steps, time.perf_counter() - started,
-                        "val" if evaluate is not None else "train")
+def _verification(probes: list[Probe], steps: int, started: float, kind: str) -> Verification:
+    return Verification(probes, choose(probes), steps, time.perf_counter() - started, kind)

@@ -1,0 +1,190 @@
+"""Choosing the suggestion's rule and constants on the TUNING families of bench_suggest's saved
+run (no training: each LR's val loss is interpolated on the truth grid), then showing the
+chosen ones once on the held-out families.
+
+    python scripts/bench_suggest.py                             # writes outputs/bench_suggest.json
+    python scripts/bench_suggest_tune.py outputs/bench_suggest.json
+
+Each rule family has one constant, scanned on a grid; the best constant of each family on the
+tuning split (ties: the median of the tied constants) is reported, with its held-out hits
+beside. Rules read the curve as lrexp's rules do (zero-lag smoothing, the blow-up point).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_suggest import (  # noqa: E402
+    PEER_RULES,
+    fastai_minimum,
+    hit,
+    load_results,
+    lrexp_rule,
+    replay_verify,
+)
+
+from lrexp.engine.suggest import _readable_curve  # noqa: E402
+
+
+def _curve(lrs, losses):
+    curve = _readable_curve(lrs, losses)
+    return None if isinstance(curve, str) else curve
+
+
+def edge(k):
+    def rule(lrs, losses, pretrained=False):
+        c = _curve(lrs, losses)
+        if c is None:
+            return None
+        anchor = c.blowup_lr if c.blowup_lr is not None else float(c.lrs[c.best])
+        return anchor / k
+    return rule
+
+
+def zl_minimum(k):
+    def rule(lrs, losses, pretrained=False):
+        c = _curve(lrs, losses)
+        return None if c is None else float(c.lrs[c.best]) / k
+    return rule
+
+
+def lower_of(k):
+    """The lower of the zero-lag minimum / k and the blow-up / (3k)."""
+    def rule(lrs, losses, pretrained=False):
+        c = _curve(lrs, losses)
+        if c is None:
+            return None
+        lr = float(c.lrs[c.best]) / k
+        return lr if c.blowup_lr is None else min(lr, c.blowup_lr / (3 * k))
+    return rule
+
+
+def ema_minimum(k):
+    def rule(lrs, losses, pretrained=False):
+        lr = fastai_minimum(lrs, losses)
+        return None if lr is None else lr * 10 / k
+    return rule
+
+
+def fall_point(fraction):
+    """Where the zero-lag loss has made ``fraction`` of its fall from the start to the min."""
+    def rule(lrs, losses, pretrained=False):
+        c = _curve(lrs, losses)
+        if c is None:
+            return None
+        best = c.best
+        level = float(np.median(c.trend[: max(3, len(c.trend) // 10)]))
+        fall = level - float(c.trend[best])
+        if fall <= 0:
+            return float(c.lrs[best])
+        reached = np.flatnonzero(c.trend[: best + 1] <= level - fraction * fall)
+        return float(c.lrs[int(reached[0]) if len(reached) else best])
+    return rule
+
+
+FAMILIES = {
+    "edge (blow-up / k)": (edge, [10, 20, 30, 50, 70, 100, 150, 200, 300, 500, 1000]),
+    "zero-lag minimum / k": (zl_minimum, [1, 1.5, 2, 3, 5, 7, 10, 15, 20, 30, 50, 100]),
+    "lower of minimum / k, blow-up / 3k": (lower_of, [1, 1.5, 2, 3, 5, 7, 10, 15, 20, 30]),
+    "EMA minimum / k (fastai k=10)": (ema_minimum, [3, 5, 7, 10, 15, 20, 30, 50, 100]),
+    "fall point (fraction of the fall)": (fall_point, [0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9]),
+}
+
+
+def hits(results, rule, cases):
+    total = count = 0
+    for r in results:
+        if r["case"] not in cases:
+            continue
+        for t in r["trials"]:
+            lrs, losses = np.asarray(t["curve"]["lrs"]), np.asarray(t["curve"]["losses"])
+            total += hit(r["grid"], rule(lrs, losses, r["pretrained"]))
+            count += 1
+    return total, count
+
+
+def log_error(results, rule, cases):
+    """Median |log10(suggested / best grid LR)| and the median signed error."""
+    errors = []
+    for r in results:
+        if r["case"] not in cases:
+            continue
+        best = min(r["grid"], key=r["grid"].get)
+        for t in r["trials"]:
+            lr = rule(np.asarray(t["curve"]["lrs"]), np.asarray(t["curve"]["losses"]),
+                      r["pretrained"])
+            if lr:
+                errors.append(math.log10(lr / best))
+    return statistics.median(errors) if errors else math.nan
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", type=Path)
+    parser.add_argument("--held-out", action="store_true",
+                        help="also show each verify variant's held-out hits (after choosing)")
+    args = parser.parse_args()
+    results = load_results(args.results)
+    groups = {regime: {split: {r["case"] for r in results if r["split"] == split
+                               and r["pretrained"] == (regime == "fine-tuning")}
+                       for split in ("tuning", "held-out")}
+              for regime in ("from scratch", "fine-tuning")}
+    for regime, splits in groups.items():
+        print(f"\n## {regime}: tuning {len(splits['tuning'])} cases, "
+              f"held-out {len(splits['held-out'])}\n")
+        print("| rule | best constant (tuning) | tuning hits | median log10 error (tuning) | "
+              "held-out hits |\n|---|---|---|---|---|")
+        for family, (make, constants) in FAMILIES.items():
+            scores = [(hits(results, make(k), splits["tuning"])[0], k) for k in constants]
+            top = max(s for s, _ in scores)
+            tied = [k for s, k in scores if s == top]
+            k = tied[len(tied) // 2]
+            tune = hits(results, make(k), splits["tuning"])
+            held = hits(results, make(k), splits["held-out"])
+            scan = ", ".join(f"{c}:{s}" for s, c in scores)
+            print(f"| {family} | {k} (scan {scan}) | {tune[0]}/{tune[1]} | "
+                  f"{log_error(results, make(k), splits['tuning']):+.2f} | "
+                  f"{held[0]}/{held[1]} |")
+        for name, peer in PEER_RULES.items():
+            def as_rule(a, b, p=False, r=peer):
+                return r(a, b)
+            tune, held = (hits(results, as_rule, splits[s]) for s in ("tuning", "held-out"))
+            error = log_error(results, as_rule, splits["tuning"])
+            print(f"| {name} (peer) | - | {tune[0]}/{tune[1]} | {error:+.2f} | "
+                  f"{held[0]}/{held[1]} |")
+        rule = lrexp_rule("default")
+        tune, held = (hits(results, rule, splits[s]) for s in ("tuning", "held-out"))
+        print(f"| lrexp default (this engine) | - | {tune[0]}/{tune[1]} | "
+              f"{log_error(results, rule, splits['tuning']):+.2f} | {held[0]}/{held[1]} |")
+    print("\n## verify variants replayed on the probe table (tuning split, all regimes)\n")
+    tuning = {r["case"] for r in results if r["split"] == "tuning"}
+    held_out = {r["case"] for r in results if r["split"] == "held-out"}
+    anchor = lrexp_rule("default")
+    print("| factors | judge | horizon | tolerance | halving at | tuning hits | held-out hits |\n"
+          "|---|---|---|---|---|---|---|")
+    variants = [(f, k, h, tol, None) for f in ((1 / 3, 1, 3), (1 / 10, 1 / 3, 1), (1 / 3, 1))
+                for k in ("train", "holdout", "val") for h in (10, 20, 30, 40)
+                for tol in (0.0, 0.05, 0.1)]
+    variants += [((1 / 3, 1, 3), k, 40, tol, 20) for k in ("train", "holdout", "val")
+                 for tol in (0.0, 0.05, 0.1)]
+    variants += [((1 / 10, 1 / 3, 1, 3), k, 40, tol, 20) for k in ("train", "holdout", "val")
+                 for tol in (0.0, 0.05, 0.1)]
+    for factors, kind, horizon, tolerance, halving in variants:
+        per_case = replay_verify(results, anchor, factors, kind, horizon, tolerance, halving)
+        tune = sum(sum(per_case[c]) for c in tuning)
+        n_t = sum(len(per_case[c]) for c in tuning)
+        fs = ",".join(f"{f:.3g}" for f in factors)
+        shown = sum(sum(per_case[c]) for c in held_out) if args.held_out else "-"
+        print(f"| {fs} | {kind} | {horizon} | {tolerance} | {halving or '-'} | {tune}/{n_t} | "
+              f"{shown} |")
+
+
+if __name__ == "__main__":
+    main()

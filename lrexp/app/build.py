@@ -215,20 +215,13 @@ def engine_settings(cfg: DictConfig, device: Any, built: Built) -> dict[str, Any
         restore=False, device=device, amp=cfg.amp, accumulation_steps=cfg.accumulation_steps,
         val_loader=built.val if cfg.validate else None, progress=cfg.progress,
         verify=cfg.verify, verify_steps=cfg.verify_steps, repeats=cfg.repeats, seed=cfg.seed,
-        batch_keys=tuple(cfg.batch_keys), **_pretrained_setting(cfg, built.weights),
+        batch_keys=tuple(cfg.batch_keys), pretrained=_pretrained(cfg, built.weights),
     )
 
 
-def _pretrained_setting(cfg: DictConfig, weights: WeightsSource) -> dict[str, bool]:
-    """``pretrained`` for the engine (auto: from the weights loaded), where it takes one."""
-    import inspect
-
-    from lrexp.engine.rangetest import range_test
-
-    pretrained = weights.pretrained if cfg.pretrained == "auto" else bool(cfg.pretrained)
-    if "pretrained" not in inspect.signature(range_test).parameters:
-        return {}
-    return {"pretrained": pretrained}
+def _pretrained(cfg: DictConfig, weights: WeightsSource) -> bool:
+    """``pretrained`` for the engine: auto means from the weights the net was loaded with."""
+    return weights.pretrained if cfg.pretrained == "auto" else bool(cfg.pretrained)
 
 
 def build_tracker(tracking: DictConfig | None, parent_run_id: str | None = None,

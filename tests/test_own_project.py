@@ -89,5 +89,8 @@ def test_the_readme_example_runs_outside_the_checkout(tmp_path):
     assert fresh_curve.losses[0] > 0.8 and tuned_curve.losses[0] < 0.2
     summary = json.loads((tuned_dir / "summary.json").read_text())
     assert summary["weights"] == tuned.data.tags["weights"]
-    assert summary.get("regime") in (None, "fine-tuning")  # None: an engine without regimes
+    assert summary["regime"] == tuned.data.tags["regime"] == "fine-tuning"
+    assert summary["default_method"] == "default (finetune)"
+    assert json.loads((fresh_dir / "summary.json").read_text())["regime"] == "from scratch"
+    assert "assumed: fine-tuning (weights: checkpoint: " in proc.stdout + proc.stderr
     assert (project / "compare_runs.png").is_file()  # compare read every run back

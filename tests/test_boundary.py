@@ -78,6 +78,10 @@ def blobs(kind="pair", n=256):
         return TensorDataset(x[:0], y[:0])
     if kind == "number":
         return 42
+    if kind == "splits":  # as a Hugging Face DatasetDict keys them
+        return {"train": train, "test": val}
+    if kind == "train_only":
+        return {"train": train}
     raise ValueError(kind)
 
 
@@ -134,15 +138,16 @@ def run_user(conf, *overrides, out_dir, values=()):
 BASE = ("net=tiny", "dataset=blobs")
 
 
-@pytest.mark.parametrize("kind", ["dataset", "pair", "loaders"])
-def test_a_dataset_may_return_a_dataset_a_pair_or_loaders(user_conf, tmp_path, kind):
-    code = run_user(user_conf, *BASE, "validate=true" if kind != "dataset" else "validate=false",
+@pytest.mark.parametrize("kind", ["dataset", "pair", "loaders", "splits", "train_only"])
+def test_a_dataset_may_return_a_dataset_a_pair_loaders_or_splits(user_conf, tmp_path, kind):
+    trains_only = kind in ("dataset", "train_only")
+    code = run_user(user_conf, *BASE, "validate=false" if trains_only else "validate=true",
                     out_dir=tmp_path, values=[f"dataset.kind={kind}"])
     assert code == 0
     curve = RangeTestResult.from_csv(tmp_path / "curve.csv")
     assert len(curve) >= 10 and curve.extra["net"] == "TinyNet"
     assert curve.extra["dataset"] == "blobs"
-    assert curve.loss_kind == ("train" if kind == "dataset" else "val")
+    assert curve.loss_kind == ("train" if trains_only else "val")
 
 
 def test_dict_samples_run_with_the_batch_keys_they_name(user_conf, tmp_path, caplog):
@@ -188,6 +193,15 @@ def test_a_model_that_computes_its_own_loss_gives_the_same_curve(user_conf, tmp_
     (("net=simple_cnn", "dataset=blobs"), [], ["net.num_classes=None", "data.num_classes"]),
     (BASE, ["checkpoint=/no/such/file.pt"], ["checkpoint=/no/such/file.pt", "no file"]),
     (BASE, ["net.in_features=5"], ["failed on its first step", "mat1 and mat2 shapes"]),
+    (BASE, ["dataset.kind=dataset", "validate=true"],
+     ["validate=true", "returned no validation set"]),
+    ((*BASE, "+loader.batch_size=8"), [], ["loader.batch_size=8", "no such key"]),
+    ((*BASE, "+data.classes=3"), [], ["data.classes=3", "no such key"]),
+    ((*BASE, "param_groups=[{lr_mult: 0.1}]"), [], ["param_groups[0].prefix=None"]),
+    ((*BASE, "param_groups=[{prefix: head, weight_decay: -1}]"), [],
+     ["param_groups[0].weight_decay=-1.0", ">= 0"]),
+    ((*BASE, "param_groups=[{prefix: head},{prefix: head}]"), [],
+     ["param_groups[1].prefix=head", "names the same prefix"]),
     (("net=tiny", "dataset=blobs", "loss=mse"), [], ["failed on its first step", "loss=..."]),
 ])
 def test_a_mistake_at_the_boundary_exits_2_with_one_paragraph(user_conf, tmp_path, caplog,
@@ -216,6 +230,26 @@ def test_frozen_modules_stay_as_they_were_and_the_rest_trains(user_conf, tmp_pat
     optimizer.step()
     for name, parameter in net.named_parameters():
         assert torch.equal(parameter, before[name]) == name.startswith("backbone"), name
+
+
+def test_groups_naming_every_parameter_train_at_their_lr_mult_of_the_scheduled_lr():
+    # the scheduled LR is the lr_mult-1 LR even when no parameter is left to the first group
+    import lrexp
+    from lrexp.app.params import GroupSpec, param_groups
+
+    torch.manual_seed(0)
+    net = __import__(MODULE).TinyNet(6, 2)
+    groups = param_groups(net, [GroupSpec("backbone", 0.1), GroupSpec("head", 2.0)], lr=1e-7)
+    assert [len(g["params"]) for g in groups] == [0, 2, 2]
+    optimizer = torch.optim.SGD(groups, lr=1e-7, momentum=0.9)
+    x = torch.randn(64, 6)
+    batches = [(x[i:i + 16], (x[i:i + 16, 0] > 0).long()) for i in range(0, 64, 16)]
+    seen = []
+    lrexp.range_test(net, batches, torch.nn.CrossEntropyLoss(), optimizer, num_iter=10,
+                     restore=False, progress=False,
+                     on_step=lambda step, lr, loss: seen.append(lr))
+    scheduled = [group["lr"] for group in optimizer.param_groups]
+    assert scheduled == pytest.approx([seen[-1], 0.1 * seen[-1], 2.0 * seen[-1]])
 
 
 def test_param_groups_by_prefix_take_the_longest_match_and_never_a_sibling():

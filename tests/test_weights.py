@@ -49,8 +49,18 @@ def test_checkpoint_files_of_the_usual_shapes_load_exactly(tmp_path, wrap):
     torch.save(content, tmp_path / "ckpt.pt")
     net = tiny()
     assert not same_tensors(net, source)
-    report = load_checkpoint(net, str(tmp_path / "ckpt.pt"))
+    # a saved module holds Python objects: unpickling it runs code, so only when trusted
+    report = load_checkpoint(net, str(tmp_path / "ckpt.pt"), trusted=wrap == "module")
     assert same_tensors(net, source) and len(report.loaded) == 4 and not report.resized
+
+
+def test_a_checkpoint_holding_python_objects_loads_only_when_trusted(tmp_path):
+    torch.save(trained(), tmp_path / "model.pt")  # the whole module, pickled
+    with pytest.raises(CheckpointError, match="Python objects.*checkpoint_trusted=true"):
+        load_checkpoint(tiny(), str(tmp_path / "model.pt"))
+    net = tiny()
+    load_checkpoint(net, str(tmp_path / "model.pt"), trusted=True)
+    assert same_tensors(net, trained())
 
 
 def test_a_head_of_another_size_stays_as_initialized(tmp_path):

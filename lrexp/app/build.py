@@ -110,6 +110,7 @@ def build(cfg: DictConfig, job: Job) -> Built:
     settings = LoaderSettings(batch_size=cfg.batch_size, seed=cfg.seed, device_type=job.device.type,
                               rank=job.rank, world_size=job.world_size, **cfg.loader)
     train, val = loaders(made, settings, tuple(cfg.batch_keys), _target_of(cfg.dataset, "dataset"))
+    _check_data_settings(cfg, made, val)
     model = instantiate_node(cfg.net, "net")
     if not isinstance(model, nn.Module):
         raise ConfigError(
@@ -119,7 +120,8 @@ def build(cfg: DictConfig, job: Job) -> Built:
     if cfg.checkpoint:
         from lrexp.app.weights import load_checkpoint
 
-        load_checkpoint(model, str(cfg.checkpoint), cfg.checkpoint_strict, cfg.checkpoint_prefix)
+        load_checkpoint(model, str(cfg.checkpoint), cfg.checkpoint_strict, cfg.checkpoint_prefix,
+                        cfg.checkpoint_trusted)
     from lrexp.app.params import GroupSpec, freeze, param_groups
 
     frozen = freeze(model, list(cfg.freeze))
@@ -139,6 +141,22 @@ def build(cfg: DictConfig, job: Job) -> Built:
         raise ConfigError(_rejected("optimizer", cfg.optimizer, error)) from None
     loss_fn = instantiate_node(cfg.loss, "loss")
     return Built(train, val, model, optimizer, loss_fn, weights)
+
+
+def _check_data_settings(cfg: DictConfig, made: Any, val: Any) -> None:
+    """Settings the data a dataset returned cannot honour are said, not ignored."""
+    from torch.utils.data import DataLoader
+
+    if cfg.validate and val is None:
+        raise ConfigError(
+            f"Invalid setting validate=true: dataset._target_={_target_of(cfg.dataset)} "
+            "returned no validation set, so there is no validation loss to record. Return a "
+            "(train, val) pair, or set validate=false.")
+    parts = made if isinstance(made, (tuple, list)) else [made]
+    if any(isinstance(part, DataLoader) for part in parts):
+        log.warning("The dataset returned DataLoaders: their own batch size, order and workers "
+                    "apply; batch_size=%s, seed and loader.* batch only Datasets.",
+                    cfg.batch_size)
 
 
 def _is_image_net(cfg: DictConfig) -> bool:
@@ -174,7 +192,8 @@ def instantiate_node(node: Any, key: str) -> Any:
                 f"({_one_line(cause or error)}). Check the module path and the name, and that "
                 "the module is importable where you run: installed, or its folder on "
                 "PYTHONPATH.") from None
-        if isinstance(cause, (TypeError, ValueError)):
+        if isinstance(cause, Exception):  # the callable's own error: said, its traceback kept
+            log.debug("%s._target_ raised:", key, exc_info=cause)
             raise ConfigError(_rejected(key, node, cause)) from None
         raise
 
@@ -183,7 +202,8 @@ def _rejected(key: str, node: Any, error: BaseException) -> str:
     return (f"Invalid {key}: {node.get('_target_')} rejected its arguments "
             f"({type(error).__name__}: {_one_line(error)}). The {key} node holds "
             f"{_arguments(node)}; each key is passed as an argument, so remove or rename the "
-            f"one it does not take, or fix its value ({key}.<key>=...).")
+            f"one it does not take, or fix its value ({key}.<key>=...). If the error is in "
+            "your code, rerun with hydra.verbose=lrexp.app.build for its traceback.")
 
 
 def _arguments(node: Any) -> str:

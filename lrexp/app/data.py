@@ -31,6 +31,7 @@ FASHION_MEAN, FASHION_STD = (0.2860,), (0.3530,)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 Splits = tuple[Dataset, Dataset | None]  # (train, val)
+VAL_SPLITS = ("val", "validation", "test")  # a dict of splits: the first of these validates
 
 
 class BadDataError(ValueError):
@@ -64,10 +65,12 @@ def loaders(made: Any, settings: LoaderSettings, batch_keys: Sequence[str] = ("i
     batch dropped (a batch of one breaks BatchNorm); with ``world_size > 1`` (torchrun) each rank
     reads its own shard through a DistributedSampler, and ``batch_size`` is per rank.
     """
-    if isinstance(made, (tuple, list)) and len(made) == 2:
+    if isinstance(made, (tuple, list)) and len(made) == 2 and all(
+            part is None or _is_data(part) for part in made):
         train, val = made
-    elif isinstance(made, Mapping) and {"train", "val"} <= set(made):
-        train, val = made["train"], made["val"]
+    elif isinstance(made, Mapping) and "train" in made:  # a dict of splits (a DatasetDict)
+        train = made["train"]
+        val = next((made[key] for key in VAL_SPLITS if key in made), None)
     else:
         train, val = made, None
     for role, part in (("training set", train), ("validation set", val)):
@@ -75,7 +78,8 @@ def loaders(made: Any, settings: LoaderSettings, batch_keys: Sequence[str] = ("i
             raise BadDataError(
                 f"{source} returned {_describe(made)}, whose {role} is a "
                 f"{type(part).__name__}. Return a torch Dataset (the training set), a "
-                "(train, val) pair of Datasets or DataLoaders, or a DataLoader.")
+                "(train, val) pair of Datasets or DataLoaders, a dict of splits with 'train', "
+                "or a DataLoader; arrays go into torch.utils.data.TensorDataset(x, y).")
     if train is None:
         raise BadDataError(f"{source} returned no training set ({_describe(made)}).")
     for role, part in (("training set", train), ("validation set", val)):
@@ -116,7 +120,8 @@ def _check_samples(dataset: Any, role: str, source: str, batch_keys: Sequence[st
         raise BadDataError(
             f"The samples of the {role} that {source} returned are "
             f"{type(sample).__name__}s, not (input, target) pairs or dicts. Make __getitem__ "
-            "return (input, target), or a dict and name its keys with batch_keys=[...].")
+            "return (input, target), or a dict and name its keys with batch_keys=[...]; for "
+            "arrays or tensors x and y, return torch.utils.data.TensorDataset(x, y).")
 
 
 def _loader(part: Any, settings: LoaderSettings, training: bool) -> Any:

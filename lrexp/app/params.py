@@ -3,8 +3,9 @@
 A prefix names a module path as ``model.named_parameters()`` spells it (``backbone``,
 ``encoder.layers.0``, ``fc``); it matches that module and everything inside it, never a sibling
 whose name merely starts the same (``fc`` is not ``fc2``). A parameter named by several groups
-goes to the longest prefix. The parameters no group names come first, at the scheduled LR; the
-range test keeps every other group's LR ratio to the first group (``lr_mult``).
+goes to the longest prefix. The parameters no group names come first (a group of their own even
+when there are none), at the scheduled LR; the range test keeps every other group's LR ratio to
+the first group, so each group trains at ``lr_mult`` x the scheduled LR.
 """
 
 from __future__ import annotations
@@ -57,22 +58,31 @@ def freeze(model: Any, prefixes: Sequence[str]) -> int:
 
 def param_groups(model: Any, groups: Sequence[GroupSpec], lr: float) -> list[dict[str, Any]]:
     """torch param groups: the trainable parameters no group names (at ``lr``) first, then one
-    per spec (at ``lr * lr_mult``, with its weight decay when it sets one)."""
+    per spec (at ``lr * lr_mult``, with its weight decay when it sets one). Without specs, one
+    group of every trainable parameter."""
     trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     if not trainable:
         raise ConfigError("Every parameter of the net is frozen (freeze=...): nothing would "
                           "train. Freeze fewer modules.")
+    if not groups:
+        return [{"params": [p for _, p in trainable], "lr": lr}]
     names = [name for name, _ in trainable]
+    prefixes = [spec.prefix for spec in groups]
     for index, spec in enumerate(groups):
+        if prefixes.index(spec.prefix) != index:
+            raise ConfigError(
+                f"Invalid setting param_groups[{index}].prefix={spec.prefix}: "
+                f"param_groups[{prefixes.index(spec.prefix)}] names the same prefix. Give each "
+                "prefix one group.")
         _check_matches(model, f"param_groups[{index}].prefix", spec.prefix, names)
     chosen: dict[int, list[Any]] = {index: [] for index in range(-1, len(groups))}
     for name, parameter in trainable:
         matches = [(len(spec.prefix), index) for index, spec in enumerate(groups)
                    if _under(name, spec.prefix)]
         chosen[max(matches)[1] if matches else -1].append(parameter)
-    result: list[dict[str, Any]] = []
-    if chosen[-1]:
-        result.append({"params": chosen[-1], "lr": lr})
+    # The first group follows the schedule and the others keep their ratio to it: the rest
+    # comes first, at lr_mult 1, even when empty, so the suggested LR is the lr_mult-1 LR.
+    result: list[dict[str, Any]] = [{"params": chosen[-1], "lr": lr}]
     for index, spec in enumerate(groups):
         if not chosen[index]:
             raise ConfigError(

@@ -352,7 +352,7 @@ def _record_failure(error: BaseException, tracker: Any, summary: RunSummary, out
     interrupted = isinstance(error, KeyboardInterrupt)
     mistake = _as_user_error(error) is not None
     if reraise_user_errors and summary.steps == 0 and not mistake \
-            and isinstance(error, _FIRST_STEP_MISMATCHES):
+            and isinstance(error, _FIRST_STEP_MISMATCHES) and not _out_of_memory(error):
         log.debug("The first step failed:", exc_info=error)  # hydra.verbose=lrexp.app.runner
         error, mistake = ConfigError(_first_step_message(error)), True
     user_error = mistake or (isinstance(error, OSError) and error.errno in _USER_FS_ERRORS)
@@ -400,6 +400,13 @@ def _keep(record: RunSummary, tracker: Any, out_dir: Path, files: list[Path],
 # What a net and data that do not fit together raise on the first forward or loss: shapes
 # (RuntimeError), dtypes and arities (TypeError), class indices out of range (IndexError).
 _FIRST_STEP_MISMATCHES = (RuntimeError, TypeError, ValueError, IndexError)
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """A device out of memory is no mismatch: it keeps its own error (lower batch_size)."""
+    import torch
+
+    return isinstance(error, torch.OutOfMemoryError)
 
 
 def _first_step_message(error: BaseException) -> str:

@@ -64,9 +64,9 @@ class ParamGroupConfig:
     ``encoder.layers.0``): their LR is ``lr_mult`` x the scheduled one, their weight decay
     ``weight_decay`` (null: the optimizer's)."""
 
-    prefix: str = MISSING
+    prefix: Any = None  # required: a module path
     lr_mult: float = 1.0
-    weight_decay: Any = None
+    weight_decay: float | None = None
 
 
 @dataclass
@@ -84,6 +84,7 @@ class LrexpConfig:
     checkpoint: Any = None  # a state dict or checkpoint file loaded into the net before the test
     checkpoint_strict: bool = True  # every key must match (a resized head is always allowed)
     checkpoint_prefix: str = ""  # stripped from the checkpoint's keys ("model." for Lightning)
+    checkpoint_trusted: bool = False  # a file holding Python objects may be unpickled in full
     pretrained: Any = "auto"  # the net starts from trained weights: auto (from the weights
     # source: a checkpoint, net.weights, net.pretrained), true or false
     min_lr: float = DEFAULTS.min_lr
@@ -146,16 +147,24 @@ def check(cfg: Any) -> None:
         (len(cfg.batch_keys) == 2, f"batch_keys={list(cfg.batch_keys)}",
          "name the input and the target entries of a dict batch, e.g. batch_keys=[image,label]"),
     ]
-    rules += [(group.lr_mult > 0, f"param_groups[{index}].lr_mult={group.lr_mult}",
-               "use a positive factor of the scheduled LR (0.1 trains that group 10x slower)")
-              for index, group in enumerate(cfg.param_groups)]
+    for index, group in enumerate(cfg.param_groups):
+        rules += [
+            (isinstance(group.prefix, str) and bool(group.prefix),
+             f"param_groups[{index}].prefix={group.prefix}",
+             "name a module of the net by its path, e.g. {prefix: backbone, lr_mult: 0.1}"),
+            (group.lr_mult > 0, f"param_groups[{index}].lr_mult={group.lr_mult}",
+             "use a positive factor of the scheduled LR (0.1 trains that group 10x slower)"),
+            (group.weight_decay is None or group.weight_decay >= 0,
+             f"param_groups[{index}].weight_decay={group.weight_decay}",
+             "use a weight decay >= 0, or leave it out for the optimizer's own"),
+        ]
     for ok, given, fix in rules:
         if not ok:
             raise ConfigError(f"Invalid setting {given}: {fix}.")
 
 
 # The keys of a node that the range test sets itself: a value there would be ignored.
-_SET_BY_LRExP = {
+_SET_BY_THE_RANGE_TEST = {
     "optimizer": {
         "lr": "the range test sets the optimizer's LR (from min_lr to max_lr); give a group "
               "of parameters its own LR with param_groups=[{prefix: ..., lr_mult: ...}]",
@@ -173,7 +182,21 @@ def _check_no_unread_keys(cfg: Any) -> None:
                 f"Invalid setting {key}={cfg[key]}: lrexp reads no top-level key {key!r}, so it "
                 "would be ignored. python -m lrexp --help lists the settings; an argument of "
                 "the net, dataset, loss or optimizer goes into its node (net.<key>=...).")
-    for node, reasons in _SET_BY_LRExP.items():
+    for node, schema in (("data", DataFacts), ("loader", LoaderConfig)):
+        keys = {setting.name for setting in fields(schema)}
+        for key in cfg[node]:
+            if key not in keys:
+                raise ConfigError(
+                    f"Invalid setting {node}.{key}={cfg[node][key]}: lrexp reads no such key, so "
+                    f"it would be ignored. {node} has {', '.join(sorted(keys))}.")
+    for index, group in enumerate(cfg.param_groups):
+        keys = {setting.name for setting in fields(ParamGroupConfig)}
+        for key in group:
+            if key not in keys:
+                raise ConfigError(
+                    f"Invalid setting param_groups[{index}].{key}={group[key]}: a group has "
+                    f"{', '.join(sorted(keys))}, nothing else.")
+    for node, reasons in _SET_BY_THE_RANGE_TEST.items():
         for key, reason in reasons.items():
             if cfg.get(node) is not None and key in cfg[node]:
                 raise ConfigError(

@@ -70,19 +70,21 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)  # in the checkpoint, not in the net
 
 
-def load_checkpoint(model: Any, path: str, strict: bool = True, prefix: str = "") -> LoadReport:
-    """Load the checkpoint file at ``path`` into ``model`` (see the module's docstring)."""
+def load_checkpoint(model: Any, path: str, strict: bool = True, prefix: str = "",
+                    trusted: bool = False) -> LoadReport:
+    """Load the checkpoint file at ``path`` into ``model`` (see the module's docstring);
+    ``trusted``: a file holding Python objects besides tensors may be unpickled in full."""
     file = Path(path).expanduser()
     if not file.is_file():
         raise CheckpointError(
             f"Invalid setting checkpoint={path}: there is no file at {file.resolve()}. Point "
             "checkpoint at a file saved with torch.save (a state dict or a checkpoint dict).")
-    state = _state_dict(_read(file), file)
+    state = _state_dict(_read(file, trusted), file)
     state = _strip(state, prefix, model, file)
     return load_tensors(model, state, source=f"checkpoint {file}", strict=strict)
 
 
-def _read(file: Path) -> Any:
+def _read(file: Path, trusted: bool) -> Any:
     import pickle
 
     import torch
@@ -90,11 +92,20 @@ def _read(file: Path) -> Any:
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "weights only load failed" not in str(error).lower():
-            raise CheckpointError(_unreadable(file, error)) from None
-        # the file holds Python objects besides tensors (hyperparameters, a whole module):
-        # unpickling runs code, which is the user's own file's to run
-        log.warning("%s holds pickled Python objects besides tensors; loading it in full.", file)
+        text = str(error).lower()  # torch names Python objects it will not unpickle so
+        if "can still be loaded" not in text and "unsupported global" not in text:
+            raise CheckpointError(
+                f"The checkpoint {file} cannot be read by torch.load: it is not a file "
+                "torch.save wrote, or it is damaged. Save it with torch.save(model.state_dict(), "
+                "path) or point checkpoint at another file.") from None
+        if not trusted:  # unpickling Python objects runs code: only for a file one trusts
+            raise CheckpointError(
+                f"The checkpoint {file} holds Python objects besides tensors, which torch.load "
+                "does not unpickle by default (unpickling can run code). If you trust the file, "
+                "set checkpoint_trusted=true; or load it yourself and save the model's "
+                "state_dict() with torch.save.") from None
+        log.warning("%s holds Python objects besides tensors; unpickling it in full "
+                    "(checkpoint_trusted=true).", file)
         try:
             return torch.load(file, map_location="cpu", weights_only=False)
         except Exception as error:  # noqa: BLE001 - any unpickling failure is the file's

@@ -44,6 +44,7 @@ def test_sweep_over_http_has_one_parent_and_a_child_per_job_and_compares(
     table = capsys.readouterr().out
     assert code == 0
     assert "mlp" in table and "simple_cnn" in table
+    assert "net=mlp" in table and "net=simple_cnn" in table  # each child's swept setting
     assert (tmp_path / "cmp.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -221,10 +221,13 @@ def _one_line(error: BaseException) -> str:
 
 
 def _is_user_error(error: BaseException) -> bool:
+    """An error lrexp's own targets raise for a user's mistake (its message says the fix)."""
+    from lrexp.app.data import BadDataError, DatasetNotFoundError
+    from lrexp.app.models import UnknownModelError
     from lrexp.engine.settings import SettingError
 
-    return isinstance(error, SettingError) or type(error).__name__ in (
-        "BadDataError", "DatasetNotFoundError", "UnknownModelError")
+    return isinstance(error, (SettingError, BadDataError, DatasetNotFoundError,
+                              UnknownModelError))
 
 
 def engine_settings(cfg: DictConfig, device: Any, built: Built) -> dict[str, Any]:

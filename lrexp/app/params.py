@@ -31,15 +31,16 @@ def _under(name: str, prefix: str) -> bool:
 
 
 def _top_modules(model: Any) -> str:
-    names = [name for name, _ in model.named_children()]
-    return ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+    """The net's modules two levels deep (``backbone``, ``backbone.0``, ...), the first 16."""
+    names = [name for name, _ in model.named_modules() if name and name.count(".") < 2]
+    return ", ".join(names[:16]) + (", ..." if len(names) > 16 else "")
 
 
 def _check_matches(model: Any, key: str, prefix: str, names: Sequence[str]) -> None:
     if not any(_under(name, prefix) for name in names):
         raise ConfigError(
             f"Invalid setting {key}={prefix}: no parameter of the net is under a module of that "
-            f"name. Its top-level modules: {_top_modules(model)} (full names: "
+            f"name. Its modules: {_top_modules(model)} (full names: "
             "model.named_parameters()).")
 
 

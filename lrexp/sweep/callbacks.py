@@ -164,10 +164,8 @@ def job_overrides(job_dirs: list[Path]) -> dict[str, list[str]]:
 SWEPT_KEYS_FILE = "swept_keys.json"
 
 
-def _override_key(override: str) -> str:
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    return str(OverridesParser.create().parse_overrides([override])[0].key_or_group)
+def _override_key(override: str, parser: Any) -> str:
+    return str(parser.parse_overrides([override])[0].key_or_group)
 
 
 def write_swept_keys(config: DictConfig, sweep_dir: Path) -> list[str]:
@@ -191,11 +189,14 @@ def job_swept_settings(sweep_dir: Path, overrides: list[str]) -> str:
     record (a sweep started elsewhere), all its overrides."""
     import json
 
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
     try:
         keys = set(json.loads((sweep_dir / SWEPT_KEYS_FILE).read_text()))
     except (OSError, ValueError):
         return " ".join(overrides)
-    return " ".join(o for o in overrides if _override_key(o).lstrip("+~") in keys)
+    parser = OverridesParser.create()
+    return " ".join(o for o in overrides if _override_key(o, parser).lstrip("+~") in keys)
 
 
 def swept_settings(overrides: dict[str, list[str]]) -> dict[str, str]:

@@ -77,6 +77,15 @@ def curve_of(client: Any, run: Any) -> Any:
                            range_schedule=run.data.params.get("schedule", "exp"))
 
 
+def _row(run: Any) -> dict[str, Any]:
+    """The run's table row; its ``swept`` the settings its name adds to net-dataset-optimizer
+    (a sweep child's: what its siblings set otherwise)."""
+    summary = summary_of(run)
+    name = run.info.run_name or ""
+    swept = name[len(summary.run_name):].strip() if name.startswith(summary.run_name) else ""
+    return {**summary.row(run.info.run_id[:8]), "swept": swept or None}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lrexp.tracking.compare",
                                      description=" ".join(__doc__.split("\n\n")[0].split()))
@@ -98,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     if not runs:
         print("compare: no runs found.", file=sys.stderr)
         return 1
-    rows = [summary_of(run).row(run.info.run_id[:8]) for run in runs]
+    rows = [_row(run) for run in runs]
     curves = {f"{run.info.run_name} ({run.info.run_id[:8]})": curve_of(client, run)
               for run in runs}
     print(format_table(rows))

@@ -1,8 +1,9 @@
-"""The model registry: ``name -> builder(num_classes, in_channels, input_size=32, **options)``.
+"""The nets lrexp builds, each an ordinary ``_target_`` whose arguments are its node's keys.
 
-Zoo nets (CIFAR-style, for 32x32 inputs) and small nets register themselves on import; any
-torchvision classification model is reachable with ``source="torchvision"`` and any timm model
-with ``source="timm"`` (the ``timm`` extra).
+``zoo_net(name, num_classes, in_channels, input_size, **options)``: the zoo's CIFAR-style and
+small nets, from a registry they join on import (``register``, ``available``);
+``torchvision_net``: any torchvision classification model, untrained or from its pretrained
+``weights``; ``timm_net``: any timm model (the ``timm`` extra), ``pretrained`` or not.
 """
 
 from __future__ import annotations

@@ -265,6 +265,27 @@ def test_a_password_in_the_tracking_uri_works_and_is_written_nowhere(
             assert secret not in path.read_text(errors="replace"), path
 
 
+def test_a_password_in_a_sweeps_tracking_uri_is_written_nowhere(
+        tmp_path, mlflow_server_uri, experiment_name):
+    # Hydra records a job's overrides with their colons escaped (http\://alice\:pw@...): in
+    # each job's .hydra files, its log, the hydra_overrides tag and its console line
+    secret = "sw33p-pa55"
+    with_password = mlflow_server_uri.replace("http://", f"http://alice:{secret}@")
+    finished = lrexp_main("-m", "net=mlp,simple_cnn", "num_iter=6",
+                          f"tracking.uri={with_password}",
+                          f"tracking.experiment={experiment_name}")
+    assert finished.returncode == 0, finished.output
+    assert secret not in finished.output
+    runs = runs_of(MlflowClient(mlflow_server_uri), experiment_name)
+    assert len(runs) == 3  # the parent and its two children
+    for run in runs:
+        recorded = [*run.data.params.values(), *run.data.tags.values(), run.info.run_name]
+        assert not any(secret in str(value) for value in recorded), run.info.run_name
+    written = [path for path in (tmp_path / "outputs").rglob("*") if path.is_file()
+               and secret in path.read_text(errors="replace")]
+    assert not written
+
+
 def test_a_failure_while_saving_the_plot_keeps_the_real_summary_and_closes_the_run_failed(
         tmp_path, caplog, shared_sqlite_uri, experiment_name):
     """A folder where plot.png should go makes saving fail after the range test (as a full

@@ -10,9 +10,10 @@ from pathlib import Path
 __all__ = ["RedactingFilter", "redact", "redact_file", "redact_logs"]
 
 # scheme://user:password@host -> scheme://***@host
-# the whole authority up to its last @ (a password may hold one), stopping where a URI ends
+# the whole authority up to its last @ (a password may hold one), stopping where a URI ends;
+# also as Hydra records a sweep job's override, its colons escaped (http\://alice\:pw@host)
 _CREDENTIALS = re.compile(
-    r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#\s\"'@]*(?:@[^/?#\s\"'@]*)*@")
+    r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*\\?://)[^/?#\s\"'@]*(?:@[^/?#\s\"'@]*)*@")
 
 
 def redact(text: str) -> str:
@@ -40,7 +41,23 @@ class RedactingFilter(logging.Filter):
 
 
 def redact_logs() -> None:
-    """Put a RedactingFilter on the root logger's handlers (those Hydra set up)."""
+    """Redact every log record this process makes, from now on: at the record's creation, so
+    that handlers set up later keep it (Hydra's launchers reconfigure logging before they log
+    each job's overrides), and on the root logger's handlers for records made before."""
+    global _factory_installed
+    if not _factory_installed:
+        make_record = logging.getLogRecordFactory()
+
+        def redacting_record(*args: object, **kwargs: object) -> logging.LogRecord:
+            record = make_record(*args, **kwargs)
+            RedactingFilter().filter(record)
+            return record
+
+        logging.setLogRecordFactory(redacting_record)
+        _factory_installed = True
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RedactingFilter())
+
+
+_factory_installed = False

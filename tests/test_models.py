@@ -47,8 +47,17 @@ def test_any_torchvision_model_by_name():
     net = models.torchvision_net("resnet18", num_classes=5, in_channels=3)
     assert net.fc.out_features == 5
     assert net(torch.randn(2, 3, 32, 32)).shape == (2, 5)
+    torch.manual_seed(0)
     gray = models.torchvision_net("resnet18", num_classes=5, in_channels=1)
-    assert gray(torch.randn(2, 1, 32, 32)).shape == (2, 5)  # a 1x1 conv adapts the channels
+    assert gray(torch.randn(2, 1, 32, 32)).shape == (2, 5)
+    # the stem takes one channel in place: torchvision's names stay (freeze, checkpoints)
+    assert gray.conv1.in_channels == 1 and gray.conv1.weight.shape == (64, 1, 7, 7)
+    assert list(gray.state_dict()) == list(net.state_dict())
+    # a gray image through the adapted stem is what its RGB copy was through the RGB stem
+    torch.manual_seed(0)
+    rgb = models.torchvision_net("resnet18", num_classes=5, in_channels=3)
+    image = torch.randn(1, 1, 8, 8)
+    torch.testing.assert_close(gray.conv1(image), rgb.conv1(image.expand(1, 3, 8, 8)))
 
 
 def test_unknown_names_list_what_exists():

@@ -116,11 +116,39 @@ def torchvision_net(name: str, num_classes: int, in_channels: int = 3,
         state = _torchvision_state_dict(name, str(weights))
         load_tensors(model, state, source=f"torchvision {name} weights {weights}", strict=True)
     if in_channels != 3:
-        from torch import nn
-
-        # torchvision stems expect RGB: a learned 1x1 conv maps the dataset's channels to 3
-        model = nn.Sequential(nn.Conv2d(in_channels, 3, kernel_size=1), model)
+        _adapt_stem(model, in_channels, name)
     return model
+
+
+def _adapt_stem(model: nn.Module, in_channels: int, name: str) -> None:
+    """The first RGB convolution made to take ``in_channels``, in place, so the net keeps
+    torchvision's module names (``freeze=[layer1]``, checkpoints of its layout). Its weights
+    come from the RGB ones, as timm adapts a stem: summed over the colours for one channel,
+    else repeated and scaled to keep the activations' size."""
+    import copy
+    import math
+
+    import torch
+    from torch import nn
+
+    stems = [(path, module) for path, module in model.named_modules()
+             if isinstance(module, nn.Conv2d) and module.in_channels == 3]
+    if not stems:
+        raise ConfigError(f"Invalid setting data.in_channels={in_channels}: torchvision's "
+                          f"{name} has no RGB convolution to adapt; use 3-channel images.")
+    path, conv = stems[0]
+    adapted = copy.deepcopy(conv)  # its stride, padding, bias: all as they were
+    with torch.no_grad():
+        weight = conv.weight
+        if in_channels == 1:
+            new_weight = weight.sum(1, keepdim=True)
+        else:
+            new_weight = (weight.repeat(1, math.ceil(in_channels / 3), 1, 1)[:, :in_channels]
+                          * (3 / in_channels))
+    adapted.weight = nn.Parameter(new_weight.contiguous())
+    adapted.in_channels = in_channels
+    parent_path, _, attribute = path.rpartition(".")
+    setattr(model.get_submodule(parent_path) if parent_path else model, attribute, adapted)
 
 
 def _torchvision_state_dict(name: str, weights: str) -> dict[str, Any]:

@@ -77,6 +77,8 @@ def test_nets_compose_and_run_three_steps(tmp_path, net):
 @pytest.mark.parametrize("override,needle", [
     ("min_lr=1,max_lr=0.1", "min_lr=1.0 and max_lr=0.1"),
     ("num_iter=1", "num_iter=1"),
+    ("num_iter=1000000000000", "an integer from 2 to 10,000,000"),
+    ("tracking.flush_every=-1", "tracking.flush_every=-1"),
     ("beta=1.0", "beta=1.0"),
     ("diverge_th=0.5", "diverge_th=0.5"),
     ("schedule=cosine", "schedule='cosine'"),

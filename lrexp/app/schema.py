@@ -138,6 +138,8 @@ def check(cfg: Any) -> None:
          "use threads=0 (automatic) or a positive number of torch threads"),
         (cfg.tracking.timeout_s > 0, f"tracking.timeout_s={cfg.tracking.timeout_s}",
          "use a positive number of seconds (5 is usual)"),
+        (cfg.tracking.flush_every >= 0, f"tracking.flush_every={cfg.tracking.flush_every}",
+         "use 0 (send the curve at the end) or a positive number of steps"),
         (cfg.tracking.get("sidecar", "auto") in ("auto", True, False),
          f"tracking.sidecar={cfg.tracking.get('sidecar')}", "use true, false or auto"),
         (cfg.loader.num_workers >= 0, f"loader.num_workers={cfg.loader.num_workers}",

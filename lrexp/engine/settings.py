@@ -13,7 +13,12 @@ import numbers
 from dataclasses import dataclass
 from typing import TypeVar
 
-__all__ = ["DEFAULTS", "Amp", "RangeTestSettings", "Schedule", "SettingError"]
+__all__ = ["DEFAULTS", "MAX_NUM_ITER", "Amp", "RangeTestSettings", "Schedule", "SettingError"]
+
+
+# The LR grid and the curve are held in memory (8 bytes a point each, several arrays): ten
+# million points is far past any curve worth reading, and fails before training, not after.
+MAX_NUM_ITER = 10_000_000
 
 
 class SettingError(ValueError):
@@ -72,7 +77,8 @@ class RangeTestSettings:
     def __post_init__(self) -> None:
         _check_lr_range(self.min_lr, self.max_lr)
         self._set("num_iter", _count("num_iter", self.num_iter, 2,
-                                     "A curve needs at least two points; 100 is usual."))
+                                     "A curve needs at least two points; 100 is usual.",
+                                     maximum=MAX_NUM_ITER))
         self._set("schedule", _member(Schedule, "schedule", self.schedule,
                                       "Use exp for a range spanning decades, linear for a "
                                       "narrow one."))
@@ -128,12 +134,15 @@ def _check_diverge_th(diverge_th: float) -> None:
                        "4 is the usual choice; math.inf turns the divergence stop off.")
 
 
-def _count(name: str, value: object, minimum: int, fix: str) -> int:
+def _count(name: str, value: object, minimum: int, fix: str,
+           maximum: int | None = None) -> int:
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         count = int(value)  # numpy's integers too
-        if count >= minimum:
+        if count >= minimum and (maximum is None or count <= maximum):
             return count
-    raise _problem(name, value, f"an integer >= {minimum}", fix)
+    rule = f"an integer >= {minimum}" if maximum is None else \
+        f"an integer from {minimum} to {maximum:,}"
+    raise _problem(name, value, rule, fix)
 
 
 def _steps_per_lr(value: object) -> int | str:

@@ -338,24 +338,24 @@ def steepest(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
     return _with_verdict(Suggestion(float(curve.lrs[index]), "steepest", index), curve)
 
 
-def minimum(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
-    """The LR at the loss's minimum divided by ``MINIMUM_DIVISOR``."""
+def _below_minimum(lrs: npt.ArrayLike, losses: npt.ArrayLike, divisor: float,
+                   method: str) -> Suggestion:
+    """The LR at the loss's zero-lag minimum divided by ``divisor``, as rule ``method``."""
     curve = _readable_curve(lrs, losses)
     if isinstance(curve, str):
-        return Suggestion(None, "minimum", reason=curve)
+        return Suggestion(None, method, reason=curve)
     index = curve.best
-    suggestion = Suggestion(float(curve.lrs[index]) / MINIMUM_DIVISOR, "minimum", index)
-    return _with_verdict(suggestion, curve)
+    return _with_verdict(Suggestion(float(curve.lrs[index]) / divisor, method, index), curve)
+
+
+def minimum(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
+    """The LR at the loss's minimum divided by ``MINIMUM_DIVISOR``."""
+    return _below_minimum(lrs, losses, MINIMUM_DIVISOR, "minimum")
 
 
 def finetune(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
     """The LR at the loss's minimum divided by ``FINE_TUNING_DIVISOR`` (pretrained weights)."""
-    curve = _readable_curve(lrs, losses)
-    if isinstance(curve, str):
-        return Suggestion(None, "finetune", reason=curve)
-    index = curve.best
-    suggestion = Suggestion(float(curve.lrs[index]) / FINE_TUNING_DIVISOR, "finetune", index)
-    return _with_verdict(suggestion, curve)
+    return _below_minimum(lrs, losses, FINE_TUNING_DIVISOR, "finetune")
 
 
 def edge(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:

@@ -101,9 +101,19 @@ class Built:
 def build(cfg: DictConfig, job: Job) -> Built:
     """Data, model (with its weights, frozen modules), optimizer (with its param groups) and
     loss, each from its node by ``_target_`` with the node's keys and nothing else."""
-    import torch
-    from torch import nn
+    train, val = _build_data(cfg, job)
+    model, weights, groups = _build_model(cfg, job)
+    make_optimizer = instantiate_node(cfg.optimizer, "optimizer")
+    try:
+        optimizer = make_optimizer(groups, lr=cfg.min_lr)
+    except (TypeError, ValueError) as error:  # torch's own checks: weight_decay=-1, betas
+        raise ConfigError(_rejected("optimizer", cfg.optimizer, error)) from None
+    loss_fn = instantiate_node(cfg.loss, "loss")
+    return Built(train, val, model, optimizer, loss_fn, weights)
 
+
+def _build_data(cfg: DictConfig, job: Job) -> tuple[Any, Any]:
+    """The train and validation loaders of what ``dataset._target_`` returns."""
     from lrexp.app.data import LoaderSettings, loaders
 
     made = instantiate_node(cfg.dataset, "dataset")
@@ -111,19 +121,27 @@ def build(cfg: DictConfig, job: Job) -> Built:
                               rank=job.rank, world_size=job.world_size, **cfg.loader)
     train, val = loaders(made, settings, tuple(cfg.batch_keys), _target_of(cfg.dataset, "dataset"))
     _check_data_settings(cfg, made, val)
+    return train, val
+
+
+def _build_model(cfg: DictConfig, job: Job) -> tuple[Any, WeightsSource, list[dict[str, Any]]]:
+    """The net with its starting weights and frozen modules, where its weights came from, and
+    its trainable parameters in their param groups."""
+    import torch
+    from torch import nn
+
+    from lrexp.app.params import GroupSpec, freeze, param_groups
+
     model = instantiate_node(cfg.net, "net")
     if not isinstance(model, nn.Module):
         raise ConfigError(
             f"net._target_={_target_of(cfg.net)} returned a {type(model).__name__}, not a "
             "torch.nn.Module. Point net._target_ at a class or function that builds the model.")
-    weights = weights_source(cfg.net, cfg.checkpoint)
     if cfg.checkpoint:
         from lrexp.app.weights import load_checkpoint
 
         load_checkpoint(model, str(cfg.checkpoint), cfg.checkpoint_strict, cfg.checkpoint_prefix,
                         cfg.checkpoint_trusted)
-    from lrexp.app.params import GroupSpec, freeze, param_groups
-
     frozen = freeze(model, list(cfg.freeze))
     if frozen:
         log.info("Frozen: %d parameter tensors under %s", frozen, ", ".join(cfg.freeze))
@@ -134,13 +152,7 @@ def build(cfg: DictConfig, job: Job) -> Built:
         model = nn.parallel.DistributedDataParallel(
             model.to(job.device),
             device_ids=[job.device.index] if job.device.type == "cuda" else None)
-    make_optimizer = instantiate_node(cfg.optimizer, "optimizer")
-    try:
-        optimizer = make_optimizer(groups, lr=cfg.min_lr)
-    except (TypeError, ValueError) as error:  # torch's own checks: weight_decay=-1, betas
-        raise ConfigError(_rejected("optimizer", cfg.optimizer, error)) from None
-    loss_fn = instantiate_node(cfg.loss, "loss")
-    return Built(train, val, model, optimizer, loss_fn, weights)
+    return model, weights_source(cfg.net, cfg.checkpoint), groups
 
 
 def _check_data_settings(cfg: DictConfig, made: Any, val: Any) -> None:

@@ -128,9 +128,10 @@ def test_the_weights_source_says_where_weights_came_from(tmp_path):
     assert str(timm) == "timm: vit_tiny pretrained"
     mine = weights_source({"_target_": "mymodels.build", "pretrained": True}, None)
     assert mine.kind == "net"
-    ckpt = weights_source(tv_node := {"_target_": "x", "weights": "DEFAULT"}, "a.pt")
+    with_weights = {"_target_": "x", "weights": "DEFAULT"}
+    ckpt = weights_source(with_weights, "a.pt")
     assert ckpt.kind == "checkpoint" and ckpt.detail == str(Path("a.pt").resolve())
-    assert tv_node  # a checkpoint wins over the net's own weights
+    assert weights_source(with_weights, None).kind == "net"  # a checkpoint wins over them
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # the tracking package imports nothing heavy, but only types 
     from lrexp.tracking.mlflow_tracker import Tracker
 
 __all__ = ["Built", "Job", "build", "build_tracker", "engine_settings", "instantiate_node",
-           "prepare_job", "run_names", "torch_threads", "use_sidecar"]
+           "prepare_job", "run_names", "torch_threads", "use_sidecar", "user_error_types"]
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ def instantiate_node(node: Any, key: str) -> Any:
         return instantiate(node, _convert_="all")
     except InstantiationException as error:
         cause = error.__cause__
-        if cause is not None and _is_user_error(cause):
+        if cause is not None and isinstance(cause, user_error_types()):
             raise cause from None
         if isinstance(cause, ImportError) or "Error locating target" in str(error):
             raise ConfigError(
@@ -232,14 +232,19 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())[:300]
 
 
-def _is_user_error(error: BaseException) -> bool:
-    """An error lrexp's own targets raise for a user's mistake (its message says the fix)."""
-    from lrexp.app.data import BadDataError, DatasetNotFoundError
-    from lrexp.app.models import UnknownModelError
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """The user's mistakes, as lrexp's own code raises them (their messages say the fix). The
+    zoo's errors count once their modules are loaded (an error from one means it is): sorting
+    a config error must not import torch."""
     from lrexp.engine.settings import SettingError
 
-    return isinstance(error, (SettingError, BadDataError, DatasetNotFoundError,
-                              UnknownModelError))
+    types: list[type[BaseException]] = [SettingError]
+    data, models = sys.modules.get("lrexp.app.data"), sys.modules.get("lrexp.app.models")
+    if data is not None:
+        types += [data.DatasetNotFoundError, data.BadDataError]
+    if models is not None:
+        types.append(models.UnknownModelError)
+    return tuple(types)
 
 
 def engine_settings(cfg: DictConfig, device: Any, built: Built) -> dict[str, Any]:

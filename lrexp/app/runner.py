@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -17,10 +16,17 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from lrexp.app.build import Job, build, build_tracker, engine_settings, prepare_job, run_names
+from lrexp.app.build import (
+    Job,
+    build,
+    build_tracker,
+    engine_settings,
+    prepare_job,
+    run_names,
+    user_error_types,
+)
 from lrexp.app.report import report_error, summary_text, write_files, write_status
 from lrexp.app.schema import ConfigError, check
-from lrexp.engine.settings import SettingError
 from lrexp.sweep import interrupt
 from lrexp.sweep.slurm_job import slurm_tags
 from lrexp.tracking.summary import SUMMARY_FILE, RunSummary
@@ -112,25 +118,13 @@ class _RecordedFailure(Exception):
         self.interrupted, self.user_error = interrupted, user_error
 
 
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    """The user's mistakes. The registries' errors count once their modules are loaded (an
-    error from one means it is): sorting a config error must not import torch."""
-    types: list[type[BaseException]] = [SettingError]
-    data, models = sys.modules.get("lrexp.app.data"), sys.modules.get("lrexp.app.models")
-    if data is not None:
-        types += [data.DatasetNotFoundError, data.BadDataError]
-    if models is not None:
-        types.append(models.UnknownModelError)
-    return tuple(types)
-
-
 def _as_user_error(error: BaseException) -> BaseException | None:
     """The user-facing error behind ``error`` (Hydra's instantiate wraps what targets raise)."""
     from hydra.errors import InstantiationException
 
     if isinstance(error, InstantiationException) and error.__cause__ is not None:
         error = error.__cause__
-    return error if isinstance(error, _user_error_types()) else None
+    return error if isinstance(error, user_error_types()) else None
 
 
 def _output_dir() -> Path:

@@ -191,13 +191,13 @@ def _check_no_unread_keys(cfg: Any) -> None:
                 raise ConfigError(
                     f"Invalid setting {node}.{key}={cfg[node][key]}: lrexp reads no such key, so "
                     f"it would be ignored. {node} has {', '.join(sorted(keys))}.")
+    group_keys = {setting.name for setting in fields(ParamGroupConfig)}
     for index, group in enumerate(cfg.param_groups):
-        keys = {setting.name for setting in fields(ParamGroupConfig)}
         for key in group:
-            if key not in keys:
+            if key not in group_keys:
                 raise ConfigError(
                     f"Invalid setting param_groups[{index}].{key}={group[key]}: a group has "
-                    f"{', '.join(sorted(keys))}, nothing else.")
+                    f"{', '.join(sorted(group_keys))}, nothing else.")
     for node, reasons in _SET_BY_THE_RANGE_TEST.items():
         for key, reason in reasons.items():
             if cfg.get(node) is not None and key in cfg[node]:

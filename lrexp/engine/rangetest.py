@@ -27,6 +27,7 @@ from lrexp.engine.repeats import repeat_seed, seed_everything
 from lrexp.engine.result import RangeTestResult
 from lrexp.engine.schedules import schedule_lrs
 from lrexp.engine.settings import DEFAULTS, Amp, RangeTestSettings, Schedule, SettingError
+from lrexp.engine.training_schedules import group_lr_ratios
 from lrexp.engine.verify import HOLDOUT_BATCHES, HOLDOUT_EVERY, candidate_lrs, run_probes
 
 __all__ = ["LoaderExhausted", "range_test", "resolve_device"]
@@ -482,7 +483,7 @@ def _lr_ratios(optimizer: torch.optim.Optimizer) -> list[float]:
             "With several param groups the others keep their LR ratio to the first, so the "
             f"first group's LR must be > 0; it is {base!r}. Give every group its intended LR."
         )
-    return [1.0] if len(groups) == 1 else [group["lr"] / base for group in groups]
+    return group_lr_ratios(optimizer)
 
 
 @dataclass

@@ -62,6 +62,42 @@ def test_non_numeric_max_lr_is_refused():
     assert_user_error(lrexp("max_lr=abc"), "max_lr", "abc")
 
 
+@pytest.mark.parametrize("value", ["1" + "0" * 400, "-" + "9" * 400], ids=["1e400", "-1e400"])
+def test_a_number_past_a_floats_range_is_one_paragraph(value):
+    # OmegaConf's float() overflows inside Hydra's compose, which prints a traceback
+    assert_user_error(lrexp(f"max_lr={value}"), "max_lr=", "401 digits" if value[0] == "1"
+                      else "400 digits", "1.8e+308")
+
+
+def test_an_lr_past_what_optimizers_take_is_refused_before_the_first_step():
+    # torch refuses an SGD step scaled by 1e300 (float32 overflow) mid-step
+    assert_user_error(lrexp("max_lr=1e300"), "max_lr=1e+300", "<= 1e+30")
+
+
+def test_a_key_the_tracker_does_not_take_is_refused():
+    # it reached MlflowTracker's __init__ as a TypeError and turned tracking off
+    assert_user_error(lrexp("+tracking.foo=1"), "tracking.foo=1", "timeout_s")
+
+
+def test_an_experiment_name_longer_than_mlflow_takes_is_refused():
+    from mlflow.utils.validation import MAX_EXPERIMENT_NAME_LENGTH
+
+    from lrexp.app.schema import MAX_EXPERIMENT_NAME_LENGTH as lrexps_limit
+
+    assert lrexps_limit == MAX_EXPERIMENT_NAME_LENGTH  # fails loudly when MLflow changes it
+    name = "e" * (MAX_EXPERIMENT_NAME_LENGTH + 1)
+    assert_user_error(lrexp(f"tracking.experiment={name}"), "501 characters", "at most 500")
+    assert lrexp("num_iter=3", f"tracking.experiment={name[:-1]}").returncode == 0
+
+
+def test_joblib_n_jobs_0_is_refused_before_the_sweep(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    finished = lrexp("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0",
+                     f"hydra.sweep.dir={tmp_path / 'sweep'}", "num_iter=3")
+    assert_user_error(finished, "hydra.launcher.n_jobs=0", "-1 for one per core")
+    assert not list((tmp_path / "sweep").glob("*/curve.csv"))
+
+
 def test_inverted_lr_range_is_refused_before_any_work(tmp_path):
     finished = lrexp("min_lr=1", "max_lr=0.1")
     assert_user_error(finished, "min_lr=1.0 and max_lr=0.1", "0 < min_lr < max_lr")

@@ -41,9 +41,26 @@ def _app(cfg: DictConfig) -> int:
     return code
 
 
+def _refuse_numbers_out_of_range(overrides: list[str]) -> None:
+    """An integer past a float's range (``max_lr=1<400 zeros>``) makes OmegaConf raise deep in
+    Hydra's compose, which prints a traceback: refuse it here, before any work."""
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        digits = value.strip().lstrip("+-").replace("_", "")
+        if sep and digits.isdigit() and len(digits) > 308 and float(f"1e{len(digits) - 1}") \
+                == float("inf"):
+            sys.stderr.write(
+                f"lrexp: error: Invalid setting {key}={value[:12]}... ({len(digits)} digits): "
+                "the number is larger than any setting takes (a float holds up to "
+                f"{sys.float_info.max:.3g}); nothing was run. python -m lrexp --help lists "
+                "the settings and their ranges.\n")
+            raise SystemExit(2)
+
+
 def main() -> None:
     from lrexp.sweep import interrupt
 
+    _refuse_numbers_out_of_range(sys.argv[1:])
     try:
         with interrupt.sigterm_as_interrupt():  # also outside a job: between jobs, in Hydra
             _app()

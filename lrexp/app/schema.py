@@ -140,6 +140,10 @@ def check(cfg: Any) -> None:
          "use a positive number of seconds (5 is usual)"),
         (cfg.tracking.flush_every >= 0, f"tracking.flush_every={cfg.tracking.flush_every}",
          "use 0 (send the curve at the end) or a positive number of steps"),
+        (len(str(cfg.tracking.experiment)) <= MAX_EXPERIMENT_NAME_LENGTH,
+         f"tracking.experiment={str(cfg.tracking.experiment)[:40]}... "
+         f"({len(str(cfg.tracking.experiment))} characters)",
+         f"MLflow takes experiment names of at most {MAX_EXPERIMENT_NAME_LENGTH} characters"),
         (cfg.tracking.get("sidecar", "auto") in ("auto", True, False),
          f"tracking.sidecar={cfg.tracking.get('sidecar')}", "use true, false or auto"),
         (cfg.loader.num_workers >= 0, f"loader.num_workers={cfg.loader.num_workers}",
@@ -165,6 +169,10 @@ def check(cfg: Any) -> None:
             raise ConfigError(f"Invalid setting {given}: {fix}.")
 
 
+# MLflow's mlflow.utils.validation.MAX_EXPERIMENT_NAME_LENGTH, here without importing MLflow
+# before work (tests/test_boundary.py checks that the two agree)
+MAX_EXPERIMENT_NAME_LENGTH = 500
+
 # The keys of a node that the range test sets itself: a value there would be ignored.
 _SET_BY_THE_RANGE_TEST = {
     "optimizer": {
@@ -184,7 +192,10 @@ def _check_no_unread_keys(cfg: Any) -> None:
                 f"Invalid setting {key}={cfg[key]}: lrexp reads no top-level key {key!r}, so it "
                 "would be ignored. python -m lrexp --help lists the settings; an argument of "
                 "the net, dataset, loss or optimizer goes into its node (net.<key>=...).")
-    for node, schema in (("data", DataFacts), ("loader", LoaderConfig)):
+    checked_nodes: list[tuple[str, Any]] = [("data", DataFacts), ("loader", LoaderConfig)]
+    if str(cfg.tracking.get("_target_", "")).startswith("lrexp."):  # a tracker of your own
+        checked_nodes.append(("tracking", TrackingConfig))  # may take keys of its own
+    for node, schema in checked_nodes:
         keys = {setting.name for setting in fields(schema)}
         for key in cfg[node]:
             if key not in keys:

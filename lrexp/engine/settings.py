@@ -8,17 +8,20 @@ one ``RangeTestSettings``; nothing else in the engine checks these values again.
 from __future__ import annotations
 
 import enum
-import math
 import numbers
 from dataclasses import dataclass
 from typing import TypeVar
 
-__all__ = ["DEFAULTS", "MAX_NUM_ITER", "Amp", "RangeTestSettings", "Schedule", "SettingError"]
+__all__ = ["DEFAULTS", "MAX_LR", "MAX_NUM_ITER", "Amp", "RangeTestSettings", "Schedule",
+           "SettingError"]
 
 
 # The LR grid and the curve are held in memory (8 bytes a point each, several arrays): ten
 # million points is far past any curve worth reading, and fails before training, not after.
 MAX_NUM_ITER = 10_000_000
+# Optimizers scale float32 tensors by the LR, and torch refuses a factor past float32's range
+# (3.4e38) mid-step: an LR range ends well below it, decades past any LR that trains.
+MAX_LR = 1e30
 
 
 class SettingError(ValueError):
@@ -113,8 +116,9 @@ def _is_number(value: object) -> bool:
 
 def _check_lr_range(min_lr: float, max_lr: float) -> None:
     for name, value, example in (("min_lr", min_lr, "1e-7"), ("max_lr", max_lr, "10")):
-        if not (_is_number(value) and 0 < value < math.inf):
-            raise _problem(name, value, "a finite number > 0", f"For example {name}={example}.")
+        if not (_is_number(value) and 0 < value <= MAX_LR):
+            raise _problem(name, value, f"a number > 0 and <= {MAX_LR:g}",
+                           f"For example {name}={example}.")
     if not min_lr < max_lr:
         raise SettingError(
             f"max_lr must be greater than min_lr (the LR range must satisfy 0 < min_lr < max_lr "

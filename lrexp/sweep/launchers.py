@@ -38,7 +38,22 @@ class LrexpLaunchers(Callback):
     submitit's SLURM launcher run as lrexp's (``register_lrexp_launcher``)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _require_valid_n_jobs(config.hydra.launcher)
         register_lrexp_launcher(config.hydra.launcher)
+
+
+def _require_valid_n_jobs(launcher: DictConfig) -> None:
+    """joblib's ``n_jobs=0`` means nothing; refuse it before the sweep's parent run opens (this
+    callback runs first), instead of joblib's traceback after it."""
+    n_jobs = joblib_n_jobs(launcher)
+    if n_jobs is not None and (not isinstance(n_jobs, int) or n_jobs == 0):
+        import sys
+
+        sys.stderr.write(
+            f"lrexp: error: Invalid setting hydra.launcher.n_jobs={n_jobs}: use a positive "
+            "number of parallel jobs, or -1 for one per core (-2 for all but one); nothing "
+            "was run.\n")
+        raise SystemExit(2)
 
 
 def register_lrexp_launcher(launcher: DictConfig) -> None:

@@ -10,6 +10,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 from app_runs import compose_config, curve_rows, lrexp_main, poll_until, signal_this_process_when
 from hydra.errors import ConfigCompositionException
@@ -332,5 +333,28 @@ def test_the_lowest_minimum_skips_jobs_without_a_suggestion_or_a_loss():
             {"job": "4", "status": "completed", "min_loss": 0.8, "suggested_lr": 0.01},
             # stopped early: its minimum is not comparable with the others'
             {"job": "5", "status": "interrupted", "min_loss": 0.1, "suggested_lr": 0.01}]
-    assert lowest_minimum(rows)["job"] == "4"
-    assert lowest_minimum(rows[1:4]) is None
+    assert lowest_minimum(rows, {})[0]["job"] == "4"
+    assert lowest_minimum(rows[1:4], {}) == (None, None)
+
+
+def test_minima_closer_than_the_curves_noise_name_no_winner():
+    # the weight-decay sweep that named a "lowest minimum" among these four
+    minima = {"0": 1.81894, "1": 1.81893, "2": 1.81898, "3": 1.82000}
+    rows = [{"job": job, "status": "completed", "min_loss": loss, "suggested_lr": 0.01}
+            for job, loss in minima.items()]
+    best, why = lowest_minimum(rows, dict.fromkeys(minima, 0.02))
+    assert best is None
+    assert "No clear winner" in why and "1.81893 (1)" in why and "1.81894 (0)" in why
+    # the same minima from nearly noiseless curves: the lowest one leads
+    best, why = lowest_minimum(rows, dict.fromkeys(minima, 1e-6))
+    assert (best["job"], why) == ("1", None)
+    # one curve's noise is enough to blur the lead
+    assert lowest_minimum(rows, {"1": 0.0, "0": 2e-5})[0] is None
+
+
+@pytest.mark.parametrize("sigma", [0.01, 0.05, 0.1])
+def test_a_curves_loss_noise_is_the_minibatch_noise_it_was_made_with(sigma):
+    lrs = np.geomspace(1e-5, 1, 200)
+    clean = 1 + 0.5 * (np.log10(lrs) + 1.5) ** 2
+    noisy = clean + np.random.default_rng(0).normal(0, sigma, lrs.size)
+    assert RangeTestResult(lrs, noisy, clean).loss_noise == pytest.approx(sigma, rel=0.2)

@@ -289,6 +289,18 @@ class RangeTestResult:
         return None if index is None else float(self.zero_lag[index])
 
     @property
+    def loss_noise(self) -> float | None:
+        """Robust std of the minibatch noise up to the minimum: the scaled median distance of
+        the raw loss from its zero-lag smoothing (a median: a few outliers do not count). Two
+        minima closer than this are one minimum seen twice. None without a readable minimum."""
+        index = self.best_index
+        if index is None:
+            return None
+        raw, trend = self.losses[:index + 1], self.zero_lag[:index + 1]
+        finite = np.isfinite(raw) & np.isfinite(trend)
+        return float(1.4826 * np.median(np.abs(raw[finite] - trend[finite])))
+
+    @property
     def lr_at_min_loss(self) -> float | None:
         index = self.best_index
         return None if index is None else float(self.lrs[index])

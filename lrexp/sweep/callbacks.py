@@ -211,14 +211,30 @@ def swept_settings(overrides: dict[str, list[str]]) -> dict[str, str]:
 ENDED_ON_ITS_OWN = {"completed", "diverged", "non-finite", "exhausted"}
 
 
-def lowest_minimum(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+def lowest_minimum(rows: list[dict[str, Any]], noise: dict[str, float | None]
+                   ) -> tuple[dict[str, Any] | None, str | None]:
     """The job whose curve reached the lowest loss, among jobs that suggest an LR: with one
     setting swept (weight decay, say), the setting that trains best and the LR to train it at
-    (Smith 2018, section 4.3, compares weight decays this way). None when no job qualifies."""
-    finished = [row for row in rows if row.get("status") in ENDED_ON_ITS_OWN
-                and isinstance(row.get("min_loss"), (int, float))
-                and row["min_loss"] == row["min_loss"] and row.get("suggested_lr") is not None]
-    return min(finished, key=lambda row: row["min_loss"]) if finished else None
+    (Smith 2018, section 4.3, compares weight decays this way). A lead smaller than the two
+    curves' minibatch noise (``noise`` by job) is no lead: then (None, the reason). (None,
+    None) when no job qualifies."""
+    finished = sorted((row for row in rows if row.get("status") in ENDED_ON_ITS_OWN
+                       and isinstance(row.get("min_loss"), (int, float))
+                       and row["min_loss"] == row["min_loss"]
+                       and row.get("suggested_lr") is not None), key=lambda row: row["min_loss"])
+    if not finished:
+        return None, None
+    best = finished[0]
+    if len(finished) > 1:
+        runner_up = finished[1]
+        width = max(noise.get(best["job"]) or 0.0, noise.get(runner_up["job"]) or 0.0)
+        if runner_up["min_loss"] - best["min_loss"] <= width:
+            return None, (
+                f"No clear winner: the lowest minima, {best['min_loss']:.6g} ({best['job']}) "
+                f"and {runner_up['min_loss']:.6g} ({runner_up['job']}), differ by less than "
+                f"the curves' minibatch noise ({width:.3g}); run seeds (sweep=seeds) or more "
+                "points (num_iter) to tell them apart.")
+    return best, None
 
 
 def _read_seed_groups(sweep_dir: Path, jobs: SweepJobs
@@ -240,11 +256,20 @@ def _read_seed_groups(sweep_dir: Path, jobs: SweepJobs
             log.info("The jobs ran with different seeds, but no two jobs of one setting ran "
                      "their course on one LR grid: no median curve, and no job is named best.")
             return [], None
-        return [], lowest_minimum(rows)
+        return [], _named_best(lowest_minimum(rows, {
+            job: curve.loss_noise for job, curve in jobs.curves.items()}))
     if len(groups) == 1:
         return groups, None
-    return groups, lowest_minimum([{**group.summary.row(group.name), "swept": group.setting,
-                                    "group": True} for group in groups])
+    return groups, _named_best(lowest_minimum(
+        [{**group.summary.row(group.name), "swept": group.setting, "group": True}
+         for group in groups], {group.name: group.result.loss_noise for group in groups}))
+
+
+def _named_best(found: tuple[dict[str, Any] | None, str | None]) -> dict[str, Any] | None:
+    best, no_winner = found
+    if no_winner:
+        log.info(no_winner)
+    return best
 
 
 def describe_best(row: dict[str, Any]) -> str:

@@ -146,7 +146,7 @@ def test_val_loader_records_the_validation_loss():
     assert result.losses[0] == pytest.approx(untrained, rel=1e-3)
 
 
-def test_ctrl_c_returns_the_partial_curve_and_restores_state():
+def test_ctrl_c_returns_the_partial_curve_and_restores_state(caplog):
     model = bn_net()
     before = {k: v.clone() for k, v in model.state_dict().items()}
 
@@ -157,8 +157,26 @@ def test_ctrl_c_returns_the_partial_curve_and_restores_state():
     result = lrexp.range_test(model, classification_batches(), nn.CrossEntropyLoss(),
                               num_iter=50, on_step=interrupt_at_10, progress=False)
     assert result.stop_reason == "interrupted" and len(result) == 11
+    assert f"interrupted after {len(result)} points" in caplog.text  # the rows the curve holds
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key])
+
+
+def test_ctrl_c_mid_step_counts_the_points_the_curve_holds(caplog):
+    # Ctrl-C lands in the middle of training a step, while the step before is trained but its
+    # loss not yet read: that point is kept, and the message counts it
+    calls = []
+
+    def loss_interrupted_on_call_12(outputs, targets):
+        calls.append(1)
+        if len(calls) == 12:
+            raise KeyboardInterrupt
+        return nn.functional.cross_entropy(outputs, targets)
+
+    result = lrexp.range_test(bn_net(), classification_batches(), loss_interrupted_on_call_12,
+                              num_iter=50, progress=False)
+    assert result.stop_reason == "interrupted" and len(result) == 11
+    assert f"interrupted after {len(result)} points" in caplog.text
 
 
 def test_bad_arguments_say_what_is_wrong():

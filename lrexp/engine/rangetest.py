@@ -281,9 +281,9 @@ class _Ramp:
         try:
             self.stop_reason = self._ramp(lrs)
         except KeyboardInterrupt:
+            self._record_pending()  # first: the count below is what the curve holds
             log.warning("Range test interrupted after %d points; returning the partial curve.",
                         len(self.losses))
-            self._record_pending()
             self.stop_reason = "interrupted"
         except LoaderExhausted:
             self._record_pending()

@@ -140,6 +140,32 @@ def test_a_run_dir_arrives_with_every_step_its_params_and_artifacts(tmp_path, st
     assert artifact_paths(client, run, ".hydra") == {".hydra/config.yaml", ".hydra/overrides.yaml"}
 
 
+def test_a_run_dir_is_imported_once_unless_asked_again(tmp_path, store, experiment, capsys):
+    run_dir = make_run_dir(tmp_path)
+    assert import_into(store, experiment, run_dir) == 0, capsys.readouterr().err
+    first = the_run(store, experiment).info.run_id
+    capsys.readouterr()
+    assert import_into(store, experiment, run_dir) == 2
+    err = capsys.readouterr().err
+    assert f"already in MLflow experiment {experiment!r}" in err and first in err
+    assert "--again" in err and "Traceback" not in err
+    assert the_run(store, experiment).info.run_id == first  # still the one run
+    assert import_into(store, experiment, run_dir, "--again") == 0
+    client = store[1]
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    assert len(runs) == 2
+
+
+def test_a_run_dir_the_runner_recorded_is_not_imported_again(tmp_path, store, experiment,
+                                                             capsys):
+    run_dir = make_run_dir(tmp_path)
+    client = store[1]
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    recorded = client.create_run(experiment_id, tags={"run_dir": str(run_dir.resolve())})
+    assert import_into(store, experiment, run_dir) == 2
+    assert recorded.info.run_id in capsys.readouterr().err
+
+
 def test_a_repeated_run_arrives_with_each_repeats_curve_the_median_and_its_band(
         tmp_path, store, experiment, capsys):
     run_dir = make_run_dir(tmp_path)

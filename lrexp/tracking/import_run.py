@@ -440,6 +440,19 @@ class _StagedTracker(MlflowTracker):
     def _send_run_dir_extras(self, out_dir: Path) -> None:
         super()._send_run_dir_extras(self.staged)
 
+    def runs_of(self, run_dir: Path) -> list[str]:
+        """The experiment's live runs that already hold ``run_dir``: recorded by the runner
+        (tag ``run_dir``) or imported before (tag ``imported_from``). Empty when the store is
+        unreachable (the import then says so) or the path cannot be put in a filter."""
+        if "'" in str(run_dir) or not self._connect():
+            return []
+        found = []
+        for tag in ("run_dir", "imported_from"):
+            query = f"tags.{tag} = '{run_dir}'"
+            found += self._call(lambda q=query: self._client.search_runs(
+                [self._experiment_id], q, max_results=10), "search runs")
+        return sorted({run.info.run_id for run in found})
+
 
 def _tracker(run: RunDir, staged: Path, uri: str | None, experiment: str | None,
              use_run_dir_uri: bool) -> _StagedTracker:
@@ -478,10 +491,11 @@ def _send(run: RunDir, tracker: MlflowTracker, staged: Path) -> None:
 
 
 def import_run(run_dir: Path | str, uri: str | None = None, experiment: str | None = None, *,
-               use_run_dir_uri: bool = False) -> str | None:
+               use_run_dir_uri: bool = False, again: bool = False) -> str | None:
     """Record ``run_dir`` in MLflow; returns the new run id (None if the store is unusable).
 
-    Raises RunDirError, before anything reaches the store, when the run dir cannot be imported.
+    Raises RunDirError, before anything reaches the store, when the run dir cannot be imported,
+    or when the experiment already holds it (``again=True`` records it once more).
     ``uri`` wins over ``use_run_dir_uri``.
     """
     run_dir = _resolved_dir(run_dir)
@@ -489,6 +503,13 @@ def import_run(run_dir: Path | str, uri: str | None = None, experiment: str | No
         staged = Path(staging)
         run = read_run_dir(run_dir, staged)
         tracker = _tracker(run, staged, uri, experiment, use_run_dir_uri)
+        earlier = [] if again else tracker.runs_of(run_dir)
+        if earlier:
+            raise RunDirError(
+                f"{run_dir} is already in MLflow experiment {tracker.experiment!r} at "
+                f"{tracker.uri}, as run {', '.join(earlier)}; nothing was sent. Importing it "
+                "again would make a duplicate run: pass --again if that is what you want, or "
+                "delete the earlier run first (mlflow runs delete --run-id ...).")
         _send(run, tracker, staged)
     return tracker.run_id if tracker.usable else None
 
@@ -504,6 +525,8 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--use-run-dir-uri", action="store_true",
                        help="send to the tracking.uri named in the run dir's config.yaml")
     parser.add_argument("--experiment", help="experiment name (default: the run's, else lrexp)")
+    parser.add_argument("--again", action="store_true",
+                        help="record the run dir even if the experiment already holds it")
     return parser
 
 
@@ -512,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         run_id = import_run(args.run_dir, args.uri, args.experiment,
-                            use_run_dir_uri=args.use_run_dir_uri)
+                            use_run_dir_uri=args.use_run_dir_uri, again=args.again)
     except RunDirError as error:
         sys.stderr.write(f"lrexp.tracking.import_run: error: {error}\n")
         return 2

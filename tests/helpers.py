@@ -40,23 +40,3 @@ def bn_net(features=10, classes=3):
     )
 
 
-# The Hydra launcher plugins that pip extras install: a launcher option needs its extra, and
-# the README's `pip install -e ".[dev]"` has neither.
-LAUNCHER_PLUGINS = {"joblib": "hydra_plugins.hydra_joblib_launcher",
-                    "submitit": "hydra_plugins.hydra_submitit_launcher"}
-
-
-def missing_launcher_extra(words) -> str | None:
-    """The extra (joblib, submitit) that a ``hydra/launcher=...`` override or option among
-    ``words`` needs and this environment lacks; None if none is missing."""
-    import importlib.util
-
-    for word in words:
-        if not word.startswith("hydra/launcher="):
-            continue
-        name = word.split("=", 1)[1]
-        extra = "joblib" if "joblib" in name else "submitit" if (
-            "submitit" in name or "slurm" in name) else None
-        if extra and importlib.util.find_spec(LAUNCHER_PLUGINS[extra]) is None:
-            return extra
-    return None

@@ -98,6 +98,22 @@ def test_joblib_n_jobs_0_is_refused_before_the_sweep(tmp_path):
     assert not list((tmp_path / "sweep").glob("*/curve.csv"))
 
 
+@pytest.mark.parametrize("option,extra", [("hydra/launcher=lrexp_slurm", "submitit"),
+                                          ("hydra/launcher=joblib", "joblib")])
+def test_a_launcher_without_its_extra_names_the_extra(tmp_path, option, extra):
+    # the plugin module made unimportable, as in a checkout installed with only .[dev]
+    plugin = {"submitit": "hydra_plugins.hydra_submitit_launcher",
+              "joblib": "hydra_plugins.hydra_joblib_launcher"}[extra]
+    code = (f"import sys; sys.modules[{plugin!r}] = None; "
+            f"sys.argv = ['lrexp', '-m', {option!r}, 'tracking=none']; "
+            "from lrexp.app.main import main; main()")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert f"pip install 'lrexp[{extra}]'" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
 def test_inverted_lr_range_is_refused_before_any_work(tmp_path):
     finished = lrexp("min_lr=1", "max_lr=0.1")
     assert_user_error(finished, "min_lr=1.0 and max_lr=0.1", "0 < min_lr < max_lr")

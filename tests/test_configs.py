@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import missing_launcher_extra
 from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
@@ -15,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lrexp.app import data
 from lrexp.app.schema import LrexpConfig, check, register
+from lrexp.sweep.launchers import missing_launcher_extra
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 register()

@@ -11,10 +11,10 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-from helpers import missing_launcher_extra
 from hydra import compose, initialize_config_dir
 
 from lrexp.app.schema import check, register
+from lrexp.sweep.launchers import missing_launcher_extra
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

@@ -57,10 +57,27 @@ def _refuse_numbers_out_of_range(overrides: list[str]) -> None:
             raise SystemExit(2)
 
 
+def _require_launcher_extra(overrides: list[str]) -> None:
+    """A launcher whose plugin is not installed: name the extra, instead of Hydra's "Could not
+    load 'hydra/launcher/...'"."""
+    from lrexp.sweep.launchers import missing_launcher_extra
+
+    extra = missing_launcher_extra(overrides)
+    if extra:
+        option = next(word for word in overrides if word.startswith("hydra/launcher="))
+        sys.stderr.write(
+            f"lrexp: error: {option} needs Hydra's {extra} launcher plugin, which is not "
+            f"installed; nothing was run. Install it with pip install 'lrexp[{extra}]' (in a "
+            f"checkout: pip install -e '.[{extra}]'), or leave the launcher out to run the "
+            "sweep's jobs one after another.\n")
+        raise SystemExit(2)
+
+
 def main() -> None:
     from lrexp.sweep import interrupt
 
     _refuse_numbers_out_of_range(sys.argv[1:])
+    _require_launcher_extra(sys.argv[1:])
     try:
         with interrupt.sigterm_as_interrupt():  # also outside a job: between jobs, in Hydra
             _app()

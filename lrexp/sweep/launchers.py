@@ -12,6 +12,27 @@ from omegaconf import DictConfig, open_dict, read_write
 log = logging.getLogger(__name__)
 
 
+# The pip extra each Hydra launcher plugin comes with, and the module it installs
+LAUNCHER_PLUGINS = {"joblib": "hydra_plugins.hydra_joblib_launcher",
+                    "submitit": "hydra_plugins.hydra_submitit_launcher"}
+
+
+def missing_launcher_extra(words: list[str]) -> str | None:
+    """The extra (joblib, submitit) that a ``hydra/launcher=...`` override among ``words``
+    needs and this environment lacks; None if none is missing."""
+    import importlib.util
+
+    for word in words:
+        if not word.startswith("hydra/launcher="):
+            continue
+        name = word.split("=", 1)[1]
+        extra = "joblib" if "joblib" in name else "submitit" if (
+            "submitit" in name or "slurm" in name) else None
+        if extra and importlib.util.find_spec(LAUNCHER_PLUGINS[extra]) is None:
+            return extra
+    return None
+
+
 def joblib_n_jobs(launcher: DictConfig) -> int | None:
     """``n_jobs`` of Hydra's joblib launcher; None for any other launcher."""
     if "joblib" not in str(launcher.get("_target_", "")):

@@ -91,6 +91,7 @@ class Verdict:
     reason: str
     interval: tuple[float, float] | None = None
     fall_in_noise_widths: float | None = None
+    blowup_lr: float | None = None  # where the raw loss blew up; None if it never did
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,7 @@ def assess(lrs: npt.ArrayLike, losses: npt.ArrayLike, pretrained: bool = False) 
     curve = _readable_curve(lrs, losses)
     if isinstance(curve, str):
         return Verdict("none", curve)
-    verdict = _assess(curve)
+    verdict = replace(_assess(curve), blowup_lr=curve.blowup_lr)
     if not pretrained:
         return verdict
     return replace(verdict, reason=f"{verdict.reason} Read as fine-tuning (pretrained weights): "

@@ -46,6 +46,7 @@ if TYPE_CHECKING:  # torch is imported when a scheduler is made, not with the ru
 
 __all__ = [
     "CYCLIC_MIN_RATIO", "ONECYCLE_DEFAULT_DIV", "ONECYCLE_MAX_DIV", "ONECYCLE_MIN_DIV",
+    "ONECYCLE_PEAK_BELOW_BLOWUP",
     "TRAINING_SCHEDULES",
     "CyclicSettings", "OneCycleSettings", "ScheduleBoundsError", "TrainingSchedule",
     "cyclic_settings", "group_lr_ratios", "make_scheduler", "onecycle_settings",
@@ -56,6 +57,10 @@ CYCLIC_MIN_RATIO = 4.0  # Smith 2017, 3.3: "set base_lr to 1/3 or 1/4 of max_lr"
 ONECYCLE_MIN_DIV = 10.0  # Smith 2018, section 4: the minimum LR 1/10 to 1/20 of the maximum
 ONECYCLE_DEFAULT_DIV = 25.0  # torch's OneCycleLR default, after fastai
 ONECYCLE_MAX_DIV = ONECYCLE_DEFAULT_DIV  # a start deeper in the plateau only slows the warm-up
+# one-cycle's peak with a blow-up on the curve: blow-up LR / 15, chosen on the benchmark's tuning
+# split only (scripts/bench_suggest.md: from scratch blow-up / k hits 12 of 28 at k = 5, 17 at 10,
+# 21 at 15, 20 at 20 and 30); the interval's top (blow-up / 5) peaked too high
+ONECYCLE_PEAK_BELOW_BLOWUP = 15.0
 
 
 class ScheduleBoundsError(ValueError):
@@ -124,6 +129,9 @@ def _bounds(lrs: npt.ArrayLike, losses: npt.ArrayLike, schedule: str,
 def onecycle_settings(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> OneCycleSettings:
     """One-cycle's bounds from a curve (module docstring: Smith 2018)."""
     top, start = _bounds(lrs, losses, "one-cycle", "OneCycleLR's max_lr")
+    blowup_lr = assess(lrs, losses).blowup_lr
+    if blowup_lr is not None:
+        top = min(top, blowup_lr / ONECYCLE_PEAK_BELOW_BLOWUP)
     div_factor = (ONECYCLE_DEFAULT_DIV if start is None
                   else min(max(top / start, ONECYCLE_MIN_DIV), ONECYCLE_MAX_DIV))
     return OneCycleSettings(max_lr=top, div_factor=div_factor)

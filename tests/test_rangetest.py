@@ -1,4 +1,5 @@
 import math
+import re
 
 import numpy as np
 import pytest
@@ -236,3 +237,39 @@ def test_pretrained_reaches_the_result_and_its_suggestion_says_fine_tuning():
     with pytest.raises(SettingError, match="pretrained"):
         lrexp.range_test(model, noise_batches(), quadratic_loss(2.0), progress=False,
                          pretrained="yes")
+
+
+# -- what the API refuses before it trains ----------------------------------------------------
+@pytest.mark.parametrize("loss_fn,needle", [
+    (nn.CrossEntropyLoss(reduction="none"), "returned [16], not a scalar"),
+    (lambda out, y: float(nn.functional.cross_entropy(out, y)), "returned float, not a scalar"),
+    (lambda out, y: torch.tensor(3), "torch.int64 tensor) is not attached"),
+    (lambda out, y: nn.functional.cross_entropy(out, y).detach(), "not attached"),
+], ids=["reduction-none", "python-float", "int-tensor", "detached"])
+def test_a_loss_that_cannot_train_is_named_and_the_weights_kept(loss_fn, needle):
+    model = bn_net()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(SettingError, match=re.escape(needle)):
+        lrexp.range_test(model, classification_batches(), loss_fn, num_iter=10, progress=False)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key])
+
+
+def test_a_model_with_every_parameter_frozen_is_refused_before_training():
+    model = bn_net().requires_grad_(False)
+    with pytest.raises(SettingError, match="Every parameter of the model .Sequential. is frozen"):
+        lrexp.range_test(model, classification_batches(), nn.CrossEntropyLoss(), num_iter=10,
+                         progress=False)
+    model[0].requires_grad_(True)  # one trainable layer is enough
+    assert len(lrexp.range_test(model, classification_batches(), nn.CrossEntropyLoss(),
+                                num_iter=10, progress=False)) == 10
+
+
+def test_the_meta_device_is_refused_and_the_weights_stay_where_they_were():
+    model = bn_net()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(SettingError, match="device='meta'"):
+        lrexp.range_test(model, classification_batches(), nn.CrossEntropyLoss(), device="meta",
+                         num_iter=10, progress=False)
+    for key, value in model.state_dict().items():
+        assert value.device.type == "cpu" and torch.equal(value, before[key])

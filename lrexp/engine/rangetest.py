@@ -47,6 +47,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     except RuntimeError:
         raise SettingError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got "
                            f"device={device!r}. None picks CUDA when present.") from None
+    if resolved.type == "meta":  # moving a model there drops its weights for good
+        raise SettingError(
+            "device='meta' holds shapes, not numbers: the model's weights would be lost and "
+            "nothing could train. Use device='cpu', 'cuda' or None (CUDA when present).")
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise SettingError(
             f"device={str(resolved)!r} was requested but this machine has no usable CUDA device; "
@@ -127,6 +131,12 @@ def range_test(
         repeats=repeats, pretrained=pretrained,
     )
     steps_per_point = _steps_per_point(settings, train_loader)
+    if not any(param.requires_grad for param in model.parameters()):
+        raise SettingError(
+            f"Every parameter of the model ({type(model).__name__}) is frozen "
+            "(requires_grad=False), so no LR changes anything and the range test has nothing "
+            "to train. Unfreeze the layers to tune (param.requires_grad_(True)), e.g. the head "
+            "of a pretrained net.")
     if optimizer is None:
         optimizer = torch.optim.SGD(model.parameters(), lr=settings.min_lr, momentum=0.9)
     trainer = _Trainer.build(model, loss_fn, optimizer, resolve_device(device), settings,
@@ -545,6 +555,12 @@ class _Trainer:
         inputs, targets = self._split(batch)
         with self.autocast:
             loss = batch_loss(self.model, self.loss_fn, inputs, targets)
+        if not loss.requires_grad:  # a float wrapped again, an integer tensor, a detached loss
+            raise SettingError(
+                f"The loss ({loss.dtype} tensor) is not attached to the model's graph, so "
+                "backward() cannot reach the parameters. Compute it from the model's outputs "
+                "with torch operations (no .item(), float() or torch.tensor(...)), as a "
+                "floating-point scalar.")
         if self.accumulation_steps > 1:
             loss = loss / self.accumulation_steps
         (loss if self.scaler is None else self.scaler.scale(loss)).backward()

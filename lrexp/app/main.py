@@ -41,14 +41,21 @@ def _app(cfg: DictConfig) -> int:
     return code
 
 
+def _fits_a_float(digits: str) -> bool:
+    try:
+        float(int(digits))
+    except (OverflowError, ValueError):  # ValueError: past Python's 4300-digit int limit
+        return False
+    return True
+
+
 def _refuse_numbers_out_of_range(overrides: list[str]) -> None:
     """An integer past a float's range (``max_lr=1<400 zeros>``) makes OmegaConf raise deep in
     Hydra's compose, which prints a traceback: refuse it here, before any work."""
     for override in overrides:
         key, sep, value = override.partition("=")
         digits = value.strip().lstrip("+-").replace("_", "")
-        if sep and digits.isdigit() and len(digits) > 308 and float(f"1e{len(digits) - 1}") \
-                == float("inf"):
+        if sep and digits.isdigit() and len(digits) > 300 and not _fits_a_float(digits):
             sys.stderr.write(
                 f"lrexp: error: Invalid setting {key}={value[:12]}... ({len(digits)} digits): "
                 "the number is larger than any setting takes (a float holds up to "

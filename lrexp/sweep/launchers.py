@@ -67,7 +67,7 @@ def _require_valid_n_jobs(launcher: DictConfig) -> None:
     """joblib's ``n_jobs=0`` means nothing; refuse it before the sweep's parent run opens (this
     callback runs first), instead of joblib's traceback after it."""
     n_jobs = joblib_n_jobs(launcher)
-    if n_jobs is not None and (not isinstance(n_jobs, int) or n_jobs == 0):
+    if n_jobs == 0:  # None (joblib: one job) and negatives (cores + 1 + n_jobs) are valid
         import sys
 
         sys.stderr.write(

@@ -4,35 +4,153 @@
     python -m lrexp.tracking.compare --experiment lrexp            # every run of an experiment
     python -m lrexp.tracking.compare --parent <run id>             # the children of a sweep
     python -m lrexp.tracking.compare --experiment lrexp --uri http://127.0.0.1:5000 --out cmp.png
+
+It only reads: a store that is not there, or not a store, is refused, never created. Every bad
+input (the store, the run id, ``--out``) is refused in one paragraph with exit status 2, and
+``--out`` is checked before the store is opened.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from lrexp.tracking.store import resolve_tracking_uri
+from lrexp.tracking.import_run import DEFAULT_TIMEOUT_S
+from lrexp.tracking.redaction import redact
+from lrexp.tracking.store import resolve_tracking_uri, server_reachable
 from lrexp.tracking.summary import CONFIDENCE_SCORES, RunSummary, format_table
 
-__all__ = ["curve_of", "fetch_runs", "main", "summary_of"]
+__all__ = ["CompareError", "check_out", "check_run_id", "check_store", "curve_of", "fetch_runs",
+           "main", "summary_of"]
 
 SWEEP_PARENT_TAG = "lrexp.sweep"
+PROG = "python -m lrexp.tracking.compare"
+LIST_RUNS = ("List the store's runs with `mlflow runs list --experiment-id ID` or open it in "
+             "`mlflow ui --backend-store-uri URI`; a sweep's parent is the run tagged lrexp.sweep.")
+
+
+class CompareError(ValueError):
+    """A bad input to compare: one paragraph saying what is wrong, the value, and the fix."""
+
+
+# MLflow's run ids are uuid4 hex (32 digits). Only hex reaches a filter string, so no quote or
+# operator in an id can change what the filter selects.
+RUN_ID = re.compile(r"[0-9a-f]{1,32}")
+
+
+def check_run_id(run_id: str) -> str:
+    """The run id in lower case, or CompareError when it cannot be an MLflow run id."""
+    if not RUN_ID.fullmatch(run_id.lower()):
+        raise CompareError(
+            f"--parent {run_id!r} is not an MLflow run id: a run id is 32 hexadecimal digits "
+            f"(0-9, a-f), as in 5ddd61f16f56418d8712b725f65f3240. {LIST_RUNS}")
+    return run_id.lower()
+
+
+def check_out(out: Path) -> Path:
+    """``--out`` must name a file (not an existing folder) in a format matplotlib writes."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = sorted(FigureCanvasBase.get_supported_filetypes())
+    if out.is_dir():
+        raise CompareError(
+            f"--out {str(out)!r} is an existing folder; --out names the plot's file. Give a file "
+            f"path, e.g. --out {str(out / 'compare_runs.png')!r}.")
+    suffix = out.suffix.lower().lstrip(".")
+    if suffix not in formats:
+        raise CompareError(
+            f"--out {str(out)!r} does not end in a plot format that compare writes (got "
+            f"{out.suffix or 'no extension'!r}); the extension picks the format, one of: "
+            f"{', '.join(formats)}. E.g. --out {str(out.with_suffix('.png'))!r}.")
+    return out
+
+
+DATABASE_SCHEMES = {"postgresql", "mysql", "mssql"}  # SQLAlchemy URLs, with or without +driver
+REMOTE_SCHEMES = {"databricks", "databricks-uc", "uc"}
+
+
+def check_store(uri: str, timeout_s: float) -> None:
+    """CompareError unless ``uri`` looks like a store compare can read: a SQLite file that is
+    there and is SQLite, an http(s) server that answers within ``timeout_s``, a database URL.
+    Stricter than the run logger's check (``store.sqlite_store_problem``): that one may create
+    a store, compare only reads, so a missing or empty file is refused here."""
+    shown = redact(uri)
+    fix = "Pass --uri (or set MLFLOW_TRACKING_URI) to the store your runs were recorded in"
+    scheme = urllib.parse.urlsplit(uri).scheme.lower()
+    if scheme in ("http", "https"):
+        if not urllib.parse.urlsplit(uri).hostname:
+            raise CompareError(f"--uri {shown!r} names no host; an MLflow server's URI looks "
+                               f"like http://127.0.0.1:5000. {fix}.")
+        if not server_reachable(uri, timeout_s):
+            raise CompareError(
+                f"the tracking server {shown} did not answer within {timeout_s:g} s (nothing "
+                f"listening there, or not an MLflow server). Start it (`mlflow server`), check "
+                f"the host and port, or raise --timeout-s for a slow link. {fix}.")
+        return
+    if scheme == "sqlite":
+        _check_sqlite(uri, shown, fix)
+        return
+    if scheme.split("+")[0] in DATABASE_SCHEMES or scheme in REMOTE_SCHEMES:
+        return
+    folder = Path(urllib.parse.urlsplit(uri).path if scheme == "file" else uri)
+    if scheme in ("", "file") and folder.is_dir():
+        return  # MLflow's file store (./mlruns): MLflow itself says whether it will read it
+    raise CompareError(
+        f"--uri {shown!r} is not a tracking URI compare can read: it needs sqlite:///PATH (a "
+        f"file), http(s)://HOST:PORT (an MLflow server), a database URL (postgresql://..., "
+        f"mysql://..., mssql://...) or an existing file-store folder. {fix}.")
+
+
+def _check_sqlite(uri: str, shown: str, fix: str) -> None:
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or uri == prefix:
+        raise CompareError(f"--uri {shown!r} is not a SQLite URI MLflow reads: write "
+                           f"sqlite:///relative/path.db or sqlite:////absolute/path.db. {fix}.")
+    path = Path(uri[len(prefix):])
+    if not path.exists():
+        raise CompareError(f"there is no SQLite store at {path} (--uri {shown!r}); compare only "
+                           f"reads, so it does not create one. {fix}.")
+    if not path.is_file():
+        raise CompareError(f"the SQLite store {path} is not a file (a folder?). {fix}.")
+    with path.open("rb") as handle:
+        header = handle.read(16)
+    if header != b"SQLite format 3\x00":
+        what = "is empty (no runs were ever recorded in it)" if not header else \
+            "is not an SQLite database (corrupt, or another kind of file)"
+        raise CompareError(f"the SQLite store {path} {what}. {fix}.")
 
 
 def fetch_runs(client: Any, experiment: str | None, parent: str | None) -> list[Any]:
     """A sweep's children, or every range test of an experiment (sweep parents left out)."""
-    if parent:
-        parent_run = client.get_run(parent)
+    if parent is not None:
+        parent = check_run_id(parent)
+        parent_run = _parent_run(client, parent)
         return client.search_runs([parent_run.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{parent}'",
                                   order_by=["attributes.start_time ASC"])
     found = client.get_experiment_by_name(experiment)
     if found is None:
-        raise SystemExit(f"compare: no experiment named {experiment!r} in this store.")
+        raise CompareError(f"there is no experiment named {experiment!r} in this store. Check "
+                           "the name (`mlflow experiments search` lists them) and --uri.")
     runs = client.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"])
     return [run for run in runs if SWEEP_PARENT_TAG not in run.data.tags]
+
+
+def _parent_run(client: Any, run_id: str) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+    short = " (the table's ids are the first 8 of 32 digits)" if len(run_id) < 32 else ""
+    raise CompareError(f"there is no run with id {run_id!r} in this store{short}, so no sweep "
+                       f"parent to compare. {LIST_RUNS}") from None
 
 
 # summary metrics named suggested_lr_* that are not a rule's suggestion
@@ -86,8 +204,8 @@ def _row(run: Any) -> dict[str, Any]:
     return {**summary.row(run.info.run_id[:8]), "swept": swept or None}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lrexp.tracking.compare",
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG,
                                      description=" ".join(__doc__.split("\n\n")[0].split()))
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--experiment", help="every run of this MLflow experiment")
@@ -95,21 +213,58 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--uri", help="tracking URI (default: MLFLOW_TRACKING_URI or "
                         "sqlite:///mlflow.db)")
     parser.add_argument("--out", type=Path, default=Path("compare_runs.png"),
-                        help="where to write the overlay plot (default: compare_runs.png)")
-    args = parser.parse_args(argv)
+                        help="the overlay plot's file, its extension the format (.png, .pdf, "
+                        ".svg, ...; default: compare_runs.png); an existing folder is refused")
+    parser.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S,
+                        help="how long to wait for a tracking server's answer, in seconds "
+                        f"(default: {DEFAULT_TIMEOUT_S:g})")
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not args.timeout_s > 0:
+        parser.error(f"--timeout-s must be > 0 seconds; got {args.timeout_s:g}.")
+    try:
+        return _compare(args)
+    except CompareError as error:
+        sys.stderr.write(f"{PROG}: error: {error}\n")
+        return 2
+
+
+def _compare(args: argparse.Namespace) -> int:
+    """Check every input, then read the runs, print the table and write the plot."""
+    check_out(args.out)
+    if args.parent is not None:
+        check_run_id(args.parent)
+    uri = resolve_tracking_uri(args.uri)
+    check_store(uri, args.timeout_s)
+
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     from lrexp.plotting import plot_overlay, save_figure
+    from lrexp.tracking.mlflow_tracker import _http_limits
 
-    client = MlflowClient(resolve_tracking_uri(args.uri))
-    runs = fetch_runs(client, args.experiment, args.parent)
+    with _http_limits(args.timeout_s):
+        try:
+            client = MlflowClient(uri)
+            runs = fetch_runs(client, args.experiment, args.parent)
+            rows = [_row(run) for run in runs]
+            curves = {f"{run.info.run_name} ({run.info.run_id[:8]})": curve_of(client, run)
+                      for run in runs}
+        except MlflowException as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else "?"
+            raise CompareError(f"MLflow could not read the store {redact(uri)}: "
+                               f"{redact(first_line)} Check --uri and that the store is up."
+                               ) from None
     if not runs:
-        print("compare: no runs found.", file=sys.stderr)
+        what = (f"the run {args.parent} has no child runs (is it a sweep's parent? a single "
+                "run is compared with --experiment)" if args.parent is not None else
+                f"the experiment {args.experiment!r} has no range-test runs")
+        print(f"compare: no runs found: {what}.", file=sys.stderr)
         return 1
-    rows = [_row(run) for run in runs]
-    curves = {f"{run.info.run_name} ({run.info.run_id[:8]})": curve_of(client, run)
-              for run in runs}
     print(format_table(rows))
     save_figure(plot_overlay(curves), args.out)
     print(f"overlay plot: {args.out}")

@@ -273,3 +273,16 @@ def test_the_meta_device_is_refused_and_the_weights_stay_where_they_were():
                          num_iter=10, progress=False)
     for key, value in model.state_dict().items():
         assert value.device.type == "cpu" and torch.equal(value, before[key])
+
+
+@pytest.mark.parametrize("one_shot", [lambda batches: iter(batches),
+                                      lambda batches: (batch for batch in batches)],
+                         ids=["iter", "generator"])
+def test_repeats_refuse_a_one_shot_iterator_that_would_run_one_repeat(one_shot):
+    with pytest.raises(SettingError, match="repeats=3 needs a train_loader"):
+        lrexp.range_test(bn_net(), one_shot(classification_batches()), nn.CrossEntropyLoss(),
+                         num_iter=10, repeats=3, progress=False)
+    # the same batches as a list: every repeat gets a whole curve
+    result = lrexp.range_test(bn_net(), classification_batches(), nn.CrossEntropyLoss(),
+                              num_iter=10, repeats=3, progress=False)
+    assert [len(curve) for curve in result.repeats] == [10, 10, 10]

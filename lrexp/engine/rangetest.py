@@ -131,6 +131,14 @@ def range_test(
         repeats=repeats, pretrained=pretrained,
     )
     steps_per_point = _steps_per_point(settings, train_loader)
+    # an Iterator (has __next__) is spent after one pass; iter() itself would draw a
+    # DataLoader's shuffle seed, which the repeats' data orders depend on
+    if settings.repeats > 1 and isinstance(train_loader, Iterator):
+        raise SettingError(
+            f"repeats={settings.repeats} needs a train_loader it can iterate once per repeat, "
+            f"but {type(train_loader).__name__} is a one-shot iterator: every repeat after the "
+            "first would find it spent. Pass the DataLoader (or a list of batches) itself, not "
+            "iter(...) of it or a generator, or use repeats=1.")
     if not any(param.requires_grad for param in model.parameters()):
         raise SettingError(
             f"Every parameter of the model ({type(model).__name__}) is frozen "

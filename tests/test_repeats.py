@@ -17,7 +17,7 @@ from lrexp.app.report import summary_text
 from lrexp.app.runner import EXIT_OK
 from lrexp.engine.repeats import median_curve, median_length, repeat_seed
 from lrexp.engine.result import RangeTestResult
-from lrexp.engine.suggest import SPREAD_HIGH_DECADES, Verdict, spread_of, with_spread
+from lrexp.engine.suggest import SPREAD_HIGH_DECADES, Verdict, spread_of, suggest, with_spread
 from lrexp.tracking.summary import RunSummary
 
 
@@ -104,6 +104,18 @@ def test_a_median_curve_whose_repeats_disagree_is_not_high_and_says_why():
     assert suggestion.lr is not None and suggestion.confidence == "low"
     assert "repeats disagree" in suggestion.reason and "decades (IQR" in suggestion.reason
     assert disagreeing.verdict.confidence == "low"
+
+
+def test_a_repeat_cut_short_by_ctrl_c_does_not_count_in_the_spread():
+    partial = _edge_curve(0.5)
+    partial = RangeTestResult(partial.lrs[:25], partial.losses[:25], partial.smoothed[:25],
+                              stop_reason="interrupted")
+    assert suggest(partial.lrs, partial.losses).lr < _edge_curve(0.5).suggest().lr / 10
+    result = RangeTestResult.of_repeats([_edge_curve(0.5), _edge_curve(0.5), partial])
+    assert result.stop_reason == "interrupted"
+    spread = result.suggestion_spread()
+    assert spread.suggested == 2 and spread.iqr_decades == 0
+    assert result.suggest().confidence == "high" and result.verdict.confidence == "high"
 
 
 # -- range_test with repeats ---------------------------------------------------------------------

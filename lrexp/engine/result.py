@@ -215,8 +215,11 @@ class RangeTestResult:
 
     def suggestion_spread(self) -> SuggestionSpread:
         """How far the repeats' own default suggestions disagree (median LR, IQR and range in
-        decades); a single test's spread is its one suggestion, with no IQR."""
-        curves = self.repeats or [self]
+        decades); a single test's spread is its one suggestion, with no IQR. A repeat cut short
+        by Ctrl-C is left out: its partial curve says where the user stopped, not how the data
+        order moves the suggestion."""
+        whole = [r for r in self.repeats if r.stop_reason != "interrupted"]
+        curves = whole or self.repeats or [self]
         return spread_of([suggest(r.lrs, r.losses, pretrained=self.pretrained).lr
                           for r in curves])
 

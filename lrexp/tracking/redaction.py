@@ -16,10 +16,19 @@ _CREDENTIALS = re.compile(
     r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*\\?://)[^/?#\s\"'@]*(?:@[^/?#\s\"'@]*)*@")
 
 
+# the same URI percent-encoded whole (as a query parameter or a file name carries it):
+# scheme%3A%2F%2Fuser%3Apassword%40host, the authority ending at an encoded slash
+_ENCODED_PART = r"(?:(?!%2F|%40)[^/?#\s\"'@])*"
+_ENCODED_CREDENTIALS = re.compile(
+    rf"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*%3A%2F%2F){_ENCODED_PART}(?:%40{_ENCODED_PART})*%40",
+    re.IGNORECASE)
+
+
 def redact(text: str) -> str:
     """``text`` with the credentials of every URI in it replaced by ``***``: for anything lrexp
     writes (console, log, config.yaml, MLflow params and tags)."""
-    return _CREDENTIALS.sub(r"\g<scheme>***@", text)
+    text = _CREDENTIALS.sub(r"\g<scheme>***@", text)
+    return _ENCODED_CREDENTIALS.sub(r"\g<scheme>***%40", text)
 
 
 def redact_file(path: Path) -> None:

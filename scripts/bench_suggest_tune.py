@@ -1,13 +1,13 @@
 """Choosing the suggestion's rule and constants on the TUNING families of bench_suggest's saved
-run (no training: each LR's val loss is interpolated on the truth grid), then showing the
-chosen ones once on the held-out families.
+runs (no training: each LR's val loss is interpolated on the truth grid); the held-out hits
+are shown only with --held-out, once every choice is made.
 
     python scripts/bench_suggest.py                             # writes outputs/bench_suggest.json
     python scripts/bench_suggest_tune.py outputs/bench_suggest.json
+    python scripts/bench_suggest_tune.py outputs/bench_suggest.json --held-out   # after choosing
 
 Each rule family has one constant, scanned on a grid; the best constant of each family on the
-tuning split (ties: the median of the tied constants) is reported, with its held-out hits
-beside. Rules read the curve as lrexp's rules do (zero-lag smoothing, the blow-up point).
+tuning split (ties: the median of the tied constants) is reported. Rules read the curve as lrexp's rules do (zero-lag smoothing, the blow-up point).
 """
 
 from __future__ import annotations
@@ -89,7 +89,48 @@ def fall_point(fraction):
     return rule
 
 
+def _valley_lr(lrs, losses):
+    from lrexp.engine.suggest import valley
+
+    return valley(lrs, losses).lr
+
+
+def lower_of_edge_and_valley(k):
+    """The lower of the blow-up / k and fastai's valley (each alone when the other is None)."""
+    def rule(lrs, losses, pretrained=False):
+        c = _curve(lrs, losses)
+        if c is None:
+            return None
+        found = [lr for lr in (_valley_lr(lrs, losses),
+                               None if c.blowup_lr is None else c.blowup_lr / k) if lr]
+        return min(found) if found else float(c.lrs[c.best]) / 2
+    return rule
+
+
+def valley_over(k):
+    def rule(lrs, losses, pretrained=False):
+        lr = _valley_lr(lrs, losses)
+        return None if lr is None else lr / k
+    return rule
+
+
+def geometric_edge_valley(k):
+    """The geometric mean of the blow-up / k and the valley."""
+    def rule(lrs, losses, pretrained=False):
+        c = _curve(lrs, losses)
+        lr = _valley_lr(lrs, losses)
+        if c is None or lr is None:
+            return lr
+        return lr if c.blowup_lr is None else math.sqrt(lr * c.blowup_lr / k)
+    return rule
+
+
 FAMILIES = {
+    "lower of blow-up / k and valley": (lower_of_edge_and_valley,
+                                        [3, 5, 10, 20, 30, 50, 100, 200]),
+    "valley / k": (valley_over, [0.3, 0.5, 1, 1.5, 2, 3, 5, 10]),
+    "geometric mean of blow-up / k and valley": (geometric_edge_valley,
+                                                 [3, 5, 10, 20, 30, 50, 100, 200]),
     "edge (blow-up / k)": (edge, [10, 20, 30, 50, 70, 100, 150, 200, 300, 500, 1000]),
     "zero-lag minimum / k": (zl_minimum, [1, 1.5, 2, 3, 5, 7, 10, 15, 20, 30, 50, 100]),
     "lower of minimum / k, blow-up / 3k": (lower_of, [1, 1.5, 2, 3, 5, 7, 10, 15, 20, 30]),
@@ -127,11 +168,16 @@ def log_error(results, rule, cases):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", type=Path)
+    parser.add_argument("results", type=Path, nargs="+", help="saved runs (joined)")
     parser.add_argument("--held-out", action="store_true",
-                        help="also show each verify variant's held-out hits (after choosing)")
+                        help="also show the held-out hits (only after every choice is made: "
+                             "a scan that shows them invites choosing on them)")
     args = parser.parse_args()
-    results = load_results(args.results)
+    results = load_results(*args.results)
+
+    def shown(counts):
+        return f"{counts[0]}/{counts[1]}" if args.held_out else "-"
+
     groups = {regime: {split: {r["case"] for r in results if r["split"] == split
                                and r["pretrained"] == (regime == "fine-tuning")}
                        for split in ("tuning", "held-out")}
@@ -150,19 +196,18 @@ def main() -> None:
             held = hits(results, make(k), splits["held-out"])
             scan = ", ".join(f"{c}:{s}" for s, c in scores)
             print(f"| {family} | {k} (scan {scan}) | {tune[0]}/{tune[1]} | "
-                  f"{log_error(results, make(k), splits['tuning']):+.2f} | "
-                  f"{held[0]}/{held[1]} |")
+                  f"{log_error(results, make(k), splits['tuning']):+.2f} | {shown(held)} |")
         for name, peer in PEER_RULES.items():
             def as_rule(a, b, p=False, r=peer):
                 return r(a, b)
             tune, held = (hits(results, as_rule, splits[s]) for s in ("tuning", "held-out"))
             error = log_error(results, as_rule, splits["tuning"])
             print(f"| {name} (peer) | - | {tune[0]}/{tune[1]} | {error:+.2f} | "
-                  f"{held[0]}/{held[1]} |")
+                  f"{shown(held)} |")
         rule = lrexp_rule("default")
         tune, held = (hits(results, rule, splits[s]) for s in ("tuning", "held-out"))
         print(f"| lrexp default (this engine) | - | {tune[0]}/{tune[1]} | "
-              f"{log_error(results, rule, splits['tuning']):+.2f} | {held[0]}/{held[1]} |")
+              f"{log_error(results, rule, splits['tuning']):+.2f} | {shown(held)} |")
     print("\n## verify variants replayed on the probe table (tuning split, all regimes)\n")
     tuning = {r["case"] for r in results if r["split"] == "tuning"}
     held_out = {r["case"] for r in results if r["split"] == "held-out"}

@@ -110,19 +110,24 @@ def test_a_parent_gone_without_finish_gets_its_run_closed_killed_by_the_child(
     assert _warnings(caplog, "closing it KILLED with the 30 steps")
 
 
-def test_a_child_that_dies_mid_run_costs_one_warning_and_the_import_hint(tmp_path, caplog):
-    tracker = _sidecar(f"sqlite:///{tmp_path / 'mlflow.db'}", "x")
+@pytest.mark.slow  # the new child imports MLflow (~7 s); test_faults_tracking has the app's
+def test_a_child_that_dies_mid_run_is_replaced_and_the_run_completed(tmp_path, caplog):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = _sidecar(uri, "x")
     tracker.start("dies", params={}, tags={})
     tracker._child.kill()
     tracker._child.wait(timeout=30)
     for step in range(5):
         tracker.log_step(step, 1e-3, 2.0)
     tracker.finish(status="FINISHED", out_dir=tmp_path)
-    assert not tracker.usable
-    [warning] = _warnings(caplog, "Tracking disabled")
-    assert "MLflow process stopped" in warning
-    [hint] = _warnings(caplog, "import_run")
-    assert str(tmp_path) in hint
+    assert not _warnings(caplog, "Tracking disabled") and not _warnings(caplog, "import_run")
+    [stopped] = _warnings(caplog, "stopped (exit code -9)")
+    assert "a new one completes the MLflow run" in stopped
+    client = MlflowClient(uri)
+    [run] = runs_of(client, "x")
+    assert run.info.status == "FINISHED"
+    assert len(client.get_metric_history(run.info.run_id, "loss")) == 5
+    assert tracker.outcome().steps == 5 and tracker.outcome().status == "FINISHED"
 
 
 def test_a_child_that_cannot_start_costs_one_warning(tmp_path, caplog, monkeypatch):

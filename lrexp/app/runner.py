@@ -362,8 +362,7 @@ def _record_failure(error: BaseException, tracker: Any, summary: RunSummary, out
     when = (f"The range test recorded {summary.steps} steps, then writing its results stopped"
             if result is not None else
             f"The run stopped after {summary.steps} recorded steps")
-    message = (f"{when} ({what}). Kept in {out_dir}: {', '.join(p.name for p in kept) or 'nothing'}"
-               f"; the tracked run is closed {status} with every recorded step."
+    message = (f"{when} ({what}). {_where_kept(out_dir, kept, summary.steps, tracker)}"
                + _advice(error, interrupted, user_error))
     if interrupted:
         log.warning("%s", message)
@@ -374,10 +373,43 @@ def _record_failure(error: BaseException, tracker: Any, summary: RunSummary, out
     raise _RecordedFailure(interrupted, user_error) from error
 
 
+def _where_kept(out_dir: Path, kept: list[Path], steps: int, tracker: Any) -> str:
+    """Where the ``steps`` recorded steps are now, as measured: the run dir's files (curve.csv
+    whole or partial, rows counted on disk) and what the tracker says reached the store."""
+    rows, names = 0, []
+    for path in kept:
+        if path.name == "curve.csv":
+            rows = _curve_rows_on_disk(path)
+            names.append(f"curve.csv with all {steps} steps" if rows >= steps else
+                         f"curve.csv with {rows} of {steps} steps (partial)")
+        else:
+            names.append(path.name)
+    text = f"Kept in {out_dir}: {', '.join(names) or 'nothing'}"
+    if SUMMARY_FILE not in names:
+        text += f"; {SUMMARY_FILE} could not be written"
+    outcome = getattr(tracker, "outcome", lambda: None)()
+    text += f"; {outcome.describe(steps) if outcome is not None else 'tracking is off'}."
+    stored = outcome.steps or 0 if outcome is not None else 0
+    if max(rows, stored) < steps:
+        text += f" {steps - max(rows, stored)} of the {steps} steps are kept nowhere."
+    return text
+
+
+def _curve_rows_on_disk(path: Path) -> int:
+    """The complete rows of a curve.csv as it is on disk (after its meta line and header)."""
+    try:
+        lines = path.read_text().splitlines(keepends=True)
+    except (OSError, UnicodeDecodeError):
+        return 0
+    return sum(line.endswith("\n") and line[:1].isdigit() for line in lines)
+
+
 def _keep(record: RunSummary, tracker: Any, out_dir: Path, files: list[Path],
           result: Any) -> list[Path]:
-    """Write summary.json and close the tracked run; the files that exist afterwards."""
-    kept = [path for path in dict.fromkeys([*files, out_dir / "curve.csv"]) if path.exists()]
+    """Write summary.json and close the tracked run; the files that exist afterwards (and
+    hold something: a file a full disk cut at 0 bytes is no record)."""
+    kept = [path for path in dict.fromkeys([*files, out_dir / "curve.csv"])
+            if path.is_file() and path.stat().st_size > 0]
     try:
         summary_file = record.write(out_dir / SUMMARY_FILE)
         kept += [] if summary_file in kept else [summary_file]

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -38,8 +39,8 @@ from lrexp.tracking.summary import RunSummary
 if TYPE_CHECKING:
     from lrexp.sweep.seed_groups import SeedGroup
 
-__all__ = ["MlflowTracker", "NullTracker", "Tracker", "flatten", "median_band_series",
-           "repeat_loss_key", "repeat_loss_series"]
+__all__ = ["MlflowTracker", "NullTracker", "TrackedOutcome", "Tracker", "flatten",
+           "median_band_series", "repeat_loss_key", "repeat_loss_series"]
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,36 @@ PLOT_FILE = "plot.png"  # the run's curve as the runner writes it
 PARENT_SERIES = {"job_suggested_lr": "suggested_lr", "job_min_loss": "min_loss",
                  "job_lr_at_min_loss": "lr_at_min_loss"}
 
+# A store that stops answering mid-run (stalled, restarting) is retried with backoff for this
+# many tracking.timeout_s (30 s at the default 5 s; a restarted mlflow server answers in ~10 s);
+# one that does not answer when the run opens is given up after one timeout_s.
+RETRY_TIMEOUTS = 6
+
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class TrackedOutcome:
+    """What reached the store: the run (None: none was made), how many steps of the curve it
+    holds, how it was closed (None: it is still open), and why tracking stopped, if it did."""
+
+    uri: str
+    run_id: str | None
+    steps: int | None  # None: not known (a tracking process that never answered)
+    status: str | None
+    problem: str | None = None
+
+    def describe(self, recorded: int) -> str:
+        """One clause for the console: ``recorded`` steps were taken by the test."""
+        if self.run_id is None:
+            return f"MLflow holds no run ({self.problem or 'none was opened'})"
+        held = (f"an unknown number of the {recorded}" if self.steps is None
+                else f"all {recorded}" if self.steps >= recorded
+                else f"{self.steps} of {recorded}")
+        where = f"MLflow run {self.run_id} at {redact(self.uri)}"
+        if self.status is None:
+            return f"{where} stays RUNNING with {held} steps ({self.problem or 'not closed'})"
+        return f"{where} holds {held} steps, closed {self.status}"
 
 
 class Tracker(Protocol):
@@ -98,6 +128,10 @@ class Tracker(Protocol):
         mistake found while building): a run it opened is closed KILLED."""
         ...
 
+    def outcome(self) -> TrackedOutcome | None:
+        """What reached the store so far; None where nothing is tracked."""
+        ...
+
 
 class NullTracker:
     """Records nothing; the run dir still holds the curve, plot and config. Takes (and ignores)
@@ -131,6 +165,9 @@ class NullTracker:
 
     def close(self) -> None:
         pass
+
+    def outcome(self) -> TrackedOutcome | None:
+        return None
 
 
 def git_commit(directory: Path | None = None) -> str | None:
@@ -202,10 +239,12 @@ def _summary_metrics(summary: RunSummary) -> list[Any]:
 
 @contextlib.contextmanager
 def _http_limits(timeout_s: float) -> Iterator[None]:
-    """Fail fast on a server that goes away mid-run instead of MLflow's minutes of retries:
-    MLflow reads these per request, so they are set around lrexp's own calls only (a user's
-    setting wins) and the process environment is left as it was."""
-    limits = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    """Each request waits ``timeout_s`` at most, and MLflow does not retry it: lrexp's own
+    retries (``_call``) are bounded by a deadline, where MLflow's count attempts of up to a
+    timeout each plus minutes of backoff. MLflow reads these per request, so they are set
+    around lrexp's own calls only (a user's setting wins) and the environment is left as it
+    was."""
+    limits = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
               "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int(timeout_s)))}
     added = [name for name in limits if name not in os.environ]
     os.environ.update({name: limits[name] for name in added})
@@ -253,6 +292,8 @@ class MlflowTracker:
         self._experiment_id: str | None = None
         self._finished = False
         self._run_tags: dict[str, str] = {}  # as the run was created with
+        self._closed_status: str | None = None  # set once the store closed the run
+        self._problem: str | None = None  # why tracking stopped, if it did
 
     # -- life cycle --------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -268,6 +309,21 @@ class MlflowTracker:
         steps go first, then it ends KILLED, as a stopped run does."""
         if not self._finished and self.usable and self.run_id is not None:
             self.finish(status="KILLED")
+
+    def outcome(self) -> TrackedOutcome:
+        sent = {step for step, _, _ in self._steps[:self._sent]}
+        return TrackedOutcome(self.uri, self.run_id, len(sent), self._closed_status,
+                              self._problem)
+
+    def attach(self, run_id: str) -> None:
+        """Go on with run ``run_id``, opened by another tracker (a tracking process that died):
+        the steps logged from now on and ``finish`` complete it (MLflow drops a step sent
+        twice, same time and value)."""
+        try:
+            if self._connect():
+                self.run_id = run_id
+        except Exception as error:  # noqa: BLE001 - tracking must never fail the test
+            self._give_up(f"MLflow at {self.uri} failed: {error}")
 
     def _connect(self) -> bool:
         """Client and experiment, once; False (with one warning) when the store is unusable."""
@@ -522,6 +578,7 @@ class MlflowTracker:
             if out_dir is not None:
                 self._send_run_dir_extras(Path(out_dir))
             self._call(lambda: self._end_run(self.run_id, status), "end run")
+            self._closed_status = status
             self._replace_earlier_attempts()
         except KeyboardInterrupt:
             # Ctrl-C while sending: close the run (the steps went first) rather than leave it
@@ -530,6 +587,7 @@ class MlflowTracker:
             raise
         except Exception as error:  # noqa: BLE001
             self._give_up(f"sending the run to MLflow at {self.uri} failed: {error}")
+            log.warning("%s.", self.outcome().describe(len({s for s, _, _ in self._steps})))
             self._hint_import(out_dir)
 
     # -- pieces --------------------------------------------------------------------------------
@@ -537,11 +595,13 @@ class MlflowTracker:
         if self.run_id is not None:
             with contextlib.suppress(Exception):
                 self._end_run(self.run_id, "KILLED")
+                self._closed_status = "KILLED"
 
     def _call(self, call: Any, what: str) -> Any:
-        """One store call: retried while the store is busy, within the HTTP limits."""
+        """One store call, each request within ``timeout_s``: a store that is busy, stalled or
+        restarting is retried with backoff for ``RETRY_TIMEOUTS`` x ``timeout_s``."""
         with _http_limits(self.timeout_s):
-            return with_retries(call, what)
+            return with_retries(call, what, window_s=RETRY_TIMEOUTS * self.timeout_s)
 
     def _get_or_create_experiment(self) -> str:
         found = self._client.get_experiment_by_name(self.experiment)
@@ -625,6 +685,7 @@ class MlflowTracker:
     def _give_up(self, why: str) -> None:
         if self.usable:
             first_line = redact(str(why)).strip().splitlines()[0]  # not SQLAlchemy's essay
+            self._problem = first_line
             log.warning("Tracking disabled for this run: %s. The test goes on; its curve, plot "
                         "and config stay in the run dir.", first_line)
         self.usable = False

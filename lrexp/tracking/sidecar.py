@@ -18,13 +18,17 @@ corrupt the channel.
   waits for the child at the end reaches it as SIGUSR1 (the in-process tracker's Ctrl-C).
 * The parent killed outright (kill -9): the child reads EOF before ``finish`` and closes the run
   KILLED itself, with every step it received.
-* A child that cannot start or dies: one warning, the test goes on, the run dir keeps
-  everything, and ``python -m lrexp.tracking.import_run <dir>`` sends it later.
+* A child that dies (killed, out of memory): one warning, the test goes on, and at the end a
+  new child completes the run from every step this process recorded (the first child said
+  ``opened`` with the run's id; MLflow drops the steps that arrive twice). A child that cannot
+  start, or fails: one warning, the run dir keeps everything, and
+  ``python -m lrexp.tracking.import_run <dir>`` sends it later.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import logging
 import os
@@ -42,8 +46,9 @@ from typing import IO, TYPE_CHECKING, Any
 
 # The classes ``finish`` receives pickled (RunSummary and its parts): imported before the
 # child's reader thread runs, so that unpickling never imports a module beside the main thread.
-import lrexp.tracking.mlflow_tracker  # noqa: F401
+from lrexp.tracking.mlflow_tracker import TrackedOutcome
 from lrexp.tracking.redaction import redact
+from lrexp.tracking.store import resolve_tracking_uri
 from lrexp.tracking.summary import RunSummary
 
 if TYPE_CHECKING:
@@ -70,12 +75,20 @@ class SidecarTracker:
     Sweep parents (``open_parent``/``close_parent``) are tracked in-process instead."""
 
     def __init__(self, target: str, settings: Mapping[str, Any], wait_s: float) -> None:
-        self.run_id: str | None = None  # known once the child is done
+        self.run_id: str | None = None  # known once the child opened the run
         self.usable = True  # False once the child is gone: the run dir keeps everything
         self.wait_s = wait_s
+        self._init = ("init", target, dict(settings), _relayed_level())
+        self._uri = resolve_tracking_uri(settings.get("uri"))
+        self._recorded: list[tuple[Any, ...]] = []  # start and every step: a new child's replay
         self._closed = False
+        self._outcome: TrackedOutcome | None = None  # what the child said at the end
+        self._spawn()
+
+    def _spawn(self) -> None:
+        """Start a child and send it ``init``; a new child for a dead one starts afresh."""
         self._ended = threading.Event()  # the child said done, or its channel closed
-        self._done = False
+        self._done = self._failed = False
         self._relay = True  # False once the parent stopped waiting: its log may be closed
         self._child: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
@@ -85,23 +98,24 @@ class SidecarTracker:
                     [sys.executable, "-m", "lrexp.tracking.sidecar"], stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE, env=_child_environment())
         except OSError as error:
+            self._failed = True
             self._lost(f"could not start ({error})")
             return
         self._reader = threading.Thread(target=self._read, name="lrexp-tracking-sidecar",
                                         daemon=True)
         self._reader.start()
-        self._send(("init", target, dict(settings), _relayed_level()))
+        self._send(self._init)
 
     # -- the Tracker protocol ----------------------------------------------------------------
     def start(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
-        self._send(("start", run_name, dict(params), dict(tags)))
+        self._record(("start", run_name, dict(params), dict(tags)))
 
     def log_step(self, step: int, lr: float, loss: float) -> None:
         self.log_values(step, {"lr": lr, "loss": loss})
 
     def log_values(self, step: int, values: Mapping[str, float]) -> None:
-        self._send(("step", int(step), {str(name): float(value) for name, value in values.items()},
-                    int(time.time() * 1000)))
+        self._record(("step", int(step), {str(name): float(value) for name, value in
+                                          values.items()}, int(time.time() * 1000)))
 
     def finish(self, *, status: str, result: Any = None, summary: RunSummary | None = None,
                files: Mapping[str, Path] | None = None, out_dir: Path | None = None) -> None:
@@ -111,16 +125,13 @@ class SidecarTracker:
         # the tracker reads only the smoothed curve of the result
         curve = (SimpleNamespace(smoothed=[float(v) for v in result.smoothed])
                  if result is not None else None)
-        self._send(("finish", {"status": status, "result": curve, "summary": summary,
-                               "files": {k: Path(v) for k, v in (files or {}).items()},
-                               "out_dir": out_dir}))
+        finish = ("finish", {"status": status, "result": curve, "summary": summary,
+                             "files": {k: Path(v) for k, v in (files or {}).items()},
+                             "out_dir": out_dir})
         self._closed = True
-        self._end_input()
-        try:
-            self._wait_for_child()
-        except KeyboardInterrupt:
-            self._stop_child()
-            raise
+        self._deliver(finish)
+        if self._died():
+            self._replace(finish)
         if not self._done and out_dir is not None:  # a child that answered gave the hint itself
             log.warning("To send this run to MLflow later: python -m lrexp.tracking.import_run %s",
                         out_dir)
@@ -142,7 +153,51 @@ class SidecarTracker:
             self._closed = True
             self._end_input()
 
+    def outcome(self) -> TrackedOutcome:
+        """What the child said it stored; else what is known (its step count is not)."""
+        if self._outcome is not None:
+            return self._outcome
+        return TrackedOutcome(self._uri, self.run_id, None, None,
+                              "its tracking process did not say what it stored")
+
+    # -- a child that died: a new one completes the run ----------------------------------------
+    def _died(self) -> bool:
+        """Gone without saying done, and not for a reason a new child would meet again."""
+        return self._child is not None and not self._done and not self._failed \
+            and self._ended.is_set()
+
+    def _replace(self, finish: tuple[Any, ...]) -> None:
+        """A new child: the run the dead one opened, every recorded step, then ``finish``."""
+        opened = self.run_id
+        replay = [("attach", opened) if opened and message[0] == "start" else message
+                  for message in self._recorded]
+        log.warning("Starting a new MLflow process to complete %s with the %d steps this "
+                    "process recorded.", f"MLflow run {opened}" if opened else "the run",
+                    sum(message[0] == "step" for message in self._recorded))
+        self.usable = True
+        self._spawn()
+        for message in replay:
+            self._send(message)
+        self._deliver(finish)
+        if self._done and self._outcome is not None:
+            log.warning("The new MLflow process completed the run: %s.",
+                        self._outcome.describe(len({m[1] for m in replay if m[0] == "step"})))
+
     # -- the channel ---------------------------------------------------------------------------
+    def _record(self, message: tuple[Any, ...]) -> None:
+        self._recorded.append(message)
+        self._send(message)
+
+    def _deliver(self, finish: tuple[Any, ...]) -> None:
+        """Send ``finish``, close the child's input and wait for it to be done."""
+        self._send(finish)
+        self._end_input()
+        try:
+            self._wait_for_child()
+        except KeyboardInterrupt:
+            self._stop_child()
+            raise
+
     def _send(self, message: tuple[Any, ...]) -> None:
         if self._child is None or self._child.stdin is None or not self.usable or \
                 self._child.stdin.closed:
@@ -180,12 +235,16 @@ class SidecarTracker:
                 _relog(payload)
             elif kind == "stdout":
                 sys.stdout.write(payload)
+            elif kind == "opened":
+                self.run_id = payload
             elif kind == "done":
-                self.run_id, usable = payload
+                self.run_id, usable, outcome = payload
                 self.usable = self.usable and usable
+                self._outcome = TrackedOutcome(**outcome) if outcome else None
                 self._done = True
                 self._ended.set()
             elif kind == "failed":
+                self._failed = True
                 self._lost(f"failed ({payload})")
 
     def _wait_for_child(self) -> None:
@@ -219,9 +278,12 @@ class SidecarTracker:
         return "stopped" if code is None else f"stopped (exit code {code})"
 
     def _lost(self, why: str) -> None:
-        if self.usable:
+        if self.usable and self._failed:
             log.warning("Tracking disabled for this run: its MLflow process %s. The test goes "
                         "on; its curve, plot and config stay in the run dir.", why)
+        elif self.usable:  # a new child completes the run at the end (_replace)
+            log.warning("The MLflow process of this run %s; the test goes on, and a new "
+                        "one completes the MLflow run at the end.", why)
         self.usable = False
 
 
@@ -346,13 +408,17 @@ def _serve(tracker: Any, commands: queue.Queue[tuple[Any, ...] | None],
         if kind == "step":
             tracker.log_values(*arguments[:2], timestamp_ms=arguments[2])
             steps += 1
-        elif kind == "start":
-            tracker.start(*arguments)
+        elif kind in ("start", "attach"):
+            getattr(tracker, kind)(*arguments)
             started = True
+            if getattr(tracker, "run_id", None):
+                channel.send("opened", tracker.run_id)
         elif kind == "finish":
             tracker.finish(**arguments[0])
+            outcome = getattr(tracker, "outcome", lambda: None)()
             channel.send("done", (getattr(tracker, "run_id", None),
-                                  bool(getattr(tracker, "usable", True))))
+                                  bool(getattr(tracker, "usable", True)),
+                                  None if outcome is None else dataclasses.asdict(outcome)))
             return 0
 
 

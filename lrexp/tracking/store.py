@@ -7,6 +7,7 @@ import base64
 import contextlib
 import logging
 import os
+import socket
 import time
 import urllib.parse
 import urllib.request
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 __all__ = ["resolve_tracking_uri", "server_reachable", "sqlite_creation_lock",
-           "sqlite_store_problem", "with_retries"]
+           "sqlite_store_problem", "transient", "with_retries"]
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +34,19 @@ def resolve_tracking_uri(uri: str | None, base_dir: Path | None = None) -> str:
     return uri
 
 
+# Database stores MLflow reaches over the network, by URI scheme, and their default ports.
+DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+
+
 def server_reachable(uri: str, timeout_s: float) -> bool:
     """For http(s) stores: does the server answer its health endpoint within ``timeout_s``?
+    For database servers (PostgreSQL, MySQL, SQL Server): does their port accept a connection
+    within ``timeout_s``? (MLflow itself retries a server that is down for a minute.)
     Credentials in the URI (or MLFLOW_TRACKING_USERNAME / _PASSWORD) go as basic auth, as
     MLflow's own client sends them; urllib would not accept them inside the URL."""
+    scheme = uri.split(":", 1)[0].split("+", 1)[0]
+    if scheme in DATABASE_PORTS:
+        return _port_open(uri, DATABASE_PORTS[scheme], timeout_s)
     if not uri.startswith(("http://", "https://")):
         return True
     parts = urllib.parse.urlsplit(uri)
@@ -53,6 +63,16 @@ def server_reachable(uri: str, timeout_s: float) -> bool:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return response.status == 200
     except OSError:
+        return False
+
+
+def _port_open(uri: str, default_port: int, timeout_s: float) -> bool:
+    parts = urllib.parse.urlsplit(uri)
+    try:
+        port = parts.port or default_port
+        with socket.create_connection((parts.hostname or "localhost", port), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):  # refused, unreachable, silent, or a malformed port
         return False
 
 
@@ -97,21 +117,48 @@ def sqlite_creation_lock(uri: str) -> Iterator[None]:
 
 
 def with_retries(
-    call: Callable[[], T], what: str, attempts: int = 6, first_wait_s: float = 0.2
+    call: Callable[[], T], what: str, attempts: int = 6, first_wait_s: float = 0.2,
+    window_s: float | None = None,
 ) -> T:
     """Run a store call, retrying with exponential backoff on errors that may pass (a locked
-    SQLite file, a busy server); the last error propagates."""
-    for attempt in range(attempts):
+    SQLite file, a busy, stalled or restarting server); the last error propagates. With
+    ``window_s``, retries go on until that many seconds have passed since the first try
+    (``attempts`` is then no limit), each wait at most what is left of the window."""
+    started = time.monotonic()
+    for attempt in range(attempts if window_s is None else 1_000_000):
         try:
             return call()
         except Exception as error:  # noqa: BLE001 - MLflow raises many types for a busy store
-            transient = "locked" in str(error).lower() or "busy" in str(error).lower() or \
-                isinstance(error, (ConnectionError, TimeoutError))
-            if not transient or attempt == attempts - 1:
-                raise
             wait = first_wait_s * 2**attempt
+            left = None if window_s is None else window_s - (time.monotonic() - started)
+            if left is not None:
+                wait = min(wait, left)
+            last = attempt == attempts - 1 if left is None else left <= 0
+            if not transient(error) or last:
+                raise
             # INFO, not DEBUG: how often a busy store makes jobs wait is worth seeing in the log
-            log.info("MLflow store busy during %s (%s); retry %d of %d in %.1f s",
-                     what, error, attempt + 1, attempts - 1, wait)
+            log.info("MLflow store busy during %s (%s); retry %d%s in %.1f s", what,
+                     _first_line(error), attempt + 1,
+                     f" of {attempts - 1}" if window_s is None else "", wait)
             time.sleep(wait)
     raise AssertionError("unreachable")
+
+
+# What a store that may answer again says: SQLite's lock, a server that is stalled, restarting
+# or overloaded (requests' and urllib3's words, as MLflow passes them on), a 5xx answer.
+TRANSIENT_MARKERS = ("locked", "busy", "timed out", "timeout", "connection refused",
+                     "connection reset", "connection aborted", "max retries exceeded",
+                     "remote end closed", "temporarily unavailable", "error code 502",
+                     "error code 503", "error code 504")
+
+
+def transient(error: BaseException) -> bool:
+    """May the store call that raised ``error`` succeed if tried again?"""
+    text = str(error).lower()
+    return isinstance(error, (ConnectionError, TimeoutError)) or \
+        any(marker in text for marker in TRANSIENT_MARKERS)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0][:300] if lines else type(error).__name__

@@ -11,8 +11,10 @@ field existed reads with its default.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -198,8 +200,19 @@ class RunSummary:
         return data
 
     def write(self, path: Path) -> Path:
+        """Write it whole or not at all: into a temporary file beside ``path``, renamed over it
+        (a full disk once left a summary.json of 0 bytes, which import_run then refused). On
+        an OSError the earlier file, if any, is as it was, and the temporary file is gone."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1))
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with temporary.open("w") as handle:
+                handle.write(json.dumps(self.to_dict(), indent=1))
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            raise
         return path
 
     @classmethod

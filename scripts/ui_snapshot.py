@@ -10,11 +10,13 @@ side by side, clicked in headless Chromium with a fresh profile; a screenshot af
 3. drives Debian's ``chromium`` (``apt-get install chromium``) over the DevTools protocol (the
    websocket client is aiohttp's, which MLflow already requires): opens the landing page
    (``0_landing.png``) and makes the clicks of ``CLICKS`` with the mouse, each followed by a
-   screenshot (``1_model_training.png`` ... ``4_sweep_overlay.png``);
+   screenshot (``1_model_training.png``, ``2_lrexp.png``, ``3_description.png``): the last
+   opens the experiment's description, where the latest sweep's overlay is;
 4. writes ``path.json``: each click, whether it found its element and led where it should, the
-   URL after it, and the full-size ``sweep_overlay`` image shown at the end;
+   URL after it, and the ``sweep_overlay`` images shown at the end (URL, natural and drawn
+   size, whether in sight);
 5. stops the UI and the browser. Exit code 1 when a click fails or the sweep parent's overlay
-   (every child's loss against LR in one chart) is not shown at the end.
+   (every child's loss against LR in one chart) is not in sight, at full size, at the end.
 """
 
 from __future__ import annotations
@@ -136,19 +138,26 @@ class Page:
 
 # The clicks a new user makes from ``mlflow ui``'s landing page (MLflow 3.17, a fresh
 # browser profile: the GenAI home page) to every child's curve in one chart: what each click
-# targets (JavaScript for the element) and what the page must show after it.
+# targets (JavaScript for the element) and what the page must show after it. The last one opens
+# the experiment's description above its runs table, where lrexp shows the latest sweep's
+# overlay (lrexp.sweep.callbacks.experiment_note).
 CLICKS = [
     ("Model training", "[...document.querySelectorAll('div[role=button]')]"
                        ".find(e => e.innerText.trim() === 'Model training')", "Recent Experiments"),
     ("lrexp", "document.querySelector('a[title=\"lrexp\"]')", "Run Name"),
-    ("Chart view", "document.querySelector('input[value=CHART]')?.closest('label')",
-     "sweep_overlay"),
-    ("sweep_overlay", "[...document.images].find(i => i.src.includes('sweep_overlay'))",
-     "sweep_overlay"),
+    ("description", "document.querySelector('button[data-component-id="
+                    "\"mlflow.experiment.metadata_editor.expand_button\"]')", "Latest sweep"),
 ]
-SHOWN_OVERLAY = ("[...document.images].filter(i => i.src.includes('sweep_overlay') && "
-                 "!i.src.includes('compressed') && i.complete && i.naturalWidth > 0)"
-                 ".map(i => [i.src, i.naturalWidth, i.naturalHeight])")
+# the overlay images the page shows, decoded by the browser: URL, natural size, drawn size, and
+# whether it is in sight (the topmost element at its corners and centre; a collapsed
+# description clips all but its top)
+SHOWN_OVERLAY = """[...document.images].filter(i => i.src.includes('sweep_overlay') && i.complete
+    && i.naturalWidth > 0).map(i => { const r = i.getBoundingClientRect();
+    const inSight = [[.02, .02], [.98, .02], [.5, .5], [.02, .98], [.98, .98]].every(([x, y]) =>
+        document.elementFromPoint(r.x + x * r.width, r.y + y * r.height) === i);
+    return [i.src, i.naturalWidth, i.naturalHeight, Math.round(r.width), Math.round(r.height),
+            inSight]; })"""
+IN_SIGHT = f"({SHOWN_OVERLAY}).filter(shown => shown[5]).length"
 
 
 async def click(page: Page, locate: str) -> bool:
@@ -168,7 +177,7 @@ async def click(page: Page, locate: str) -> bool:
 
 async def snapshot(browser_port: int, ui: str, out: Path) -> dict[str, Any]:
     """From the landing page, the clicks in ``CLICKS``, a screenshot after each; then which
-    full-size sweep_overlay image the page shows."""
+    sweep_overlay images the page shows, and whether in sight."""
     import aiohttp
 
     [tab] = [t for t in json.loads(urllib.request.urlopen(
@@ -185,16 +194,14 @@ async def snapshot(browser_port: int, ui: str, out: Path) -> dict[str, Any]:
         for number, (name, locate, then_shows) in enumerate(CLICKS, 1):
             clicked = await click(page, locate)
             text = await page.wait_for([then_shows], timeout_s=60) if clicked else ""
-            if name == "Chart view":  # the overlay's card draws after the chart's text
-                await page.wait_until("[...document.images].filter(i => i.src.includes("
-                                      "'sweep_overlay') && i.complete).length", 1)
+            if number == len(CLICKS):  # the overlay draws after the page's text
+                await page.wait_until(IN_SIGHT, 1, timeout_s=30)
             shot = out / f"{number}_{name.lower().replace(' ', '_')}.png"
             await page.screenshot(shot)
             url = await page.call("Runtime.evaluate", expression="location.href",
                                   returnByValue=True)
             steps.append({"click": name, "clicked": clicked, "shows": then_shows in text,
                           "url": url["result"]["value"], "screenshot": shot.name})
-        await page.wait_until(f"({SHOWN_OVERLAY}).length", 1, timeout_s=30)
         shown = await page.call("Runtime.evaluate", expression=SHOWN_OVERLAY,
                                 returnByValue=True)
     return {"steps": steps, "overlay_shown": shown.get("result", {}).get("value") or []}
@@ -267,13 +274,15 @@ def main() -> int:
 
 def problems(report: dict[str, Any], parent_id: str) -> list[str]:
     """What is wrong with the path: a click that found nothing or did not lead where it
-    should, or no full-size sweep_overlay image of the sweep's parent run at the end."""
+    should, or no sweep_overlay image of the sweep's parent run in sight, at full size, at
+    the end."""
     found = [f"click {number} ({step['click']}): "
              + ("no such element" if not step["clicked"] else "the page did not change")
              for number, step in enumerate(report["steps"], 1)
              if not (step["clicked"] and step["shows"])]
-    if not any(f"run_uuid={parent_id}" in src for src, *_ in report["overlay_shown"]):
-        found.append("no full-size sweep_overlay image of the sweep's parent run")
+    if not any(f"run_uuid={parent_id}" in src and [width, height] == drawn and in_sight
+               for src, width, height, *drawn, in_sight in report["overlay_shown"]):
+        found.append("no sweep_overlay image of the sweep's parent run in sight at full size")
     return found
 
 

@@ -52,7 +52,7 @@ class MlflowSweepCallback(Callback):
         # in-process: the jobs need the parent's id before they start (one per sweep)
         tracker = build_tracker(config.get("tracking"), in_process=True)
         overrides = " ".join(config.hydra.overrides.task)
-        run_id = tracker.open_parent(run_name=f"sweep {sweep_dir.name}",
+        run_id = tracker.open_parent(run_name=parent_name(sweep_dir),
                                      tags={"lrexp.sweep": "true", "hydra_overrides": overrides,
                                            "sweep_dir": str(sweep_dir.resolve())})
         write_swept_keys(config, sweep_dir)
@@ -77,24 +77,26 @@ class MlflowSweepCallback(Callback):
         if jobs.curves:
             from lrexp.plotting import plot_overlay, save_figure
 
+            # 800 px wide: whole in MLflow's description panels (1600-px window, Assistant open)
             overlay_path = save_figure(plot_overlay(_overlay_curves(jobs)),
-                                       sweep_dir / "sweep_overlay.png")
+                                       sweep_dir / "sweep_overlay.png", dpi=100)
         try:
             groups, best = _read_seed_groups(sweep_dir, jobs)
         except KeyboardInterrupt:  # the parent run is closed, not left RUNNING
-            self._close_parent(sweep_dir, rows, [table_path, overlay_path], status="KILLED")
+            self._close_parent(sweep_dir, rows, table_path, overlay_path, status="KILLED")
             raise
         log.info("Sweep summary (%s):\n%s%s", table_path, format_table(rows),
                  "".join(f"\n{line}" for line in [*map(describe_group, groups),
                                                     *([describe_best(best)] if best else [])]))
-        self._close_parent(sweep_dir, rows, [table_path, overlay_path], groups=groups, best=best)
+        self._close_parent(sweep_dir, rows, table_path, overlay_path, groups=groups, best=best)
 
-    def _close_parent(self, sweep_dir: Path, rows: list[dict[str, Any]],
-                      files: list[Path | None], status: str | None = None,
+    def _close_parent(self, sweep_dir: Path, rows: list[dict[str, Any]], table: Path,
+                      overlay: Path | None, status: str | None = None,
                       groups: list[SeedGroup] | None = None,
                       best: dict[str, Any] | None = None) -> None:
         """The parent run with the sweep's results, ended KILLED when Ctrl-C stopped the sweep,
-        FAILED only when every job failed."""
+        FAILED only when every job failed; its description shows the overlay (the link to it is
+        logged)."""
         if self.parent_run_id is None or self.tracker is None:
             return
         if status is None and interrupt.was_interrupted(sweep_dir):
@@ -103,9 +105,68 @@ class MlflowSweepCallback(Callback):
             status = "FAILED" if all(row["status"] == "FAILED" for row in rows) else "FINISHED"
         for group in groups or []:
             self.tracker.log_seed_group(self.parent_run_id, group, len(groups or []) > 1)
-        self.tracker.close_parent(self.parent_run_id, rows=rows,
-                                  files=[path for path in files if path], status=status,
-                                  best=best)
+        page = self.tracker.close_parent(
+            self.parent_run_id, rows=rows, files=[table, *([overlay] if overlay else [])],
+            status=status, best=best,
+            description=parent_description(self.parent_run_id, rows, overlay, table, best),
+            experiment_note=experiment_note(self.parent_run_id, parent_name(sweep_dir), rows,
+                                            overlay, table))
+        if page:
+            log.info("The sweep in the MLflow UI, every job's curve in one chart: %s", page)
+
+
+def parent_name(sweep_dir: Path) -> str:
+    return f"sweep {sweep_dir.name}"
+
+
+def _overlay_markdown(run_id: str, overlay: Path) -> str:
+    """The parent's overlay as a markdown image, full size. The parent's artifacts lie at its
+    root (close_parent); the URL is relative, as MLflow's own artifact viewer builds it
+    (``get-artifact?path=&run_uuid=``, MLflow 3.17's UI bundle), so it also works behind a
+    server's path prefix. MLflow's sanitizer keeps only an image's src."""
+    from urllib.parse import quote
+
+    return (f"![every job's loss against LR](get-artifact?path={quote(overlay.name)}"
+            f"&run_uuid={run_id})")
+
+
+def _jobs_line(rows: list[dict[str, Any]], table: Path) -> str:
+    from collections import Counter
+
+    statuses = ", ".join(f"{count} {status}" for status, count in
+                         Counter(str(row["status"]) for row in rows).items())
+    return (f"{len(rows)} jobs ({statuses}), each a child run of the sweep's run; their "
+            f"suggested LR and minimum loss: `{table.name}` in its Artifacts.")
+
+
+def parent_description(run_id: str, rows: list[dict[str, Any]], overlay: Path | None,
+                       table: Path, best: dict[str, Any] | None = None) -> str:
+    """The parent run's description (markdown, on its page in the MLflow UI): the overlay,
+    what it shows, where the table is, the lowest minimum."""
+    lines = [] if overlay is None else [
+        _overlay_markdown(run_id, overlay),
+        "Every job's smoothed loss against the learning rate (log axis), one curve per job."]
+    lines.append(_jobs_line(rows, table))
+    if best is not None:
+        lines.append(describe_best(best))
+    return "\n\n".join(lines)
+
+
+def experiment_note(run_id: str, run_name: str, rows: list[dict[str, Any]],
+                    overlay: Path | None, table: Path) -> str:
+    """The experiment's description (markdown, above its runs table, its first line shown
+    until one click opens it): the latest sweep's overlay, so that a new user reaches every
+    job's curve in three clicks from ``mlflow ui``'s home page; "" without an overlay."""
+    if overlay is None:
+        return ""
+    return "\n\n".join([
+        f"**Latest sweep**: [{run_name}](#/runs/{run_id}), every job's loss against LR "
+        "(open this description, on its right):",
+        _overlay_markdown(run_id, overlay),
+        "Every job's smoothed loss against the learning rate (log axis), one curve per job; "
+        + _jobs_line(rows, table),
+        "Each sweep is a run in the table below; its page shows its own chart."])
+
 
 @dataclass
 class SweepJobs:

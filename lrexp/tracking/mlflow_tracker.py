@@ -58,6 +58,10 @@ EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_de
 # Images logged under a key appear in the UI's chart view, one tile per selected run.
 CURVE_IMAGE_KEY, OVERLAY_IMAGE_KEY = "lr_range_test", "sweep_overlay"
 PLOT_FILE = "plot.png"  # the run's curve as the runner writes it
+# A run's or an experiment's description in the UI (markdown). The experiment's shows above its
+# runs table, one click to open: lrexp keeps the latest sweep's overlay there, in a description
+# that starts with this mark (an HTML comment the UI hides) and never replaces one without it.
+NOTE_TAG, LATEST_SWEEP_NOTE = "mlflow.note.content", "<!-- lrexp: the latest sweep -->"
 # A sweep parent's series, one step per job: the children side by side in its charts.
 PARENT_SERIES = {"job_suggested_lr": "suggested_lr", "job_min_loss": "min_loss",
                  "job_lr_at_min_loss": "lr_at_min_loss"}
@@ -120,7 +124,11 @@ class Tracker(Protocol):
         ...
 
     def close_parent(self, run_id: str, rows: list[dict[str, Any]], files: list[Path],
-                     status: str, best: dict[str, Any] | None = None) -> None:
+                     status: str, best: dict[str, Any] | None = None,
+                     description: str = "", experiment_note: str = "") -> str | None:
+        """End the parent with the sweep's results and ``description`` (markdown, shown on
+        its page in the UI), and show ``experiment_note`` above the experiment's runs table
+        (``LATEST_SWEEP_NOTE``); where the parent's page is (``run_page``), or None."""
         ...
 
     def close(self) -> None:
@@ -160,8 +168,9 @@ class NullTracker:
         pass
 
     def close_parent(self, run_id: str, rows: list[dict[str, Any]], files: list[Path],
-                     status: str, best: dict[str, Any] | None = None) -> None:
-        pass
+                     status: str, best: dict[str, Any] | None = None,
+                     description: str = "", experiment_note: str = "") -> str | None:
+        return None
 
     def close(self) -> None:
         pass
@@ -272,6 +281,15 @@ def _attempt(restarts: str | None) -> int:
 
 def _chunks(items: list[T], size: int) -> list[list[T]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def run_page(uri: str, experiment_id: str, run_id: str) -> str:
+    """Where a run is in the MLflow UI: its page on the tracking server (credentials redacted),
+    or, for a local store, where ``mlflow ui`` serves it by default, with that command."""
+    page = f"#/experiments/{experiment_id}/runs/{run_id}"
+    if uri.startswith(("http://", "https://")):
+        return f"{redact(uri).rstrip('/')}/{page}"
+    return f"http://127.0.0.1:5000/{page} (after `mlflow ui --backend-store-uri {redact(uri)}`)"
 
 
 class MlflowTracker:
@@ -469,7 +487,8 @@ class MlflowTracker:
             return None
 
     def close_parent(self, run_id: str, rows: list[dict[str, Any]], files: list[Path],
-                     status: str, best: dict[str, Any] | None = None) -> None:
+                     status: str, best: dict[str, Any] | None = None,
+                     description: str = "", experiment_note: str = "") -> str | None:
         """Attach the sweep summary (a table, its files, the ``best`` row's job, settings,
         suggested LR and minimum loss) to the parent and end it."""
         try:
@@ -487,10 +506,22 @@ class MlflowTracker:
             self._log_parent_series(run_id, rows)
             if best is not None:
                 self._log_best(run_id, best)
+            if description:  # MLflow's UI shows this tag as the run's description
+                self._call(lambda: self._client.set_tag(run_id, NOTE_TAG, description), "tag")
+            if experiment_note:
+                self._call(lambda: self._note_experiment(experiment_note), "tag experiment")
             self._call(lambda: self._client.set_tag(run_id, "status", status), "tag")
             self._call(lambda: self._end_run(run_id, status), "end run")
+            return run_page(self.uri, str(self._experiment_id), run_id)
         except Exception as error:  # noqa: BLE001
             self._give_up(f"closing the sweep's parent run at {self.uri} failed: {error}")
+            return None
+
+    def _note_experiment(self, note: str) -> None:
+        current = self._client.get_experiment(self._experiment_id).tags.get(NOTE_TAG, "")
+        if not current or current.startswith(LATEST_SWEEP_NOTE):  # never a user's own
+            self._client.set_experiment_tag(self._experiment_id, NOTE_TAG,
+                                            f"{LATEST_SWEEP_NOTE}\n{note}")
 
     def log_seed_group(self, run_id: str, group: SeedGroup, prefixed: bool) -> None:
         """A sweep's seed group (``lrexp.sweep.seed_groups``) on its parent run, as a repeated

@@ -144,7 +144,8 @@ class SidecarTracker:
         raise NotImplementedError("a sweep's parent run is tracked in-process")
 
     def close_parent(self, run_id: str, rows: list[dict[str, Any]], files: list[Path],
-                     status: str, best: dict[str, Any] | None = None) -> None:
+                     status: str, best: dict[str, Any] | None = None,
+                     description: str = "", experiment_note: str = "") -> str | None:
         raise NotImplementedError("a sweep's parent run is tracked in-process")
 
     def close(self) -> None:

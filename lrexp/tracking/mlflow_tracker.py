@@ -490,10 +490,11 @@ class MlflowTracker:
                      status: str, best: dict[str, Any] | None = None,
                      description: str = "", experiment_note: str = "") -> str | None:
         """Attach the sweep summary (a table, its files, the ``best`` row's job, settings,
-        suggested LR and minimum loss) to the parent and end it."""
+        suggested LR and minimum loss) to the parent and end it; where its page is in the UI
+        (``run_page``), or None."""
         try:
             if not self._connect():
-                return
+                return None
             columns = list(rows[0]) if rows else []
             table = {column: [row.get(column) for row in rows] for column in columns}
             self._call(lambda: self._client.log_table(run_id, table, "sweep_summary.json"),

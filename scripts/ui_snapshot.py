@@ -13,10 +13,11 @@ side by side, clicked in headless Chromium with a fresh profile; a screenshot af
    screenshot (``1_model_training.png``, ``2_lrexp.png``, ``3_description.png``): the last
    opens the experiment's description, where the latest sweep's overlay is;
 4. writes ``path.json``: each click, whether it found its element and led where it should, the
-   URL after it, and the ``sweep_overlay`` images shown at the end (URL, natural and drawn
-   size, whether in sight);
-5. stops the UI and the browser. Exit code 1 when a click fails or the sweep parent's overlay
-   (every child's loss against LR in one chart) is not in sight, at full size, at the end.
+   URL after it, the ``sweep_overlay`` images shown at the end (URL, natural and drawn size,
+   whether in sight), and the sweep's log line that links its parent run's page;
+5. stops the UI and the browser. Exit code 1 when a click fails, the sweep parent's overlay
+   (every child's loss against LR in one chart) is not in sight at full size at the end, or
+   the sweep did not log the link.
 """
 
 from __future__ import annotations
@@ -246,9 +247,9 @@ def main() -> int:
                           start_new_session=True)  # its uvicorn workers go with it (killpg)
     try:
         say(f"running python -m lrexp -m net={args.nets} num_iter={args.num_iter} in {work}")
-        subprocess.run([sys.executable, "-m", "lrexp", "-m", f"net={args.nets}",
-                        f"num_iter={args.num_iter}", "progress=false"], cwd=work, env=env,
-                       check=True, capture_output=True)
+        sweep = subprocess.run([sys.executable, "-m", "lrexp", "-m", f"net={args.nets}",
+                                f"num_iter={args.num_iter}", "progress=false"], cwd=work,
+                               env=env, check=True, capture_output=True, text=True)
         say("sweep done; waiting for mlflow ui and chromium")
         wait_for_json(f"{ui_url}/health", ui, "mlflow ui")
         wait_for_json(f"http://127.0.0.1:{browser_port}/json/version", browser, "chromium")
@@ -259,6 +260,10 @@ def main() -> int:
                     if "lrexp.sweep" in r.data.tags]
         report = asyncio.run(snapshot(browser_port, ui_url, args.out))
         report["parent_run_id"] = parent.info.run_id
+        # the sweep's last words link the parent's page (lrexp.sweep.callbacks)
+        page = f"/#/experiments/{experiment.experiment_id}/runs/{parent.info.run_id}"
+        report["link_logged"] = [line for line in (sweep.stdout + sweep.stderr).splitlines()
+                                 if page in line]
         report["problems"] = problems(report, parent.info.run_id)
     finally:
         for proc in (browser, ui):
@@ -283,6 +288,8 @@ def problems(report: dict[str, Any], parent_id: str) -> list[str]:
     if not any(f"run_uuid={parent_id}" in src and [width, height] == drawn and in_sight
                for src, width, height, *drawn, in_sight in report["overlay_shown"]):
         found.append("no sweep_overlay image of the sweep's parent run in sight at full size")
+    if not report["link_logged"]:
+        found.append("the sweep logged no link to its parent run's page")
     return found
 
 

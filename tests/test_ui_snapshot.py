@@ -35,6 +35,9 @@ def test_three_clicks_from_the_landing_page_show_every_childs_curve_in_one_chart
     [(src, width, height, drawn_width, drawn_height, in_sight)] = path["overlay_shown"]
     assert f"run_uuid={path['parent_run_id']}" in src
     assert (drawn_width, drawn_height) == (width, height) == (800, 500) and in_sight
+    [link] = path["link_logged"]  # the sweep's INFO line, the parent's page in it
+    assert f"http://127.0.0.1:5000/#/experiments/1/runs/{path['parent_run_id']} (after " \
+           "`mlflow ui --backend-store-uri sqlite:///" in link
     for step in ["0_landing", *(Path(s["screenshot"]).stem for s in path["steps"])]:
         assert (tmp_path / f"{step}.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -135,8 +135,8 @@ def _jobs_line(rows: list[dict[str, Any]], table: Path) -> str:
 
     statuses = ", ".join(f"{count} {status}" for status, count in
                          Counter(str(row["status"]) for row in rows).items())
-    return (f"{len(rows)} jobs ({statuses}), each a child run of the sweep's run; their "
-            f"suggested LR and minimum loss: `{table.name}` in its Artifacts.")
+    return (f"{len(rows)} jobs ({statuses}), each a child run of the sweep's run, whose "
+            f"Artifacts hold their suggested LR and minimum loss (`{table.name}`).")
 
 
 def parent_description(run_id: str, rows: list[dict[str, Any]], overlay: Path | None,
@@ -161,7 +161,7 @@ def experiment_note(run_id: str, run_name: str, rows: list[dict[str, Any]],
         return ""
     return "\n\n".join([
         f"**Latest sweep**: [{run_name}](#/runs/{run_id}), every job's loss against LR "
-        "(open this description, on its right):",
+        "(the ⌄ on the right shows it):",
         _overlay_markdown(run_id, overlay),
         "Every job's smoothed loss against the learning rate (log axis), one curve per job; "
         + _jobs_line(rows, table),

@@ -18,7 +18,7 @@ import numpy as np
 
 from lrexp.engine.curve import CurveMonitor, FloatArray, blowup_index, smooth, zero_lag
 from lrexp.engine.repeats import MedianCurve, median_curve, median_length
-from lrexp.engine.settings import DEFAULTS
+from lrexp.engine.settings import DEFAULTS, STOP_REASONS
 from lrexp.engine.suggest import (
     METHODS,
     Suggestion,
@@ -42,13 +42,15 @@ if TYPE_CHECKING:
     from torch.optim import Optimizer
     from torch.optim.lr_scheduler import LRScheduler
 
-__all__ = ["STOP_REASONS", "CurveWriter", "Probe", "RangeTestResult", "Verification"]
+__all__ = ["CURVE_COLUMNS", "META_PREFIX", "REPEAT_COLUMNS", "STOP_REASONS", "CurveWriter",
+           "Probe", "RangeTestResult", "Verification"]
 
-STOP_REASONS = ("completed", "diverged", "non-finite", "interrupted", "exhausted")
-_CSV_COLUMNS = ("step", "lr", "loss", "loss_smooth")
+# The curve file's format (lrexp.run.files names the files): a comment line with the settings
+# as JSON, then one row per step.
+CURVE_COLUMNS = ("step", "lr", "loss", "loss_smooth")
 # Each repeat's curve, one row per repeat and step, beside the median curve's file
-_REPEAT_COLUMNS = ("repeat", *_CSV_COLUMNS)
-_META_PREFIX = "# lrexp "
+REPEAT_COLUMNS = ("repeat", *CURVE_COLUMNS)
+META_PREFIX = "# lrexp "
 # Fields stored under another name in the files: ``schedule`` names the range test's LR ramp
 # there (as in range_test and the config); on the result, ``schedule()`` gives training schedules.
 _FILE_KEYS = {"range_schedule": "schedule"}
@@ -343,15 +345,15 @@ class RangeTestResult:
             repeat_rows = ([index, step, *(repr(float(value)) for value in row)]
                            for index, r in enumerate(self.repeats) for step, row in
                            enumerate(zip(r.lrs, r.losses, r.smoothed, strict=True)))
-            _write_csv(self.repeats_path(path), meta, _REPEAT_COLUMNS, repeat_rows)
-        return _write_csv(path, self._metadata(), _CSV_COLUMNS, rows)
+            _write_csv(self.repeats_path(path), meta, REPEAT_COLUMNS, repeat_rows)
+        return _write_csv(path, self._metadata(), CURVE_COLUMNS, rows)
 
     @classmethod
     def from_csv(cls, path: str | Path) -> RangeTestResult:
         """A result written by ``to_csv`` (its repeats too, from the sibling file)."""
         path = Path(path)
-        meta, rows = _read_csv(path, _CSV_COLUMNS)
-        columns = _columns(rows, _CSV_COLUMNS[1:])
+        meta, rows = _read_csv(path, CURVE_COLUMNS)
+        columns = _columns(rows, CURVE_COLUMNS[1:])
         meta["diverge_th"] = float(meta.get("diverge_th", DEFAULTS.diverge_th))
         if meta.get("verification") is not None:
             meta["verification"] = Verification.from_dict(meta["verification"])
@@ -415,9 +417,9 @@ class CurveWriter:
     def _open(self, meta: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = self._handle = self.path.open("w", newline="")
-        handle.write(_META_PREFIX + json.dumps(meta) + "\n")
+        handle.write(META_PREFIX + json.dumps(meta) + "\n")
         self._writer = csv.writer(handle)
-        self._writer.writerow(_CSV_COLUMNS)
+        self._writer.writerow(CURVE_COLUMNS)
 
     def append(self, step: int, lr: float, loss: float) -> None:
         self._monitor.update(loss)
@@ -461,7 +463,7 @@ def _write_csv(path: Path, meta: dict[str, Any], columns: tuple[str, ...],
     partial = path.with_name(path.name + ".tmp")
     try:
         with partial.open("w", newline="") as handle:
-            handle.write(_META_PREFIX + json.dumps(meta) + "\n")
+            handle.write(META_PREFIX + json.dumps(meta) + "\n")
             writer = csv.writer(handle)
             writer.writerow(columns)
             writer.writerows(rows)
@@ -476,7 +478,7 @@ def _read_csv(path: Path, columns: tuple[str, ...]) -> tuple[dict[str, Any], lis
     """(the comment line's metadata, the rows) of a curve file with ``columns``."""
     with path.open(newline="") as handle:
         first = handle.readline()
-        meta = json.loads(first[len(_META_PREFIX):]) if first.startswith(_META_PREFIX) else {}
+        meta = json.loads(first[len(META_PREFIX):]) if first.startswith(META_PREFIX) else {}
         if not meta:
             handle.seek(0)
         rows = list(csv.DictReader(handle))
@@ -493,13 +495,13 @@ def _columns(rows: list[dict[str, str]], names: Iterable[str]) -> dict[str, Floa
 
 def _read_repeats(path: Path, settings: dict[str, Any]) -> list[RangeTestResult]:
     """Each repeat's result from ``to_csv``'s sibling file, with the median's settings."""
-    meta, rows = _read_csv(path, _REPEAT_COLUMNS)
+    meta, rows = _read_csv(path, REPEAT_COLUMNS)
     shared = {key: value for key, value in settings.items()
               if key not in ("stop_reason", "extra", "verification", "repeats")}
     repeats = []
     for index, record in enumerate(meta["repeats"]):
         columns = _columns([row for row in rows if int(row["repeat"]) == index],
-                           _CSV_COLUMNS[1:])
+                           CURVE_COLUMNS[1:])
         repeats.append(RangeTestResult(
             columns["lr"], columns["loss"], columns["loss_smooth"],
             stop_reason=record["stop_reason"], extra=record.get("extra", {}),

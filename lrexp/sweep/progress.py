@@ -18,8 +18,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from lrexp.run.summary import SUMMARY_FILE
 from lrexp.tracking.redaction import redact
-from lrexp.tracking.summary import SUMMARY_FILE
 
 __all__ = ["SweepProgress", "count_jobs", "progress_line"]
 

@@ -18,11 +18,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lrexp.tracking.summary import SUMMARY_FILE, RunSummary
+from lrexp.run.summary import SUMMARY_FILE, RunSummary
 
 if TYPE_CHECKING:
     from lrexp.engine.result import RangeTestResult
@@ -76,7 +77,7 @@ def seeds_vary(job_overrides: dict[str, list[str]], sweep_dir: Path) -> bool:
 
 def seed_groups(job_overrides: dict[str, list[str]], rows: list[dict[str, Any]],
                 curves: dict[str, RangeTestResult], sweep_dir: Path,
-                counted_statuses: set[str]) -> list[SeedGroup]:
+                counted_statuses: Collection[str]) -> list[SeedGroup]:
     """The groups of jobs (named as in ``rows``, each with its overrides and its curve) that
     differ only in their seed, among jobs whose status is in ``counted_statuses`` and that
     have a curve."""
@@ -97,7 +98,7 @@ def seed_groups(job_overrides: dict[str, list[str]], rows: list[dict[str, Any]],
 
 def _members(job_overrides: dict[str, list[str]], rows: list[dict[str, Any]],
              curves: dict[str, RangeTestResult],
-             counted_statuses: set[str]) -> dict[tuple[str, ...], list[tuple[str, str]]]:
+             counted_statuses: Collection[str]) -> dict[tuple[str, ...], list[tuple[str, str]]]:
     """(job, seed) lists by the overrides besides the seed, where more than one seed ran."""
     members: dict[tuple[str, ...], list[tuple[str, str]]] = {}
     for row in rows:

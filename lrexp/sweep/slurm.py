@@ -11,7 +11,7 @@ In a job (see ``slurm_job`` for the signals SLURM sends and why):
   submitit, which requeues the job (preempted, or ``max_num_timeout`` not used up) or not.
 - SIGTERM (the time limit itself, ``scancel``, ``scontrol requeue``): lrexp's SIGTERM handling
   records the partial curve KILLED; ``stopped_by`` says which, as SLURM tells it.
-- One job's stop never skips the sweep's other jobs (``interrupt.scheduled_job``). A job being
+- One job's stop never skips the sweep's other jobs (``stops.scheduled_job``). A job being
   requeued ends without a result, so the parent waits for its next attempt, whose MLflow run
   replaces this one's (the tracker matches ``slurm.job_id`` and the run dir).
 
@@ -37,7 +37,9 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import open_dict
 
-from lrexp.sweep import interrupt, slurm_job
+from lrexp.run import stops
+from lrexp.run.life import EXIT_FAILED, EXIT_TERMINATED, FAILED, KILLED
+from lrexp.sweep import slurm_job
 
 __all__ = ["GONE", "lost_job", "run_job", "stopped_by_state", "waiting_for_jobs"]
 
@@ -59,14 +61,14 @@ def run_job(call: Callable[[], JobReturn]) -> JobReturn:
     outside_the_test: list[int] = []
     previous = signal.signal(signal.SIGUSR2, lambda signum, frame: outside_the_test.append(signum))
     try:
-        with interrupt.scheduled_job(interrupt.Scheduler((signal.SIGUSR2,), causes.of)):
+        with stops.scheduled_job(stops.Scheduler((signal.SIGUSR2,), causes.of)) as record:
             returned = call()
     finally:
         signal.signal(signal.SIGUSR2, previous)
     if outside_the_test:
         log.info("SLURM's early notice (SIGUSR2) came while no range test ran; the job ends as "
                  "it is.")
-    _requeue_if_asked(interrupt.received_signal(), causes, notice)
+    _requeue_if_asked(record.received, causes, notice)
     return returned
 
 
@@ -84,8 +86,6 @@ def lost_job(launcher: Any, job: Any, error: Exception) -> JobReturn:
     (``UncompletedJobError``), FAILED with the error's last line when it raised
     (``FailedJobError``); a summary that already says how the test ended is kept. Its JobReturn
     for Hydra's sweeper, which must not raise: the sweep goes on to its summary."""
-    from lrexp.app.runner import EXIT_FAILED
-
     try:
         return _record_lost_job(launcher, job, error)
     except Exception as failure:  # noqa: BLE001 - never the end of the sweep
@@ -97,11 +97,8 @@ def _record_lost_job(launcher: Any, job: Any, error: Exception) -> JobReturn:
     from hydra.core.hydra_config import HydraConfig
     from submitit.core.utils import DelayedSubmission, FailedJobError
 
-    from lrexp.app.build import run_names
-    from lrexp.app.report import write_status
-    from lrexp.app.runner import EXIT_FAILED, EXIT_TERMINATED
-    from lrexp.sweep.callbacks import ENDED_ON_ITS_OWN
-    from lrexp.tracking.summary import SUMMARY_FILE, RunSummary
+    from lrexp.run.life import ENDED_ON_ITS_OWN, run_names
+    from lrexp.run.summary import SUMMARY_FILE, RunSummary, write_status
 
     overrides, _, job_num, *_ = DelayedSubmission.load(job.paths.submitted_pickle).args
     config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config,
@@ -122,14 +119,14 @@ def _record_lost_job(launcher: Any, job: Any, error: Exception) -> JobReturn:
             return returned
     if isinstance(error, FailedJobError):  # it ran and raised: a crash, not a stop
         log.warning("Job %s (%s) failed: %s", job.job_id, job_dir.name, reason)
-        write_status(job_dir, run_names(config), "FAILED", error=reason)
+        write_status(job_dir, run_names(config), FAILED, error=reason)
         returned.return_value = EXIT_FAILED
         return returned
     state = job.watcher.get_state(job.job_id, mode="force")
     stopped_by = stopped_by_state(state, started=(job_dir / ".hydra").is_dir())
     log.warning("Job %s (%s) ended without a result (SLURM state %s); recorded as KILLED: %s",
                 job.job_id, job_dir.name, state, reason)
-    write_status(job_dir, run_names(config), "KILLED", error=reason, stopped_by=stopped_by)
+    write_status(job_dir, run_names(config), KILLED, error=reason, stopped_by=stopped_by)
     returned.return_value = EXIT_TERMINATED
     return returned
 
@@ -170,7 +167,7 @@ def _requeue_if_asked(received: int | None, causes: _Causes, notice: Any) -> Non
     if received == signal.SIGTERM and causes.of(received) == slurm_job.REQUEUED:
         log.warning("SLURM requeued this job: it ends without a result; its next attempt runs "
                     "the range test again and its MLflow run replaces this one.")
-        raise SystemExit(143)
+        raise SystemExit(EXIT_TERMINATED)
     if received == signal.SIGUSR2 and callable(notice):
         from submitit.core.utils import UncompletedJobError
 

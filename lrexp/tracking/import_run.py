@@ -37,27 +37,32 @@ import numpy as np
 import yaml
 
 from lrexp.engine.result import STOP_REASONS, RangeTestResult
+from lrexp.run.files import (
+    ARTIFACT_SUFFIXES,
+    CONFIG_FILE,
+    CURVE_COLUMNS,
+    CURVE_FILE,
+    HYDRA_DIR,
+    LOG_SUFFIX,
+    META_PREFIX,
+    REPEAT_COLUMNS,
+    REPEATS_FILE,
+    SUMMARY_FILE,
+)
+from lrexp.run.life import run_names
+from lrexp.run.summary import RunSummary, SummaryError, is_number
 from lrexp.tracking.mlflow_tracker import (
     MlflowTracker,
     flatten,
     median_band_series,
     repeat_loss_series,
 )
-from lrexp.tracking.store import resolve_tracking_uri
-from lrexp.tracking.summary import RunSummary, SummaryError, is_number, run_names
+from lrexp.tracking.store import DEFAULT_EXPERIMENT, DEFAULT_TIMEOUT_S, resolve_tracking_uri
 
 __all__ = ["RunDirError", "import_run", "main"]
 
 log = logging.getLogger(__name__)
 
-CONFIG, SUMMARY, CURVE, HYDRA_DIR = "config.yaml", "summary.json", "curve.csv", ".hydra"
-REPEATS = "curve_repeats.csv"  # a repeated test's own curves (RangeTestResult.to_csv)
-ARTIFACT_SUFFIXES = (".png", ".csv", ".yaml", ".json")  # top-level files sent as artifacts
-LOG_SUFFIX = ".log"  # the tracker sends these itself, with .hydra (MlflowTracker.finish)
-CURVE_COLUMNS = ("step", "lr", "loss", "loss_smooth")  # as RangeTestResult.to_csv writes them
-REPEAT_COLUMNS = ("repeat", *CURVE_COLUMNS)
-CURVE_META_PREFIX = "# lrexp "
-DEFAULT_EXPERIMENT, DEFAULT_TIMEOUT_S = "lrexp", 5.0
 # Open without following a final link, and without blocking on a FIFO planted in the dir.
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
 
@@ -260,12 +265,12 @@ def parse_repeats(text: str, path: Path, median: RangeTestResult) -> RangeTestRe
         raise refuse(f"does not hold repeats of one test ({error})") from None
     median_losses = np.where(np.isnan(median.losses), np.inf, median.losses)
     if len(band.median) != len(median):
-        raise refuse(f"does not match {CURVE}: the median of its {len(repeats)} repeats has "
-                     f"{len(band.median)} points, the curve {len(median)}")
+        raise refuse(f"does not match {CURVE_FILE}: the median of its {len(repeats)} repeats "
+                     f"has {len(band.median)} points, the curve {len(median)}")
     if not (np.allclose(band.lrs, median.lrs, rtol=1e-9, atol=0)
             and np.allclose(band.median, median_losses, rtol=1e-9, atol=0)):
-        raise refuse(f"does not match {CURVE}: the median of its {len(repeats)} repeats has "
-                     "other LRs or losses than the curve")
+        raise refuse(f"does not match {CURVE_FILE}: the median of its {len(repeats)} repeats "
+                     "has other LRs or losses than the curve")
     return replace(median, repeats=repeats)
 
 
@@ -307,10 +312,10 @@ def _curve_row(line: str, complete: bool) -> tuple[float, float, float]:
 def _stop_reason(first_line: str) -> str:
     """The stop reason in the curve's ``# lrexp {json}`` line ("completed" if unreadable): only
     the curve object's own record; the imported run's status comes from summary.json."""
-    if not first_line.startswith(CURVE_META_PREFIX):
+    if not first_line.startswith(META_PREFIX):
         return "completed"
     try:
-        reason = json.loads(first_line[len(CURVE_META_PREFIX):]).get("stop_reason")
+        reason = json.loads(first_line[len(META_PREFIX):]).get("stop_reason")
     except (ValueError, AttributeError, RecursionError):
         return "completed"
     return reason if reason in STOP_REASONS else "completed"
@@ -395,23 +400,25 @@ def read_run_dir(run_dir: Path, staged: Path) -> RunDir:
     """Stage ``run_dir`` into ``staged`` and check everything the import will send."""
     skipped = stage_run_dir(run_dir, staged)
     texts = {name: _read_text(staged, run_dir, name, skipped)
-             for name in (CONFIG, SUMMARY, CURVE, REPEATS)}
-    missing = [name for name in (CONFIG, CURVE) if texts[name] is None]
+             for name in (CONFIG_FILE, SUMMARY_FILE, CURVE_FILE, REPEATS_FILE)}
+    missing = [name for name in (CONFIG_FILE, CURVE_FILE) if texts[name] is None]
     if missing:
         raise RunDirError(
             f"{run_dir} is not an lrexp run dir: {' and '.join(missing)} missing. Pass the folder "
             "that holds config.yaml and curve.csv (e.g. outputs/<date>/<time>)."
         )
-    config_text, summary_text, curve_text = texts[CONFIG], texts[SUMMARY], texts[CURVE]
+    config_text, summary_text = texts[CONFIG_FILE], texts[SUMMARY_FILE]
+    curve_text = texts[CURVE_FILE]
     assert config_text is not None and curve_text is not None  # checked as missing above
-    curve = parse_curve(curve_text, run_dir / CURVE)
-    repeats_text = texts[REPEATS]
+    curve = parse_curve(curve_text, run_dir / CURVE_FILE)
+    repeats_text = texts[REPEATS_FILE]
     if repeats_text is not None:  # a repeated test that finished: curve.csv is the median
-        curve = parse_repeats(repeats_text, run_dir / REPEATS, curve)
+        curve = parse_repeats(repeats_text, run_dir / REPEATS_FILE, curve)
     return RunDir(
         path=run_dir,
-        config=parse_config(config_text, run_dir / CONFIG),
-        summary=None if summary_text is None else parse_summary(summary_text, run_dir / SUMMARY),
+        config=parse_config(config_text, run_dir / CONFIG_FILE),
+        summary=(None if summary_text is None
+                 else parse_summary(summary_text, run_dir / SUMMARY_FILE)),
         curve=curve,
     )
 

@@ -26,15 +26,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from lrexp.run.files import PLOT_FILE
+from lrexp.run.summary import RunSummary
 from lrexp.tracking.redaction import redact
 from lrexp.tracking.store import (
+    DEFAULT_EXPERIMENT,
+    DEFAULT_FLUSH_EVERY,
+    DEFAULT_TIMEOUT_S,
     resolve_tracking_uri,
     server_reachable,
     sqlite_creation_lock,
     sqlite_store_problem,
     with_retries,
 )
-from lrexp.tracking.summary import RunSummary
 
 if TYPE_CHECKING:
     from lrexp.sweep.seed_groups import SeedGroup
@@ -49,7 +53,6 @@ MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
 MAX_PARAM_VALUE_LENGTH = 6000
 TRUNCATION_MARKER = "...[truncated]"
-PARENT_RUN_FILE = "mlflow_parent_run_id"  # written into a sweep dir by lrexp.sweep.callbacks
 # Which process owns a run, so a later lrexp run on the same host can close it if that
 # process died without closing it (see MlflowTracker._close_orphans).
 OWNER_HOST_TAG, OWNER_PID_TAG = "lrexp.host", "lrexp.pid"
@@ -57,7 +60,6 @@ OWNER_HOST_TAG, OWNER_PID_TAG = "lrexp.host", "lrexp.pid"
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 # Images logged under a key appear in the UI's chart view, one tile per selected run.
 CURVE_IMAGE_KEY, OVERLAY_IMAGE_KEY = "lr_range_test", "sweep_overlay"
-PLOT_FILE = "plot.png"  # the run's curve as the runner writes it
 # A sweep parent's series, one step per job: the children side by side in its charts.
 PARENT_SERIES = {"job_suggested_lr": "suggested_lr", "job_min_loss": "min_loss",
                  "job_lr_at_min_loss": "lr_at_min_loss"}
@@ -277,8 +279,9 @@ def _chunks(items: list[T], size: int) -> list[list[T]]:
 class MlflowTracker:
     """One MLflow run per range test; see the module docstring."""
 
-    def __init__(self, uri: str | None = None, experiment: str = "lrexp", flush_every: int = 0,
-                 timeout_s: float = 5.0, parent_run_id: str | None = None) -> None:
+    def __init__(self, uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT,
+                 flush_every: int = DEFAULT_FLUSH_EVERY, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 parent_run_id: str | None = None) -> None:
         self.uri = resolve_tracking_uri(uri)
         self.experiment = experiment
         self.flush_every = flush_every

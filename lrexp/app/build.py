@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from lrexp.app.schema import ConfigError
+from lrexp.app.errors import ConfigError
 from lrexp.app.weights import WeightsSource, weights_source
 
 __all__ = ["Built", "Job", "build", "engine_settings", "instantiate_node", "prepare_job",

@@ -13,7 +13,9 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
-from lrexp.engine.settings import DEFAULTS, RangeTestSettings, SettingError
+from lrexp.app.errors import ConfigError
+from lrexp.engine.settings import DEFAULTS, RangeTestSettings
+from lrexp.tracking.defaults import DEFAULT_EXPERIMENT, DEFAULT_FLUSH_EVERY, DEFAULT_TIMEOUT_S
 
 __all__ = ["ConfigError", "DataFacts", "LoaderConfig", "LrexpConfig", "ParamGroupConfig",
            "TrackingConfig", "check", "register"]
@@ -22,21 +24,16 @@ DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 ENGINE_KEYS = [setting.name for setting in fields(RangeTestSettings)]
 
 
-class ConfigError(SettingError):
-    """A config value a user set wrongly; the message says which, what was given and the fix.
-    A ``SettingError`` too: the app answers both with exit 2 and the message."""
-
-
 @dataclass
 class TrackingConfig:
     _target_: str = "lrexp.tracking.mlflow_tracker.MlflowTracker"  # or ...NullTracker
     enabled: bool = True  # false: record nothing, whichever tracker is named
     uri: Any = None  # None: MLFLOW_TRACKING_URI, else MLflow's default (sqlite:///mlflow.db)
-    experiment: str = "lrexp"
-    flush_every: int = 0  # > 0: also send the curve every N steps (live progress on long runs)
-    timeout_s: float = 5.0  # how long to wait for an unreachable server before giving up on it
+    experiment: str = DEFAULT_EXPERIMENT
+    flush_every: int = DEFAULT_FLUSH_EVERY  # > 0: also send the curve every N steps
+    timeout_s: float = DEFAULT_TIMEOUT_S  # for an unreachable server, before giving up on it
     sidecar: Any = "auto"  # true: MLflow in a process of its own; false: in this one; auto: see
-    # lrexp.app.build.use_sidecar
+    # lrexp.tracking.build.use_sidecar
 
 
 @dataclass

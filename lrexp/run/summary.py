@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from lrexp.engine.suggest import METHODS
 from lrexp.engine.training_schedules import (
@@ -31,8 +31,11 @@ from lrexp.engine.training_schedules import (
 from lrexp.run.files import SUMMARY_FILE
 from lrexp.run.life import mlflow_status
 
+if TYPE_CHECKING:
+    from lrexp.engine.result import RangeTestResult
+
 __all__ = ["COLUMNS", "SUMMARY_FILE", "ProbeRecord", "RunSummary", "SummaryError",
-           "VerifyRecord", "format_table", "is_number", "write_status"]
+           "SeedGroup", "VerifyRecord", "format_table", "is_number", "write_status"]
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +238,20 @@ def write_status(out_dir: Path, names: Mapping[str, str], status: str,
                 stopped_by=stopped_by or summary.stopped_by).write(path)
     except OSError as write_error:
         log.warning("summary.json could not be written: %s", write_error)
+
+
+@dataclass(frozen=True)
+class SeedGroup:
+    """Jobs of one sweep setting run with different seeds, read as one: their median result and
+    its summary (``lrexp.sweep.seed_groups`` finds them; the tracker logs them)."""
+
+    name: str  # "seeds", or "seeds_<setting>" with several groups: its folder in the sweep dir
+    setting: str  # the overrides its jobs share that other groups' jobs do not; "" with one group
+    jobs: list[str]
+    seeds: list[str]
+    result: RangeTestResult
+    summary: RunSummary
+    files: dict[str, Path] = field(default_factory=dict)  # write_group's, by kind
 
 
 def _verify_record(verification: Any) -> VerifyRecord | None:

@@ -19,11 +19,11 @@ import hashlib
 import logging
 import re
 from collections.abc import Collection
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lrexp.run.summary import SUMMARY_FILE, RunSummary
+from lrexp.run.summary import SUMMARY_FILE, RunSummary, SeedGroup
 
 if TYPE_CHECKING:
     from lrexp.engine.result import RangeTestResult
@@ -36,19 +36,6 @@ log = logging.getLogger(__name__)
 SEED_KEY = "seed"  # the app's seed setting
 GROUP_SUMMARY = "median_summary.json"  # not summary.json: the folder is no job of the sweep
 MAX_SLUG = 40  # characters of a setting kept in a group's folder and metric prefix
-
-
-@dataclass(frozen=True)
-class SeedGroup:
-    """Jobs of one setting run with different seeds, and their median result."""
-
-    name: str  # "seeds", or "seeds_<setting>" with several groups: its folder in the sweep dir
-    setting: str  # the overrides its jobs share that other groups' jobs do not; "" with one group
-    jobs: list[str]
-    seeds: list[str]
-    result: RangeTestResult
-    summary: RunSummary
-    files: dict[str, Path] = field(default_factory=dict)  # write_group's, by kind
 
 
 def seed_of(override: str) -> str | None:

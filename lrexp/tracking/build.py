@@ -6,7 +6,7 @@ import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from lrexp.tracking.store import DEFAULT_TIMEOUT_S
+from lrexp.tracking.defaults import DEFAULT_TIMEOUT_S
 
 if TYPE_CHECKING:
     from lrexp.tracking.mlflow_tracker import Tracker

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from lrexp.run.summary import CONFIDENCE_SCORES, RunSummary, format_table
+from lrexp.tracking.defaults import DEFAULT_TIMEOUT_S
 from lrexp.tracking.redaction import redact
-from lrexp.tracking.store import DEFAULT_TIMEOUT_S, resolve_tracking_uri, server_reachable
+from lrexp.tracking.store import resolve_tracking_uri, server_reachable
 
 __all__ = ["CompareError", "check_out", "check_run_id", "check_store", "curve_of", "fetch_runs",
            "main", "summary_of"]

@@ -51,13 +51,14 @@ from lrexp.run.files import (
 )
 from lrexp.run.life import run_names
 from lrexp.run.summary import RunSummary, SummaryError, is_number
+from lrexp.tracking.defaults import DEFAULT_EXPERIMENT, DEFAULT_TIMEOUT_S
 from lrexp.tracking.mlflow_tracker import (
     MlflowTracker,
     flatten,
     median_band_series,
     repeat_loss_series,
 )
-from lrexp.tracking.store import DEFAULT_EXPERIMENT, DEFAULT_TIMEOUT_S, resolve_tracking_uri
+from lrexp.tracking.store import resolve_tracking_uri
 
 __all__ = ["RunDirError", "import_run", "main"]
 

@@ -28,11 +28,9 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from lrexp.run.files import PLOT_FILE
 from lrexp.run.summary import RunSummary
+from lrexp.tracking.defaults import DEFAULT_EXPERIMENT, DEFAULT_FLUSH_EVERY, DEFAULT_TIMEOUT_S
 from lrexp.tracking.redaction import redact
 from lrexp.tracking.store import (
-    DEFAULT_EXPERIMENT,
-    DEFAULT_FLUSH_EVERY,
-    DEFAULT_TIMEOUT_S,
     resolve_tracking_uri,
     server_reachable,
     sqlite_creation_lock,
@@ -41,7 +39,7 @@ from lrexp.tracking.store import (
 )
 
 if TYPE_CHECKING:
-    from lrexp.sweep.seed_groups import SeedGroup
+    from lrexp.run.summary import SeedGroup
 
 __all__ = ["MlflowTracker", "NullTracker", "TrackedOutcome", "Tracker", "flatten",
            "median_band_series", "repeat_loss_key", "repeat_loss_series"]

@@ -53,7 +53,7 @@ from lrexp.tracking.redaction import redact
 from lrexp.tracking.store import resolve_tracking_uri
 
 if TYPE_CHECKING:
-    from lrexp.sweep.seed_groups import SeedGroup
+    from lrexp.run.summary import SeedGroup
 
 __all__ = ["SidecarTracker", "build_target", "finish_wait_s"]
 

@@ -15,8 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-__all__ = ["DEFAULT_EXPERIMENT", "DEFAULT_FLUSH_EVERY", "DEFAULT_TIMEOUT_S",
-           "resolve_tracking_uri", "server_reachable", "sqlite_creation_lock",
+__all__ = ["resolve_tracking_uri", "server_reachable", "sqlite_creation_lock",
            "sqlite_store_problem", "transient", "with_retries"]
 
 log = logging.getLogger(__name__)
@@ -35,8 +34,6 @@ def resolve_tracking_uri(uri: str | None, base_dir: Path | None = None) -> str:
     return uri
 
 
-# The tracking settings' defaults (the config's schema and the command-line tools read them)
-DEFAULT_EXPERIMENT, DEFAULT_TIMEOUT_S, DEFAULT_FLUSH_EVERY = "lrexp", 5.0, 0
 # Database stores MLflow reaches over the network, by URI scheme, and their default ports.
 DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
 

@@ -56,6 +56,7 @@ from lrexp.tracking.mlflow_tracker import (
     MlflowTracker,
     flatten,
     median_band_series,
+    name_refused,
     repeat_loss_series,
 )
 from lrexp.tracking.store import resolve_tracking_uri
@@ -325,14 +326,8 @@ def _stop_reason(first_line: str) -> str:
 def _check_mlflow_names(names: Iterable[Any], path: Path, what: str, param: bool) -> None:
     """Refuse a name MLflow would refuse mid-import, by MLflow's own rule (it depends on the
     platform), so that no half-sent run is left behind."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.utils.validation import _validate_metric_name, _validate_param_name
-
-    validate = _validate_param_name if param else _validate_metric_name
     for name in names:
-        try:
-            validate(str(name))
-        except MlflowException:
+        if name_refused(str(name), param):
             raise RunDirError(
                 f"{path}: the {what} name {_shown(str(name))} is not one MLflow accepts (letters, "
                 "digits, _ - . / : and spaces, a relative path without '..'). Rename it in "

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from lrexp.run.summary import SeedGroup
 
 __all__ = ["MlflowTracker", "NullTracker", "TrackedOutcome", "Tracker", "flatten",
-           "median_band_series", "repeat_loss_key", "repeat_loss_series"]
+           "median_band_series", "name_refused", "repeat_loss_key", "repeat_loss_series"]
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +188,20 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def name_refused(name: str, param: bool) -> bool:
+    """Whether MLflow refuses ``name`` as a param (else a metric) key, by its own rule, which
+    depends on the platform. MLflow has no public validator: this is the one place lrexp calls
+    its private one (tests/test_import_run.py fails loudly when it moves)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_metric_name, _validate_param_name
+
+    try:
+        (_validate_param_name if param else _validate_metric_name)(name)
+    except MlflowException:
+        return True
+    return False
 
 
 def truncate_param(value: Any) -> str:

@@ -10,13 +10,21 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO, overload
 
 import numpy as np
 
 from lrexp.engine.curve import CurveMonitor, FloatArray, blowup_index, smooth, zero_lag
+from lrexp.engine.curve_file import (
+    CURVE_COLUMNS,
+    META_PREFIX,
+    REPEAT_COLUMNS,
+    read_rows,
+    repeat_curves,
+    stop_reason,
+)
 from lrexp.engine.repeats import MedianCurve, median_curve, median_length
 from lrexp.engine.settings import DEFAULTS, STOP_REASONS
 from lrexp.engine.suggest import (
@@ -42,15 +50,8 @@ if TYPE_CHECKING:
     from torch.optim import Optimizer
     from torch.optim.lr_scheduler import LRScheduler
 
-__all__ = ["CURVE_COLUMNS", "META_PREFIX", "REPEAT_COLUMNS", "STOP_REASONS", "CurveWriter",
-           "Probe", "RangeTestResult", "Verification"]
+__all__ = ["STOP_REASONS", "CurveWriter", "Probe", "RangeTestResult", "Verification"]
 
-# The curve file's format (lrexp.run.files names the files): a comment line with the settings
-# as JSON, then one row per step.
-CURVE_COLUMNS = ("step", "lr", "loss", "loss_smooth")
-# Each repeat's curve, one row per repeat and step, beside the median curve's file
-REPEAT_COLUMNS = ("repeat", *CURVE_COLUMNS)
-META_PREFIX = "# lrexp "
 # Fields stored under another name in the files: ``schedule`` names the range test's LR ramp
 # there (as in range_test and the config); on the result, ``schedule()`` gives training schedules.
 _FILE_KEYS = {"range_schedule": "schedule"}
@@ -349,9 +350,15 @@ class RangeTestResult:
         return _write_csv(path, self._metadata(), CURVE_COLUMNS, rows)
 
     @classmethod
-    def from_csv(cls, path: str | Path) -> RangeTestResult:
-        """A result written by ``to_csv`` (its repeats too, from the sibling file)."""
+    def from_csv(cls, path: str | Path, strict: bool = False) -> RangeTestResult:
+        """A result written by ``to_csv`` (its repeats too, from the sibling file). ``strict``:
+        a file from anywhere, checked row by row (``lrexp.engine.curve_file``, which raises
+        ``CurveFileError``), of whose settings only the stop reason is read."""
         path = Path(path)
+        if strict:
+            sibling = cls.repeats_path(path)
+            return cls.from_text(path.read_text(),
+                                 sibling.read_text() if sibling.is_file() else None)
         meta, rows = _read_csv(path, CURVE_COLUMNS)
         columns = _columns(rows, CURVE_COLUMNS[1:])
         meta["diverge_th"] = float(meta.get("diverge_th", DEFAULTS.diverge_th))
@@ -360,6 +367,17 @@ class RangeTestResult:
         if meta.get("repeats"):
             meta["repeats"] = _read_repeats(cls.repeats_path(path), meta)
         return cls(columns["lr"], columns["loss"], columns["loss_smooth"], **_from_file(meta))
+
+    @classmethod
+    def from_text(cls, curve: str, repeats: str | None = None) -> RangeTestResult:
+        """``from_csv(strict=True)`` of a curve file's text and its repeats file's, if any."""
+        _, lrs, losses, smoothed = np.array(
+            read_rows(curve, CURVE_COLUMNS, last_row_may_be_cut=True), dtype=np.float64).T
+        result = cls(lrs, losses, smoothed, stop_reason=stop_reason(curve))
+        if repeats is None:
+            return result
+        curves = repeat_curves(read_rows(repeats, REPEAT_COLUMNS), result.lrs, result.losses)
+        return replace(result, repeats=[cls(*each) for each in curves])
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

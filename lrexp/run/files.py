@@ -1,10 +1,11 @@
-"""A run dir's format, written once: the names of its files, the curve's columns (the engine's
-``RangeTestResult.to_csv`` writes and ``from_csv`` reads them) and a sweep dir's own files.
-``summary.json``'s schema is ``lrexp.run.summary.RunSummary``."""
+"""A run dir's format, written once: the names of its files and a sweep dir's own. The curve
+files' columns are the engine's (``lrexp.engine.curve_file``: ``RangeTestResult.to_csv`` writes
+them, ``from_csv`` reads them, strictly for a file from anywhere); ``summary.json``'s schema is
+``lrexp.run.summary.RunSummary``."""
 
 from __future__ import annotations
 
-from lrexp.engine.result import CURVE_COLUMNS, META_PREFIX, REPEAT_COLUMNS
+from lrexp.engine.curve_file import CURVE_COLUMNS, META_PREFIX, REPEAT_COLUMNS
 
 __all__ = ["ARTIFACT_SUFFIXES", "CONFIG_FILE", "CURVE_COLUMNS", "CURVE_FILE", "HYDRA_DIR",
            "INTERRUPTED_FILE", "LOG_SUFFIX", "META_PREFIX", "PARENT_RUN_FILE", "PLOT_FILE",

@@ -225,8 +225,8 @@ def _log_axis(ax: Axes, which: str) -> None:
 
 def _figure(width: float, height: float, panels: int = 1) -> Figure:
     """A figure with fixed margins, in inches, wide enough for the tick labels, axis labels and
-    titles these plots draw: a layout engine would measure every text on each save, which
-    doubled the cost of writing a run's plots (about 1 s of a short run's 1.3 s)."""
+    titles these plots draw: a layout engine measures every text on each save, which costs as
+    much as drawing the plots."""
     fig = Figure(figsize=(width, height))
     fig.subplots_adjust(left=0.8 / width, right=1 - 0.25 / width, bottom=0.6 / height,
                         top=1 - 0.45 / height, wspace=0.9 * panels / width)

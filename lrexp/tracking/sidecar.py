@@ -3,9 +3,9 @@
 ``SidecarTracker`` (the training process's side) starts ``python -m lrexp.tracking.sidecar``
 as soon as the config passed its checks, before torch is imported; the child builds the tracker
 the ``tracking`` group names (``MlflowTracker``, unchanged), imports MLflow and opens or creates
-the store at once (~7 s on 2 cores for a first run), while the parent imports torch and trains
-on its one core. Importing MLflow in a background *thread* instead raced the test's own lazy
-imports (a half-initialized module in joblib sweeps), and a process costs no extra wall time.
+the store at once, while the parent imports torch and trains. A process, not a thread: MLflow's
+import in a thread races the test's own lazy imports (a half-initialized module in joblib
+sweeps), and a process costs no extra wall time.
 
 The parent sends pickled commands on the child's stdin: ``init`` (the tracker's settings),
 ``start``, one ``step`` per recorded step, ``finish``. The child sends back, on its stdout, its

@@ -134,7 +134,7 @@ def check(cfg: Any) -> None:
         (cfg.threads >= 0, f"threads={cfg.threads}",
          "use threads=0 (automatic) or a positive number of torch threads"),
         (cfg.tracking.timeout_s > 0, f"tracking.timeout_s={cfg.tracking.timeout_s}",
-         "use a positive number of seconds (5 is usual)"),
+         f"use a positive number of seconds ({DEFAULT_TIMEOUT_S:g} is usual)"),
         (cfg.tracking.flush_every >= 0, f"tracking.flush_every={cfg.tracking.flush_every}",
          "use 0 (send the curve at the end) or a positive number of steps"),
         (len(str(cfg.tracking.experiment)) <= MAX_EXPERIMENT_NAME_LENGTH,
@@ -151,19 +151,24 @@ def check(cfg: Any) -> None:
          "name the input and the target entries of a dict batch, e.g. batch_keys=[image,label]"),
     ]
     for index, group in enumerate(cfg.param_groups):
-        rules += [
-            (isinstance(group.prefix, str) and bool(group.prefix),
-             f"param_groups[{index}].prefix={group.prefix}",
-             "name a module of the net by its path, e.g. {prefix: backbone, lr_mult: 0.1}"),
-            (group.lr_mult > 0, f"param_groups[{index}].lr_mult={group.lr_mult}",
-             "use a positive factor of the scheduled LR (0.1 trains that group 10x slower)"),
-            (group.weight_decay is None or group.weight_decay >= 0,
-             f"param_groups[{index}].weight_decay={group.weight_decay}",
-             "use a weight decay >= 0, or leave it out for the optimizer's own"),
-        ]
+        rules += _param_group_rules(index, group)
     for ok, given, fix in rules:
         if not ok:
             raise ConfigError(f"Invalid setting {given}: {fix}.")
+
+
+def _param_group_rules(index: int, group: Any) -> list[tuple[bool, str, str]]:
+    """(holds, the setting as given, the fix) for one entry of ``param_groups``."""
+    return [
+        (isinstance(group.prefix, str) and bool(group.prefix),
+         f"param_groups[{index}].prefix={group.prefix}",
+         "name a module of the net by its path, e.g. {prefix: backbone, lr_mult: 0.1}"),
+        (group.lr_mult > 0, f"param_groups[{index}].lr_mult={group.lr_mult}",
+         "use a positive factor of the scheduled LR (0.1 trains that group 10x slower)"),
+        (group.weight_decay is None or group.weight_decay >= 0,
+         f"param_groups[{index}].weight_decay={group.weight_decay}",
+         "use a weight decay >= 0, or leave it out for the optimizer's own"),
+    ]
 
 
 # MLflow's mlflow.utils.validation.MAX_EXPERIMENT_NAME_LENGTH, here without importing MLflow

@@ -1,17 +1,20 @@
-"""What a user sees in the MLflow UI after a 3-net sweep, as screenshots from headless Chromium.
+"""A new user's way in the MLflow UI, from ``mlflow ui``'s landing page to a sweep's curves
+side by side, clicked in headless Chromium with a fresh profile; a screenshot after each click.
 
     python scripts/ui_snapshot.py                          # into outputs/ui_snapshot/
     python scripts/ui_snapshot.py --out DIR --num-iter 60 --nets mlp,simple_cnn
 
 1. makes a fresh SQLite store and starts ``mlflow ui`` on it (127.0.0.1, a free port) and
-   headless Chromium, which come up while
+   headless Chromium with a new profile, which come up while
 2. ``python -m lrexp -m net=mlp,simple_cnn,vgg11`` runs into that store;
 3. drives Debian's ``chromium`` (``apt-get install chromium``) over the DevTools protocol (the
-   websocket client is aiohttp's, which MLflow already requires) and saves:
-   ``runs.png`` the run list with the sweep's parent expanded, ``charts.png`` the chart view
-   with every child's curve image side by side, ``parent.png`` the parent's summary table;
-4. writes ``pages.json``: the text of each page, and whether every run name appears in it;
-5. stops the UI and the browser. Exit code 1 when a page misses a run name.
+   websocket client is aiohttp's, which MLflow already requires): opens the landing page
+   (``0_landing.png``) and makes the clicks of ``CLICKS`` with the mouse, each followed by a
+   screenshot (``1_model_training.png`` ... ``4_sweep_overlay.png``);
+4. writes ``path.json``: each click, whether it found its element and led where it should, the
+   URL after it, and the full-size ``sweep_overlay`` image shown at the end;
+5. stops the UI and the browser. Exit code 1 when a click fails or the sweep parent's overlay
+   (every child's loss against LR in one chart) is not shown at the end.
 """
 
 from __future__ import annotations
@@ -32,20 +35,6 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
-
-IMAGE_KEY = "lr_range_test"  # each run's curve image (lrexp.tracking.mlflow_tracker)
-LOADED_CURVE_IMAGES = ("[...document.images].filter(i => i.src.includes('lr_range_test')"
-                       " && i.complete && i.naturalWidth > 0).length")
-EXPAND_PARENT = ("document.querySelector('button[data-component-id*=\"runnamecellrenderer\"]')"
-                 "?.click()")
-CLOSE_ASSISTANT = "document.querySelector('button[aria-label=\"Close\"]')?.click()"
-
-
-def by_text(text: str) -> str:
-    """JavaScript for the innermost element whose own text is ``text``."""
-    return (f"document.evaluate(\"//*[text()='{text}']\", document, null, "
-            "XPathResult.FIRST_ORDERED_NODE_TYPE, null).singleNodeValue")
-
 
 _STARTED = time.monotonic()
 
@@ -145,50 +134,70 @@ class Page:
         say(f"saved {path}")
 
 
-async def snapshot(browser_port: int, ui: str, experiment_id: str, parent: dict[str, str],
-                   children: list[str], nets: list[str], out: Path) -> dict[str, Any]:
+# The clicks a new user makes from ``mlflow ui``'s landing page (MLflow 3.17, a fresh
+# browser profile: the GenAI home page) to every child's curve in one chart: what each click
+# targets (JavaScript for the element) and what the page must show after it.
+CLICKS = [
+    ("Model training", "[...document.querySelectorAll('div[role=button]')]"
+                       ".find(e => e.innerText.trim() === 'Model training')", "Recent Experiments"),
+    ("lrexp", "document.querySelector('a[title=\"lrexp\"]')", "Run Name"),
+    ("Chart view", "document.querySelector('input[value=CHART]')?.closest('label')",
+     "sweep_overlay"),
+    ("sweep_overlay", "[...document.images].find(i => i.src.includes('sweep_overlay'))",
+     "sweep_overlay"),
+]
+SHOWN_OVERLAY = ("[...document.images].filter(i => i.src.includes('sweep_overlay') && "
+                 "!i.src.includes('compressed') && i.complete && i.naturalWidth > 0)"
+                 ".map(i => [i.src, i.naturalWidth, i.naturalHeight])")
+
+
+async def click(page: Page, locate: str) -> bool:
+    """A real mouse click (pressed, released) at the middle of the element ``locate`` finds."""
+    found = await page.call("Runtime.evaluate", returnByValue=True, expression=(
+        f"(() => {{ const e = {locate}; if (!e) return null; e.scrollIntoView({{block: "
+        "'center'}); const r = e.getBoundingClientRect(); return [r.x + r.width / 2, "
+        "r.y + r.height / 2]; })()"))
+    point = found.get("result", {}).get("value")
+    if not point:
+        return False
+    for kind in ("mousePressed", "mouseReleased"):
+        await page.call("Input.dispatchMouseEvent", type=kind, x=point[0], y=point[1],
+                        button="left", clickCount=1)
+    return True
+
+
+async def snapshot(browser_port: int, ui: str, out: Path) -> dict[str, Any]:
+    """From the landing page, the clicks in ``CLICKS``, a screenshot after each; then which
+    full-size sweep_overlay image the page shows."""
     import aiohttp
 
     [tab] = [t for t in json.loads(urllib.request.urlopen(
         f"http://127.0.0.1:{browser_port}/json/list").read()) if t["type"] == "page"][:1]
-    pages: dict[str, Any] = {}
+    steps: list[dict[str, Any]] = []
     async with aiohttp.ClientSession() as session, \
             session.ws_connect(tab["webSocketDebuggerUrl"], max_msg_size=0) as ws:
         page = Page(ws)
         await page.call("Page.enable")
         await page.call("Emulation.setDeviceMetricsOverride", width=1600, height=1000,
                         deviceScaleFactor=1, mobile=False)
-        runs = f"{ui}/#/experiments/{experiment_id}/runs"
-        everyone = [parent["name"], *children]
-
-        await page.open(runs, [parent["name"]])
-        await page.run(CLOSE_ASSISTANT)
-        await page.run(EXPAND_PARENT)
-        pages["runs"] = await page.wait_for(everyone)
-        await page.screenshot(out / "runs.png")
-
-        pages["charts"] = await page.open(f"{runs}?compareRunsMode=CHART", [parent["name"]])
-        await page.run(CLOSE_ASSISTANT)
-        shown = await page.text()
-        if not all(child in shown for child in children):
-            await page.run(EXPAND_PARENT)  # hidden children show no charts
-        pages["charts"] = await page.wait_for(children)
-        # the chart search box keeps only the curve images: one tile per run
-        await page.run("document.querySelector('input[placeholder=\"Search metric charts\"]')"
-                       "?.focus()")
-        await page.call("Input.insertText", text=IMAGE_KEY)
-        await page.wait_until(LOADED_CURVE_IMAGES, 1)
-        await page.screenshot(out / "charts.png")
-
-        artifact = f"{ui}/#/experiments/{experiment_id}/runs/{parent['id']}/artifacts"
-        pages["parent"] = await page.open(artifact, ["sweep_summary.csv"])
-        await page.run(f"{by_text('sweep_summary.csv')}?.click()")
-        pages["parent"] = await page.wait_for(nets)
-        await page.screenshot(out / "parent.png")
-    wanted = {"runs": everyone, "charts": children, "parent": nets}
-    return {name: {"shows_every_run": all(w in text for w in wanted[name]),
-                   "missing": [w for w in wanted[name] if w not in text], "text": text}
-            for name, text in pages.items()}
+        await page.open(f"{ui}/", ["Welcome to MLflow", "lrexp"])
+        await page.screenshot(out / "0_landing.png")
+        for number, (name, locate, then_shows) in enumerate(CLICKS, 1):
+            clicked = await click(page, locate)
+            text = await page.wait_for([then_shows], timeout_s=60) if clicked else ""
+            if name == "Chart view":  # the overlay's card draws after the chart's text
+                await page.wait_until("[...document.images].filter(i => i.src.includes("
+                                      "'sweep_overlay') && i.complete).length", 1)
+            shot = out / f"{number}_{name.lower().replace(' ', '_')}.png"
+            await page.screenshot(shot)
+            url = await page.call("Runtime.evaluate", expression="location.href",
+                                  returnByValue=True)
+            steps.append({"click": name, "clicked": clicked, "shows": then_shows in text,
+                          "url": url["result"]["value"], "screenshot": shot.name})
+        await page.wait_until(f"({SHOWN_OVERLAY}).length", 1, timeout_s=30)
+        shown = await page.call("Runtime.evaluate", expression=SHOWN_OVERLAY,
+                                returnByValue=True)
+    return {"steps": steps, "overlay_shown": shown.get("result", {}).get("value") or []}
 
 
 def main() -> int:
@@ -214,6 +223,7 @@ def main() -> int:
     # so that it and the sweep never both create (migrate) the same new file
     browser = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu",
                                 "--no-first-run", "--disable-background-networking",
+                                "--disable-component-update", "--disable-sync",
                                 "--hide-scrollbars", f"--remote-debugging-port={browser_port}",
                                 f"--user-data-dir={work / 'profile'}", "about:blank"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -238,24 +248,33 @@ def main() -> int:
         say("both answer; capturing the pages")
         client = MlflowClient(ui_url)
         experiment = client.get_experiment_by_name("lrexp")
-        runs = client.search_runs([experiment.experiment_id])
-        [parent] = [r for r in runs if "lrexp.sweep" in r.data.tags]
-        children = [r.info.run_name for r in runs if "mlflow.parentRunId" in r.data.tags]
-        report = asyncio.run(snapshot(
-            browser_port, ui_url, experiment.experiment_id,
-            {"id": parent.info.run_id, "name": parent.info.run_name}, children,
-            args.nets.split(","), args.out))
+        [parent] = [r for r in client.search_runs([experiment.experiment_id])
+                    if "lrexp.sweep" in r.data.tags]
+        report = asyncio.run(snapshot(browser_port, ui_url, args.out))
+        report["parent_run_id"] = parent.info.run_id
+        report["problems"] = problems(report, parent.info.run_id)
     finally:
         for proc in (browser, ui):
             stop_group(proc)
         shutil.rmtree(work, ignore_errors=True)
-    (args.out / "pages.json").write_text(json.dumps(report, indent=1))
-    missing = {name: page["missing"] for name, page in report.items() if page["missing"]}
-    if missing:
-        print(f"ui_snapshot: run names missing from pages: {missing}", file=sys.stderr)
+    (args.out / "path.json").write_text(json.dumps(report, indent=1))
+    if report["problems"]:
+        print(f"ui_snapshot: the click path failed: {report['problems']}", file=sys.stderr)
         return 1
-    print("every page shows every run name")
+    print(f"{len(report['steps'])} clicks from the landing page to the sweep's overlay")
     return 0
+
+
+def problems(report: dict[str, Any], parent_id: str) -> list[str]:
+    """What is wrong with the path: a click that found nothing or did not lead where it
+    should, or no full-size sweep_overlay image of the sweep's parent run at the end."""
+    found = [f"click {number} ({step['click']}): "
+             + ("no such element" if not step["clicked"] else "the page did not change")
+             for number, step in enumerate(report["steps"], 1)
+             if not (step["clicked"] and step["shows"])]
+    if not any(f"run_uuid={parent_id}" in src for src, *_ in report["overlay_shown"]):
+        found.append("no full-size sweep_overlay image of the sweep's parent run")
+    return found
 
 
 if __name__ == "__main__":

@@ -14,8 +14,10 @@ import pytest
 from app_runs import curve_rows, poll_until
 from mlflow.tracking import MlflowClient
 from sweep_checks import assert_child_matches_its_run_dir, check_sweep, default_signals, lrexp_cli
+from test_slurm_rules import check_not_submitted
 
 from lrexp.engine.result import RangeTestResult
+from lrexp.sweep.slurm import EXIT_CLUSTER_UNAVAILABLE
 
 pytestmark = [
     pytest.mark.slow,
@@ -198,3 +200,29 @@ def test_a_requeued_job_ends_as_one_complete_run(tmp_path, mlflow_server_uri, ex
         assert first.info.lifecycle_stage == "deleted" and first.info.status == "KILLED"
         assert first.data.tags["slurm.job_id"] == child.data.tags["slurm.job_id"]
     assert {job_state(slurm_id)["Restarts"] for slurm_id in ids.values()} == {"1"}
+
+
+def test_a_gpu_job_on_a_cpu_only_cluster_is_refused_in_one_paragraph_with_exit_2(
+        tmp_path, shared_sqlite_uri, experiment_name):
+    # the local node has no GPU (no gres): sbatch refuses gpus_per_node=1 at submission
+    proc = lrexp_cli("-m", *LAUNCHER, "hydra.launcher.gpus_per_node=1", "net=mlp,simple_cnn",
+                     "num_iter=5", *tracking(shared_sqlite_uri, experiment_name), cwd=tmp_path)
+    check_not_submitted(proc, tmp_path / "outputs" / "multirun", shared_sqlite_uri,
+                        experiment_name, 2, "Invalid generic resource (gres) specification",
+                        "set it to null")
+
+
+def test_a_controller_that_does_not_answer_ends_the_sweep_with_exit_69(
+        tmp_path, shared_sqlite_uri, experiment_name):
+    # this cluster's config with the controller's port moved to one nobody listens on: the
+    # real sbatch, the cluster itself left running
+    conf = Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")).read_text()
+    (tmp_path / "slurm.conf").write_text(re.sub(
+        r"^(SlurmctldHost=.*)$", r"\1\nSlurmctldPort=9", conf, count=1, flags=re.M))
+    proc = lrexp_cli("-m", *LAUNCHER, "net=mlp,simple_cnn", "num_iter=5",
+                     *tracking(shared_sqlite_uri, experiment_name), cwd=tmp_path,
+                     env_extra={"SLURM_CONF": str(tmp_path / "slurm.conf")})
+    check_not_submitted(proc, tmp_path / "outputs" / "multirun", shared_sqlite_uri,
+                        experiment_name, EXIT_CLUSTER_UNAVAILABLE,
+                        "Unable to contact slurm controller (connect failure)",
+                        "check the cluster with sinfo or scontrol ping")

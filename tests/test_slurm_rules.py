@@ -81,3 +81,42 @@ def test_a_notice_while_no_range_test_runs_is_dropped_not_raised():
         assert signal.getsignal(signal.SIGUSR2) is submitits_notice  # put back for submitit
     finally:
         signal.signal(signal.SIGUSR2, previous)
+
+
+def check_not_submitted(proc, sweep_root, uri, experiment, exit_code, said, fix):
+    """A sweep SLURM took no job of: one paragraph naming sbatch's words and the fix, the exit
+    code, every job listed FAILED as not submitted, the parent run closed FAILED, no child."""
+    import csv
+
+    assert proc.returncode == exit_code, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    [paragraph] = [line for line in proc.stderr.splitlines() if line.startswith("lrexp: error:")]
+    assert paragraph.startswith("lrexp: error: SLURM took none of the sweep's jobs: ")
+    assert f'("{said}"' in paragraph and fix in paragraph and f"Exit code {exit_code}." in paragraph
+    [table] = sweep_root.glob("*/*/sweep_summary.csv")
+    with open(table) as rows:
+        jobs = list(csv.DictReader(rows))
+    assert [(row["status"], row["error"]) for row in jobs] == \
+        [("FAILED", f"not submitted to SLURM: {said}")] * 2
+    client = MlflowClient(uri)
+    [parent] = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    assert parent.info.status == "FAILED" and parent.info.run_id in paragraph
+
+
+@pytest.mark.slow
+def test_a_sweep_without_slurms_commands_ends_in_one_paragraph_exit_69_and_a_failed_parent(
+        tmp_path, shared_sqlite_uri, experiment_name):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher",
+                        reason="needs the [submitit] extra")
+    import sys
+    from pathlib import Path
+
+    from sweep_checks import lrexp_cli
+
+    # PATH: the Python running the tests, and nothing of SLURM's
+    proc = lrexp_cli("-m", "hydra/launcher=lrexp_slurm", "net=mlp,simple_cnn", "num_iter=5",
+                     f"tracking.uri={shared_sqlite_uri}", f"tracking.experiment={experiment_name}",
+                     cwd=tmp_path, env_extra={"PATH": str(Path(sys.executable).parent)})
+    check_not_submitted(proc, tmp_path / "outputs" / "multirun", shared_sqlite_uri,
+                        experiment_name, slurm.EXIT_CLUSTER_UNAVAILABLE, "srun: command not found",
+                        "run the sweep on the cluster's login node")

@@ -62,6 +62,16 @@ class LrexpLaunchers(Callback):
         _require_valid_n_jobs(config.hydra.launcher)
         register_lrexp_launcher(config.hydra.launcher)
 
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Last of the sweep's callbacks (Hydra ends them in reverse): a sweep SLURM took no
+        job of ends with one paragraph and its exit code, after its summary is written."""
+        if str(config.hydra.launcher.get("_target_", "")).startswith(LREXP_LAUNCHERS):
+            from pathlib import Path
+
+            from lrexp.sweep.slurm import report_not_submitted
+
+            report_not_submitted(Path(str(config.hydra.sweep.dir)), config.hydra.launcher)
+
 
 def _require_valid_n_jobs(launcher: DictConfig) -> None:
     """joblib's ``n_jobs=0`` means nothing; refuse it before the sweep's parent run opens (this

@@ -21,27 +21,35 @@ In the sweep's parent, where submitit's launcher waits for each job's result:
   that job KILLED with SLURM's final state and goes on.
 - without SLURM accounting (no slurmdbd, so no sacct) submitit cannot see such a job end and
   would wait forever: lrexp asks squeue instead.
+- jobs SLURM never took (its commands absent, its controller down, sbatch refusing the job as
+  configured) are recorded FAILED with sbatch's own words, so the sweep's summary lists them and
+  its parent run closes FAILED; then one paragraph and exit 2 (the job's settings) or
+  ``EXIT_CLUSTER_UNAVAILABLE`` (``report_not_submitted``), instead of submitit's traceback.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import signal
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
-from omegaconf import open_dict
+from omegaconf import DictConfig, open_dict
 
 from lrexp.run import stops
 from lrexp.run.life import EXIT_FAILED, EXIT_TERMINATED, FAILED, KILLED
 from lrexp.sweep import slurm_job
 
-__all__ = ["GONE", "lost_job", "run_job", "stopped_by_state", "waiting_for_jobs"]
+__all__ = ["EXIT_CLUSTER_UNAVAILABLE", "GONE", "NotSubmitted", "launch_jobs", "lost_job",
+           "not_submitted", "report_not_submitted", "run_job", "stopped_by_state",
+           "waiting_for_jobs"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +57,27 @@ log = logging.getLogger(__name__)
 _FINAL_STATES = {"CANCELLED": slurm_job.CANCELLED, "TIMEOUT": slurm_job.TIME_LIMIT,
                  "PREEMPTED": slurm_job.PREEMPTED}
 GONE = "GONE"  # a job squeue no longer lists (ended MinJobAge ago, or cancelled while pending)
+# The exit code when the cluster cannot take jobs at all (its commands absent, its controller
+# down): sysexits.h's EX_UNAVAILABLE, "a service is unavailable". A job sbatch refuses as
+# configured is the user's setting: exit 2, as every configuration mistake.
+EXIT_CLUSTER_UNAVAILABLE = 69
+NOT_SUBMITTED_FILE = "slurm_not_submitted.json"  # in the sweep dir, for report_not_submitted
+# How sbatch says it could not reach the controller (SLURM's slurm_strerror texts)
+_UNREACHABLE = ("Unable to contact slurm controller", "Socket timed out", "Connection refused",
+                "Zero Bytes were transmitted", "Communication connection failure")
+# What to change when sbatch refuses a job, by the words of its refusal
+_FIXES = {
+    "gres": "a cluster without GPUs takes no hydra.launcher.gpus_per_node: set it to null "
+            "(sinfo -o '%P %G' lists each partition's GPUs)",
+    "node configuration is not available": "ask for what a node has: lower "
+            "hydra.launcher.cpus_per_task or hydra.launcher.mem_gb (sinfo -o '%P %c %m' lists "
+            "each partition's CPUs and memory in MB)",
+    "Memory required": "lower hydra.launcher.mem_gb (sinfo -o '%P %m' lists each "
+            "partition's memory in MB)",
+    "partition": "set hydra.launcher.partition to one that sinfo lists",
+    "time limit": "lower hydra.launcher.timeout_min to the partition's limit (sinfo -o '%P %l')",
+}
+_SHOWN_SETTINGS = ("partition", "gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min")
 
 
 def run_job(call: Callable[[], JobReturn]) -> JobReturn:
@@ -94,23 +123,16 @@ def lost_job(launcher: Any, job: Any, error: Exception) -> JobReturn:
 
 
 def _record_lost_job(launcher: Any, job: Any, error: Exception) -> JobReturn:
-    from hydra.core.hydra_config import HydraConfig
     from submitit.core.utils import DelayedSubmission, FailedJobError
 
     from lrexp.run.life import ENDED_ON_ITS_OWN, run_names
     from lrexp.run.summary import SUMMARY_FILE, RunSummary, write_status
 
     overrides, _, job_num, *_ = DelayedSubmission.load(job.paths.submitted_pickle).args
-    config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config,
-                                                                    list(overrides))
-    with open_dict(config.hydra.job):
-        config.hydra.job.num = job_num
-    HydraConfig.instance().set_config(config)  # the subdir may use ${hydra:...}
-    job_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
+    config, returned = _job_return(launcher, list(overrides), job_num)
+    job_dir = Path(str(returned.working_dir))
     lines = [line for line in str(error).strip().splitlines() if line.strip()]
     reason = lines[-1 if isinstance(error, FailedJobError) else 0] if lines else repr(error)
-    returned = JobReturn(overrides=list(overrides), cfg=config, working_dir=str(job_dir),
-                         task_name=str(config.hydra.job.name), status=JobStatus.COMPLETED)
     with contextlib.suppress(OSError, ValueError):
         if RunSummary.read(job_dir / SUMMARY_FILE).status in ENDED_ON_ITS_OWN:
             log.warning("Job %s (%s) finished its range test but returned no result: %s",
@@ -129,6 +151,123 @@ def _record_lost_job(launcher: Any, job: Any, error: Exception) -> JobReturn:
     write_status(job_dir, run_names(config), KILLED, error=reason, stopped_by=stopped_by)
     returned.return_value = EXIT_TERMINATED
     return returned
+
+
+def _job_return(launcher: Any, overrides: list[str], job_num: int
+                ) -> tuple[DictConfig, JobReturn]:
+    """Job ``job_num``'s config, composed as the job would compose it, and its JobReturn as
+    Hydra's sweeper takes it (``working_dir``: the job's dir, where the sweep summary reads)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, overrides)
+    with open_dict(config.hydra.job):
+        config.hydra.job.num = job_num
+    HydraConfig.instance().set_config(config)  # the subdir may use ${hydra:...}
+    job_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
+    return config, JobReturn(overrides=overrides, cfg=config, working_dir=str(job_dir),
+                             task_name=str(config.hydra.job.name), status=JobStatus.COMPLETED)
+
+
+@dataclass(frozen=True)
+class NotSubmitted:
+    """Why SLURM took none of the sweep's jobs: sbatch's own words, the exit code, the fix."""
+
+    what: str  # what failed, one sentence
+    said: str  # sbatch's (or submitit's) own message
+    fix: str
+    exit_code: int
+
+
+def launch_jobs(launcher: Any, launch: Callable[[], list[JobReturn]],
+                job_overrides: list[list[str]], initial_job_idx: int) -> list[JobReturn]:
+    """The launcher's ``launch``; when SLURM takes none of the jobs, each is recorded FAILED
+    (``not_submitted``) and the sweep goes on to its summary, which closes the parent run."""
+    try:
+        return launch()
+    except Exception as error:  # noqa: BLE001 - classified; anything else is raised again
+        why = not_submitted(error)
+        if why is None:
+            raise
+    sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / NOT_SUBMITTED_FILE).write_text(json.dumps(asdict(why)))
+    return [_record_not_submitted(launcher, list(overrides), initial_job_idx + index, why)
+            for index, overrides in enumerate(job_overrides)]
+
+
+def _record_not_submitted(launcher: Any, overrides: list[str], job_num: int,
+                          why: NotSubmitted) -> JobReturn:
+    from lrexp.app.build import run_names
+    from lrexp.app.report import write_status
+
+    config, returned = _job_return(launcher, overrides, job_num)
+    write_status(Path(str(returned.working_dir)), run_names(config), "FAILED",
+                 error=f"not submitted to SLURM: {why.said}")
+    returned.return_value = why.exit_code
+    return returned
+
+
+def not_submitted(error: BaseException) -> NotSubmitted | None:
+    """Why SLURM took no job, from the error submitit raised while submitting; None for an
+    error that is not about submitting."""
+    from submitit.core.utils import FailedJobError
+
+    text = str(error)
+    if isinstance(error, FileNotFoundError) or (
+            isinstance(error, RuntimeError) and 'Could not detect "srun"' in text):
+        missing = "srun" if isinstance(error, RuntimeError) else "sbatch"  # submitit's order
+        return NotSubmitted(
+            "SLURM's commands (sbatch, srun) are not on this machine's PATH",
+            f"{missing}: command not found",
+            "run the sweep on the cluster's login node (or put SLURM's bin folder on PATH), or "
+            "leave hydra/launcher out to run its jobs on this machine", EXIT_CLUSTER_UNAVAILABLE)
+    if not isinstance(error, FailedJobError):
+        return None
+    said = _sbatch_said(text)
+    if any(words in said for words in _UNREACHABLE):
+        return NotSubmitted(
+            "sbatch could not reach the cluster's controller", said,
+            "check the cluster with sinfo or scontrol ping (or ask its administrators) and run "
+            "the sweep again, or leave hydra/launcher out to run its jobs on this machine",
+            EXIT_CLUSTER_UNAVAILABLE)
+    fix = next((fix for words, fix in _FIXES.items() if words.lower() in said.lower()),
+               "change the hydra.launcher setting it names")
+    return NotSubmitted("sbatch refused the sweep's jobs as configured", said,
+                        f"{fix}, and run the sweep again", 2)
+
+
+def _sbatch_said(text: str) -> str:
+    """sbatch's last error line without its prefixes ("sbatch: error: Batch job submission
+    failed: Invalid ...": "Invalid ...")."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()] or lines or [text]
+    said = errors[-1]
+    for prefix in ("sbatch: error:", "Batch job submission failed:"):
+        said = said.split(prefix, 1)[-1].strip()
+    return said
+
+
+def report_not_submitted(sweep_dir: Path, launcher_settings: Mapping[str, Any]) -> None:
+    """After the sweep's summary, for a sweep SLURM took no job of: one paragraph (what failed,
+    sbatch's words, the job's settings, what was kept, the fix) and the exit code."""
+    import sys
+
+    from lrexp.tracking.mlflow_tracker import PARENT_RUN_FILE
+
+    try:
+        why = NotSubmitted(**json.loads((sweep_dir / NOT_SUBMITTED_FILE).read_text()))
+    except (OSError, ValueError, TypeError):
+        return
+    settings = ", ".join(f"{key}={launcher_settings.get(key)}" for key in _SHOWN_SETTINGS)
+    parent = sweep_dir / PARENT_RUN_FILE
+    kept = (f"the sweep's MLflow run {parent.read_text().strip()} is closed FAILED, and"
+            if parent.is_file() else "")
+    sys.stderr.write(
+        f"lrexp: error: SLURM took none of the sweep's jobs: {why.what} (\"{why.said}\"; "
+        f"hydra.launcher: {settings}). Nothing ran; {kept} {sweep_dir / 'sweep_summary.csv'} "
+        f"lists every job as not submitted. To fix: {why.fix}. "
+        f"Exit code {why.exit_code}.\n".replace(";  ", "; "))
+    raise SystemExit(why.exit_code)
 
 
 def stopped_by_state(state: str, started: bool) -> str:

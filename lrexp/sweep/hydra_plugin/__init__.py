@@ -28,5 +28,7 @@ if SubmititSlurmLauncher is not None:
             """Submit the sweep's jobs and wait for them, in the sweep's parent."""
             from lrexp.sweep import slurm
 
+            launch = super().launch
             with slurm.waiting_for_jobs(lambda job, error: slurm.lost_job(self, job, error)):
-                return super().launch(job_overrides, initial_job_idx)
+                return slurm.launch_jobs(self, lambda: launch(job_overrides, initial_job_idx),
+                                         job_overrides, initial_job_idx)

@@ -8,13 +8,17 @@ from typing import Any
 
 from lrexp.engine.settings import STOP_REASONS
 
-__all__ = ["ENDED_ON_ITS_OWN", "EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK",
-           "EXIT_TERMINATED", "FAILED", "KILLED", "RUN_NAME_PARTS", "SKIPPED", "exit_code",
-           "mlflow_status", "run_names"]
+__all__ = ["ENDED_ON_ITS_OWN", "EXIT_BAD_INPUT", "EXIT_CLUSTER_UNAVAILABLE", "EXIT_FAILED",
+           "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_TERMINATED", "FAILED", "KILLED", "RUN_NAME_PARTS",
+           "SKIPPED", "exit_code", "mlflow_status", "run_names"]
 
 # The process's exit codes: done, a crash, the user's config or input, Ctrl-C, SIGTERM (the
 # shell's 128 + signal number, so a scheduler or a script reads them as it reads a signal).
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+# The cluster cannot take jobs at all (its commands absent, its controller down): sysexits.h's
+# EX_UNAVAILABLE, "a service is unavailable". A job sbatch refuses as configured is the user's
+# setting: exit 2, as every configuration mistake.
+EXIT_CLUSTER_UNAVAILABLE = 69
 
 # The runner's own statuses, beside the engine's stop reasons (which are finished runs).
 KILLED, FAILED, SKIPPED = "KILLED", "FAILED", "SKIPPED"

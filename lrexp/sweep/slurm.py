@@ -44,7 +44,13 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, open_dict
 
 from lrexp.run import stops
-from lrexp.run.life import EXIT_FAILED, EXIT_TERMINATED, FAILED, KILLED
+from lrexp.run.life import (
+    EXIT_CLUSTER_UNAVAILABLE,
+    EXIT_FAILED,
+    EXIT_TERMINATED,
+    FAILED,
+    KILLED,
+)
 from lrexp.sweep import slurm_job
 
 __all__ = ["EXIT_CLUSTER_UNAVAILABLE", "GONE", "NotSubmitted", "launch_jobs", "lost_job",
@@ -57,10 +63,6 @@ log = logging.getLogger(__name__)
 _FINAL_STATES = {"CANCELLED": slurm_job.CANCELLED, "TIMEOUT": slurm_job.TIME_LIMIT,
                  "PREEMPTED": slurm_job.PREEMPTED}
 GONE = "GONE"  # a job squeue no longer lists (ended MinJobAge ago, or cancelled while pending)
-# The exit code when the cluster cannot take jobs at all (its commands absent, its controller
-# down): sysexits.h's EX_UNAVAILABLE, "a service is unavailable". A job sbatch refuses as
-# configured is the user's setting: exit 2, as every configuration mistake.
-EXIT_CLUSTER_UNAVAILABLE = 69
 NOT_SUBMITTED_FILE = "slurm_not_submitted.json"  # in the sweep dir, for report_not_submitted
 # How sbatch says it could not reach the controller (SLURM's slurm_strerror texts)
 _UNREACHABLE = ("Unable to contact slurm controller", "Socket timed out", "Connection refused",
@@ -197,11 +199,11 @@ def launch_jobs(launcher: Any, launch: Callable[[], list[JobReturn]],
 
 def _record_not_submitted(launcher: Any, overrides: list[str], job_num: int,
                           why: NotSubmitted) -> JobReturn:
-    from lrexp.app.build import run_names
-    from lrexp.app.report import write_status
+    from lrexp.run.life import run_names
+    from lrexp.run.summary import write_status
 
     config, returned = _job_return(launcher, overrides, job_num)
-    write_status(Path(str(returned.working_dir)), run_names(config), "FAILED",
+    write_status(Path(str(returned.working_dir)), run_names(config), FAILED,
                  error=f"not submitted to SLURM: {why.said}")
     returned.return_value = why.exit_code
     return returned
@@ -252,7 +254,7 @@ def report_not_submitted(sweep_dir: Path, launcher_settings: Mapping[str, Any]) 
     sbatch's words, the job's settings, what was kept, the fix) and the exit code."""
     import sys
 
-    from lrexp.tracking.mlflow_tracker import PARENT_RUN_FILE
+    from lrexp.run.files import PARENT_RUN_FILE
 
     try:
         why = NotSubmitted(**json.loads((sweep_dir / NOT_SUBMITTED_FILE).read_text()))

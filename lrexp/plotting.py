@@ -24,18 +24,7 @@ def plot(result: RangeTestResult, ax: Axes | None = None, *, title: str | None =
     no ``ax`` given, a second panel shows the probes' short trainings. With repeats, the curve
     is their median: each repeat's smoothed loss is drawn faintly, and the band between the
     25th and 75th percentile of their losses is shaded around it."""
-    probes = result.verification.probes if result.verification is not None else []
-    if ax is None:
-        fig = _figure(12 if probes else 7, 4.5, panels=2 if probes else 1)
-        axes = fig.subplots(1, 2, width_ratios=(3, 2)) if probes else [fig.add_subplot()]
-        ax = axes[0]
-        if probes:
-            plot_probes(result, axes[1])
-    else:
-        root = ax.get_figure(root=True)
-        if root is None:
-            raise ValueError("plot(ax=...) needs an Axes that belongs to a Figure")
-        fig = root
+    fig, ax = _curve_axes(result, ax)
     lrs, raw, trend = result.lrs, result.losses, result.zero_lag
     if len(lrs) == 0:
         ax.text(0.5, 0.5, "empty curve", ha="center", va="center", transform=ax.transAxes)
@@ -65,6 +54,22 @@ def plot(result: RangeTestResult, ax: Axes | None = None, *, title: str | None =
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize="small")
     return fig
+
+
+def _curve_axes(result: RangeTestResult, ax: Axes | None) -> tuple[Figure, Axes]:
+    """The figure and the axes the curve goes into: ``ax``'s, else a new figure (with a panel
+    of the verify probes beside the curve's where the test ran them)."""
+    if ax is not None:
+        root = ax.get_figure(root=True)
+        if root is None:
+            raise ValueError("plot(ax=...) needs an Axes that belongs to a Figure")
+        return root, ax
+    probes = result.verification.probes if result.verification is not None else []
+    fig = _figure(12 if probes else 7, 4.5, panels=2 if probes else 1)
+    axes = fig.subplots(1, 2, width_ratios=(3, 2)) if probes else [fig.add_subplot()]
+    if probes:
+        plot_probes(result, axes[1])
+    return fig, axes[0]
 
 
 def _draw_repeats(ax: Axes, result: RangeTestResult) -> None:
@@ -225,8 +230,8 @@ def _log_axis(ax: Axes, which: str) -> None:
 
 def _figure(width: float, height: float, panels: int = 1) -> Figure:
     """A figure with fixed margins, in inches, wide enough for the tick labels, axis labels and
-    titles these plots draw: a layout engine would measure every text on each save, which
-    doubled the cost of writing a run's plots (about 1 s of a short run's 1.3 s)."""
+    titles these plots draw: a layout engine measures every text on each save, which costs as
+    much as drawing the plots."""
     fig = Figure(figsize=(width, height))
     fig.subplots_adjust(left=0.8 / width, right=1 - 0.25 / width, bottom=0.6 / height,
                         top=1 - 0.45 / height, wspace=0.9 * panels / width)

@@ -732,7 +732,8 @@ def run_trial(case: Case, data, seed: int, verify_only: bool = False) -> dict:
     return trial
 
 
-def run_case(case: Case, seeds=SEEDS, reuse: dict | None = None) -> dict:
+def run_case(case: Case, seeds=SEEDS, reuse: dict | None = None,
+             onecycle: bool = True) -> dict:
     torch.set_num_threads(1)
     start = time.perf_counter()
     data = case.data()
@@ -748,7 +749,7 @@ def run_case(case: Case, seeds=SEEDS, reuse: dict | None = None) -> dict:
     record = {"case": case.name, "family": case.family, "split": case.split,
               "pretrained": case.pretrained, "steps": case.steps, "batch": case.batch,
               "grid": truth_grid(case, data, seeds, onecycle=False),
-              "onecycle_grid": truth_grid(case, data, seeds, onecycle=True)}
+              "onecycle_grid": truth_grid(case, data, seeds, onecycle=True) if onecycle else {}}
     record["trials"] = [run_trial(case, data, seed) for seed in seeds]
     record["seconds"] = time.perf_counter() - start
     return record
@@ -839,7 +840,7 @@ def rule_hits(results, rule: Rule, curve: str = "curve", grid: str = "grid") -> 
     """{case: [hit per seed]} of ``rule`` on the saved curves."""
     return {r["case"]: [hit(r[grid], rule(np.asarray(t[curve]["lrs"]),
                                           np.asarray(t[curve]["losses"]), r["pretrained"]))
-                        for t in r["trials"]] for r in results}
+                        for t in r["trials"]] for r in results if r[grid]}
 
 
 def verify_hits(results) -> dict[str, list]:
@@ -859,7 +860,7 @@ def _onecycle_rule(lrs, losses, pretrained=False):
 
 
 def _count(per_case: dict[str, list], cases) -> tuple[int, int]:
-    chosen = [per_case[c] for c in cases]
+    chosen = [per_case[c] for c in cases if c in per_case]
     return sum(sum(h) for h in chosen), sum(len(h) for h in chosen)
 
 
@@ -921,7 +922,7 @@ def _case_table(results) -> list[str]:
              "(confidence) / verify LR / fastai min/10 |", "|---|---|---|---|---|---|"]
     for r in results:
         best_lr = min(r["grid"], key=r["grid"].get)
-        best_oc = min(r["onecycle_grid"], key=r["onecycle_grid"].get)
+        best_oc = min(r["onecycle_grid"], key=r["onecycle_grid"].get, default=math.nan)
         cells = []
         for t in r["trials"]:
             lrs, losses = np.asarray(t["curve"]["lrs"]), np.asarray(t["curve"]["losses"])
@@ -1124,6 +1125,8 @@ def main() -> None:
     parser.add_argument("--reuse", type=Path, metavar="PATH",
                         help="keep a saved run's truth, curves and probe table; rerun only "
                              "the engine's verify (after an engine change)")
+    parser.add_argument("--no-onecycle", action="store_true",
+                        help="skip the one-cycle truth column (half the training time)")
     parser.add_argument("--check", type=Path, metavar="PATH",
                         help="train a saved run's suggestions (default, verify, fastai) to check "
                              "the interpolation, then exit")
@@ -1141,7 +1144,8 @@ def main() -> None:
     results = []
     for name in args.cases:
         case = next(c for c in CASES if c.name == name)
-        results.append(run_case(case, tuple(range(args.seeds)), saved.get(name)))
+        results.append(run_case(case, tuple(range(args.seeds)), saved.get(name),
+                                onecycle=not args.no_onecycle))
         print(f"{name}: {time.perf_counter() - start:.0f} s", flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=1, default=str))

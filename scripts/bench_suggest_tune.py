@@ -7,7 +7,8 @@ are shown only with --held-out, once every choice is made.
     python scripts/bench_suggest_tune.py outputs/bench_suggest.json --held-out   # after choosing
 
 Each rule family has one constant, scanned on a grid; the best constant of each family on the
-tuning split (ties: the median of the tied constants) is reported. Rules read the curve as lrexp's rules do (zero-lag smoothing, the blow-up point).
+tuning split (ties: the median of the tied constants) is reported. Rules read the curve as
+lrexp's rules do (zero-lag smoothing, the blow-up point).
 """
 
 from __future__ import annotations
@@ -125,7 +126,32 @@ def geometric_edge_valley(k):
     return rule
 
 
+def median_of_three(k):
+    """The (geometric) median of three readings that fail in different places: the blow-up /
+    20, fastai's EMA minimum / 10 and the valley; divided by k."""
+    def rule(lrs, losses, pretrained=False):
+        c = _curve(lrs, losses)
+        if c is None:
+            return None
+        readings = [lr for lr in (edge(20)(lrs, losses), fastai_minimum(lrs, losses),
+                                  _valley_lr(lrs, losses)) if lr]
+        return float(10 ** np.median(np.log10(readings))) / k if readings else None
+    return rule
+
+
+def geometric_edge_ema(k):
+    """The geometric mean of the blow-up / 20 and fastai's EMA minimum / 10, divided by k."""
+    def rule(lrs, losses, pretrained=False):
+        readings = [lr for lr in (edge(20)(lrs, losses), fastai_minimum(lrs, losses)) if lr]
+        return float(10 ** np.mean(np.log10(readings))) / k if readings else None
+    return rule
+
+
 FAMILIES = {
+    "median of blow-up/20, EMA minimum/10, valley; / k": (median_of_three,
+                                                          [0.3, 0.5, 0.7, 1, 1.5, 2, 3, 5]),
+    "geometric mean of blow-up/20 and EMA minimum/10; / k": (geometric_edge_ema,
+                                                             [0.3, 0.5, 0.7, 1, 1.5, 2, 3, 5]),
     "lower of blow-up / k and valley": (lower_of_edge_and_valley,
                                         [3, 5, 10, 20, 30, 50, 100, 200]),
     "valley / k": (valley_over, [0.3, 0.5, 1, 1.5, 2, 3, 5, 10]),
@@ -208,28 +234,52 @@ def main() -> None:
         tune, held = (hits(results, rule, splits[s]) for s in ("tuning", "held-out"))
         print(f"| lrexp default (this engine) | - | {tune[0]}/{tune[1]} | "
               f"{log_error(results, rule, splits['tuning']):+.2f} | {shown(held)} |")
-    print("\n## verify variants replayed on the probe table (tuning split, all regimes)\n")
-    tuning = {r["case"] for r in results if r["split"] == "tuning"}
-    held_out = {r["case"] for r in results if r["split"] == "held-out"}
-    anchor = lrexp_rule("default")
-    print("| factors | judge | horizon | tolerance | halving at | tuning hits | held-out hits |\n"
-          "|---|---|---|---|---|---|---|")
-    variants = [(f, k, h, tol, None) for f in ((1 / 3, 1, 3), (1 / 10, 1 / 3, 1), (1 / 3, 1))
-                for k in ("train", "holdout", "val") for h in (10, 20, 30, 40)
-                for tol in (0.0, 0.05, 0.1)]
-    variants += [((1 / 3, 1, 3), k, 40, tol, 20) for k in ("train", "holdout", "val")
-                 for tol in (0.0, 0.05, 0.1)]
-    variants += [((1 / 10, 1 / 3, 1, 3), k, 40, tol, 20) for k in ("train", "holdout", "val")
-                 for tol in (0.0, 0.05, 0.1)]
-    for factors, kind, horizon, tolerance, halving in variants:
-        per_case = replay_verify(results, anchor, factors, kind, horizon, tolerance, halving)
-        tune = sum(sum(per_case[c]) for c in tuning)
-        n_t = sum(len(per_case[c]) for c in tuning)
-        fs = ",".join(f"{f:.3g}" for f in factors)
-        shown = sum(sum(per_case[c]) for c in held_out) if args.held_out else "-"
-        print(f"| {fs} | {kind} | {horizon} | {tolerance} | {halving or '-'} | {tune}/{n_t} | "
-              f"{shown} |")
+    print_verify_scan(results, args.held_out)
 
+
+VERIFY_FACTORS = ((1, 3), (1 / 3, 1), (1 / 3, 1, 3), (1 / 10, 1 / 3, 1), (1 / 10, 1 / 3, 1, 3))
+
+
+def print_verify_scan(results, show_held_out: bool, top: int = 12) -> None:
+    """Verify variants replayed on the probe table, per regime, best first by tuning hits
+    (ties: the cheaper, in probe steps): candidates, judge, horizon, tolerance, halving."""
+    anchors: dict[int, float | None] = {}
+    default = lrexp_rule("default")
+
+    def anchor(lrs, losses, pretrained=False):  # the default's LR, once per curve
+        key = hash((lrs.tobytes(), pretrained))
+        if key not in anchors:
+            anchors[key] = default(lrs, losses, pretrained)
+        return anchors[key]
+
+    variants = [(f, k, h, tol, halving) for f in VERIFY_FACTORS
+                for k in ("train", "holdout", "val") for h in (20, 30, 40)
+                for tol in (0.0, 0.05, 0.1, 0.2) for halving in (None, 20)
+                if halving is None or (h == 40 and len(f) > 2)]
+    for regime in ("from scratch", "fine-tuning"):
+        chosen = [r for r in results if r["pretrained"] == (regime == "fine-tuning")]
+        splits = {split: {r["case"] for r in chosen if r["split"] == split}
+                  for split in ("tuning", "held-out")}
+        rows = []
+        for factors, kind, horizon, tolerance, halving in variants:
+            per_case = replay_verify(chosen, anchor, factors, kind, horizon, tolerance, halving)
+            counts = {split: (sum(sum(per_case[c]) for c in cases),
+                              sum(len(per_case[c]) for c in cases))
+                      for split, cases in splits.items()}
+            cost = len(factors) * horizon if halving is None else \
+                len(factors) * halving + (len(factors) + 1) // 2 * (horizon - halving)
+            rows.append((counts["tuning"][0], -cost, factors, kind, horizon, tolerance,
+                         halving, counts))
+        rows.sort(key=lambda row: row[:2], reverse=True)
+        print(f"\n## verify variants, {regime} (best {top} on the tuning split)\n")
+        print("| factors | judge | horizon | tolerance | halving at | probe steps | tuning hits |"
+              " held-out hits |\n|---|---|---|---|---|---|---|---|")
+        for _, cost, factors, kind, horizon, tolerance, halving, counts in rows[:top]:
+            fs = ",".join(f"{f:.3g}" for f in factors)
+            held = counts["held-out"]
+            shown = f"{held[0]}/{held[1]}" if show_held_out else "-"
+            print(f"| {fs} | {kind} | {horizon} | {tolerance} | {halving or '-'} | {-cost} | "
+                  f"{counts['tuning'][0]}/{counts['tuning'][1]} | {shown} |")
 
 if __name__ == "__main__":
     main()

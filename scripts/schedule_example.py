@@ -24,13 +24,13 @@ import torch
 from torch import nn
 
 import lrexp
-from lrexp.app.data import _load_digits
+from lrexp.app.data import load_digits
 
 BATCH = 64
 
 
 def digits_split(seed: int = 0) -> tuple[torch.utils.data.TensorDataset, ...]:
-    pixels, targets = _load_digits()
+    pixels, targets = load_digits()
     x = torch.tensor(pixels, dtype=torch.float32) / 16
     y = torch.tensor(targets)
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))

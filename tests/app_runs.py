@@ -69,17 +69,10 @@ def run_config(cfg: DictConfig) -> int:
 
 
 def reset_process_state() -> None:
-    """What a fresh ``python -m lrexp`` process starts with: no Hydra singletons, no interrupt
-    flags, no task started (lrexp keeps these per process)."""
-    from lrexp.app import main as app_main
-    from lrexp.sweep import interrupt
-
+    """What a fresh ``python -m lrexp`` process starts with: no Hydra singletons (lrexp's own
+    record of a command's stops lasts as long as the command)."""
     GlobalHydra.instance().clear()
     HydraConfig.instance().cfg = None
-    app_main._task_started = False
-    interrupt._interrupted_here = False
-    interrupt._terminated = False
-    interrupt._received = None
 
 
 @dataclass

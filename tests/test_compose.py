@@ -6,8 +6,8 @@ import pytest
 from app_runs import compose_config, run_config, with_values
 from fake_datasets import write_cifar
 
-from lrexp.app.runner import EXIT_OK
 from lrexp.engine.result import RangeTestResult
+from lrexp.run.life import EXIT_OK
 
 
 def test_default_config_is_the_offline_digits_run():

@@ -109,3 +109,12 @@ def test_loaders_keep_worker_processes_only_where_there_are_workers(workers):
                           persistent_workers=True)
     assert train.persistent_workers is (workers > 0)
     assert val.persistent_workers is (workers > 0)
+
+
+def test_scikit_learns_digits_load_through_its_public_loader():
+    from lrexp.app.data import load_digits
+
+    pixels, targets = load_digits()
+    assert pixels.shape == (1797, 64) and targets.shape == (1797,)
+    assert pixels.min() == 0 and pixels.max() == 16
+    assert sorted(set(targets.tolist())) == list(range(10))

@@ -24,9 +24,9 @@ from mlflow_server import MlflowServer, free_port
 from sweep_checks import runs_of
 from test_faults import _tmpfs
 
+from lrexp.run.summary import RunSummary
 from lrexp.tracking.import_run import main as import_run
 from lrexp.tracking.mlflow_tracker import MlflowTracker
-from lrexp.tracking.summary import RunSummary
 
 # A slow ramp that does not diverge: every one of the 400 steps is recorded.
 STEADY = ("net=mlp", "num_iter=400", "max_lr=1e-3")

@@ -426,3 +426,13 @@ def test_a_curve_whose_only_row_is_cut_is_refused(tmp_path, store, capsys):
     (run_dir / "curve.csv").write_text(CURVE_HEADER + "0,0.1,2.")
     assert_refused(capsys, store, run_dir, import_into(store, "never-created", run_dir),
                    "curve.csv")
+
+
+def test_mlflows_own_name_rule_is_reachable_and_refuses_what_it_refuses():
+    # MLflow has no public validator: name_refused calls its private one, and this fails
+    # loudly when MLflow moves or renames it.
+    from lrexp.tracking.mlflow_tracker import name_refused
+
+    assert not name_refused("optimizer.lr", param=True)
+    assert not name_refused("suggested_lr_valley", param=False)
+    assert name_refused("a/../b", param=True) and name_refused("a/../b", param=False)

@@ -31,7 +31,22 @@ def _hydra_config(*task_overrides, preset=None):
     (["net=mlp,simple_cnn"], "archs", 2),  # the command line overrides the preset's nets
 ])
 def test_counts_the_jobs_the_basic_sweeper_makes(task, preset, jobs):
-    assert count_jobs(_hydra_config(*task, preset=preset)) == jobs
+    cfg = _hydra_config(*task, preset=preset)
+    assert count_jobs(cfg) == jobs
+    assert _hydra_count(cfg) == jobs  # fails loudly when Hydra's sweeper counts otherwise
+
+
+def _hydra_count(cfg):
+    """The jobs Hydra's own basic sweeper splits the same arguments into (its private
+    split_arguments: the oracle count_jobs must match, with public API only)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = cfg.hydra.sweeper.get("params") or {}
+    arguments = [f"{key}={value}" for key, value in params.items()]
+    arguments += list(cfg.hydra.overrides.task)
+    overrides = OverridesParser.create().parse_overrides(arguments)
+    return sum(len(batch) for batch in BasicSweeper.split_arguments(overrides, None))
 
 
 def test_another_sweeper_is_not_guessed():

@@ -14,11 +14,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import lrexp
 from lrexp.app.report import summary_text
-from lrexp.app.runner import EXIT_OK
 from lrexp.engine.repeats import median_curve, median_length, repeat_seed
 from lrexp.engine.result import RangeTestResult
 from lrexp.engine.suggest import SPREAD_HIGH_DECADES, Verdict, spread_of, suggest, with_spread
-from lrexp.tracking.summary import RunSummary
+from lrexp.run.life import EXIT_OK
+from lrexp.run.summary import RunSummary
 
 
 def _data(n=256, features=8, seed=0):

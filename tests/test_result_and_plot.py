@@ -144,3 +144,25 @@ def test_a_file_written_before_pretrained_existed_reads_as_from_scratch(tmp_path
     path.write_text("# lrexp " + json.dumps(meta) + "\n" + rest)
     back = RangeTestResult.from_csv(path)
     assert back.pretrained is False and back.suggest().regime == "from scratch"
+
+
+def test_a_strict_read_gives_the_curve_and_its_repeats_as_written(tmp_path):
+    repeated = RangeTestResult.of_repeats([_curve(), _curve()])
+    path = repeated.to_csv(tmp_path / "curve.csv")
+    back = RangeTestResult.from_csv(path, strict=True)
+    np.testing.assert_array_equal(back.losses, repeated.losses)
+    assert back.stop_reason == repeated.stop_reason and len(back.repeats) == 2
+    np.testing.assert_array_equal(back.repeats[1].lrs, repeated.repeats[1].lrs)
+
+
+def test_a_strict_read_refuses_a_bad_row_but_drops_a_last_row_cut_mid_write(tmp_path, caplog):
+    from lrexp.engine.curve_file import CurveFileError
+
+    path = _curve().to_csv(tmp_path / "curve.csv")
+    text = path.read_text()
+    path.write_text(text + "60,0.5")  # a crash cut the last row
+    assert len(RangeTestResult.from_csv(path, strict=True)) == 60
+    assert any("cut mid-write" in record.getMessage() for record in caplog.records)
+    path.write_text(text.replace("\n1,", "\n1,-", 1))
+    with pytest.raises(CurveFileError, match="line 4 is not a step"):
+        RangeTestResult.from_csv(path, strict=True)

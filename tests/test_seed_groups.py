@@ -13,9 +13,9 @@ from omegaconf import OmegaConf
 from sweep_checks import runs_of
 
 from lrexp.engine.result import RangeTestResult
+from lrexp.run.summary import RunSummary
 from lrexp.sweep.callbacks import ENDED_ON_ITS_OWN, collect_jobs
 from lrexp.sweep.seed_groups import GROUP_SUMMARY, seed_groups, seeds_vary, write_group
-from lrexp.tracking.summary import RunSummary
 
 GRID = np.geomspace(1e-4, 1.0, 12)
 
@@ -165,7 +165,7 @@ def test_a_seeds_sweep_gives_one_median_curve_its_spread_and_a_parent_that_carri
 
 
 def test_the_sweep_table_shows_the_repeats_spread_only_when_a_job_has_repeats():
-    from lrexp.tracking.summary import format_table
+    from lrexp.run.summary import format_table
 
     single = RunSummary.of_result(_curve(1.0), {"net": "mlp"}, seconds=1.0, device="cpu")
     repeated = RunSummary.of_result(RangeTestResult.of_repeats(

@@ -17,8 +17,8 @@ from mlflow_server import free_port
 from omegaconf import OmegaConf
 from sweep_checks import assert_child_matches_its_run_dir, runs_of
 
-from lrexp.app.build import build_tracker, use_sidecar
 from lrexp.engine.result import RangeTestResult
+from lrexp.tracking.build import build_tracker, use_sidecar
 from lrexp.tracking.mlflow_tracker import MlflowTracker, NullTracker
 from lrexp.tracking.sidecar import SidecarTracker
 

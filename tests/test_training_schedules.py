@@ -30,8 +30,8 @@ from lrexp.engine.training_schedules import (
     OneCycleSettings,
     ScheduleBoundsError,
 )
+from lrexp.run.summary import RunSummary, SummaryError
 from lrexp.tracking.mlflow_tracker import MlflowTracker
-from lrexp.tracking.summary import RunSummary, SummaryError
 
 NAMES = {"net": "mlp", "dataset": "sine", "optimizer": "SGD"}
 

@@ -1,5 +1,5 @@
 """Plain Python objects from a composed config: the device, the data, the model, the optimizer,
-the loss, the tracker, and ``range_test``'s keyword arguments. Nothing below this reads a
+the loss and ``range_test``'s keyword arguments. Nothing below this reads a
 DictConfig. Heavy modules are imported inside the functions: only after the config's checks."""
 
 from __future__ import annotations
@@ -8,18 +8,15 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from lrexp.app.schema import ConfigError
+from lrexp.app.errors import ConfigError
 from lrexp.app.weights import WeightsSource, weights_source
 
-if TYPE_CHECKING:  # the tracking package imports nothing heavy, but only types are needed here
-    from lrexp.tracking.mlflow_tracker import Tracker
-
-__all__ = ["Built", "Job", "build", "build_tracker", "engine_settings", "instantiate_node",
-           "prepare_job", "run_names", "torch_threads", "use_sidecar", "user_error_types"]
+__all__ = ["Built", "Job", "build", "engine_settings", "instantiate_node", "prepare_job",
+           "torch_threads", "user_error_types"]
 
 log = logging.getLogger(__name__)
 
@@ -262,45 +259,3 @@ def engine_settings(cfg: DictConfig, device: Any, built: Built) -> dict[str, Any
 def _pretrained(cfg: DictConfig, weights: WeightsSource) -> bool:
     """``pretrained`` for the engine: auto means from the weights the net was loaded with."""
     return weights.pretrained if cfg.pretrained == "auto" else bool(cfg.pretrained)
-
-
-def build_tracker(tracking: DictConfig | None, parent_run_id: str | None = None,
-                  in_process: bool = False) -> Tracker:
-    """The tracker the ``tracking`` group names by ``_target_``; ``enabled: false`` (or no
-    group at all) records nothing. It runs in a sidecar process (``tracking.sidecar``) unless
-    ``in_process`` (a sweep's parent run, whose id the jobs need at once)."""
-    from lrexp.tracking.mlflow_tracker import NullTracker
-
-    if tracking is None or not tracking.get("enabled", True):
-        return NullTracker()
-    settings = OmegaConf.masked_copy(
-        tracking, [str(key) for key in tracking if key not in ("enabled", "sidecar")])
-    if not in_process and use_sidecar(tracking.get("sidecar", "auto"), str(settings._target_)):
-        from lrexp.tracking.sidecar import SidecarTracker, finish_wait_s
-
-        container = OmegaConf.to_container(settings, resolve=True)
-        assert isinstance(container, dict)  # a config group is a mapping
-        arguments = {str(key): value for key, value in container.items()}
-        target = str(arguments.pop("_target_"))
-        return SidecarTracker(target, {**arguments, "parent_run_id": parent_run_id},
-                              finish_wait_s(float(arguments.get("timeout_s", 5.0))))
-    from hydra.utils import instantiate
-
-    tracker: Tracker = instantiate(settings, parent_run_id=parent_run_id)
-    return tracker
-
-
-def use_sidecar(choice: Any, target: str) -> bool:
-    """``tracking.sidecar``: true, false, or auto: a sidecar unless this process has imported
-    MLflow already (a warm sweep worker, a test session), where the import is paid and a
-    process of its own would only add its start and a second import."""
-    if choice == "auto":
-        return "mlflow" not in sys.modules and not target.endswith(".NullTracker")
-    return bool(choice)
-
-
-def run_names(cfg: DictConfig) -> dict[str, str]:
-    """net, dataset and optimizer as runs are named and tagged (``summary.run_names``)."""
-    from lrexp.tracking.summary import run_names as names_of
-
-    return names_of(cfg)

@@ -21,7 +21,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
 __all__ = ["BadDataError", "DatasetNotFoundError", "LoaderSettings", "cifar10", "cifar100",
-           "digits", "fashion_mnist", "imagefolder", "loaders", "mnist", "sine", "synthetic"]
+           "digits", "fashion_mnist", "imagefolder", "load_digits", "loaders", "mnist", "sine",
+           "synthetic"]
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 # The original blog post's CIFAR-100 normalization.
@@ -163,33 +164,19 @@ def _split_tensors(x: torch.Tensor, y: torch.Tensor, val_fraction: float, seed: 
     return TensorDataset(x[train], y[train]), (TensorDataset(x[val], y[val]) if len(val) else None)
 
 
-def _load_digits():
-    """(pixels [n, 64], targets [n]) of scikit-learn's digits.
-
-    Read straight from the CSV that ships inside scikit-learn: importing sklearn.datasets
-    costs about 1.7 s here (it pulls in scipy), longer than the default test itself.
-    """
-    import gzip
-    import importlib.util
-
+def load_digits() -> tuple[Any, Any]:
+    """(pixels [1797, 64] as float64 in 0..16, targets [1797] as int64) of scikit-learn's
+    digits, through its public loader (the one place lrexp touches scikit-learn)."""
     import numpy as np
+    from sklearn.datasets import load_digits as load
 
-    spec = importlib.util.find_spec("sklearn")
-    origin = spec.origin if spec else None
-    csv = Path(origin).parent / "datasets" / "data" / "digits.csv.gz" if origin else None
-    if csv is None or not csv.exists():  # a future layout: take the public API
-        from sklearn.datasets import load_digits
-
-        bunch = load_digits()
-        return bunch.data, bunch.target
-    with gzip.open(csv, "rt") as handle:
-        table = np.loadtxt(handle, delimiter=",")
-    return table[:, :-1], table[:, -1].astype(np.int64)
+    bunch = load()
+    return np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target, dtype=np.int64)
 
 
 def digits(image_size: int = 32, val_fraction: float = 0.2, split_seed: int = 0) -> Splits:
     """scikit-learn's 1797 8x8 digit images, upsampled to image_size and normalized."""
-    pixels, targets = _load_digits()
+    pixels, targets = load_digits()
     images = torch.tensor(pixels, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
     if image_size != 8:
         images = torch.nn.functional.interpolate(images, size=image_size, mode="bilinear",

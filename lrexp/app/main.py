@@ -1,7 +1,7 @@
 """``python -m lrexp [overrides]``: compose the config with Hydra, run, exit with the code.
 
-Exit codes: 0 done, 2 bad config or input, 130 interrupted (partial results kept), 143 the same
-after SIGTERM, 1 a crash.
+Exit codes (``lrexp.run.life``): 0 done, 2 bad config or input, 130 interrupted (partial results
+kept), 143 the same after SIGTERM, 1 a crash.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import hydra
 from omegaconf import DictConfig
 
 from lrexp.app.schema import register
+from lrexp.run import stops
+from lrexp.run.life import EXIT_BAD_INPUT
 
 register()
 
@@ -22,13 +24,12 @@ _PACKAGE = Path(__file__).resolve().parent.parent
 _PACKAGED = _PACKAGE / "conf"
 CONFIG_PATH = str(_PACKAGED if _PACKAGED.is_dir() else _PACKAGE.parent / "conf")
 
-_task_started = False
-
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
 def _app(cfg: DictConfig) -> int:
-    global _task_started
-    _task_started = True
+    record = stops.current()
+    if record is not None:  # None in a launcher's job process: its errors are its own
+        record.task_started = True
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -61,7 +62,7 @@ def _refuse_numbers_out_of_range(overrides: list[str]) -> None:
                 "the number is larger than any setting takes (a float holds up to "
                 f"{sys.float_info.max:.3g}); nothing was run. python -m lrexp --help lists "
                 "the settings and their ranges.\n")
-            raise SystemExit(2)
+            raise SystemExit(EXIT_BAD_INPUT)
 
 
 def _require_launcher_extra(overrides: list[str]) -> None:
@@ -77,35 +78,35 @@ def _require_launcher_extra(overrides: list[str]) -> None:
             f"installed; nothing was run. Install it with pip install 'lrexp[{extra}]' (in a "
             f"checkout: pip install -e '.[{extra}]'), or leave the launcher out to run the "
             "sweep's jobs one after another.\n")
-        raise SystemExit(2)
+        raise SystemExit(EXIT_BAD_INPUT)
 
 
 def main() -> None:
-    from lrexp.sweep import interrupt
-
     _refuse_numbers_out_of_range(sys.argv[1:])
     _require_launcher_extra(sys.argv[1:])
+    with stops.recording() as record:  # this command's stops, read for its exit code
+        _main(record)
+
+
+def _main(record: stops.ProcessRecord) -> None:
     try:
-        with interrupt.sigterm_as_interrupt():  # also outside a job: between jobs, in Hydra
+        with stops.sigterm_as_interrupt():  # also outside a job: between jobs, in Hydra
             _app()
     except SystemExit as exit_:
         # Hydra exits with 1 on errors of its own: a bad override, an unknown config option.
         # Those are the user's input, before any work: exit 2 like our own config errors.
-        if exit_.code == 1 and not _task_started:
-            raise SystemExit(2) from None
+        if exit_.code == 1 and not record.task_started:
+            raise SystemExit(EXIT_BAD_INPUT) from None
         raise
     except ValueError as error:
-        if _task_started:
+        if record.task_started:
             raise
         # Hydra's own command-line checks (e.g. -m with --cfg) raise before any job
         sys.stderr.write(f"lrexp: error: {error}. See python -m lrexp --help.\n")
-        raise SystemExit(2) from None
+        raise SystemExit(EXIT_BAD_INPUT) from None
     except KeyboardInterrupt:
         # Outside a range test (between sweep jobs, a second Ctrl-C): what was recorded stays.
         sys.stderr.write("lrexp: interrupted\n")
-        raise SystemExit(143 if interrupt.terminated() else 130) from None
-    if interrupt.interrupted_in_this_process():
-        # a sweep stopped by Ctrl-C or SIGTERM; its summary is written
-        raise SystemExit(143 if interrupt.terminated() else 130)
-
-
+        raise SystemExit(record.interrupted_exit_code) from None
+    if record.sweep_interrupted:  # a sweep stopped by Ctrl-C or SIGTERM; its summary is written
+        raise SystemExit(record.interrupted_exit_code)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lrexp.app.schema import ConfigError
+from lrexp.app.errors import ConfigError
 
 __all__ = ["GroupSpec", "freeze", "param_groups"]
 

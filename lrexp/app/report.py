@@ -6,13 +6,13 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from lrexp.tracking.summary import SUMMARY_FILE, RunSummary, SummaryError
+from lrexp.run.files import CURVE_FILE, PLOT_FILE, SCHEDULE_PLOT_FILE, SUMMARY_FILE
+from lrexp.run.summary import RunSummary
 
-__all__ = ["report_error", "summary_text", "write_files", "write_status"]
+__all__ = ["report_error", "summary_text", "write_files"]
 
 log = logging.getLogger(__name__)
 
@@ -22,29 +22,13 @@ def write_files(result: Any, summary: RunSummary, out_dir: Path, files: dict[str
     a failure half-way still knows what exists."""
     from lrexp.plotting import plot, plot_schedule, save_figure
 
-    files["curve"] = result.to_csv(out_dir / "curve.csv")
+    files["curve"] = result.to_csv(out_dir / CURVE_FILE)
     if result.repeats:  # to_csv wrote each repeat's curve beside the median's
         files["repeats"] = result.repeats_path(files["curve"])
     files["summary"] = summary.write(out_dir / SUMMARY_FILE)
     title = f"{summary.net} / {summary.dataset} / {summary.optimizer} ({result.stop_reason})"
-    files["plot"] = save_figure(plot(result, title=title), out_dir / "plot.png")
-    files["schedule"] = save_figure(plot_schedule(result), out_dir / "lr_vs_iteration.png")
-
-
-def write_status(out_dir: Path, names: Mapping[str, str], status: str,
-                 error: str | None = None, stopped_by: str | None = None) -> None:
-    """The status in summary.json, so the sweep summary lists the job; a summary already
-    written (the run got that far) is kept, only its status and error change."""
-    path = out_dir / SUMMARY_FILE
-    try:
-        summary = RunSummary.read(path)
-    except (OSError, ValueError, SummaryError):  # none yet, or unreadable: start afresh
-        summary = RunSummary.named(names)
-    try:
-        replace(summary, status=status, error=error or summary.error,
-                stopped_by=stopped_by or summary.stopped_by).write(path)
-    except OSError as write_error:
-        log.warning("summary.json could not be written: %s", write_error)
+    files["plot"] = save_figure(plot(result, title=title), out_dir / PLOT_FILE)
+    files["schedule"] = save_figure(plot_schedule(result), out_dir / SCHEDULE_PLOT_FILE)
 
 
 def report_error(message: str) -> None:

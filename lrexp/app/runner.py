@@ -1,6 +1,7 @@
 """One range test from a composed config: check -> build (``app.build``) -> run the engine ->
 write and report (``app.report``) -> close the tracked run. Every way a run can stop (a user
-mistake, a crash, Ctrl-C, SIGTERM, a full disk) ends in an exit code and a truthful record.
+mistake, a crash, Ctrl-C, SIGTERM, a full disk) ends in an exit code and a truthful record
+(``lrexp.run``: statuses, exit codes, summary.json, the process's stops).
 Heavy modules (torch, mlflow) are imported only after the config passed its checks.
 """
 
@@ -10,39 +11,41 @@ import errno
 import logging
 import os
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from lrexp.app.build import (
-    Job,
-    build,
-    build_tracker,
-    engine_settings,
-    prepare_job,
-    run_names,
-    user_error_types,
-)
-from lrexp.app.report import report_error, summary_text, write_files, write_status
+from lrexp.app.build import Job, build, engine_settings, prepare_job, user_error_types
+from lrexp.app.report import report_error, summary_text, write_files
 from lrexp.app.schema import ConfigError, check
+from lrexp.run import stops
+from lrexp.run.files import CONFIG_FILE, CURVE_FILE, HYDRA_DIR, PARENT_RUN_FILE, SUMMARY_FILE
+from lrexp.run.life import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    FAILED,
+    KILLED,
+    SKIPPED,
+    exit_code,
+    run_names,
+)
+from lrexp.run.summary import RunSummary, write_status
 from lrexp.sweep import interrupt
 from lrexp.sweep.slurm_job import slurm_tags
-from lrexp.tracking.summary import SUMMARY_FILE, RunSummary
 
 if TYPE_CHECKING:
     from lrexp.tracking.mlflow_tracker import Tracker
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_TERMINATED",
-           "run"]
+__all__ = ["run"]
 
 log = logging.getLogger(__name__)
 
 # A run dir that cannot be written is the user's setting (exit 2); anything else a fault (1).
 _USER_FS_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS}
-
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 
 
 def run(cfg: DictConfig, keep_going: bool = False) -> int:
@@ -58,16 +61,15 @@ def run(cfg: DictConfig, keep_going: bool = False) -> int:
     sweep_dir = _sweep_dir()
     if sweep_dir is not None and interrupt.was_interrupted(sweep_dir):
         log.warning("Skipped: the sweep was interrupted (Ctrl-C or SIGTERM).")
-        _write_status(cfg, "SKIPPED")
+        _write_status(cfg, SKIPPED)
         return EXIT_INTERRUPTED
     _warn_if_sweep_preset_without_multirun()
-    with interrupt.sigterm_as_interrupt():
-        code = _run_checked(cfg, keep_going)
-    if code == EXIT_INTERRUPTED and interrupt.terminated():
-        code = EXIT_TERMINATED
-    if code in (EXIT_INTERRUPTED, EXIT_TERMINATED) and sweep_dir is not None \
-            and not interrupt.under_scheduler():  # a scheduler stops its jobs one by one
-        interrupt.mark(sweep_dir)  # the jobs not started yet skip themselves
+    with stops.sigterm_as_interrupt() as record:
+        code = _run_checked(cfg, keep_going, record)
+        if code == EXIT_INTERRUPTED:
+            code = record.interrupted_exit_code
+            if sweep_dir is not None and record.scheduler is None:  # a scheduler stops its
+                interrupt.mark(sweep_dir)  # jobs one by one; else the jobs not started skip
     return code
 
 
@@ -84,38 +86,31 @@ def _warn_if_sweep_preset_without_multirun() -> None:
                     preset, preset)
 
 
-def _run_checked(cfg: DictConfig, keep_going: bool) -> int:
+def _run_checked(cfg: DictConfig, keep_going: bool, record: stops.ProcessRecord) -> int:
     """``_run`` with user mistakes and crashes sorted into exit codes."""
     try:
         check(cfg)
-        return _run(cfg)
+        return _run(cfg, record)
     except KeyboardInterrupt:
         log.warning("Interrupted; files already in the run dir stay there.")
-        _write_status(cfg, "KILLED", stopped_by=interrupt.stop_cause())
+        _write_status(cfg, KILLED, stopped_by=record.stop_cause())
         return EXIT_INTERRUPTED
-    except _RecordedFailure as failure:  # the curve exists and was kept; the log says where
-        if failure.interrupted:
-            return EXIT_INTERRUPTED
-        return EXIT_BAD_INPUT if failure.user_error else EXIT_FAILED
     except Exception as error:  # noqa: BLE001 - sorted into user mistakes and crashes below
         user_error = _as_user_error(error)
         if user_error is not None:
-            report_error(_user_message(user_error))
-            _write_status(cfg, "FAILED", error=_user_message(user_error))
-            return EXIT_BAD_INPUT
+            return _refuse(_output_dir(), run_names(cfg), user_error)
         if not keep_going:
             raise
         log.exception("The range test failed")
-        _write_status(cfg, "FAILED", error=repr(error))
+        _write_status(cfg, FAILED, error=repr(error))
         return EXIT_FAILED
 
 
-class _RecordedFailure(Exception):
-    """Raised once a failure has been recorded truthfully and reported to the user."""
-
-    def __init__(self, interrupted: bool, user_error: bool) -> None:
-        super().__init__()
-        self.interrupted, self.user_error = interrupted, user_error
+def _refuse(out_dir: Path, names: dict[str, str], mistake: BaseException) -> int:
+    """A user's mistake: one paragraph, the run dir's summary says FAILED, exit 2."""
+    report_error(_user_message(mistake))
+    write_status(out_dir, names, FAILED, error=_user_message(mistake))
+    return EXIT_BAD_INPUT
 
 
 def _as_user_error(error: BaseException) -> BaseException | None:
@@ -145,8 +140,6 @@ def _sweep_dir() -> Path | None:
 
 def _parent_run_id() -> str | None:
     """The sweep's parent MLflow run, left in the sweep dir by lrexp.sweep.callbacks."""
-    from lrexp.tracking.mlflow_tracker import PARENT_RUN_FILE
-
     sweep_dir = _sweep_dir()
     if sweep_dir is None or not (sweep_dir / PARENT_RUN_FILE).exists():
         return None
@@ -169,21 +162,22 @@ def _launcher_n_jobs() -> int | None:
     return joblib_n_jobs(HydraConfig.get().launcher) if HydraConfig.initialized() else None
 
 
-def _run(cfg: DictConfig) -> int:
+def _run(cfg: DictConfig, record: stops.ProcessRecord) -> int:
     """The tracker first: a sidecar process imports MLflow and opens the store while this one
     imports torch and trains (rank 0 alone records under torchrun, whose RANK says which)."""
+    from lrexp.tracking.build import build_tracker
     from lrexp.tracking.mlflow_tracker import NullTracker
 
     rank_zero = os.environ.get("RANK", "0") == "0"
     tracker = (build_tracker(cfg.tracking, parent_run_id=_parent_run_id()) if rank_zero
                else NullTracker())
     try:
-        return _run_tracked(cfg, tracker)
+        return _run_tracked(cfg, tracker, record)
     finally:
         tracker.close()  # a no-op once finished; else (a mistake found while building) let go
 
 
-def _run_tracked(cfg: DictConfig, tracker: Tracker) -> int:
+def _run_tracked(cfg: DictConfig, tracker: Tracker, record: stops.ProcessRecord) -> int:
     """build -> run -> write -> report; rank 0 alone records under torchrun."""
     from lrexp.engine.rangetest import range_test
 
@@ -195,19 +189,66 @@ def _run_tracked(cfg: DictConfig, tracker: Tracker) -> int:
         range_test(*arguments, **settings)
         return EXIT_OK
     out_dir, names = _output_dir(), run_names(cfg)
-    _write_config(cfg, out_dir)
+    if not _write_config(cfg, out_dir):
+        return EXIT_FAILED
     _start_tracking(tracker, cfg, names, job, out_dir, str(built.weights))
     log.info("Starting the LR range test: %s on %s with %s, %d points from %g to %g on %s%s",
              names["net"], names["dataset"], names["optimizer"], cfg.num_iter, cfg.min_lr,
              cfg.max_lr, job.device, f", {cfg.repeats} repeats" if cfg.repeats > 1 else "")
-    started = time.perf_counter()
-    result = _recorded_range_test(arguments, settings, tracker, names, out_dir, str(job.device))
-    summary = replace(RunSummary.of_result(result, names, time.perf_counter() - started,
-                                           str(job.device)), weights=str(built.weights))
-    if result.stop_reason == "interrupted":
-        summary = replace(summary, stopped_by=interrupt.stop_cause())
-    result.extra.update(names, world_size=job.world_size)
-    return _write_and_track(result, summary, tracker, out_dir)
+    return _test_and_record(arguments, settings, _Recording(
+        tracker, out_dir, names, str(job.device), record, str(built.weights), job.world_size))
+
+
+@dataclass
+class _Recording:
+    """A run under way on rank 0: where it records, and what of it exists so far."""
+
+    tracker: Any
+    out_dir: Path
+    names: dict[str, str]
+    device: str
+    record: stops.ProcessRecord
+    weights: str
+    world_size: int
+    steps: int = 0  # steps the curve writer recorded
+    result: Any = None  # the finished test's RangeTestResult
+    summary: RunSummary | None = None  # the finished test's summary
+    files: dict[str, Path] = field(default_factory=dict)  # the run dir's files, as written
+    finishing: bool = False  # the tracked run is being closed
+
+    def __post_init__(self) -> None:
+        self.files.update(config=self.out_dir / CONFIG_FILE, curve=self.out_dir / CURVE_FILE)
+
+    def summary_so_far(self) -> RunSummary:
+        return self.summary or RunSummary.named(self.names, device=self.device, steps=self.steps)
+
+
+def _test_and_record(arguments: tuple[Any, ...], settings: dict[str, Any],
+                     run: _Recording) -> int:
+    """The range test, its files and its tracked run: the one place where a run ends, however
+    it ends (done, Ctrl-C, SIGTERM, a crash, a full disk), each time recorded truthfully."""
+    try:
+        started = time.perf_counter()
+        run.result = result = _recorded_range_test(arguments, settings, run)
+        summary = replace(RunSummary.of_result(result, run.names, time.perf_counter() - started,
+                                               run.device), weights=run.weights)
+        if result.stop_reason == "interrupted":
+            summary = replace(summary, stopped_by=run.record.stop_cause())
+        run.summary = summary
+        result.extra.update(run.names, world_size=run.world_size)
+        write_files(result, summary, run.out_dir, run.files)
+        run.finishing = True
+        run.tracker.finish(result=result, summary=summary, files=run.files,
+                           out_dir=run.out_dir, status=summary.mlflow_status)
+    except BaseException as error:
+        if run.finishing and not isinstance(error, KeyboardInterrupt):
+            raise  # the tracker's own fault while closing: no second close
+        return _recorded_failure(error, run)
+    log.info("%s", summary_text(summary, run.files, run.out_dir))
+    if summary.confidence != "high":  # a weak answer must not pass silently
+        log.warning("Suggestion confidence %s: %s", summary.confidence,
+                    summary.confidence_reason)
+    return EXIT_INTERRUPTED if result.stop_reason == "interrupted" else EXIT_OK
 
 
 def _start_tracking(tracker: Tracker, cfg: DictConfig, names: dict[str, str], job: Job,
@@ -238,15 +279,15 @@ def _run_name(names: dict[str, str]) -> str:
     return f"{base} {swept}" if swept else base
 
 
-def _recorded_range_test(arguments: tuple[Any, ...], settings: dict[str, Any], tracker: Any,
-                         names: dict[str, str], out_dir: Path, device: str) -> Any:
-    """The range test with every step appended to curve.csv and buffered for the tracker; a
-    failure mid-test is recorded with the steps it has."""
+def _recorded_range_test(arguments: tuple[Any, ...], settings: dict[str, Any],
+                         run: _Recording) -> Any:
+    """The range test with every step appended to curve.csv and buffered for the tracker."""
     from lrexp.engine.rangetest import range_test
     from lrexp.engine.result import CurveWriter
     from lrexp.tracking.mlflow_tracker import median_band_series, repeat_loss_key
 
-    writer = CurveWriter(out_dir / "curve.csv", _curve_header(settings, names))
+    tracker = run.tracker
+    writer = CurveWriter(run.files["curve"], _curve_header(settings, run.names))
     repeated = settings["repeats"] > 1
     repeat, lr_points = -1, 0  # the repeat running; how many points of the LR grid were sent
 
@@ -268,29 +309,27 @@ def _recorded_range_test(arguments: tuple[Any, ...], settings: dict[str, Any], t
 
     try:
         result = range_test(*arguments, on_step=on_step, **settings)
-    except BaseException as error:
-        writer.close()  # its last rows reach the disk before the failure is recorded
-        _record_failure(error, tracker, RunSummary.named(names, device=device, steps=writer.rows),
-                        out_dir, [out_dir / "config.yaml"], reraise_user_errors=True)
-        raise  # not reached: _record_failure raises
-    writer.close()
+    finally:
+        writer.close()  # its last rows reach the disk before a failure is recorded
+        run.steps = writer.rows
     if result.repeats:
         for step, values in median_band_series(result):
             tracker.log_values(step, values)
     return result
 
 
-def _write_config(cfg: DictConfig, out_dir: Path) -> Path:
+def _write_config(cfg: DictConfig, out_dir: Path) -> bool:
     """config.yaml first: even a run killed outright leaves what it ran with. Credentials in
     URIs are redacted there and in Hydra's own record. A run dir that cannot be written is the
-    user's setting, said before any work."""
+    user's setting, said before any work (``ConfigError``); False after any other failure,
+    said too."""
     from lrexp.tracking.redaction import redact, redact_file
 
-    path = out_dir / "config.yaml"
+    path = out_dir / CONFIG_FILE
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(redact(OmegaConf.to_yaml(cfg, resolve=True)))
-        for hydra_file in (out_dir / ".hydra").glob("*.yaml"):  # Hydra's record of overrides
+        for hydra_file in (out_dir / HYDRA_DIR).glob("*.yaml"):  # Hydra's record of overrides
             redact_file(hydra_file)
     except OSError as error:
         user_error = error.errno in _USER_FS_ERRORS
@@ -299,8 +338,8 @@ def _write_config(cfg: DictConfig, out_dir: Path) -> Path:
         if user_error:
             raise ConfigError(message) from None
         report_error(message)
-        raise _RecordedFailure(interrupted=False, user_error=False) from error
-    return path
+        return False
+    return True
 
 
 def _curve_header(settings: dict[str, Any], names: dict[str, str]) -> Any:
@@ -317,52 +356,31 @@ def _curve_header(settings: dict[str, Any], names: dict[str, str]) -> Any:
                            **{key: settings[key] for key in keys})
 
 
-def _write_and_track(result: Any, summary: RunSummary, tracker: Any, out_dir: Path) -> int:
-    """Write the run dir's files and close the tracked run; a failure on the way (a full
-    disk, Ctrl-C while plotting) is recorded truthfully instead of losing what exists."""
-    files: dict[str, Path] = {"config": out_dir / "config.yaml", "curve": out_dir / "curve.csv"}
-    try:
-        write_files(result, summary, out_dir, files)
-    except BaseException as error:
-        _record_failure(error, tracker, summary, out_dir, list(files.values()), result=result)
-    try:
-        tracker.finish(result=result, summary=summary, files=files, out_dir=out_dir,
-                       status=summary.mlflow_status)
-    except KeyboardInterrupt as error:  # the tracker closed its run KILLED; the files are done
-        _record_failure(error, tracker, summary, out_dir, list(files.values()), result=result)
-    log.info("%s", summary_text(summary, files, out_dir))
-    if summary.confidence != "high":  # a weak answer must not pass silently
-        log.warning("Suggestion confidence %s: %s", summary.confidence,
-                    summary.confidence_reason)
-    return EXIT_INTERRUPTED if result.stop_reason == "interrupted" else EXIT_OK
-
-
-def _record_failure(error: BaseException, tracker: Any, summary: RunSummary, out_dir: Path,
-                    files: list[Path], *, result: Any = None,
-                    reraise_user_errors: bool = False) -> None:
-    """Close the tracked run KILLED or FAILED with every step it has, keep a truthful
-    summary.json, say what was kept, and raise ``_RecordedFailure`` (exit code decided by
-    ``run``). User mistakes found by the engine before any step are re-raised as they are."""
+def _recorded_failure(error: BaseException, run: _Recording) -> int:
+    """A run that stopped before its end: its tracked run closed KILLED or FAILED with every
+    step it has, a truthful summary.json, what was kept said; its exit code. A user's mistake
+    the engine found before any step is refused like a config mistake."""
     interrupted = isinstance(error, KeyboardInterrupt)
-    mistake = _as_user_error(error) is not None
-    if reraise_user_errors and summary.steps == 0 and not mistake \
-            and isinstance(error, _FIRST_STEP_MISMATCHES) and not _out_of_memory(error):
+    mistake = _as_user_error(error)
+    before_any_step = run.result is None and run.steps == 0
+    if before_any_step and mistake is None and isinstance(error, _FIRST_STEP_MISMATCHES) \
+            and not _out_of_memory(error):
         log.debug("The first step failed:", exc_info=error)  # hydra.verbose=lrexp.app.runner
-        error, mistake = ConfigError(_first_step_message(error)), True
-    user_error = mistake or (isinstance(error, OSError) and error.errno in _USER_FS_ERRORS)
-    if reraise_user_errors and summary.steps == 0 and mistake:
-        tracker.finish(status="FAILED")
-        raise error
-    status = "KILLED" if interrupted else "FAILED"
-    what = (interrupt.stop_cause() if interrupted
+        mistake = ConfigError(_first_step_message(error))
+    if before_any_step and mistake is not None:
+        run.tracker.finish(status=FAILED)
+        return _refuse(run.out_dir, run.names, mistake)
+    user_error = mistake is not None or (isinstance(error, OSError)
+                                         and error.errno in _USER_FS_ERRORS)
+    what = (run.record.stop_cause() if interrupted
             else f"{type(error).__name__}: {_user_message(error)}")
-    kept = _keep(replace(summary, status=status, error=what,
-                         stopped_by=what if interrupted else None),
-                 tracker, out_dir, files, result)
+    summary = run.summary_so_far()
+    kept = _keep(replace(summary, status=KILLED if interrupted else FAILED, error=what,
+                         stopped_by=what if interrupted else None), run)
     when = (f"The range test recorded {summary.steps} steps, then writing its results stopped"
-            if result is not None else
+            if run.result is not None else
             f"The run stopped after {summary.steps} recorded steps")
-    message = (f"{when} ({what}). {_where_kept(out_dir, kept, summary.steps, tracker)}"
+    message = (f"{when} ({what}). {_where_kept(run.out_dir, kept, summary.steps, run.tracker)}"
                + _advice(error, interrupted, user_error))
     if interrupted:
         log.warning("%s", message)
@@ -370,7 +388,7 @@ def _record_failure(error: BaseException, tracker: Any, summary: RunSummary, out
         report_error(message)
     else:  # a bug: its traceback too
         log.error("%s", message, exc_info=error)
-    raise _RecordedFailure(interrupted, user_error) from error
+    return exit_code(interrupted=interrupted, user_error=user_error)
 
 
 def _where_kept(out_dir: Path, kept: list[Path], steps: int, tracker: Any) -> str:
@@ -378,10 +396,10 @@ def _where_kept(out_dir: Path, kept: list[Path], steps: int, tracker: Any) -> st
     whole or partial, rows counted on disk) and what the tracker says reached the store."""
     rows, names = 0, []
     for path in kept:
-        if path.name == "curve.csv":
+        if path.name == CURVE_FILE:
             rows = _curve_rows_on_disk(path)
-            names.append(f"curve.csv with all {steps} steps" if rows >= steps else
-                         f"curve.csv with {rows} of {steps} steps (partial)")
+            names.append(f"{CURVE_FILE} with all {steps} steps" if rows >= steps else
+                         f"{CURVE_FILE} with {rows} of {steps} steps (partial)")
         else:
             names.append(path.name)
     text = f"Kept in {out_dir}: {', '.join(names) or 'nothing'}"
@@ -404,20 +422,19 @@ def _curve_rows_on_disk(path: Path) -> int:
     return sum(line.endswith("\n") and line[:1].isdigit() for line in lines)
 
 
-def _keep(record: RunSummary, tracker: Any, out_dir: Path, files: list[Path],
-          result: Any) -> list[Path]:
+def _keep(summary: RunSummary, run: _Recording) -> list[Path]:
     """Write summary.json and close the tracked run; the files that exist afterwards (and
     hold something: a file a full disk cut at 0 bytes is no record)."""
-    kept = [path for path in dict.fromkeys([*files, out_dir / "curve.csv"])
+    kept = [path for path in dict.fromkeys(run.files.values())
             if path.is_file() and path.stat().st_size > 0]
     try:
-        summary_file = record.write(out_dir / SUMMARY_FILE)
+        summary_file = summary.write(run.out_dir / SUMMARY_FILE)
         kept += [] if summary_file in kept else [summary_file]
     except OSError as write_error:
         log.warning("summary.json could not be written either: %s", write_error)
     try:
-        tracker.finish(status=record.mlflow_status, result=result, summary=record,
-                       files={path.name: path for path in kept}, out_dir=out_dir)
+        run.tracker.finish(status=summary.mlflow_status, result=run.result, summary=summary,
+                           files={path.name: path for path in kept}, out_dir=run.out_dir)
     except KeyboardInterrupt:  # another Ctrl-C: the tracker closed its run KILLED as it stopped
         log.warning("Interrupted again while sending to MLflow; the run there is closed KILLED.")
     return kept

@@ -13,7 +13,9 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
-from lrexp.engine.settings import DEFAULTS, RangeTestSettings, SettingError
+from lrexp.app.errors import ConfigError
+from lrexp.engine.settings import DEFAULTS, RangeTestSettings
+from lrexp.tracking.defaults import DEFAULT_EXPERIMENT, DEFAULT_FLUSH_EVERY, DEFAULT_TIMEOUT_S
 
 __all__ = ["ConfigError", "DataFacts", "LoaderConfig", "LrexpConfig", "ParamGroupConfig",
            "TrackingConfig", "check", "register"]
@@ -22,21 +24,16 @@ DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 ENGINE_KEYS = [setting.name for setting in fields(RangeTestSettings)]
 
 
-class ConfigError(SettingError):
-    """A config value a user set wrongly; the message says which, what was given and the fix.
-    A ``SettingError`` too: the app answers both with exit 2 and the message."""
-
-
 @dataclass
 class TrackingConfig:
     _target_: str = "lrexp.tracking.mlflow_tracker.MlflowTracker"  # or ...NullTracker
     enabled: bool = True  # false: record nothing, whichever tracker is named
     uri: Any = None  # None: MLFLOW_TRACKING_URI, else MLflow's default (sqlite:///mlflow.db)
-    experiment: str = "lrexp"
-    flush_every: int = 0  # > 0: also send the curve every N steps (live progress on long runs)
-    timeout_s: float = 5.0  # how long to wait for an unreachable server before giving up on it
+    experiment: str = DEFAULT_EXPERIMENT
+    flush_every: int = DEFAULT_FLUSH_EVERY  # > 0: also send the curve every N steps
+    timeout_s: float = DEFAULT_TIMEOUT_S  # for an unreachable server, before giving up on it
     sidecar: Any = "auto"  # true: MLflow in a process of its own; false: in this one; auto: see
-    # lrexp.app.build.use_sidecar
+    # lrexp.tracking.build.use_sidecar
 
 
 @dataclass
@@ -137,7 +134,7 @@ def check(cfg: Any) -> None:
         (cfg.threads >= 0, f"threads={cfg.threads}",
          "use threads=0 (automatic) or a positive number of torch threads"),
         (cfg.tracking.timeout_s > 0, f"tracking.timeout_s={cfg.tracking.timeout_s}",
-         "use a positive number of seconds (5 is usual)"),
+         f"use a positive number of seconds ({DEFAULT_TIMEOUT_S:g} is usual)"),
         (cfg.tracking.flush_every >= 0, f"tracking.flush_every={cfg.tracking.flush_every}",
          "use 0 (send the curve at the end) or a positive number of steps"),
         (len(str(cfg.tracking.experiment)) <= MAX_EXPERIMENT_NAME_LENGTH,
@@ -154,19 +151,24 @@ def check(cfg: Any) -> None:
          "name the input and the target entries of a dict batch, e.g. batch_keys=[image,label]"),
     ]
     for index, group in enumerate(cfg.param_groups):
-        rules += [
-            (isinstance(group.prefix, str) and bool(group.prefix),
-             f"param_groups[{index}].prefix={group.prefix}",
-             "name a module of the net by its path, e.g. {prefix: backbone, lr_mult: 0.1}"),
-            (group.lr_mult > 0, f"param_groups[{index}].lr_mult={group.lr_mult}",
-             "use a positive factor of the scheduled LR (0.1 trains that group 10x slower)"),
-            (group.weight_decay is None or group.weight_decay >= 0,
-             f"param_groups[{index}].weight_decay={group.weight_decay}",
-             "use a weight decay >= 0, or leave it out for the optimizer's own"),
-        ]
+        rules += _param_group_rules(index, group)
     for ok, given, fix in rules:
         if not ok:
             raise ConfigError(f"Invalid setting {given}: {fix}.")
+
+
+def _param_group_rules(index: int, group: Any) -> list[tuple[bool, str, str]]:
+    """(holds, the setting as given, the fix) for one entry of ``param_groups``."""
+    return [
+        (isinstance(group.prefix, str) and bool(group.prefix),
+         f"param_groups[{index}].prefix={group.prefix}",
+         "name a module of the net by its path, e.g. {prefix: backbone, lr_mult: 0.1}"),
+        (group.lr_mult > 0, f"param_groups[{index}].lr_mult={group.lr_mult}",
+         "use a positive factor of the scheduled LR (0.1 trains that group 10x slower)"),
+        (group.weight_decay is None or group.weight_decay >= 0,
+         f"param_groups[{index}].weight_decay={group.weight_decay}",
+         "use a weight decay >= 0, or leave it out for the optimizer's own"),
+    ]
 
 
 # MLflow's mlflow.utils.validation.MAX_EXPERIMENT_NAME_LENGTH, here without importing MLflow

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lrexp.app.schema import ConfigError
+from lrexp.app.errors import ConfigError
 
 __all__ = ["CheckpointError", "LoadReport", "WeightsSource", "load_checkpoint", "load_tensors",
            "weights_source"]

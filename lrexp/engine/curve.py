@@ -195,8 +195,8 @@ def zero_lag(losses: FloatArray, bandwidth: float | None = None) -> FloatArray:
     average it has no bias at the ends, where a range test's minimum often lies. The bandwidth
     (in points) is chosen by the corrected Akaike criterion of Hurvich, Simonoff and Tsai
     (1998) unless given, so a noisy curve is smoothed more than a clean one without a constant
-    tuned to any case (generalized cross-validation, tried first, under-smooths 100-point
-    curves: pure noise then shows "minima" of several noise widths).
+    tuned to any case (generalized cross-validation under-smooths 100-point curves: pure noise
+    then shows "minima" of several noise widths).
 
     The diverged tail cannot leak backwards: losses are clipped at the curve's starting level
     plus three noise widths, so a loss of 1e6 after the stop weighs no more than one that has

@@ -10,15 +10,23 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO, overload
 
 import numpy as np
 
 from lrexp.engine.curve import CurveMonitor, FloatArray, blowup_index, smooth, zero_lag
+from lrexp.engine.curve_file import (
+    CURVE_COLUMNS,
+    META_PREFIX,
+    REPEAT_COLUMNS,
+    read_rows,
+    repeat_curves,
+    stop_reason,
+)
 from lrexp.engine.repeats import MedianCurve, median_curve, median_length
-from lrexp.engine.settings import DEFAULTS
+from lrexp.engine.settings import DEFAULTS, STOP_REASONS
 from lrexp.engine.suggest import (
     METHODS,
     Suggestion,
@@ -44,11 +52,6 @@ if TYPE_CHECKING:
 
 __all__ = ["STOP_REASONS", "CurveWriter", "Probe", "RangeTestResult", "Verification"]
 
-STOP_REASONS = ("completed", "diverged", "non-finite", "interrupted", "exhausted")
-_CSV_COLUMNS = ("step", "lr", "loss", "loss_smooth")
-# Each repeat's curve, one row per repeat and step, beside the median curve's file
-_REPEAT_COLUMNS = ("repeat", *_CSV_COLUMNS)
-_META_PREFIX = "# lrexp "
 # Fields stored under another name in the files: ``schedule`` names the range test's LR ramp
 # there (as in range_test and the config); on the result, ``schedule()`` gives training schedules.
 _FILE_KEYS = {"range_schedule": "schedule"}
@@ -343,21 +346,38 @@ class RangeTestResult:
             repeat_rows = ([index, step, *(repr(float(value)) for value in row)]
                            for index, r in enumerate(self.repeats) for step, row in
                            enumerate(zip(r.lrs, r.losses, r.smoothed, strict=True)))
-            _write_csv(self.repeats_path(path), meta, _REPEAT_COLUMNS, repeat_rows)
-        return _write_csv(path, self._metadata(), _CSV_COLUMNS, rows)
+            _write_csv(self.repeats_path(path), meta, REPEAT_COLUMNS, repeat_rows)
+        return _write_csv(path, self._metadata(), CURVE_COLUMNS, rows)
 
     @classmethod
-    def from_csv(cls, path: str | Path) -> RangeTestResult:
-        """A result written by ``to_csv`` (its repeats too, from the sibling file)."""
+    def from_csv(cls, path: str | Path, strict: bool = False) -> RangeTestResult:
+        """A result written by ``to_csv`` (its repeats too, from the sibling file). ``strict``:
+        a file from anywhere, checked row by row (``lrexp.engine.curve_file``, which raises
+        ``CurveFileError``), of whose settings only the stop reason is read."""
         path = Path(path)
-        meta, rows = _read_csv(path, _CSV_COLUMNS)
-        columns = _columns(rows, _CSV_COLUMNS[1:])
+        if strict:
+            sibling = cls.repeats_path(path)
+            return cls.from_text(path.read_text(),
+                                 sibling.read_text() if sibling.is_file() else None)
+        meta, rows = _read_csv(path, CURVE_COLUMNS)
+        columns = _columns(rows, CURVE_COLUMNS[1:])
         meta["diverge_th"] = float(meta.get("diverge_th", DEFAULTS.diverge_th))
         if meta.get("verification") is not None:
             meta["verification"] = Verification.from_dict(meta["verification"])
         if meta.get("repeats"):
             meta["repeats"] = _read_repeats(cls.repeats_path(path), meta)
         return cls(columns["lr"], columns["loss"], columns["loss_smooth"], **_from_file(meta))
+
+    @classmethod
+    def from_text(cls, curve: str, repeats: str | None = None) -> RangeTestResult:
+        """``from_csv(strict=True)`` of a curve file's text and its repeats file's, if any."""
+        _, lrs, losses, smoothed = np.array(
+            read_rows(curve, CURVE_COLUMNS, last_row_may_be_cut=True), dtype=np.float64).T
+        result = cls(lrs, losses, smoothed, stop_reason=stop_reason(curve))
+        if repeats is None:
+            return result
+        curves = repeat_curves(read_rows(repeats, REPEAT_COLUMNS), result.lrs, result.losses)
+        return replace(result, repeats=[cls(*each) for each in curves])
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -415,9 +435,9 @@ class CurveWriter:
     def _open(self, meta: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = self._handle = self.path.open("w", newline="")
-        handle.write(_META_PREFIX + json.dumps(meta) + "\n")
+        handle.write(META_PREFIX + json.dumps(meta) + "\n")
         self._writer = csv.writer(handle)
-        self._writer.writerow(_CSV_COLUMNS)
+        self._writer.writerow(CURVE_COLUMNS)
 
     def append(self, step: int, lr: float, loss: float) -> None:
         self._monitor.update(loss)
@@ -461,7 +481,7 @@ def _write_csv(path: Path, meta: dict[str, Any], columns: tuple[str, ...],
     partial = path.with_name(path.name + ".tmp")
     try:
         with partial.open("w", newline="") as handle:
-            handle.write(_META_PREFIX + json.dumps(meta) + "\n")
+            handle.write(META_PREFIX + json.dumps(meta) + "\n")
             writer = csv.writer(handle)
             writer.writerow(columns)
             writer.writerows(rows)
@@ -476,7 +496,7 @@ def _read_csv(path: Path, columns: tuple[str, ...]) -> tuple[dict[str, Any], lis
     """(the comment line's metadata, the rows) of a curve file with ``columns``."""
     with path.open(newline="") as handle:
         first = handle.readline()
-        meta = json.loads(first[len(_META_PREFIX):]) if first.startswith(_META_PREFIX) else {}
+        meta = json.loads(first[len(META_PREFIX):]) if first.startswith(META_PREFIX) else {}
         if not meta:
             handle.seek(0)
         rows = list(csv.DictReader(handle))
@@ -493,13 +513,13 @@ def _columns(rows: list[dict[str, str]], names: Iterable[str]) -> dict[str, Floa
 
 def _read_repeats(path: Path, settings: dict[str, Any]) -> list[RangeTestResult]:
     """Each repeat's result from ``to_csv``'s sibling file, with the median's settings."""
-    meta, rows = _read_csv(path, _REPEAT_COLUMNS)
+    meta, rows = _read_csv(path, REPEAT_COLUMNS)
     shared = {key: value for key, value in settings.items()
               if key not in ("stop_reason", "extra", "verification", "repeats")}
     repeats = []
     for index, record in enumerate(meta["repeats"]):
         columns = _columns([row for row in rows if int(row["repeat"]) == index],
-                           _CSV_COLUMNS[1:])
+                           CURVE_COLUMNS[1:])
         repeats.append(RangeTestResult(
             columns["lr"], columns["loss"], columns["loss_smooth"],
             stop_reason=record["stop_reason"], extra=record.get("extra", {}),

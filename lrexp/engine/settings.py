@@ -12,8 +12,11 @@ import numbers
 from dataclasses import dataclass
 from typing import TypeVar
 
-__all__ = ["DEFAULTS", "MAX_LR", "MAX_NUM_ITER", "Amp", "RangeTestSettings", "Schedule",
-           "SettingError"]
+__all__ = ["DEFAULTS", "MAX_LR", "MAX_NUM_ITER", "STOP_REASONS", "Amp", "RangeTestSettings",
+           "Schedule", "SettingError"]
+
+# Why a test stopped (RangeTestResult.stop_reason)
+STOP_REASONS = ("completed", "diverged", "non-finite", "interrupted", "exhausted")
 
 
 # The LR grid and the curve are held in memory (8 bytes a point each, several arrays): ten

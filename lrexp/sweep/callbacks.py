@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from lrexp.run.life import ENDED_ON_ITS_OWN
+from lrexp.run.summary import COLUMNS, SUMMARY_FILE, RunSummary, format_table
 from lrexp.sweep import interrupt
 from lrexp.sweep.seed_groups import (
     SeedGroup,
@@ -29,7 +31,6 @@ from lrexp.sweep.seed_groups import (
     seeds_vary,
     write_group,
 )
-from lrexp.tracking.summary import COLUMNS, SUMMARY_FILE, RunSummary, format_table
 
 if TYPE_CHECKING:
     from lrexp.tracking.mlflow_tracker import Tracker
@@ -42,8 +43,8 @@ class MlflowSweepCallback(Callback):
         self.tracker: Tracker | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from lrexp.app.build import build_tracker
-        from lrexp.tracking.mlflow_tracker import PARENT_RUN_FILE
+        from lrexp.run.files import PARENT_RUN_FILE
+        from lrexp.tracking.build import build_tracker
         from lrexp.tracking.redaction import redact_logs
 
         redact_logs()
@@ -266,10 +267,6 @@ def swept_settings(overrides: dict[str, list[str]]) -> dict[str, str]:
     recorded = [set(own) for own in overrides.values() if own]
     shared = set.intersection(*recorded) if recorded else set()
     return {job: " ".join(o for o in own if o not in shared) for job, own in overrides.items()}
-
-
-# a job whose test ran its course (not stopped, failed or skipped): its minimum is comparable
-ENDED_ON_ITS_OWN = {"completed", "diverged", "non-finite", "exhausted"}
 
 
 def lowest_minimum(rows: list[dict[str, Any]], noise: dict[str, float | None]

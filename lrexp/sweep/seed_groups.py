@@ -18,11 +18,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from dataclasses import dataclass, field, replace
+from collections.abc import Collection
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lrexp.tracking.summary import SUMMARY_FILE, RunSummary
+from lrexp.run.summary import SUMMARY_FILE, RunSummary, SeedGroup
 
 if TYPE_CHECKING:
     from lrexp.engine.result import RangeTestResult
@@ -35,19 +36,6 @@ log = logging.getLogger(__name__)
 SEED_KEY = "seed"  # the app's seed setting
 GROUP_SUMMARY = "median_summary.json"  # not summary.json: the folder is no job of the sweep
 MAX_SLUG = 40  # characters of a setting kept in a group's folder and metric prefix
-
-
-@dataclass(frozen=True)
-class SeedGroup:
-    """Jobs of one setting run with different seeds, and their median result."""
-
-    name: str  # "seeds", or "seeds_<setting>" with several groups: its folder in the sweep dir
-    setting: str  # the overrides its jobs share that other groups' jobs do not; "" with one group
-    jobs: list[str]
-    seeds: list[str]
-    result: RangeTestResult
-    summary: RunSummary
-    files: dict[str, Path] = field(default_factory=dict)  # write_group's, by kind
 
 
 def seed_of(override: str) -> str | None:
@@ -76,7 +64,7 @@ def seeds_vary(job_overrides: dict[str, list[str]], sweep_dir: Path) -> bool:
 
 def seed_groups(job_overrides: dict[str, list[str]], rows: list[dict[str, Any]],
                 curves: dict[str, RangeTestResult], sweep_dir: Path,
-                counted_statuses: set[str]) -> list[SeedGroup]:
+                counted_statuses: Collection[str]) -> list[SeedGroup]:
     """The groups of jobs (named as in ``rows``, each with its overrides and its curve) that
     differ only in their seed, among jobs whose status is in ``counted_statuses`` and that
     have a curve."""
@@ -97,7 +85,7 @@ def seed_groups(job_overrides: dict[str, list[str]], rows: list[dict[str, Any]],
 
 def _members(job_overrides: dict[str, list[str]], rows: list[dict[str, Any]],
              curves: dict[str, RangeTestResult],
-             counted_statuses: set[str]) -> dict[tuple[str, ...], list[tuple[str, str]]]:
+             counted_statuses: Collection[str]) -> dict[tuple[str, ...], list[tuple[str, str]]]:
     """(job, seed) lists by the overrides besides the seed, where more than one seed ran."""
     members: dict[tuple[str, ...], list[tuple[str, str]]] = {}
     for row in rows:

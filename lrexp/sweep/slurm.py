@@ -11,7 +11,7 @@ In a job (see ``slurm_job`` for the signals SLURM sends and why):
   submitit, which requeues the job (preempted, or ``max_num_timeout`` not used up) or not.
 - SIGTERM (the time limit itself, ``scancel``, ``scontrol requeue``): lrexp's SIGTERM handling
   records the partial curve KILLED; ``stopped_by`` says which, as SLURM tells it.
-- One job's stop never skips the sweep's other jobs (``interrupt.scheduled_job``). A job being
+- One job's stop never skips the sweep's other jobs (``stops.scheduled_job``). A job being
   requeued ends without a result, so the parent waits for its next attempt, whose MLflow run
   replaces this one's (the tracker matches ``slurm.job_id`` and the run dir).
 
@@ -43,7 +43,15 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, open_dict
 
-from lrexp.sweep import interrupt, slurm_job
+from lrexp.run import stops
+from lrexp.run.life import (
+    EXIT_CLUSTER_UNAVAILABLE,
+    EXIT_FAILED,
+    EXIT_TERMINATED,
+    FAILED,
+    KILLED,
+)
+from lrexp.sweep import slurm_job
 
 __all__ = ["EXIT_CLUSTER_UNAVAILABLE", "GONE", "NotSubmitted", "launch_jobs", "lost_job",
            "not_submitted", "report_not_submitted", "run_job", "stopped_by_state",
@@ -55,10 +63,6 @@ log = logging.getLogger(__name__)
 _FINAL_STATES = {"CANCELLED": slurm_job.CANCELLED, "TIMEOUT": slurm_job.TIME_LIMIT,
                  "PREEMPTED": slurm_job.PREEMPTED}
 GONE = "GONE"  # a job squeue no longer lists (ended MinJobAge ago, or cancelled while pending)
-# The exit code when the cluster cannot take jobs at all (its commands absent, its controller
-# down): sysexits.h's EX_UNAVAILABLE, "a service is unavailable". A job sbatch refuses as
-# configured is the user's setting: exit 2, as every configuration mistake.
-EXIT_CLUSTER_UNAVAILABLE = 69
 NOT_SUBMITTED_FILE = "slurm_not_submitted.json"  # in the sweep dir, for report_not_submitted
 # How sbatch says it could not reach the controller (SLURM's slurm_strerror texts)
 _UNREACHABLE = ("Unable to contact slurm controller", "Socket timed out", "Connection refused",
@@ -88,14 +92,14 @@ def run_job(call: Callable[[], JobReturn]) -> JobReturn:
     outside_the_test: list[int] = []
     previous = signal.signal(signal.SIGUSR2, lambda signum, frame: outside_the_test.append(signum))
     try:
-        with interrupt.scheduled_job(interrupt.Scheduler((signal.SIGUSR2,), causes.of)):
+        with stops.scheduled_job(stops.Scheduler((signal.SIGUSR2,), causes.of)) as record:
             returned = call()
     finally:
         signal.signal(signal.SIGUSR2, previous)
     if outside_the_test:
         log.info("SLURM's early notice (SIGUSR2) came while no range test ran; the job ends as "
                  "it is.")
-    _requeue_if_asked(interrupt.received_signal(), causes, notice)
+    _requeue_if_asked(record.received, causes, notice)
     return returned
 
 
@@ -113,8 +117,6 @@ def lost_job(launcher: Any, job: Any, error: Exception) -> JobReturn:
     (``UncompletedJobError``), FAILED with the error's last line when it raised
     (``FailedJobError``); a summary that already says how the test ended is kept. Its JobReturn
     for Hydra's sweeper, which must not raise: the sweep goes on to its summary."""
-    from lrexp.app.runner import EXIT_FAILED
-
     try:
         return _record_lost_job(launcher, job, error)
     except Exception as failure:  # noqa: BLE001 - never the end of the sweep
@@ -125,11 +127,8 @@ def lost_job(launcher: Any, job: Any, error: Exception) -> JobReturn:
 def _record_lost_job(launcher: Any, job: Any, error: Exception) -> JobReturn:
     from submitit.core.utils import DelayedSubmission, FailedJobError
 
-    from lrexp.app.build import run_names
-    from lrexp.app.report import write_status
-    from lrexp.app.runner import EXIT_FAILED, EXIT_TERMINATED
-    from lrexp.sweep.callbacks import ENDED_ON_ITS_OWN
-    from lrexp.tracking.summary import SUMMARY_FILE, RunSummary
+    from lrexp.run.life import ENDED_ON_ITS_OWN, run_names
+    from lrexp.run.summary import SUMMARY_FILE, RunSummary, write_status
 
     overrides, _, job_num, *_ = DelayedSubmission.load(job.paths.submitted_pickle).args
     config, returned = _job_return(launcher, list(overrides), job_num)
@@ -144,14 +143,14 @@ def _record_lost_job(launcher: Any, job: Any, error: Exception) -> JobReturn:
             return returned
     if isinstance(error, FailedJobError):  # it ran and raised: a crash, not a stop
         log.warning("Job %s (%s) failed: %s", job.job_id, job_dir.name, reason)
-        write_status(job_dir, run_names(config), "FAILED", error=reason)
+        write_status(job_dir, run_names(config), FAILED, error=reason)
         returned.return_value = EXIT_FAILED
         return returned
     state = job.watcher.get_state(job.job_id, mode="force")
     stopped_by = stopped_by_state(state, started=(job_dir / ".hydra").is_dir())
     log.warning("Job %s (%s) ended without a result (SLURM state %s); recorded as KILLED: %s",
                 job.job_id, job_dir.name, state, reason)
-    write_status(job_dir, run_names(config), "KILLED", error=reason, stopped_by=stopped_by)
+    write_status(job_dir, run_names(config), KILLED, error=reason, stopped_by=stopped_by)
     returned.return_value = EXIT_TERMINATED
     return returned
 
@@ -200,11 +199,11 @@ def launch_jobs(launcher: Any, launch: Callable[[], list[JobReturn]],
 
 def _record_not_submitted(launcher: Any, overrides: list[str], job_num: int,
                           why: NotSubmitted) -> JobReturn:
-    from lrexp.app.build import run_names
-    from lrexp.app.report import write_status
+    from lrexp.run.life import run_names
+    from lrexp.run.summary import write_status
 
     config, returned = _job_return(launcher, overrides, job_num)
-    write_status(Path(str(returned.working_dir)), run_names(config), "FAILED",
+    write_status(Path(str(returned.working_dir)), run_names(config), FAILED,
                  error=f"not submitted to SLURM: {why.said}")
     returned.return_value = why.exit_code
     return returned
@@ -255,7 +254,7 @@ def report_not_submitted(sweep_dir: Path, launcher_settings: Mapping[str, Any]) 
     sbatch's words, the job's settings, what was kept, the fix) and the exit code."""
     import sys
 
-    from lrexp.tracking.mlflow_tracker import PARENT_RUN_FILE
+    from lrexp.run.files import PARENT_RUN_FILE
 
     try:
         why = NotSubmitted(**json.loads((sweep_dir / NOT_SUBMITTED_FILE).read_text()))
@@ -309,7 +308,7 @@ def _requeue_if_asked(received: int | None, causes: _Causes, notice: Any) -> Non
     if received == signal.SIGTERM and causes.of(received) == slurm_job.REQUEUED:
         log.warning("SLURM requeued this job: it ends without a result; its next attempt runs "
                     "the range test again and its MLflow run replaces this one.")
-        raise SystemExit(143)
+        raise SystemExit(EXIT_TERMINATED)
     if received == signal.SIGUSR2 and callable(notice):
         from submitit.core.utils import UncompletedJobError
 

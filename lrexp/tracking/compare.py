@@ -19,10 +19,10 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from lrexp.tracking.import_run import DEFAULT_TIMEOUT_S
+from lrexp.run.summary import CONFIDENCE_SCORES, RunSummary, format_table
+from lrexp.tracking.defaults import DEFAULT_TIMEOUT_S
 from lrexp.tracking.redaction import redact
 from lrexp.tracking.store import resolve_tracking_uri, server_reachable
-from lrexp.tracking.summary import CONFIDENCE_SCORES, RunSummary, format_table
 
 __all__ = ["CompareError", "check_out", "check_run_id", "check_store", "curve_of", "fetch_runs",
            "main", "summary_of"]

@@ -29,35 +29,39 @@ import stat
 import sys
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
-from lrexp.engine.result import STOP_REASONS, RangeTestResult
+from lrexp.engine.curve_file import CurveFileError
+from lrexp.engine.result import RangeTestResult
+from lrexp.run.files import (
+    ARTIFACT_SUFFIXES,
+    CONFIG_FILE,
+    CURVE_FILE,
+    HYDRA_DIR,
+    LOG_SUFFIX,
+    REPEATS_FILE,
+    SUMMARY_FILE,
+)
+from lrexp.run.life import run_names
+from lrexp.run.summary import RunSummary, SummaryError, is_number
+from lrexp.tracking.defaults import DEFAULT_EXPERIMENT, DEFAULT_TIMEOUT_S
 from lrexp.tracking.mlflow_tracker import (
     MlflowTracker,
     flatten,
     median_band_series,
+    name_refused,
     repeat_loss_series,
 )
 from lrexp.tracking.store import resolve_tracking_uri
-from lrexp.tracking.summary import RunSummary, SummaryError, is_number, run_names
 
 __all__ = ["RunDirError", "import_run", "main"]
 
 log = logging.getLogger(__name__)
 
-CONFIG, SUMMARY, CURVE, HYDRA_DIR = "config.yaml", "summary.json", "curve.csv", ".hydra"
-REPEATS = "curve_repeats.csv"  # a repeated test's own curves (RangeTestResult.to_csv)
-ARTIFACT_SUFFIXES = (".png", ".csv", ".yaml", ".json")  # top-level files sent as artifacts
-LOG_SUFFIX = ".log"  # the tracker sends these itself, with .hydra (MlflowTracker.finish)
-CURVE_COLUMNS = ("step", "lr", "loss", "loss_smooth")  # as RangeTestResult.to_csv writes them
-REPEAT_COLUMNS = ("repeat", *CURVE_COLUMNS)
-CURVE_META_PREFIX = "# lrexp "
-DEFAULT_EXPERIMENT, DEFAULT_TIMEOUT_S = "lrexp", 5.0
 # Open without following a final link, and without blocking on a FIFO planted in the dir.
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
 
@@ -195,138 +199,25 @@ def parse_summary(text: str, path: Path) -> RunSummary:
     return summary
 
 
-def parse_curve(text: str, path: Path) -> RangeTestResult:
-    """Every complete row of curve.csv. Its last line may be cut by a crash mid-write (no line
-    end, or a part of a row): that one is dropped with a warning; any other bad row is an
-    error."""
-    lines = text.splitlines(keepends=True)
-    first_row = 1 if lines and lines[0].startswith("#") else 0
-    if len(lines) <= first_row:
-        raise RunDirError(f"{path} is empty: the run recorded no step, so there is nothing to "
-                          "import. Pass a run dir whose curve has steps, or rerun the test.")
-    header = lines[first_row].strip()
-    if tuple(header.split(",")) != CURVE_COLUMNS:
-        raise RunDirError(
-            f"{path} is not an lrexp curve: line {first_row + 1} is {_shown(header)}, expected "
-            f"the header {','.join(CURVE_COLUMNS)}. Restore the {path.name} that lrexp wrote."
-        )
-    rows = _curve_rows(lines, first_row + 1, path)
-    if not rows:
-        raise RunDirError(f"{path} has a header but no complete row: the run stopped before its "
-                          "first step, so there is nothing to import. Rerun the range test.")
-    lrs, losses, smoothed = np.array(rows, dtype=np.float64).T
-    return RangeTestResult(lrs, losses, smoothed, stop_reason=_stop_reason(lines[0]))
-
-
-def parse_repeats(text: str, path: Path, median: RangeTestResult) -> RangeTestResult:
-    """``median`` (curve.csv) with the repeats of curve_repeats.csv. Every row must be
-    complete, each repeat's steps must run 0, 1, 2, ..., and the repeats must share one LR grid
-    and give exactly curve.csv's median curve (a stale or planted file does not)."""
-    from lrexp.engine.repeats import median_curve
-
-    def refuse(problem: str) -> RunDirError:
-        return RunDirError(f"{path} {problem}. Restore the file lrexp wrote, or delete it to "
-                           "import the median curve alone.")
-
-    lines = text.splitlines()
-    first = 1 if lines and lines[0].startswith("#") else 0  # the "# lrexp {...}" line
-    if len(lines) <= first or tuple(lines[first].strip().split(",")) != REPEAT_COLUMNS:
-        raise refuse(f"is not an lrexp repeats file: its header is not {','.join(REPEAT_COLUMNS)}")
-    curves: dict[int, list[tuple[float, float, float]]] = {}
-    for number in range(first + 1, len(lines)):
-        line = lines[number]
-        head, _, rest = line.strip().partition(",")
-        try:
-            repeat = int(head)
-            if repeat < 0:
-                raise ValueError(f"repeat {repeat} is negative")
-            row = _curve_row(rest + "\n", complete=True)
-            if int(rest.split(",")[0]) != len(curves.get(repeat, [])):
-                raise ValueError(f"step {rest.split(',')[0]} is out of order (repeat {repeat} "
-                                 f"has {len(curves.get(repeat, []))} steps before it)")
-        except ValueError as error:
-            raise refuse(f"line {number + 1} is not a repeat's step: {_shown(line.strip())} "
-                         f"({error})") from None
-        curves.setdefault(repeat, []).append(row)
-    if not curves:
-        raise refuse("has a header but no step")
-    if sorted(curves) != list(range(len(curves))):
-        raise refuse(f"holds repeats {sorted(curves)}, not 0 to {len(curves) - 1}")
-    repeats = [RangeTestResult(*np.array(curves[index], dtype=np.float64).T)
-               for index in range(len(curves))]
+def parse_curve(run_dir: Path, curve: str, repeats: str | None) -> RangeTestResult:
+    """curve.csv (and a repeated test's curve_repeats.csv), through the engine's strict reader:
+    a cut last row is dropped with a warning, any other bad row refused, and repeats must give
+    exactly curve.csv's median curve."""
     try:
-        band = median_curve([r.lrs for r in repeats], [r.losses for r in repeats])
-    except ValueError as error:
-        raise refuse(f"does not hold repeats of one test ({error})") from None
-    median_losses = np.where(np.isnan(median.losses), np.inf, median.losses)
-    if len(band.median) != len(median):
-        raise refuse(f"does not match {CURVE}: the median of its {len(repeats)} repeats has "
-                     f"{len(band.median)} points, the curve {len(median)}")
-    if not (np.allclose(band.lrs, median.lrs, rtol=1e-9, atol=0)
-            and np.allclose(band.median, median_losses, rtol=1e-9, atol=0)):
-        raise refuse(f"does not match {CURVE}: the median of its {len(repeats)} repeats has "
-                     "other LRs or losses than the curve")
-    return replace(median, repeats=repeats)
-
-
-def _curve_rows(lines: list[str], start: int, path: Path) -> list[tuple[float, float, float]]:
-    rows = []
-    for index in range(start, len(lines)):
-        line, last = lines[index], index == len(lines) - 1
-        try:
-            rows.append(_curve_row(line, complete=not last or line.endswith(("\n", "\r"))))
-        except ValueError as error:
-            if not last:
-                raise RunDirError(
-                    f"{path} line {index + 1} is not a step: {_shown(line.strip())} ({error}). "
-                    "Only the last line may be cut by a crash; restore the file, or delete this "
-                    "line and those after it to import the steps before it."
-                ) from None
-            log.warning("%s: dropped its last line %s, cut mid-write (%s); importing the %d "
-                        "complete rows.", path, _shown(line.strip()), error, len(rows))
-    return rows
-
-
-def _curve_row(line: str, complete: bool) -> tuple[float, float, float]:
-    """(lr, loss, loss_smooth) of one line; ValueError says what is wrong with it."""
-    if not complete:
-        raise ValueError("no line end")
-    fields = line.strip().split(",")
-    if len(fields) != len(CURVE_COLUMNS):
-        raise ValueError(f"{len(fields)} fields, expected {len(CURVE_COLUMNS)}")
-    try:
-        int(fields[0])
-    except ValueError:
-        raise ValueError(f"step {fields[0]!r} is not a whole number") from None
-    lr, loss, smooth = (float(field) for field in fields[1:])  # a ValueError names the field
-    if not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr {lr!r} is not a finite number > 0")
-    return lr, loss, smooth  # the loss may be NaN/inf: that is how a diverged run ends
-
-
-def _stop_reason(first_line: str) -> str:
-    """The stop reason in the curve's ``# lrexp {json}`` line ("completed" if unreadable): only
-    the curve object's own record; the imported run's status comes from summary.json."""
-    if not first_line.startswith(CURVE_META_PREFIX):
-        return "completed"
-    try:
-        reason = json.loads(first_line[len(CURVE_META_PREFIX):]).get("stop_reason")
-    except (ValueError, AttributeError, RecursionError):
-        return "completed"
-    return reason if reason in STOP_REASONS else "completed"
+        return RangeTestResult.from_text(curve, repeats)
+    except CurveFileError as error:
+        name = REPEATS_FILE if error.repeats else CURVE_FILE
+        advice = ("Restore the file lrexp wrote, or delete it to import the median curve alone."
+                  if error.repeats else f"Restore the {name} that lrexp wrote, or rerun the "
+                  "range test.")
+        raise RunDirError(f"{run_dir / name} {error}. {advice}") from None
 
 
 def _check_mlflow_names(names: Iterable[Any], path: Path, what: str, param: bool) -> None:
     """Refuse a name MLflow would refuse mid-import, by MLflow's own rule (it depends on the
     platform), so that no half-sent run is left behind."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.utils.validation import _validate_metric_name, _validate_param_name
-
-    validate = _validate_param_name if param else _validate_metric_name
     for name in names:
-        try:
-            validate(str(name))
-        except MlflowException:
+        if name_refused(str(name), param):
             raise RunDirError(
                 f"{path}: the {what} name {_shown(str(name))} is not one MLflow accepts (letters, "
                 "digits, _ - . / : and spaces, a relative path without '..'). Rename it in "
@@ -395,23 +286,23 @@ def read_run_dir(run_dir: Path, staged: Path) -> RunDir:
     """Stage ``run_dir`` into ``staged`` and check everything the import will send."""
     skipped = stage_run_dir(run_dir, staged)
     texts = {name: _read_text(staged, run_dir, name, skipped)
-             for name in (CONFIG, SUMMARY, CURVE, REPEATS)}
-    missing = [name for name in (CONFIG, CURVE) if texts[name] is None]
+             for name in (CONFIG_FILE, SUMMARY_FILE, CURVE_FILE, REPEATS_FILE)}
+    missing = [name for name in (CONFIG_FILE, CURVE_FILE) if texts[name] is None]
     if missing:
         raise RunDirError(
             f"{run_dir} is not an lrexp run dir: {' and '.join(missing)} missing. Pass the folder "
             "that holds config.yaml and curve.csv (e.g. outputs/<date>/<time>)."
         )
-    config_text, summary_text, curve_text = texts[CONFIG], texts[SUMMARY], texts[CURVE]
+    config_text, summary_text = texts[CONFIG_FILE], texts[SUMMARY_FILE]
+    curve_text = texts[CURVE_FILE]
     assert config_text is not None and curve_text is not None  # checked as missing above
-    curve = parse_curve(curve_text, run_dir / CURVE)
-    repeats_text = texts[REPEATS]
-    if repeats_text is not None:  # a repeated test that finished: curve.csv is the median
-        curve = parse_repeats(repeats_text, run_dir / REPEATS, curve)
+    # a repeated test that finished: curve.csv is the median of curve_repeats.csv's curves
+    curve = parse_curve(run_dir, curve_text, texts[REPEATS_FILE])
     return RunDir(
         path=run_dir,
-        config=parse_config(config_text, run_dir / CONFIG),
-        summary=None if summary_text is None else parse_summary(summary_text, run_dir / SUMMARY),
+        config=parse_config(config_text, run_dir / CONFIG_FILE),
+        summary=(None if summary_text is None
+                 else parse_summary(summary_text, run_dir / SUMMARY_FILE)),
         curve=curve,
     )
 

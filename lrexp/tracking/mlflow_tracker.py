@@ -26,6 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from lrexp.run.files import PLOT_FILE
+from lrexp.run.summary import RunSummary
+from lrexp.tracking.defaults import DEFAULT_EXPERIMENT, DEFAULT_FLUSH_EVERY, DEFAULT_TIMEOUT_S
 from lrexp.tracking.redaction import redact
 from lrexp.tracking.store import (
     resolve_tracking_uri,
@@ -34,13 +37,12 @@ from lrexp.tracking.store import (
     sqlite_store_problem,
     with_retries,
 )
-from lrexp.tracking.summary import RunSummary
 
 if TYPE_CHECKING:
-    from lrexp.sweep.seed_groups import SeedGroup
+    from lrexp.run.summary import SeedGroup
 
 __all__ = ["MlflowTracker", "NullTracker", "TrackedOutcome", "Tracker", "flatten",
-           "median_band_series", "repeat_loss_key", "repeat_loss_series"]
+           "median_band_series", "name_refused", "repeat_loss_key", "repeat_loss_series"]
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,6 @@ MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
 MAX_PARAM_VALUE_LENGTH = 6000
 TRUNCATION_MARKER = "...[truncated]"
-PARENT_RUN_FILE = "mlflow_parent_run_id"  # written into a sweep dir by lrexp.sweep.callbacks
 # Which process owns a run, so a later lrexp run on the same host can close it if that
 # process died without closing it (see MlflowTracker._close_orphans).
 OWNER_HOST_TAG, OWNER_PID_TAG = "lrexp.host", "lrexp.pid"
@@ -57,7 +58,6 @@ OWNER_HOST_TAG, OWNER_PID_TAG = "lrexp.host", "lrexp.pid"
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 # Images logged under a key appear in the UI's chart view, one tile per selected run.
 CURVE_IMAGE_KEY, OVERLAY_IMAGE_KEY = "lr_range_test", "sweep_overlay"
-PLOT_FILE = "plot.png"  # the run's curve as the runner writes it
 # A run's or an experiment's description in the UI (markdown). The experiment's shows above its
 # runs table, one click to open: lrexp keeps the latest sweep's overlay there, in a description
 # that starts with this mark (an HTML comment the UI hides) and never replaces one without it.
@@ -199,6 +199,20 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def name_refused(name: str, param: bool) -> bool:
+    """Whether MLflow refuses ``name`` as a param (else a metric) key, by its own rule, which
+    depends on the platform. MLflow has no public validator: this is the one place lrexp calls
+    its private one (tests/test_import_run.py fails loudly when it moves)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_metric_name, _validate_param_name
+
+    try:
+        (_validate_param_name if param else _validate_metric_name)(name)
+    except MlflowException:
+        return True
+    return False
+
+
 def truncate_param(value: Any) -> str:
     text = str(value)
     if len(text) <= MAX_PARAM_VALUE_LENGTH:
@@ -295,8 +309,9 @@ def run_page(uri: str, experiment_id: str, run_id: str) -> str:
 class MlflowTracker:
     """One MLflow run per range test; see the module docstring."""
 
-    def __init__(self, uri: str | None = None, experiment: str = "lrexp", flush_every: int = 0,
-                 timeout_s: float = 5.0, parent_run_id: str | None = None) -> None:
+    def __init__(self, uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT,
+                 flush_every: int = DEFAULT_FLUSH_EVERY, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 parent_run_id: str | None = None) -> None:
         self.uri = resolve_tracking_uri(uri)
         self.experiment = experiment
         self.flush_every = flush_every

@@ -3,9 +3,9 @@
 ``SidecarTracker`` (the training process's side) starts ``python -m lrexp.tracking.sidecar``
 as soon as the config passed its checks, before torch is imported; the child builds the tracker
 the ``tracking`` group names (``MlflowTracker``, unchanged), imports MLflow and opens or creates
-the store at once (~7 s on 2 cores for a first run), while the parent imports torch and trains
-on its one core. Importing MLflow in a background *thread* instead raced the test's own lazy
-imports (a half-initialized module in joblib sweeps), and a process costs no extra wall time.
+the store at once, while the parent imports torch and trains. A process, not a thread: MLflow's
+import in a thread races the test's own lazy imports (a half-initialized module in joblib
+sweeps), and a process costs no extra wall time.
 
 The parent sends pickled commands on the child's stdin: ``init`` (the tracker's settings),
 ``start``, one ``step`` per recorded step, ``finish``. The child sends back, on its stdout, its
@@ -44,17 +44,18 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import IO, TYPE_CHECKING, Any
 
+from lrexp.run.summary import RunSummary
+
 # The classes ``finish`` receives pickled (RunSummary and its parts): imported before the
 # child's reader thread runs, so that unpickling never imports a module beside the main thread.
 from lrexp.tracking.mlflow_tracker import TrackedOutcome
 from lrexp.tracking.redaction import redact
 from lrexp.tracking.store import resolve_tracking_uri
-from lrexp.tracking.summary import RunSummary
 
 if TYPE_CHECKING:
-    from lrexp.sweep.seed_groups import SeedGroup
+    from lrexp.run.summary import SeedGroup
 
-__all__ = ["SidecarTracker", "finish_wait_s"]
+__all__ = ["SidecarTracker", "build_target", "finish_wait_s"]
 
 log = logging.getLogger(__name__)
 
@@ -387,7 +388,8 @@ def _read_commands(stream: IO[bytes], commands: queue.Queue[tuple[Any, ...] | No
             return
 
 
-def _build(target: str, settings: dict[str, Any]) -> Any:
+def build_target(target: str, settings: Mapping[str, Any]) -> Any:
+    """The tracker class ``target`` names (module.Class), built with ``settings``."""
     module, _, name = target.rpartition(".")
     return getattr(importlib.import_module(module), name)(**settings)
 
@@ -446,7 +448,7 @@ def main() -> int:
     root.addHandler(_RelayHandler(channel))
     tracker = None
     try:
-        tracker = _build(target, settings)
+        tracker = build_target(target, settings)
         return _serve(tracker, commands, channel)
     except KeyboardInterrupt:  # the parent's SIGUSR1: a run still open is closed KILLED
         if tracker is not None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from lrexp.app.schema import ConfigError
+from lrexp.app.errors import ConfigError
 
 if TYPE_CHECKING:
     from torch import nn

@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lrexp.app.errors import ConfigError
 from lrexp.app.models import register
-from lrexp.app.schema import ConfigError
 
 # -- VGG ---------------------------------------------------------------------------------------
 _VGG_LAYERS = {

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from lrexp.app.errors import ConfigError
 from lrexp.app.models import register
-from lrexp.app.schema import ConfigError
 
 
 @register("mlp")

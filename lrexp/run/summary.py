@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from lrexp.engine.suggest import METHODS
 from lrexp.engine.training_schedules import (
@@ -27,15 +28,18 @@ from lrexp.engine.training_schedules import (
     ScheduleBoundsError,
     TrainingSchedule,
 )
+from lrexp.run.files import SUMMARY_FILE
+from lrexp.run.life import mlflow_status
 
-__all__ = ["COLUMNS", "RUN_NAME_PARTS", "SUMMARY_FILE", "ProbeRecord", "RunSummary", "SummaryError",
-           "VerifyRecord", "format_table", "is_number", "run_names"]
+if TYPE_CHECKING:
+    from lrexp.engine.result import RangeTestResult
 
-SUMMARY_FILE = "summary.json"
+__all__ = ["COLUMNS", "SUMMARY_FILE", "ProbeRecord", "RunSummary", "SummaryError",
+           "SeedGroup", "VerifyRecord", "format_table", "is_number", "write_status"]
+
+log = logging.getLogger(__name__)
+
 CONFIDENCE_SCORES = {"none": 0, "low": 1, "high": 2}  # the metric suggestion_confidence
-# The engine's stop reasons are finished runs; the runner's own statuses say how it ended.
-_MLFLOW_STATUS = {"interrupted": "KILLED", "KILLED": "KILLED", "SKIPPED": "KILLED",
-                  "FAILED": "FAILED"}
 METRIC_NAMES = ("suggested_lr", "min_loss", "lr_at_min_loss", "diverged_lr")
 # The training schedules a summary records, by their names in RangeTestResult.schedule().
 SCHEDULE_FIELDS: dict[str, type[TrainingSchedule]] = {
@@ -54,27 +58,6 @@ CONSOLE_COLUMNS = ["job", "swept", "net", "optimizer", "status", "stopped_by", "
                    *[f"suggested_lr_{name}" for name in METHODS], "min_loss", "diverged_lr"]
 REPEATS_ONLY_COLUMNS = {"repeats", "suggested_lr_iqr_decades"}
 STOPS_ONLY_COLUMNS = {"stopped_by"}
-
-
-RUN_NAME_PARTS = ("net", "dataset", "optimizer")
-
-
-def run_names(config: Mapping[str, Any]) -> dict[str, str]:
-    """net, dataset and optimizer as runs are named and tagged, from a run's config (a
-    DictConfig or the plain dict of a config.yaml): a node's ``name`` where it has one (the
-    zoo's nets), else its ``_target_``'s last part (``TabNet``, ``digits``, ``SGD``); "?"
-    where a config says neither."""
-    def named(part: str) -> str:
-        node = config.get(part)
-        if not isinstance(node, Mapping):
-            return "?"
-        for key in ("name", "_target_"):
-            value = node.get(key)
-            if isinstance(value, str) and value:
-                return value.rsplit(".", 1)[-1] if key == "_target_" else value
-        return "?"
-
-    return {part: named(part) for part in RUN_NAME_PARTS}
 
 
 class SummaryError(ValueError):
@@ -156,7 +139,7 @@ class RunSummary:
     @property
     def mlflow_status(self) -> str:
         """FINISHED, KILLED or FAILED: how the tracked run ends."""
-        return _MLFLOW_STATUS.get(self.status, "FINISHED")
+        return mlflow_status(self.status)
 
     @property
     def run_name(self) -> str:
@@ -239,6 +222,36 @@ class RunSummary:
     @classmethod
     def read(cls, path: Path) -> RunSummary:
         return cls.from_dict(json.loads(path.read_text()))
+
+
+def write_status(out_dir: Path, names: Mapping[str, str], status: str,
+                 error: str | None = None, stopped_by: str | None = None) -> None:
+    """The status in the run dir's summary.json, so the sweep summary lists the job; a summary
+    already written (the run got that far) is kept, only its status and error change."""
+    path = out_dir / SUMMARY_FILE
+    try:
+        summary = RunSummary.read(path)
+    except (OSError, ValueError):  # none yet, or unreadable (a SummaryError): start afresh
+        summary = RunSummary.named(names)
+    try:
+        replace(summary, status=status, error=error or summary.error,
+                stopped_by=stopped_by or summary.stopped_by).write(path)
+    except OSError as write_error:
+        log.warning("summary.json could not be written: %s", write_error)
+
+
+@dataclass(frozen=True)
+class SeedGroup:
+    """Jobs of one sweep setting run with different seeds, read as one: their median result and
+    its summary (``lrexp.sweep.seed_groups`` finds them; the tracker logs them)."""
+
+    name: str  # "seeds", or "seeds_<setting>" with several groups: its folder in the sweep dir
+    setting: str  # the overrides its jobs share that other groups' jobs do not; "" with one group
+    jobs: list[str]
+    seeds: list[str]
+    result: RangeTestResult
+    summary: RunSummary
+    files: dict[str, Path] = field(default_factory=dict)  # write_group's, by kind
 
 
 def _verify_record(verification: Any) -> VerifyRecord | None:

@@ -1,0 +1,7 @@
+"""One record of a run's life, below the app and the sweep that both write and read it.
+
+``files`` names a run dir's files and their formats, ``summary`` is ``summary.json`` (the typed
+record of one run), ``life`` its statuses, names and exit codes, ``stops`` what stopped this
+process's work (a signal, a scheduler, an interrupted sweep). Standard library and the engine
+only: the runner, the sweep callbacks, the SLURM launcher and ``import_run`` share them.
+"""

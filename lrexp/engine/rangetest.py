@@ -131,20 +131,7 @@ def range_test(
         repeats=repeats, pretrained=pretrained,
     )
     steps_per_point = _steps_per_point(settings, train_loader)
-    # an Iterator (has __next__) is spent after one pass; iter() itself would draw a
-    # DataLoader's shuffle seed, which the repeats' data orders depend on
-    if settings.repeats > 1 and isinstance(train_loader, Iterator):
-        raise SettingError(
-            f"repeats={settings.repeats} needs a train_loader it can iterate once per repeat, "
-            f"but {type(train_loader).__name__} is a one-shot iterator: every repeat after the "
-            "first would find it spent. Pass the DataLoader (or a list of batches) itself, not "
-            "iter(...) of it or a generator, or use repeats=1.")
-    if not any(param.requires_grad for param in model.parameters()):
-        raise SettingError(
-            f"Every parameter of the model ({type(model).__name__}) is frozen "
-            "(requires_grad=False), so no LR changes anything and the range test has nothing "
-            "to train. Unfreeze the layers to tune (param.requires_grad_(True)), e.g. the head "
-            "of a pretrained net.")
+    _refuse_what_cannot_train(settings, model, train_loader)
     if optimizer is None:
         optimizer = torch.optim.SGD(model.parameters(), lr=settings.min_lr, momentum=0.9)
     trainer = _Trainer.build(model, loss_fn, optimizer, resolve_device(device), settings,
@@ -170,6 +157,25 @@ def range_test(
             if settings.repeats > 1:
                 loader_randomness.restore()
     return result
+
+
+def _refuse_what_cannot_train(settings: RangeTestSettings, model: nn.Module,
+                              train_loader: Iterable[Any]) -> None:
+    """A ``SettingError`` before any step for a test that could not train or repeat."""
+    # an Iterator (has __next__) is spent after one pass; iter() itself would draw a
+    # DataLoader's shuffle seed, which the repeats' data orders depend on
+    if settings.repeats > 1 and isinstance(train_loader, Iterator):
+        raise SettingError(
+            f"repeats={settings.repeats} needs a train_loader it can iterate once per repeat, "
+            f"but {type(train_loader).__name__} is a one-shot iterator: every repeat after the "
+            "first would find it spent. Pass the DataLoader (or a list of batches) itself, not "
+            "iter(...) of it or a generator, or use repeats=1.")
+    if not any(param.requires_grad for param in model.parameters()):
+        raise SettingError(
+            f"Every parameter of the model ({type(model).__name__}) is frozen "
+            "(requires_grad=False), so no LR changes anything and the range test has nothing "
+            "to train. Unfreeze the layers to tune (param.requires_grad_(True)), e.g. the head "
+            "of a pretrained net.")
 
 
 def _steps_per_point(settings: RangeTestSettings, train_loader: Iterable[Any]) -> int:

@@ -182,3 +182,30 @@ def test_a_run_started_and_never_finished_is_closed_killed_with_its_steps(
     assert run.info.status == "KILLED" and run.data.tags["status"] == "KILLED"
     assert [m.value for m in client.get_metric_history(run.info.run_id, "loss")] == \
         pytest.approx([2.0 - step / 10 for step in range(7)])
+
+
+def test_a_run_whose_artifacts_cannot_be_stored_is_closed_failed_and_can_be_imported_again(
+        tmp_path, monkeypatch, caplog):
+    # a new experiment's artifacts go to ./mlruns: a plain file there refuses every upload
+    # while the store itself still answers
+    from lrexp.tracking.import_run import _StagedTracker
+    from lrexp.tracking.mlflow_tracker import INCOMPLETE_TAG
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mlruns").write_text("not a folder")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    plot = tmp_path / "plot.png"
+    plot.write_bytes(b"\x89PNG")
+    tracker = MlflowTracker(uri)
+    tracker.start("run", params={"a": 1}, tags={"run_dir": str(tmp_path / "run")})
+    for step in range(3):
+        tracker.log_step(step, 10.0 ** (step - 5), 2.0 - step / 10)
+    with caplog.at_level("WARNING"):
+        tracker.finish(status="FINISHED", files={"plot": plot})
+    run = MlflowClient(uri).get_run(tracker.run_id)
+    assert run.info.status == "FAILED" and INCOMPLETE_TAG in run.data.tags  # not RUNNING
+    assert len(MlflowClient(uri).get_metric_history(tracker.run_id, "loss")) == 3
+    assert "closed FAILED" in caplog.text
+    # the import the warning suggests is not refused as a duplicate of this incomplete run
+    importer = _StagedTracker(tmp_path, uri=uri, experiment="lrexp", timeout_s=5.0)
+    assert importer.runs_of(tmp_path / "run") == []

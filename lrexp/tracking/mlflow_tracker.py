@@ -54,6 +54,8 @@ TRUNCATION_MARKER = "...[truncated]"
 # Which process owns a run, so a later lrexp run on the same host can close it if that
 # process died without closing it (see MlflowTracker._close_orphans).
 OWNER_HOST_TAG, OWNER_PID_TAG = "lrexp.host", "lrexp.pid"
+# A run whose records could not all be sent (its run dir has them): import_run sends it again.
+INCOMPLETE_TAG = "lrexp.incomplete"
 # MLflow 3's UI opens an experiment in its model-training view with this tag (else GenAI's).
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 # Images logged under a key appear in the UI's chart view, one tile per selected run.
@@ -531,6 +533,7 @@ class MlflowTracker:
             return run_page(self.uri, str(self._experiment_id), run_id)
         except Exception as error:  # noqa: BLE001
             self._give_up(f"closing the sweep's parent run at {self.uri} failed: {error}")
+            self._close_incomplete(run_id, error)
             return None
 
     def _note_experiment(self, note: str) -> None:
@@ -634,10 +637,24 @@ class MlflowTracker:
             raise
         except Exception as error:  # noqa: BLE001
             self._give_up(f"sending the run to MLflow at {self.uri} failed: {error}")
+            self._close_incomplete(self.run_id, error)
             log.warning("%s.", self.outcome().describe(len({s for s, _, _ in self._steps})))
             self._hint_import(out_dir)
 
     # -- pieces --------------------------------------------------------------------------------
+    def _close_incomplete(self, run_id: str | None, error: BaseException) -> None:
+        """After a failed send (an artifact store that refuses, a full disk), one try to close
+        the run FAILED and mark it incomplete, so it neither stays RUNNING while the store
+        answers nor counts as imported (``import_run`` sends the run dir again)."""
+        if run_id is None:
+            return
+        with contextlib.suppress(Exception), _http_limits(self.timeout_s):
+            reason = redact(str(error)).strip().splitlines()[0][:250] if str(error) else "error"
+            self._client.set_tag(run_id, INCOMPLETE_TAG, reason)
+            self._end_run(run_id, "FAILED")
+            if run_id == self.run_id:
+                self._closed_status = "FAILED"
+
     def _close_killed(self) -> None:
         if self.run_id is not None:
             with contextlib.suppress(Exception):

@@ -120,3 +120,16 @@ def test_a_sweep_without_slurms_commands_ends_in_one_paragraph_exit_69_and_a_fai
     check_not_submitted(proc, tmp_path / "outputs" / "multirun", shared_sqlite_uri,
                         experiment_name, slurm.EXIT_CLUSTER_UNAVAILABLE, "srun: command not found",
                         "run the sweep on the cluster's login node")
+
+
+@pytest.mark.parametrize(("filename", "missing"), [("sbatch", "sbatch"), ("/usr/bin/srun", "srun"),
+                                                   ("/tmp/sweep/config.yaml", None)])
+def test_only_a_missing_slurm_command_reads_as_slurm_absent(filename, missing):
+    pytest.importorskip("submitit")
+    error = FileNotFoundError(2, "No such file or directory", filename)
+    why = slurm.not_submitted(error)
+    if missing is None:  # another missing file is not SLURM's absence: its own error stands
+        assert why is None
+    else:
+        assert why.exit_code == slurm.EXIT_CLUSTER_UNAVAILABLE
+        assert why.said == f"{missing}: command not found"

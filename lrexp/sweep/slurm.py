@@ -45,6 +45,7 @@ from omegaconf import DictConfig, open_dict
 
 from lrexp.run import stops
 from lrexp.run.life import (
+    EXIT_BAD_INPUT,
     EXIT_CLUSTER_UNAVAILABLE,
     EXIT_FAILED,
     EXIT_TERMINATED,
@@ -209,15 +210,20 @@ def _record_not_submitted(launcher: Any, overrides: list[str], job_num: int,
     return returned
 
 
+SLURM_COMMANDS = ("sbatch", "srun", "squeue", "sacct", "scancel")
+
+
 def not_submitted(error: BaseException) -> NotSubmitted | None:
     """Why SLURM took no job, from the error submitit raised while submitting; None for an
     error that is not about submitting."""
     from submitit.core.utils import FailedJobError
 
     text = str(error)
-    if isinstance(error, FileNotFoundError) or (
+    # a SLURM command that is not there, not any file that is missing
+    command = Path(str(error.filename or "")).name if isinstance(error, FileNotFoundError) else ""
+    if command in SLURM_COMMANDS or (
             isinstance(error, RuntimeError) and 'Could not detect "srun"' in text):
-        missing = "srun" if isinstance(error, RuntimeError) else "sbatch"  # submitit's order
+        missing = command or "srun"
         return NotSubmitted(
             "SLURM's commands (sbatch, srun) are not on this machine's PATH",
             f"{missing}: command not found",
@@ -235,7 +241,7 @@ def not_submitted(error: BaseException) -> NotSubmitted | None:
     fix = next((fix for words, fix in _FIXES.items() if words.lower() in said.lower()),
                "change the hydra.launcher setting it names")
     return NotSubmitted("sbatch refused the sweep's jobs as configured", said,
-                        f"{fix}, and run the sweep again", 2)
+                        f"{fix}, and run the sweep again", EXIT_BAD_INPUT)
 
 
 def _sbatch_said(text: str) -> str:

@@ -756,11 +756,20 @@ def run_case(case: Case, seeds=SEEDS, reuse: dict | None = None,
 
 
 # -- scoring (offline: every rule on the saved curves, interpolated on the grid) -------------
+def _read_text(path: Path) -> str:
+    """A saved run's text; gzipped where the name ends in .gz (the committed results)."""
+    if path.suffix == ".gz":
+        import gzip
+
+        return gzip.decompress(path.read_bytes()).decode()
+    return path.read_text()
+
+
 def load_results(*paths: str | Path) -> list[dict]:
     """Saved runs (several: their cases joined, a later file's case replacing an earlier's),
     with the grids' LR keys back as floats (JSON object keys are strings) and each case's
     split as ``SPLIT`` says now (a saved run keeps the split of its day)."""
-    joined = {r["case"]: r for path in paths for r in json.loads(Path(path).read_text())}
+    joined = {r["case"]: r for path in paths for r in json.loads(_read_text(Path(path)))}
     order = {c.name: i for i, c in enumerate(CASES)}
     results = sorted(joined.values(), key=lambda r: order.get(r["case"], len(order)))
     for r in results:

@@ -150,6 +150,15 @@ def test_a_dataset_may_return_a_dataset_a_pair_loaders_or_splits(user_conf, tmp_
     assert curve.loss_kind == ("train" if trains_only else "val")
 
 
+@pytest.mark.parametrize(("pretrained", "kind", "records"), [
+    ("true", "pair", "val"), ("false", "pair", "train"), ("true", "dataset", "train")])
+def test_validate_auto_records_the_validation_loss_when_fine_tuning_with_a_val_set(
+        user_conf, tmp_path, pretrained, kind, records):
+    assert run_user(user_conf, *BASE, f"pretrained={pretrained}", out_dir=tmp_path,
+                    values=[f"dataset.kind={kind}"]) == 0
+    assert RangeTestResult.from_csv(tmp_path / "curve.csv").loss_kind == records
+
+
 def test_dict_samples_run_with_the_batch_keys_they_name(user_conf, tmp_path, caplog):
     assert run_user(user_conf, *BASE, out_dir=tmp_path / "a", values=["dataset.kind=dict"]) == 2
     assert "batch_keys=[<input>,<target>]" in caplog.text and "'features'" in caplog.text

@@ -96,7 +96,9 @@ class LrexpConfig:
     amp: Any = DEFAULTS.amp  # null | bf16 | fp16
     batch_size: int = 64
     accumulation_steps: int = DEFAULTS.accumulation_steps
-    validate: bool = False  # record the validation loss after each step instead of the train loss
+    # record the validation loss after each step instead of the train loss: auto does so when
+    # fine-tuning (pretrained) and the dataset has a validation set; true or false
+    validate: Any = "auto"
     channels_last: bool = True  # on CUDA only
     threads: int = 0  # torch threads per job; 0 = auto (cores / parallel jobs under joblib)
     progress: bool = True
@@ -145,6 +147,9 @@ def check(cfg: Any) -> None:
          f"tracking.sidecar={cfg.tracking.get('sidecar')}", "use true, false or auto"),
         (cfg.loader.num_workers >= 0, f"loader.num_workers={cfg.loader.num_workers}",
          "use 0 (load in the main process) or a positive number of loader processes"),
+        (cfg.validate in ("auto", True, False), f"validate={cfg.validate}",
+         "use auto (the validation loss when fine-tuning and there is a validation set), true "
+         "or false"),
         (cfg.pretrained in ("auto", True, False), f"pretrained={cfg.pretrained}",
          "use auto (from the weights the net is loaded with), true or false"),
         (len(cfg.batch_keys) == 2, f"batch_keys={list(cfg.batch_keys)}",

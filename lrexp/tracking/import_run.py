@@ -334,8 +334,8 @@ class _StagedTracker(MlflowTracker):
 
     def runs_of(self, run_dir: Path) -> list[str]:
         """The experiment's live runs that already hold ``run_dir``: recorded by the runner
-        (tag ``run_dir``) or imported before (tag ``imported_from``), whole: a run still
-        RUNNING or marked incomplete (``INCOMPLETE_TAG``: its send failed) does not count.
+        (tag ``run_dir``) or imported before (tag ``imported_from``); a run marked incomplete
+        (``INCOMPLETE_TAG``: sending it failed) does not count.
         Empty when the store is unreachable (the import then says so) or the path cannot be
         put in a filter."""
         if "'" in str(run_dir) or not self._connect():
@@ -345,8 +345,7 @@ class _StagedTracker(MlflowTracker):
             query = f"tags.{tag} = '{run_dir}'"
             found += self._call(lambda q=query: self._client.search_runs(
                 [self._experiment_id], q, max_results=10), "search runs")
-        return sorted({run.info.run_id for run in found if run.info.status != "RUNNING"
-                       and INCOMPLETE_TAG not in run.data.tags})
+        return sorted({run.info.run_id for run in found if INCOMPLETE_TAG not in run.data.tags})
 
 
 def _tracker(run: RunDir, staged: Path, uri: str | None, experiment: str | None,

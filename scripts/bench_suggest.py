@@ -65,9 +65,10 @@ HOLDOUT_EVERY = 5  # the table's held-out slice: every 5th batch of the curve's 
 CACHE = Path("outputs/bench_cache")
 
 # The split, by family. The first nine families were split 5/4 before any rule changed
-# (commit 7210088); the four "held-out" ones among them were then scored and reported, so they
-# are no longer unseen: they joined the tuning split, and four new families, written before any
-# further rule change (this commit's parent's rules), are the held-out split the README reports.
+# (commit 7210088). Each round's held-out families, once scored and reported, are seen: they
+# join the tuning split, and new families, written and committed before that round's rule
+# changes, become the held-out split the README reports (rounds: 7210088; "four new held-out
+# families"; "five new held-out families").
 SPLIT = {
     "digits_classic": "tuning",
     "synthetic_mlp": "tuning",
@@ -78,10 +79,15 @@ SPLIT = {
     "regression_b": "tuning",  # held-out until 2026-12-05
     "regularized": "tuning",  # held-out until 2026-12-05
     "finetune_shifted": "tuning",  # held-out until 2026-12-05
-    "shapes_cnn": "held-out",
-    "tabular_mixed": "held-out",
-    "deep_dropout": "held-out",
-    "finetune_shapes": "held-out",
+    "shapes_cnn": "tuning",  # held-out until the second session of 2026-12-05
+    "tabular_mixed": "tuning",  # held-out until the second session of 2026-12-05
+    "deep_dropout": "tuning",  # held-out until the second session of 2026-12-05
+    "finetune_shapes": "tuning",  # held-out until the second session of 2026-12-05
+    "residual_mlp": "held-out",
+    "wide_tabular": "held-out",
+    "image_mlp": "held-out",
+    "finetune_cross": "held-out",
+    "finetune_rotated": "held-out",
 }
 
 
@@ -305,6 +311,54 @@ def circles():
     return _split(x, y, regression=False)
 
 
+# The third round's held-out data (written before that round's rule changes).
+def hastie():
+    """make_hastie_10_2's 10 Gaussian inputs, label = whether their squared norm passes the
+    chi-square median: a round boundary in 10-D."""
+    from sklearn.datasets import make_hastie_10_2
+
+    x, y = make_hastie_10_2(3000, random_state=2)
+    return _split(x, (y > 0).astype(np.int64), regression=False)
+
+
+def wide_small_classes():
+    """600 rows of 100 features, 10 of them informative, 4 classes: few rows, many inputs."""
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(600, 100, n_informative=10, n_classes=4, random_state=11)
+    return _split(x, y, regression=False)
+
+
+def wide_regression():
+    """make_regression's 50 inputs (20 informative) with noise, the target standardized."""
+    from sklearn.datasets import make_regression
+
+    x, y = make_regression(2000, 50, n_informative=20, noise=20.0, random_state=5)
+    return _split(x, y / y.std(), regression=True)
+
+
+def cross_source():
+    x, y = _shape_images(seed=7)
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def cross_target():
+    """Digits with 4 labels per class: a backbone pretrained on all ten shapes (another
+    domain: same canvas and scale)."""
+    x, y = _digit_images()
+    return _few_labels(x, y, per_class=4, seed=1)
+
+
+def rotated_target():
+    """The second half of the digits turned a quarter and noisier, 6 labels per class: a
+    backbone pretrained on the first half upright (``shifted``'s source)."""
+    x, y = _digit_images()
+    half = len(x) // 2
+    images = np.rot90(x[half:].reshape(-1, 8, 8), 1, axes=(1, 2)).reshape(-1, 64)
+    noise = 0.15 * np.random.default_rng(4).standard_normal(images.shape)
+    return _few_labels((images + noise).astype(np.float32), y[half:], per_class=6, seed=2)
+
+
 # -- models ----------------------------------------------------------------------------------
 def mlp(inputs, outputs, hidden=128, bn=False, act=nn.ReLU, depth=2, dropout=0.0):
     layers: list[nn.Module] = []
@@ -322,6 +376,24 @@ def cnn(bn: bool, classes: int = 10):
 
     return nn.Sequential(*block(1, 16), *block(16, 32), nn.MaxPool2d(2), *block(32, 32),
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, classes))
+
+
+class ResidualMLP(nn.Module):
+    """Pre-norm residual blocks (LayerNorm, Linear, GELU, Linear) around a linear stem."""
+
+    def __init__(self, inputs: int, outputs: int, width: int = 64, blocks: int = 3):
+        super().__init__()
+        self.stem = nn.Linear(inputs, width)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 2 * width), nn.GELU(),
+                          nn.Linear(2 * width, width)) for _ in range(blocks))
+        self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, outputs))
+
+    def forward(self, x):
+        x = self.stem(x)
+        for block in self.blocks:
+            x = x + block(x)
+        return self.head(x)
 
 
 class _Image(nn.Module):
@@ -361,7 +433,7 @@ def pretrained_backbone(arch: str, source: str) -> dict:
     if path.exists():
         return torch.load(path)
     x, y = {"new_classes": new_classes_source, "shifted": shifted_source,
-            "shapes": shapes_source}[source]()
+            "shapes": shapes_source, "cross": cross_source}[source]()
     torch.manual_seed(0)
     build, width = BACKBONES[arch]
     backbone = build()
@@ -430,10 +502,13 @@ CE, MSE = nn.CrossEntropyLoss, nn.MSELoss
 _IMAGES = partial(digits, image=True)
 
 
-def _finetune_cases(family: str, source: str, target: Callable, classes: int) -> list[Case]:
+def _finetune_cases(family: str, source: str, target: Callable, classes: int,
+                    weight_decay: float = 1e-2, batch: int = 16,
+                    steps: int = 200) -> list[Case]:
     return [Case(f"{family}_{arch}_adamw", family, target,
-                 partial(finetune_model, arch, source, classes), adamw(), CE, batch=16,
-                 steps=200, pretrained=True) for arch in ("cnn", "mlp", "transformer")]
+                 partial(finetune_model, arch, source, classes), adamw(weight_decay), CE,
+                 batch=batch, steps=steps, pretrained=True)
+            for arch in ("cnn", "mlp", "transformer")]
 
 
 CASES = [
@@ -511,6 +586,28 @@ CASES = [
     Case("wave2d_deep_silu_mlp_adamw", "deep_dropout", wave2d,
          lambda: mlp(2, 1, hidden=64, depth=4, act=nn.SiLU), adamw(), MSE, steps=600),
     *_finetune_cases("finetune_shapes", "shapes", shapes_target, 5),
+    # held-out since the second session of 2026-12-05 (written before its rule changes)
+    Case("spirals3_residual_mlp_adamw", "residual_mlp", partial(spirals, 3.0),
+         lambda: ResidualMLP(2, 2), adamw(), CE, steps=500),
+    Case("friedman1_residual_mlp_sgd_momentum", "residual_mlp", friedman,
+         lambda: ResidualMLP(10, 1), sgd(0.9), MSE),
+    Case("synthetic_residual_mlp_rmsprop_b64", "residual_mlp", synthetic_classes,
+         lambda: ResidualMLP(20, 5, width=128, blocks=2), rmsprop, CE, batch=64),
+    Case("hastie_mlp_sgd_nesterov", "wide_tabular", hastie, lambda: mlp(10, 2, hidden=64),
+         sgd(0.9, nesterov=True), CE, steps=400),
+    Case("wide_small_mlp_adam_b16", "wide_tabular", wide_small_classes,
+         lambda: mlp(100, 4, hidden=128), adam, CE, batch=16, steps=400),
+    Case("wide_regression_mlp_adamw", "wide_tabular", wide_regression,
+         lambda: mlp(50, 1, hidden=128), adamw(0.05), MSE),
+    Case("shapes_flat_mlp_sgd_plain", "image_mlp", partial(shapes, image=False),
+         lambda: mlp(64, 10, hidden=256), sgd(0.0), CE),
+    Case("digits_tanh_mlp_adam_b8", "image_mlp", digits, lambda: mlp(64, 10, act=nn.Tanh),
+         adam, CE, batch=8),
+    Case("digits_bn_mlp_rmsprop_b64", "image_mlp", digits, lambda: mlp(64, 10, bn=True),
+         rmsprop, CE, batch=64),
+    *_finetune_cases("finetune_cross", "cross", cross_target, 10, weight_decay=0.05, batch=8,
+                     steps=250),
+    *_finetune_cases("finetune_rotated", "shifted", rotated_target, 10, steps=300),
 ]
 
 

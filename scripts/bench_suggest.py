@@ -708,16 +708,10 @@ def fastai_minimum(lrs, losses):
 
 
 def fastai_valley(lrs, losses):
-    lrs, smoothed = _fastai_trimmed(lrs, losses)
-    finite = np.isfinite(smoothed)
-    lrs, smoothed = lrs[finite], smoothed[finite]
-    if len(lrs) < 2:
-        return None
-    from lrexp.engine.suggest import _longest_decreasing_run
+    """fastai's valley on its EMA: the engine computes the same reading for its verdict."""
+    from lrexp.engine.suggest import descent_valley_lr
 
-    start, end = _longest_decreasing_run(smoothed)
-    sections = (end - start) / 3
-    return float(lrs[max(start + int(sections) + int(sections / 2), 0)])
+    return descent_valley_lr(lrs, losses)
 
 
 def lightning_steepest(lrs, losses):

@@ -76,7 +76,7 @@ class RangeTestSettings:
     amp: Amp | str | None = None
     accumulation_steps: int = 1
     verify: bool = False
-    verify_steps: int = 40
+    verify_steps: int = 30  # 30 hit most on the tuning split (scripts/bench_suggest.md)
     repeats: int = 1
     pretrained: bool = False  # fine-tuning: the model starts from pretrained weights
 

@@ -1105,25 +1105,29 @@ def rank_correlation_lines(results) -> list[str]:
 
 
 def replay_verify(results, anchor: Rule, factors, kind: str, horizon: int,
-                  tolerance: float, halving_at: int | None = None) -> dict[str, list]:
+                  tolerance: float, halving_at: int | None = None,
+                  keep_default: bool = False) -> dict[str, list]:
     """A verify variant replayed on the probe table: candidates = the anchor rule's LR times
     ``factors``, each snapped to the nearest probed LR (within a third of a decade); the
-    lowest candidate whose measure is within ``tolerance`` (relative) of the best wins. With
-    ``halving_at``, the worse half of the candidates is dropped at that horizon (successive
-    halving) before the rest are judged at ``horizon``."""
+    lowest candidate whose measure is within ``tolerance`` (relative) of the best wins, or,
+    with ``keep_default``, the anchor itself unless the best beats it by more than
+    ``tolerance`` (the engine's rule). With ``halving_at``, the worse half of the candidates
+    is dropped at that horizon (successive halving) before the rest are judged at
+    ``horizon``."""
     per_case = {}
     for r in results:
         hits = []
         for t in r["trials"]:
             lrs, losses = np.asarray(t["curve"]["lrs"]), np.asarray(t["curve"]["losses"])
             lr = anchor(lrs, losses, r["pretrained"])
-            hits.append(hit(r["grid"], _replayed_choice(t["probes"], lr, factors, kind, horizon,
-                                                        tolerance, halving_at)))
+            choice = _replayed_choice(t["probes"], lr, factors, kind, horizon, tolerance,
+                                      halving_at, keep_default)
+            hits.append(hit(r["grid"], choice))
         per_case[r["case"]] = hits
     return per_case
 
 
-def _replayed_choice(probes, lr, factors, kind, horizon, tolerance, halving_at):
+def _replayed_choice(probes, lr, factors, kind, horizon, tolerance, halving_at, keep_default):
     if lr is None or not probes:
         return lr
     rows = {}
@@ -1139,6 +1143,11 @@ def _replayed_choice(probes, lr, factors, kind, horizon, tolerance, halving_at):
     if not finite:
         return lr
     best = min(finite.values())
+    if keep_default:
+        default = finite.get(lr)
+        if default is not None and best >= default - tolerance * abs(default):
+            return lr
+        return min(finite, key=finite.get)
     return min(k for k, v in finite.items() if v <= best + tolerance * abs(best))
 
 

@@ -235,6 +235,7 @@ def main() -> None:
         print(f"| lrexp default (this engine) | - | {tune[0]}/{tune[1]} | "
               f"{log_error(results, rule, splits['tuning']):+.2f} | {shown(held)} |")
     print_verify_scan(results, args.held_out)
+    print_verdict_scan(results, args.held_out)
 
 
 VERIFY_FACTORS = ((1, 3), (1 / 3, 1), (1 / 3, 1, 3), (1 / 10, 1 / 3, 1), (1 / 10, 1 / 3, 1, 3))
@@ -252,34 +253,67 @@ def print_verify_scan(results, show_held_out: bool, top: int = 12) -> None:
             anchors[key] = default(lrs, losses, pretrained)
         return anchors[key]
 
-    variants = [(f, k, h, tol, halving) for f in VERIFY_FACTORS
+    variants = [(f, k, h, tol, halving, False) for f in VERIFY_FACTORS
                 for k in ("train", "holdout", "val") for h in (20, 30, 40)
                 for tol in (0.0, 0.05, 0.1, 0.2) for halving in (None, 20)
                 if halving is None or (h == 40 and len(f) > 2)]
+    # the engine's rule: the default stands unless a lower candidate beats it by `tol`
+    variants += [(f, k, h, tol, None, True) for f in VERIFY_FACTORS if max(f) == 1
+                 for k in ("train", "holdout", "val") for h in (20, 30, 40)
+                 for tol in (0.05, 0.1, 0.15, 0.2, 0.3, 0.5)]
     for regime in ("from scratch", "fine-tuning"):
         chosen = [r for r in results if r["pretrained"] == (regime == "fine-tuning")]
         splits = {split: {r["case"] for r in chosen if r["split"] == split}
                   for split in ("tuning", "held-out")}
         rows = []
-        for factors, kind, horizon, tolerance, halving in variants:
-            per_case = replay_verify(chosen, anchor, factors, kind, horizon, tolerance, halving)
+        for factors, kind, horizon, tolerance, halving, keep in variants:
+            per_case = replay_verify(chosen, anchor, factors, kind, horizon, tolerance, halving,
+                                     keep)
             counts = {split: (sum(sum(per_case[c]) for c in cases),
                               sum(len(per_case[c]) for c in cases))
                       for split, cases in splits.items()}
             cost = len(factors) * horizon if halving is None else \
                 len(factors) * halving + (len(factors) + 1) // 2 * (horizon - halving)
             rows.append((counts["tuning"][0], -cost, factors, kind, horizon, tolerance,
-                         halving, counts))
+                         halving, keep, counts))
         rows.sort(key=lambda row: row[:2], reverse=True)
         print(f"\n## verify variants, {regime} (best {top} on the tuning split)\n")
-        print("| factors | judge | horizon | tolerance | halving at | probe steps | tuning hits |"
-              " held-out hits |\n|---|---|---|---|---|---|---|---|")
-        for _, cost, factors, kind, horizon, tolerance, halving, counts in rows[:top]:
+        print("| factors | judge | horizon | tolerance | halving at | keeps | probe steps |"
+              " tuning hits | held-out hits |\n|---|---|---|---|---|---|---|---|---|")
+        for _, cost, factors, kind, horizon, tolerance, halving, keep, counts in rows[:top]:
             fs = ",".join(f"{f:.3g}" for f in factors)
             held = counts["held-out"]
             shown = f"{held[0]}/{held[1]}" if show_held_out else "-"
-            print(f"| {fs} | {kind} | {horizon} | {tolerance} | {halving or '-'} | {-cost} | "
-                  f"{counts['tuning'][0]}/{counts['tuning'][1]} | {shown} |")
+            keeps = "default" if keep else "lowest"
+            print(f"| {fs} | {kind} | {horizon} | {tolerance} | {halving or '-'} | {keeps} | "
+                  f"{-cost} | {counts['tuning'][0]}/{counts['tuning'][1]} | {shown} |")
+
+
+def print_verdict_scan(results, show_held_out: bool) -> None:
+    """The default's hit rate when "high" and when "low", per AGREEMENT_DECADES (how near the
+    descent's valley a "high" suggestion must be; inf: no such check)."""
+    from lrexp.engine import suggest as rules
+
+    chosen = rules.AGREEMENT_DECADES
+    print("\n## verdict: agreement with the descent's valley (decades)\n")
+    print("| decades | tuning high | tuning low | held-out high | held-out low |\n"
+          "|---|---|---|---|---|")
+    for decades in (0.3, 0.5, 0.7, 1.0, 1.5, math.inf):
+        rules.AGREEMENT_DECADES = decades
+        rates = {}
+        for split in ("tuning", "held-out"):
+            for level in ("high", "low"):
+                found = [hit(r["grid"], s.lr) for r in results if r["split"] == split
+                         for t in r["trials"]
+                         for s in [rules.suggest(t["curve"]["lrs"], t["curve"]["losses"],
+                                                 pretrained=r["pretrained"])]
+                         if s.confidence == level]
+                rates[split, level] = f"{sum(found)}/{len(found)}"
+        held = [rates["held-out", level] if show_held_out else "-" for level in ("high", "low")]
+        print(f"| {decades:g} | {rates['tuning', 'high']} | {rates['tuning', 'low']} | "
+              f"{held[0]} | {held[1]} |")
+    rules.AGREEMENT_DECADES = chosen
+
 
 if __name__ == "__main__":
     main()

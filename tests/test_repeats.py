@@ -86,11 +86,12 @@ def test_repeats_that_disagree_cannot_give_high_confidence():
     assert few.confidence == "low" and "only 1 of the 3 repeats" in few.reason
 
 
-def _edge_curve(blowup_lr, n=60):
-    """A clean curve on a fixed grid: flat, falls, blows up at ``blowup_lr``."""
+def _edge_curve(blowup_lr, n=60, fall_lr=0.05):
+    """A clean curve on a fixed grid: flat, falls fastest at ``fall_lr``, blows up at
+    ``blowup_lr``."""
     lrs = np.logspace(-5, 1, n)
     x = np.log10(lrs)
-    loss = 2.0 - 1.0 / (1 + np.exp(-3 * (x + 3))) + 0.002 * np.sin(7 * x)
+    loss = 2.0 - 1.0 / (1 + np.exp(-3 * (x - np.log10(fall_lr)))) + 0.002 * np.sin(7 * x)
     loss = np.where(lrs > blowup_lr, loss + 40 * (np.log10(lrs / blowup_lr)) ** 2, loss)
     return RangeTestResult(lrs, loss, loss)
 
@@ -107,7 +108,7 @@ def test_a_median_curve_whose_repeats_disagree_is_not_high_and_says_why():
 
 
 def test_a_repeat_cut_short_by_ctrl_c_does_not_count_in_the_spread():
-    partial = _edge_curve(0.5)
+    partial = _edge_curve(0.5, fall_lr=1e-3)  # a repeat whose loss fell early, cut short
     partial = RangeTestResult(partial.lrs[:25], partial.losses[:25], partial.smoothed[:25],
                               stop_reason="interrupted")
     assert suggest(partial.lrs, partial.losses).lr < _edge_curve(0.5).suggest().lr / 10

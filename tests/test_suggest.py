@@ -13,12 +13,13 @@ from lrexp.engine.suggest import (
 )
 
 
-def _sigmoid_curve(n=100, noise=0.0, seed=0):
+def _sigmoid_curve(n=100, noise=0.0, seed=0, centre=-3.0):
     """Loss falls fastest at lr = 1e-3 (the tanh's centre), bottoms out near 3.5e-2, then
-    explodes (the minimum of 2 - tanh(x+3) + exp(3(x+0.5)) in x = log10 lr, found numerically)."""
+    explodes (the minimum of 2 - tanh(x+3) + exp(3(x+0.5)) in x = log10 lr, found numerically).
+    ``centre`` moves the fall (log10 of its steepest LR)."""
     lrs = np.geomspace(1e-7, 10, n)
     x = np.log10(lrs)
-    losses = 2.0 - np.tanh(x + 3) + np.exp(3 * (x + 0.5)).clip(max=50)
+    losses = 2.0 - np.tanh(x - centre) + np.exp(3 * (x + 0.5)).clip(max=50)
     return lrs, losses + noise * np.random.default_rng(seed).standard_normal(n)
 
 
@@ -94,15 +95,33 @@ def test_valley_lies_inside_the_descent():
 
 def test_a_clean_curve_gets_high_confidence_and_an_interval_below_its_blowup():
     from lrexp.engine.curve import blowup_index
-    from lrexp.engine.suggest import INTERVAL_BELOW_EDGE
+    from lrexp.engine.suggest import AGREEMENT_DECADES, INTERVAL_BELOW_EDGE, descent_valley_lr
 
-    lrs, losses = _sigmoid_curve(noise=0.05)
+    # the fall is steepest at 10^-1.5, about where the edge rule (blow-up near 0.6, / 20)
+    # lands, so the two readings agree
+    lrs, losses = _sigmoid_curve(noise=0.05, centre=-1.5)
     s = suggest(lrs, losses)
-    assert s.confidence == "high"
+    assert s.confidence == "high", s.reason
+    assert abs(np.log10(s.lr / descent_valley_lr(lrs, losses))) <= AGREEMENT_DECADES
     blowup_lr = lrs[blowup_index(losses)]
     assert s.interval == pytest.approx((blowup_lr / INTERVAL_BELOW_EDGE[0],
                                         blowup_lr / INTERVAL_BELOW_EDGE[1]))
     assert s.interval[0] <= s.lr <= s.interval[1]
+
+
+def test_a_suggestion_far_from_the_descents_valley_is_never_high():
+    """The fall ends at 1e-2 and the loss stays flat for 1.5 decades before it blows up: the
+    edge rule (blow-up / 20) and the valley of the descent (near the tanh's centre, 1e-3) part
+    by more than AGREEMENT_DECADES, and the verdict says so with both LRs."""
+    from lrexp.engine.suggest import AGREEMENT_DECADES, descent_valley_lr
+
+    lrs, losses = _sigmoid_curve(noise=0.05)
+    s = suggest(lrs, losses)
+    valley = descent_valley_lr(lrs, losses)
+    assert abs(np.log10(valley / 1e-3)) <= 0.3  # the valley sits in the steep part
+    assert abs(np.log10(s.lr / valley)) > AGREEMENT_DECADES
+    assert s.confidence == "low"
+    assert "second reading" in s.reason and f"{valley:.3g}" in s.reason
 
 
 def test_without_a_blowup_the_interval_runs_from_half_the_fall_to_the_minimum():

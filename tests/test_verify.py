@@ -38,7 +38,7 @@ def _state(model, optimizer):
             repr(optimizer.state_dict()))
 
 
-def test_verify_picks_the_candidate_that_contracts_fastest_and_restores_bitwise():
+def test_verify_keeps_the_default_that_contracts_fastest_and_restores_bitwise():
     torch.manual_seed(0)
     model = Point()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-5)
@@ -47,10 +47,14 @@ def test_verify_picks_the_candidate_that_contracts_fastest_and_restores_bitwise(
     res = lrexp.range_test(model, _batches(40), quadratic_loss, optimizer, min_lr=1e-2,
                            max_lr=10, num_iter=30, progress=False, verify=True, verify_steps=12)
     verification = res.verification
-    assert verification is not None and len(verification.probes) >= 2
+    assert verification is not None and len(verification.probes) == 2
+    # the candidates: the default and a third of it, both below the stability limit 2/a
+    default = res.suggest(method="default").lr
+    assert [probe.lr for probe in verification.probes] == pytest.approx([default / 3, default])
     contraction = [abs(1 - CURVATURE * probe.lr) for probe in verification.probes]
-    assert verification.chosen == int(np.argmin(contraction))
-    assert any(probe.lr > 2 / CURVATURE for probe in verification.probes)  # one that diverges
+    assert int(np.argmin([probe.loss for probe in verification.probes])) == int(
+        np.argmin(contraction))
+    assert verification.chosen == int(np.argmin(contraction)) == 1  # the default stands
     assert res.suggest().method == "verified"
     assert res.suggest().lr == verification.probes[verification.chosen].lr
     # every probe started from the initial weights: its first loss is the initial loss
@@ -217,16 +221,23 @@ def test_the_probe_picks_the_lr_that_trains_best_over_a_whole_run_not_the_fastes
     assert long_run[old_choice] > long_run[verification.chosen]  # the bias was there to remove
 
 
-def test_a_higher_lr_must_win_clearly_the_lowest_lr_within_reach_is_kept():
+def test_the_default_stands_unless_a_lower_lr_beats_it_clearly():
     from lrexp.engine.result import Probe
-    from lrexp.engine.verify import PREFER_LOWER_WITHIN, choose
+    from lrexp.engine.verify import DEFAULT_SOURCE, DEFAULT_UNLESS_BEATEN_BY, choose
 
-    near = 1.0 * (1 + PREFER_LOWER_WITHIN / 2)
-    probes = [Probe(0.01, "a", near), Probe(0.03, "b", 1.0), Probe(0.1, "c", math.inf)]
-    assert choose(probes) == 0
-    probes[0] = Probe(0.01, "a", 1.0 * (1 + 2 * PREFER_LOWER_WITHIN))
-    assert choose(probes) == 1
-    assert choose([Probe(0.1, "c", math.inf)]) is None
+    def probes(lower_loss, default_loss=1.0):
+        return [Probe(0.01, "default x0.333", lower_loss), Probe(0.03, DEFAULT_SOURCE,
+                                                                    default_loss)]
+
+    margin = DEFAULT_UNLESS_BEATEN_BY
+    assert choose(probes(1.0 - margin / 2)) == 1  # a small lead is noise: the default stands
+    assert choose(probes(1.0 - 2 * margin)) == 0  # a clear lead moves the answer down
+    assert choose(probes(1.0, default_loss=math.inf)) == 0  # the default diverged
+    assert choose(probes(math.inf, default_loss=math.inf)) is None
+    # a default merged with a near candidate still counts as the default
+    merged = [Probe(0.01, "default x0.5", 1.0), Probe(0.03, f"default x0.9, {DEFAULT_SOURCE}",
+                                                      1.0 + margin / 2)]
+    assert choose(merged) == 1
 
 
 def test_a_pretrained_result_probes_around_the_fine_tuning_default():

@@ -46,9 +46,9 @@ import numpy.typing as npt
 from lrexp.engine.curve import FloatArray, read, readable_end, smooth, start_level
 
 __all__ = [
-    "CONFIDENCE_LEVELS", "DEFAULT_METHOD", "DEFAULT_METHODS", "METHODS", "REGIMES",
-    "SPREAD_HIGH_DECADES", "Suggestion", "SuggestionSpread", "Verdict", "assess", "edge",
-    "fall_start_lr", "finetune", "minimum", "regime_name", "spread_of", "steepest", "suggest",
+    "AGREEMENT_DECADES", "CONFIDENCE_LEVELS", "DEFAULT_METHOD", "DEFAULT_METHODS", "METHODS",
+    "REGIMES", "SPREAD_HIGH_DECADES", "Suggestion", "SuggestionSpread", "Verdict", "assess",
+    "descent_valley_lr", "edge", "fall_start_lr", "finetune", "minimum", "regime_name", "spread_of", "steepest", "suggest",
     "valley", "with_spread",
 ]
 
@@ -339,7 +339,8 @@ def _with_verdict(suggestion: Suggestion, curve: _Curve) -> Suggestion:
             return replace(judged, confidence="low", reason=(
                 f"{verdict.reason} But a second reading of the curve (the valley of its "
                 f"longest descent) {where}, more than {AGREEMENT_DECADES:g} decades from the "
-                "suggestion: the curve's shape is irregular; run verify=true or repeats."))
+                "suggestion: the curve does not pin the LR down (often a wide flat stretch "
+                "between the fall and the blow-up); verify=true probes below the suggestion."))
     return judged
 
 

@@ -68,8 +68,10 @@ def run(cfg: DictConfig, keep_going: bool = False) -> int:
         code = _run_checked(cfg, keep_going, record)
         if code == EXIT_INTERRUPTED:
             code = record.interrupted_exit_code
-            if sweep_dir is not None and record.scheduler is None:  # a scheduler stops its
-                interrupt.mark(sweep_dir)  # jobs one by one; else the jobs not started skip
+            # A batch scheduler's (SLURM's) stop ends this job alone; any other stop marks the
+            # sweep, so that the jobs not started yet skip.
+            if sweep_dir is not None and record.scheduler is None:
+                interrupt.mark(sweep_dir)
     return code
 
 

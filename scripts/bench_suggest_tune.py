@@ -248,7 +248,7 @@ def print_verify_scan(results, show_held_out: bool, top: int = 12) -> None:
     default = lrexp_rule("default")
 
     def anchor(lrs, losses, pretrained=False):  # the default's LR, once per curve
-        key = hash((lrs.tobytes(), pretrained))
+        key = hash((lrs.tobytes(), losses.tobytes(), pretrained))
         if key not in anchors:
             anchors[key] = default(lrs, losses, pretrained)
         return anchors[key]

@@ -1,6 +1,6 @@
-"""From a range test to a training schedule, measured: the README's worked example.
+"""From a range test to a training schedule, measured: the worked example in scripts/methods.md.
 
-On scikit-learn's digits (1437 training images, 360 held out) with the README's MLP and SGD
+On scikit-learn's digits (1437 training images, 360 held out) with the zoo's MLP and SGD
 (momentum 0.9), for each seed: a range test, then three short trainings from the same initial
 weights and data order:
 

@@ -48,8 +48,8 @@ from lrexp.engine.curve import FloatArray, read, readable_end, smooth, start_lev
 __all__ = [
     "AGREEMENT_DECADES", "CONFIDENCE_LEVELS", "DEFAULT_METHOD", "DEFAULT_METHODS", "METHODS",
     "REGIMES", "SPREAD_HIGH_DECADES", "Suggestion", "SuggestionSpread", "Verdict", "assess",
-    "descent_valley_lr", "edge", "fall_start_lr", "finetune", "minimum", "regime_name", "spread_of", "steepest", "suggest",
-    "valley", "with_spread",
+    "descent_valley_lr", "edge", "fall_start_lr", "finetune", "minimum", "regime_name",
+    "spread_of", "steepest", "suggest", "valley", "with_spread",
 ]
 
 # Fewer usable points than this cannot show a descent and a turn.
@@ -288,8 +288,8 @@ def with_spread(judged: _Judged, spread: SuggestionSpread) -> _Judged:
 
 def _interval(curve: _Curve, peak: float, fall: float) -> tuple[float, float]:
     """With a blow-up on the curve: from a hundredth to a fifth of its LR (the band that held
-    the best constant LR most often in scripts/bench_suggest.py; README). Without one: from
-    the first LR where the loss has made half its fall to the LR of its minimum."""
+    the best constant LR most often in scripts/bench_suggest.py). Without one: from the first
+    LR where the loss has made half its fall to the LR of its minimum."""
     if curve.blowup_lr is not None:
         return curve.blowup_lr / INTERVAL_BELOW_EDGE[0], curve.blowup_lr / INTERVAL_BELOW_EDGE[1]
     best = curve.best

@@ -9,6 +9,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from mlflow.tracking import MlflowClient
 
 from lrexp.sweep import slurm, slurm_job
+from lrexp.sweep.recorder import SweepRecorder
 from lrexp.tracking.mlflow_tracker import MlflowTracker
 
 
@@ -51,7 +52,7 @@ def _attempt_run(monkeypatch, uri, experiment, parent, restarts, status, run_dir
 def test_a_requeued_jobs_run_replaces_only_its_own_earlier_attempts(
         monkeypatch, shared_sqlite_uri, experiment_name):
     client = MlflowClient(shared_sqlite_uri)
-    parents = [MlflowTracker(uri=shared_sqlite_uri, experiment=experiment_name).open_parent(
+    parents = [SweepRecorder(uri=shared_sqlite_uri, experiment=experiment_name).open(
         f"sweep {n}", tags={}) for n in range(2)]
     first = _attempt_run(monkeypatch, shared_sqlite_uri, experiment_name, parents[1], 0, "KILLED")
     # the same job id in an older sweep (a cluster whose ids started over): not this job's

@@ -260,22 +260,30 @@ def report_not_submitted(sweep_dir: Path, launcher_settings: Mapping[str, Any]) 
     sbatch's words, the job's settings, what was kept, the fix) and the exit code."""
     import sys
 
-    from lrexp.run.files import PARENT_RUN_FILE
-
     try:
         why = NotSubmitted(**json.loads((sweep_dir / NOT_SUBMITTED_FILE).read_text()))
     except (OSError, ValueError, TypeError):
         return
     settings = ", ".join(f"{key}={launcher_settings.get(key)}" for key in _SHOWN_SETTINGS)
-    parent = sweep_dir / PARENT_RUN_FILE
-    kept = (f"the sweep's MLflow run {parent.read_text().strip()} is closed FAILED, and"
-            if parent.is_file() else "")
     sys.stderr.write(
         f"lrexp: error: SLURM took none of the sweep's jobs: {why.what} (\"{why.said}\"; "
-        f"hydra.launcher: {settings}). Nothing ran; {kept} {sweep_dir / 'sweep_summary.csv'} "
-        f"lists every job as not submitted. To fix: {why.fix}. "
-        f"Exit code {why.exit_code}.\n".replace(";  ", "; "))
+        f"hydra.launcher: {settings}). Nothing ran; {_parent_kept(sweep_dir)}"
+        f"{sweep_dir / 'sweep_summary.csv'} lists every job as not submitted. To fix: "
+        f"{why.fix}. Exit code {why.exit_code}.\n")
     raise SystemExit(why.exit_code)
+
+
+def _parent_kept(sweep_dir: Path) -> str:
+    """What became of the sweep's MLflow run, as the sweep's end left it (none: "")."""
+    from lrexp.run.files import PARENT_CLOSED_FILE, PARENT_RUN_FILE
+
+    with contextlib.suppress(OSError):
+        run_id = (sweep_dir / PARENT_RUN_FILE).read_text().strip()
+        with contextlib.suppress(OSError):
+            status = (sweep_dir / PARENT_CLOSED_FILE).read_text().strip()
+            return f"the sweep's MLflow run {run_id} is closed {status}, and "
+        return f"the sweep's MLflow run {run_id} could not be closed (see the warning above); "
+    return ""
 
 
 def stopped_by_state(state: str, started: bool) -> str:

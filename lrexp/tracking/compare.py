@@ -245,9 +245,9 @@ def _compare(args: argparse.Namespace) -> int:
     from mlflow.tracking import MlflowClient
 
     from lrexp.plotting import plot_overlay, save_figure
-    from lrexp.tracking.mlflow_tracker import _http_limits
+    from lrexp.tracking.mlflow_tracker import http_limits
 
-    with _http_limits(args.timeout_s):
+    with http_limits(args.timeout_s):
         try:
             client = MlflowClient(uri)
             runs = fetch_runs(client, args.experiment, args.parent)

@@ -329,8 +329,8 @@ class _StagedTracker(MlflowTracker):
         super().__init__(**settings)
         self.staged = staged
 
-    def _send_run_dir_extras(self, out_dir: Path) -> None:
-        super()._send_run_dir_extras(self.staged)
+    def _send_run_dir_extras(self, run_id: str, out_dir: Path) -> None:
+        super()._send_run_dir_extras(run_id, self.staged)
 
     def runs_of(self, run_dir: Path) -> list[str]:
         """The experiment's live runs that already hold ``run_dir``: recorded by the runner
@@ -338,13 +338,13 @@ class _StagedTracker(MlflowTracker):
         (``INCOMPLETE_TAG``: sending it failed) does not count.
         Empty when the store is unreachable (the import then says so) or the path cannot be
         put in a filter."""
-        if "'" in str(run_dir) or not self._connect():
+        if "'" in str(run_dir) or not self.connect():
             return []
         found = []
         for tag in ("run_dir", "imported_from"):
             query = f"tags.{tag} = '{run_dir}'"
-            found += self._call(lambda q=query: self._client.search_runs(
-                [self._experiment_id], q, max_results=10), "search runs")
+            found += self.call(lambda q=query: self.client.search_runs(
+                [self.experiment_id], q, max_results=10), "search runs")
         return sorted({run.info.run_id for run in found if INCOMPLETE_TAG not in run.data.tags})
 
 

@@ -134,3 +134,25 @@ def test_only_a_missing_slurm_command_reads_as_slurm_absent(filename, missing):
     else:
         assert why.exit_code == slurm.EXIT_CLUSTER_UNAVAILABLE
         assert why.said == f"{missing}: command not found"
+
+
+@pytest.mark.parametrize("closed", [None, "FAILED"])
+def test_the_paragraph_says_the_parent_is_closed_only_when_the_sweep_closed_it(
+        tmp_path, capsys, closed):
+    import json
+
+    from lrexp.run.files import PARENT_CLOSED_FILE, PARENT_RUN_FILE
+
+    why = slurm.NotSubmitted("sbatch refused the sweep's jobs as configured", "Invalid gres",
+                             "set gpus_per_node to null", 2)
+    (tmp_path / slurm.NOT_SUBMITTED_FILE).write_text(json.dumps(why.__dict__))
+    (tmp_path / PARENT_RUN_FILE).write_text("abc123")
+    if closed:  # the sweep's end closed the parent run
+        (tmp_path / PARENT_CLOSED_FILE).write_text(closed)
+    with pytest.raises(SystemExit) as exit_:
+        slurm.report_not_submitted(tmp_path, {"partition": "debug"})
+    assert exit_.value.code == 2
+    paragraph = capsys.readouterr().err
+    said = ("the sweep's MLflow run abc123 is closed FAILED" if closed else
+            "the sweep's MLflow run abc123 could not be closed")
+    assert said in paragraph and ("closed FAILED" in paragraph) == bool(closed)

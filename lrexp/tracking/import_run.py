@@ -46,7 +46,7 @@ from lrexp.run.files import (
     REPEATS_FILE,
     SUMMARY_FILE,
 )
-from lrexp.run.life import run_names
+from lrexp.run.life import KILLED, run_names
 from lrexp.run.summary import RunSummary, SummaryError, is_number
 from lrexp.tracking.defaults import DEFAULT_EXPERIMENT, DEFAULT_TIMEOUT_S
 from lrexp.tracking.mlflow_tracker import (
@@ -260,7 +260,7 @@ class RunDir:
     @property
     def status(self) -> str:
         """The MLflow run status: a run without summary.json did not end by itself."""
-        return "KILLED" if self.summary is None else self.summary.mlflow_status
+        return KILLED if self.summary is None else self.summary.mlflow_status
 
     @property
     def names(self) -> dict[str, str]:

@@ -156,3 +156,25 @@ def test_the_paragraph_says_the_parent_is_closed_only_when_the_sweep_closed_it(
     said = ("the sweep's MLflow run abc123 is closed FAILED" if closed else
             "the sweep's MLflow run abc123 could not be closed")
     assert said in paragraph and ("closed FAILED" in paragraph) == bool(closed)
+
+
+def test_what_lrexp_changes_in_submitit_is_still_where_it_was():
+    """submitit offers no hook for a lost job's result or for its watcher: lrexp replaces
+    ``SlurmJob.results`` and ``SlurmJob.watcher`` while it waits (slurm.waiting_for_jobs).
+    This fails loudly when a submitit or plugin release moves either."""
+    import inspect
+
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
+    from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
+
+    assert ".results()" in inspect.getsource(BaseSubmititLauncher.launch)
+    assert isinstance(SlurmJob.watcher, SlurmInfoWatcher)
+    for name in ("_make_command", "read_info", "get_state"):
+        assert callable(getattr(SlurmInfoWatcher, name))
+    assert {"_registered", "_finished"} <= set(vars(SlurmInfoWatcher(delay_s=1)))
+    original = SlurmJob.results, SlurmJob.watcher
+    job = SlurmJob.__new__(SlurmJob)  # a job whose results() raises (it has no folder)
+    with slurm.waiting_for_jobs(lambda lost, error: ("recorded", lost)):
+        assert job.results() == [("recorded", job)]
+    assert (SlurmJob.results, SlurmJob.watcher) == original

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from lrexp.run.files import PARENT_CLOSED_FILE, PARENT_RUN_FILE
+from lrexp.run.files import CURVE_FILE, PARENT_CLOSED_FILE, PARENT_RUN_FILE, SWEPT_KEYS_FILE
 from lrexp.run.life import ENDED_ON_ITS_OWN, FAILED, FINISHED, KILLED
 from lrexp.run.summary import COLUMNS, SUMMARY_FILE, RunSummary, format_table
 from lrexp.sweep import interrupt
@@ -197,7 +197,7 @@ def collect_jobs(sweep_dir: Path) -> SweepJobs:
         except (OSError, ValueError) as error:
             summary = RunSummary(status="unreadable", error=f"{summary_file}: {error}")
         rows.append({**summary.row(job), "swept": swept[job] or None})
-        curve_file = summary_file.parent / "curve.csv"
+        curve_file = summary_file.parent / CURVE_FILE
         if curve_file.exists():
             curves[job] = RangeTestResult.from_csv(curve_file)
     return SweepJobs(rows, curves, overrides)
@@ -223,13 +223,6 @@ def job_overrides(job_dirs: list[Path]) -> dict[str, list[str]]:
         except (OSError, ValueError):
             overrides[job_dir.name] = []
     return overrides
-
-
-SWEPT_KEYS_FILE = "swept_keys.json"
-
-
-def _override_key(override: str, parser: Any) -> str:
-    return str(parser.parse_overrides([override])[0].key_or_group)
 
 
 def write_swept_keys(config: DictConfig, sweep_dir: Path) -> list[str]:
@@ -260,7 +253,8 @@ def job_swept_settings(sweep_dir: Path, overrides: list[str]) -> str:
     except (OSError, ValueError):
         return " ".join(overrides)
     parser = OverridesParser.create()
-    return " ".join(o for o in overrides if _override_key(o, parser).lstrip("+~") in keys)
+    return " ".join(o for o in overrides
+                    if str(parser.parse_overrides([o])[0].key_or_group).lstrip("+~") in keys)
 
 
 def swept_settings(overrides: dict[str, list[str]]) -> dict[str, str]:

@@ -2,18 +2,12 @@
 
     python -m lrexp.tracking.import_run outputs/2026-11-25/10-00-00 [--uri URI] [--experiment NAME]
 
-Reads the run dir's config.yaml, curve.csv and summary.json (and a repeated test's
-curve_repeats.csv) and records them as the runner would have: params, tags, every step's lr /
-loss / loss_smooth (each repeat's loss, the median's band), summary metrics and the artifacts. A
-run dir without summary.json (the run crashed or was killed) is imported as a KILLED run with
-every step of its curve.
-
-The run dir is untrusted input: only regular files that live in it are read or uploaded (links
-are skipped with a warning), its config is plain YAML whose ${...} stay literal text, and the
-store is --uri, else MLFLOW_TRACKING_URI, else MLflow's default; never the run's tracking.uri
-unless --use-run-dir-uri asks for it. Everything is checked before the MLflow run is created.
-Exit code 0 when the run is in MLflow, 2 when the folder is not a usable lrexp run dir, 1 when
-the store cannot be reached or fails.
+Records the run dir (read by ``lrexp.run.run_dir``, which trusts nothing in it) as the runner
+would have: params, tags, every step, summary metrics and artifacts; a run dir without
+summary.json is imported KILLED with every step of its curve. The store is --uri, else
+MLFLOW_TRACKING_URI, else MLflow's default; the run's own tracking.uri only with
+--use-run-dir-uri. Everything is checked before the MLflow run is created. Exit code 0 when the
+run is in MLflow, 2 when the folder is not a usable lrexp run dir, 1 when the store fails.
 """
 
 from __future__ import annotations

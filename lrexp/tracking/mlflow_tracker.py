@@ -290,7 +290,7 @@ class MlflowStore:
             return False
         problem = sqlite_store_problem(self.uri)
         if problem:
-            self.give_up(problem)
+            self.give_up(f"{problem}; move it away or set tracking.uri")
             return False
         from mlflow.tracking import MlflowClient
 

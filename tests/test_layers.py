@@ -141,3 +141,13 @@ def test_the_zoo_imports_neither_hydra_nor_the_schema(path):
 def test_every_module_says_what_it_is(path):
     docstring = ast.get_docstring(ast.parse(path.read_text()))
     assert docstring and docstring.strip()
+
+
+def test_the_statuses_runs_are_closed_with_are_spelled_once():
+    """FINISHED, KILLED and FAILED come from lrexp.run.life everywhere else."""
+    life = PACKAGE / "run" / "life.py"
+    spelled = [f"{path.relative_to(PACKAGE)}:{node.lineno}"
+               for path in PACKAGE.rglob("*.py") if path != life
+               for node in ast.walk(ast.parse(path.read_text()))
+               if isinstance(node, ast.Constant) and node.value in ("FINISHED", "KILLED", "FAILED")]
+    assert spelled == []

@@ -59,7 +59,7 @@ def test_jobs_that_differ_only_in_their_seed_form_one_group_per_other_setting(tm
 
 def test_several_groups_reach_the_parent_under_their_own_names(tmp_path, shared_sqlite_uri,
                                                               experiment_name):
-    from lrexp.tracking.mlflow_tracker import MlflowTracker
+    from lrexp.sweep.recorder import SweepRecorder
 
     for n, (net, level) in enumerate([("mlp", 1.0), ("cnn", 0.5)]):
         for seed in (0, 1):
@@ -67,10 +67,10 @@ def test_several_groups_reach_the_parent_under_their_own_names(tmp_path, shared_
                  _curve(level + seed / 10))
     groups = [write_group(group, tmp_path) for group in _groups(tmp_path)]
     assert [group.name for group in groups] == ["seeds_net_mlp", "seeds_net_cnn"]
-    tracker = MlflowTracker(uri=shared_sqlite_uri, experiment=experiment_name)
-    parent = tracker.open_parent("sweep", tags={})
+    recorder = SweepRecorder(uri=shared_sqlite_uri, experiment=experiment_name)
+    parent = recorder.open("sweep", tags={})
     for group in groups:
-        tracker.log_seed_group(parent, group, prefixed=True)
+        recorder.log_seed_group(parent, group, prefixed=True)
     client = MlflowClient(shared_sqlite_uri)
     run = client.get_run(parent)
     for group in groups:

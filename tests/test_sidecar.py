@@ -130,6 +130,32 @@ def test_a_child_that_dies_mid_run_is_replaced_and_the_run_completed(tmp_path, c
     assert tracker.outcome().steps == 5 and tracker.outcome().status == "FINISHED"
 
 
+@pytest.mark.slow  # two children import MLflow (~7 s each)
+def test_the_run_belongs_to_the_training_process_so_no_orphan_closer_ends_it(tmp_path):
+    import time
+
+    from lrexp.tracking.mlflow_tracker import OWNER_PID_TAG
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = _sidecar(uri, "x")
+    tracker.start("training", params={}, tags={})
+    deadline = time.monotonic() + 120
+    while tracker.run_id is None and time.monotonic() < deadline:  # the child opened it
+        time.sleep(0.05)
+    tracker._child.kill()
+    tracker._child.wait(timeout=30)
+    # another lrexp run on this host closes the runs whose owner is gone when it opens its own
+    other = MlflowTracker(uri=uri, experiment="x")
+    other.start("other", params={}, tags={})
+    other.finish(status="FINISHED")
+    client = MlflowClient(uri)
+    assert client.get_run(tracker.run_id).info.status == "RUNNING"  # this process still trains
+    tracker.log_step(0, 1e-3, 2.0)
+    tracker.finish(status="FINISHED")
+    run = client.get_run(tracker.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags[OWNER_PID_TAG] == str(os.getpid())
+
+
 def test_a_child_that_cannot_start_costs_one_warning(tmp_path, caplog, monkeypatch):
     monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
     tracker = _sidecar(f"sqlite:///{tmp_path / 'mlflow.db'}", "x")

@@ -9,6 +9,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from mlflow.tracking import MlflowClient
 
 from lrexp.sweep import slurm, slurm_job
+from lrexp.sweep.recorder import SweepRecorder
 from lrexp.tracking.mlflow_tracker import MlflowTracker
 
 
@@ -51,7 +52,7 @@ def _attempt_run(monkeypatch, uri, experiment, parent, restarts, status, run_dir
 def test_a_requeued_jobs_run_replaces_only_its_own_earlier_attempts(
         monkeypatch, shared_sqlite_uri, experiment_name):
     client = MlflowClient(shared_sqlite_uri)
-    parents = [MlflowTracker(uri=shared_sqlite_uri, experiment=experiment_name).open_parent(
+    parents = [SweepRecorder(uri=shared_sqlite_uri, experiment=experiment_name).open(
         f"sweep {n}", tags={}) for n in range(2)]
     first = _attempt_run(monkeypatch, shared_sqlite_uri, experiment_name, parents[1], 0, "KILLED")
     # the same job id in an older sweep (a cluster whose ids started over): not this job's
@@ -133,3 +134,47 @@ def test_only_a_missing_slurm_command_reads_as_slurm_absent(filename, missing):
     else:
         assert why.exit_code == slurm.EXIT_CLUSTER_UNAVAILABLE
         assert why.said == f"{missing}: command not found"
+
+
+@pytest.mark.parametrize("closed", [None, "FAILED"])
+def test_the_paragraph_says_the_parent_is_closed_only_when_the_sweep_closed_it(
+        tmp_path, capsys, closed):
+    import json
+
+    from lrexp.run.files import PARENT_CLOSED_FILE, PARENT_RUN_FILE
+
+    why = slurm.NotSubmitted("sbatch refused the sweep's jobs as configured", "Invalid gres",
+                             "set gpus_per_node to null", 2)
+    (tmp_path / slurm.NOT_SUBMITTED_FILE).write_text(json.dumps(why.__dict__))
+    (tmp_path / PARENT_RUN_FILE).write_text("abc123")
+    if closed:  # the sweep's end closed the parent run
+        (tmp_path / PARENT_CLOSED_FILE).write_text(closed)
+    with pytest.raises(SystemExit) as exit_:
+        slurm.report_not_submitted(tmp_path, {"partition": "debug"})
+    assert exit_.value.code == 2
+    paragraph = capsys.readouterr().err
+    said = ("the sweep's MLflow run abc123 is closed FAILED" if closed else
+            "the sweep's MLflow run abc123 could not be closed")
+    assert said in paragraph and ("closed FAILED" in paragraph) == bool(closed)
+
+
+def test_what_lrexp_changes_in_submitit_is_still_where_it_was():
+    """submitit offers no hook for a lost job's result or for its watcher: lrexp replaces
+    ``SlurmJob.results`` and ``SlurmJob.watcher`` while it waits (slurm.waiting_for_jobs).
+    This fails loudly when a submitit or plugin release moves either."""
+    import inspect
+
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
+    from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
+
+    assert ".results()" in inspect.getsource(BaseSubmititLauncher.launch)
+    assert isinstance(SlurmJob.watcher, SlurmInfoWatcher)
+    for name in ("_make_command", "read_info", "get_state"):
+        assert callable(getattr(SlurmInfoWatcher, name))
+    assert {"_registered", "_finished"} <= set(vars(SlurmInfoWatcher(delay_s=1)))
+    original = SlurmJob.results, SlurmJob.watcher
+    job = SlurmJob.__new__(SlurmJob)  # a job whose results() raises (it has no folder)
+    with slurm.waiting_for_jobs(lambda lost, error: ("recorded", lost)):
+        assert job.results() == [("recorded", job)]
+    assert (SlurmJob.results, SlurmJob.watcher) == original

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lrexp.sweep.callbacks import experiment_note, parent_description
-from lrexp.tracking.mlflow_tracker import LATEST_SWEEP_NOTE, NOTE_TAG, MlflowTracker
+from lrexp.sweep.recorder import LATEST_SWEEP_NOTE, NOTE_TAG, SweepRecorder
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ui_snapshot.py"
 ROWS = [{"status": "diverged"}, {"status": "diverged"}, {"status": "FAILED"}]
@@ -74,12 +74,12 @@ def close_a_sweep(store: str, experiment: str, tmp_path: Path,
                   note: str = "experiment text") -> tuple[str, str]:
     table = tmp_path / "sweep_summary.csv"
     table.write_text("job,status\n0_mlp,diverged\n")
-    tracker = MlflowTracker(store, experiment=experiment)
-    run_id = tracker.open_parent("sweep 10-00-23", {"lrexp.sweep": "true"})
+    recorder = SweepRecorder(store, experiment=experiment)
+    run_id = recorder.open("sweep 10-00-23", {"lrexp.sweep": "true"})
     assert run_id is not None
-    page = tracker.close_parent(run_id, rows=[{"job": "0_mlp", "status": "diverged"}],
-                                files=[table], status="FINISHED", description="parent text",
-                                experiment_note=note)
+    page = recorder.close(run_id, rows=[{"job": "0_mlp", "status": "diverged"}],
+                          files=[table], status="FINISHED", description="parent text",
+                          experiment_note=note)
     from mlflow.tracking import MlflowClient
 
     experiment_id = MlflowClient(store).get_experiment_by_name(experiment).experiment_id

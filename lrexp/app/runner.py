@@ -38,7 +38,7 @@ from lrexp.sweep import interrupt
 from lrexp.sweep.slurm_job import slurm_tags
 
 if TYPE_CHECKING:
-    from lrexp.tracking.mlflow_tracker import Tracker
+    from lrexp.tracking.mlflow_tracker import RunLogger
 
 __all__ = ["run"]
 
@@ -179,7 +179,7 @@ def _run(cfg: DictConfig, record: stops.ProcessRecord) -> int:
         tracker.close()  # a no-op once finished; else (a mistake found while building) let go
 
 
-def _run_tracked(cfg: DictConfig, tracker: Tracker, record: stops.ProcessRecord) -> int:
+def _run_tracked(cfg: DictConfig, tracker: RunLogger, record: stops.ProcessRecord) -> int:
     """build -> run -> write -> report; rank 0 alone records under torchrun."""
     from lrexp.engine.rangetest import range_test
 
@@ -253,7 +253,7 @@ def _test_and_record(arguments: tuple[Any, ...], settings: dict[str, Any],
     return EXIT_INTERRUPTED if result.stop_reason == "interrupted" else EXIT_OK
 
 
-def _start_tracking(tracker: Tracker, cfg: DictConfig, names: dict[str, str], job: Job,
+def _start_tracking(tracker: RunLogger, cfg: DictConfig, names: dict[str, str], job: Job,
                     out_dir: Path, weights: str) -> None:
     from lrexp.tracking.mlflow_tracker import flatten
 

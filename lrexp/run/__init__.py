@@ -2,6 +2,7 @@
 
 ``files`` names a run dir's files and their formats, ``summary`` is ``summary.json`` (the typed
 record of one run), ``life`` its statuses, names and exit codes, ``stops`` what stopped this
-process's work (a signal, a scheduler, an interrupted sweep). Standard library and the engine
-only: the runner, the sweep callbacks, the SLURM launcher and ``import_run`` share them.
+process's work (a signal, a scheduler, an interrupted sweep), ``run_dir`` reads a run dir back
+without trusting it. Standard library, PyYAML and the engine only: the runner, the sweep
+callbacks, the SLURM launcher and ``import_run`` share them.
 """

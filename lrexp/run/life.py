@@ -9,8 +9,8 @@ from typing import Any
 from lrexp.engine.settings import STOP_REASONS
 
 __all__ = ["ENDED_ON_ITS_OWN", "EXIT_BAD_INPUT", "EXIT_CLUSTER_UNAVAILABLE", "EXIT_FAILED",
-           "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_TERMINATED", "FAILED", "KILLED", "RUN_NAME_PARTS",
-           "SKIPPED", "exit_code", "mlflow_status", "run_names"]
+           "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_TERMINATED", "FAILED", "FINISHED", "KILLED",
+           "RUN_NAME_PARTS", "SKIPPED", "exit_code", "mlflow_status", "run_names"]
 
 # The process's exit codes: done, a crash, the user's config or input, Ctrl-C, SIGTERM (the
 # shell's 128 + signal number, so a scheduler or a script reads them as it reads a signal).
@@ -20,8 +20,9 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 
 # setting: exit 2, as every configuration mistake.
 EXIT_CLUSTER_UNAVAILABLE = 69
 
-# The runner's own statuses, beside the engine's stop reasons (which are finished runs).
-KILLED, FAILED, SKIPPED = "KILLED", "FAILED", "SKIPPED"
+# The runner's own statuses, beside the engine's stop reasons (which are finished runs); FINISHED,
+# KILLED and FAILED are also how MLflow closes runs.
+KILLED, FAILED, SKIPPED, FINISHED = "KILLED", "FAILED", "SKIPPED", "FINISHED"
 # a run whose test ran its course (not stopped, failed or skipped): its minimum is comparable
 ENDED_ON_ITS_OWN = frozenset(STOP_REASONS) - {"interrupted"}
 _MLFLOW_STATUS = {"interrupted": KILLED, KILLED: KILLED, SKIPPED: KILLED, FAILED: FAILED}
@@ -29,7 +30,7 @@ _MLFLOW_STATUS = {"interrupted": KILLED, KILLED: KILLED, SKIPPED: KILLED, FAILED
 
 def mlflow_status(status: str) -> str:
     """FINISHED, KILLED or FAILED: how the tracked run of a run with ``status`` ends."""
-    return _MLFLOW_STATUS.get(status, "FINISHED")
+    return _MLFLOW_STATUS.get(status, FINISHED)
 
 
 def exit_code(*, interrupted: bool, user_error: bool, terminated: bool = False) -> int:

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from lrexp.run.life import ENDED_ON_ITS_OWN
+from lrexp.run.files import CURVE_FILE, PARENT_CLOSED_FILE, PARENT_RUN_FILE, SWEPT_KEYS_FILE
+from lrexp.run.life import ENDED_ON_ITS_OWN, FAILED, FINISHED, KILLED
 from lrexp.run.summary import COLUMNS, SUMMARY_FILE, RunSummary, format_table
 from lrexp.sweep import interrupt
 from lrexp.sweep.seed_groups import (
@@ -33,32 +34,32 @@ from lrexp.sweep.seed_groups import (
 )
 
 if TYPE_CHECKING:
-    from lrexp.tracking.mlflow_tracker import Tracker
+    from lrexp.sweep.recorder import SweepRecorder
 
 log = logging.getLogger(__name__)
+
 
 class MlflowSweepCallback(Callback):
     def __init__(self) -> None:
         self.parent_run_id: str | None = None
-        self.tracker: Tracker | None = None
+        self.recorder: SweepRecorder | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from lrexp.run.files import PARENT_RUN_FILE
-        from lrexp.tracking.build import build_tracker
+        from lrexp.sweep.recorder import sweep_recorder
         from lrexp.tracking.redaction import redact_logs
 
         redact_logs()
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        # in-process: the jobs need the parent's id before they start (one per sweep)
-        tracker = build_tracker(config.get("tracking"), in_process=True)
-        overrides = " ".join(config.hydra.overrides.task)
-        run_id = tracker.open_parent(run_name=parent_name(sweep_dir),
-                                     tags={"lrexp.sweep": "true", "hydra_overrides": overrides,
-                                           "sweep_dir": str(sweep_dir.resolve())})
         write_swept_keys(config, sweep_dir)
+        recorder = sweep_recorder(config.get("tracking"))
+        if recorder is None:
+            return
+        run_id = recorder.open(parent_name(sweep_dir), tags={
+            "lrexp.sweep": "true", "hydra_overrides": " ".join(config.hydra.overrides.task),
+            "sweep_dir": str(sweep_dir.resolve())})
         if run_id is not None:
-            self.parent_run_id, self.tracker = run_id, tracker
+            self.parent_run_id, self.recorder = run_id, recorder
             (sweep_dir / PARENT_RUN_FILE).write_text(run_id)
             log.info("Sweep parent MLflow run: %s", run_id)
 
@@ -84,7 +85,7 @@ class MlflowSweepCallback(Callback):
         try:
             groups, best = _read_seed_groups(sweep_dir, jobs)
         except KeyboardInterrupt:  # the parent run is closed, not left RUNNING
-            self._close_parent(sweep_dir, rows, table_path, overlay_path, status="KILLED")
+            self._close_parent(sweep_dir, rows, table_path, overlay_path, status=KILLED)
             raise
         log.info("Sweep summary (%s):\n%s%s", table_path, format_table(rows),
                  "".join(f"\n{line}" for line in [*map(describe_group, groups),
@@ -97,22 +98,23 @@ class MlflowSweepCallback(Callback):
                       best: dict[str, Any] | None = None) -> None:
         """The parent run with the sweep's results, ended KILLED when Ctrl-C stopped the sweep,
         FAILED only when every job failed; its description shows the overlay (the link to it is
-        logged)."""
-        if self.parent_run_id is None or self.tracker is None:
+        logged), and ``PARENT_CLOSED_FILE`` says how it was closed once it was."""
+        if self.parent_run_id is None or self.recorder is None:
             return
         if status is None and interrupt.was_interrupted(sweep_dir):
-            status = "KILLED"
+            status = KILLED
         elif status is None:
-            status = "FAILED" if all(row["status"] == "FAILED" for row in rows) else "FINISHED"
+            status = FAILED if all(row["status"] == FAILED for row in rows) else FINISHED
         for group in groups or []:
-            self.tracker.log_seed_group(self.parent_run_id, group, len(groups or []) > 1)
-        page = self.tracker.close_parent(
+            self.recorder.log_seed_group(self.parent_run_id, group, len(groups or []) > 1)
+        page = self.recorder.close(
             self.parent_run_id, rows=rows, files=[table, *([overlay] if overlay else [])],
             status=status, best=best,
             description=parent_description(self.parent_run_id, rows, overlay, table, best),
             experiment_note=experiment_note(self.parent_run_id, parent_name(sweep_dir), rows,
                                             overlay, table))
         if page:
+            (sweep_dir / PARENT_CLOSED_FILE).write_text(status)
             log.info("The sweep in the MLflow UI, every job's curve in one chart: %s", page)
 
 
@@ -195,7 +197,7 @@ def collect_jobs(sweep_dir: Path) -> SweepJobs:
         except (OSError, ValueError) as error:
             summary = RunSummary(status="unreadable", error=f"{summary_file}: {error}")
         rows.append({**summary.row(job), "swept": swept[job] or None})
-        curve_file = summary_file.parent / "curve.csv"
+        curve_file = summary_file.parent / CURVE_FILE
         if curve_file.exists():
             curves[job] = RangeTestResult.from_csv(curve_file)
     return SweepJobs(rows, curves, overrides)
@@ -221,13 +223,6 @@ def job_overrides(job_dirs: list[Path]) -> dict[str, list[str]]:
         except (OSError, ValueError):
             overrides[job_dir.name] = []
     return overrides
-
-
-SWEPT_KEYS_FILE = "swept_keys.json"
-
-
-def _override_key(override: str, parser: Any) -> str:
-    return str(parser.parse_overrides([override])[0].key_or_group)
 
 
 def write_swept_keys(config: DictConfig, sweep_dir: Path) -> list[str]:
@@ -258,7 +253,8 @@ def job_swept_settings(sweep_dir: Path, overrides: list[str]) -> str:
     except (OSError, ValueError):
         return " ".join(overrides)
     parser = OverridesParser.create()
-    return " ".join(o for o in overrides if _override_key(o, parser).lstrip("+~") in keys)
+    return " ".join(o for o in overrides
+                    if str(parser.parse_overrides([o])[0].key_or_group).lstrip("+~") in keys)
 
 
 def swept_settings(overrides: dict[str, list[str]]) -> dict[str, str]:

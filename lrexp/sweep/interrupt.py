@@ -1,19 +1,11 @@
 """Ctrl-C (or SIGTERM) in a sweep stops the sweep and keeps what was recorded.
 
-The running jobs stop their range tests, record their partial curves and mark their MLflow runs
-KILLED (the engine's own Ctrl-C path); the jobs not yet started are skipped; the sweep summary
-and the parent run are still written (the parent KILLED); the process exits 130.
-
-The jobs tell each other through a file in the sweep dir, which every launcher shares: an
-interrupted job leaves ``INTERRUPTED`` there and a job that finds it skips itself. With the
-joblib launcher the jobs run in worker processes that get the terminal's Ctrl-C themselves, so
-the parent must not react to the first one: joblib would kill the workers at once, before they
-record anything. ``SweepInterrupt`` makes the parent wait for them; a second Ctrl-C quits at
-once.
-
-A job run by a batch scheduler (SLURM, ``lrexp.sweep.slurm``) is stopped alone: a time limit or
-``scancel`` of one job must not skip the others (``lrexp.run.stops.scheduled_job``). What this
-process received is kept in its ``lrexp.run.stops`` record, never in a module of its own.
+The running jobs record their partial curves KILLED, the jobs not yet started skip themselves
+(an interrupted job leaves ``INTERRUPTED`` in the sweep dir, which every launcher shares), the
+summary and the parent run (KILLED) are still written, and the process exits 130. joblib's
+workers get the terminal's Ctrl-C themselves, and joblib would kill them at once if the parent
+reacted: ``SweepInterrupt`` makes it wait for them; a second Ctrl-C quits at once. A job of a
+batch scheduler is stopped alone (``lrexp.run.stops.scheduled_job``).
 """
 
 from __future__ import annotations

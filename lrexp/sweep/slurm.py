@@ -1,30 +1,17 @@
-"""What the ``lrexp_slurm`` launcher adds to hydra-submitit-launcher's SlurmLauncher for jobs
-that SLURM stops. The launcher class itself is ``hydra_plugins.lrexp_slurm_launcher`` (source:
-lrexp/sweep/hydra_plugin; Hydra instantiates launchers from the ``hydra_plugins`` package only)
-and calls ``run_job`` in each job and ``waiting_for_jobs`` around its ``launch``;
-conf/hydra/launcher/lrexp_slurm.yaml targets it.
+"""What the ``lrexp_slurm`` launcher (``hydra_plugins.lrexp_slurm_launcher``, source
+lrexp/sweep/hydra_plugin) adds to hydra-submitit-launcher's SlurmLauncher: ``run_job`` in each
+job, ``waiting_for_jobs`` and ``launch_jobs`` around its ``launch`` in the sweep's parent.
 
-In a job (see ``slurm_job`` for the signals SLURM sends and why):
-- SIGUSR2, which submitit has SLURM send ``signal_delay_s`` before the time limit (or on
-  preemption): submitit's own handler would raise inside the range test and the run would end
-  FAILED. lrexp stops the test first, records the partial curve KILLED, then hands the signal to
-  submitit, which requeues the job (preempted, or ``max_num_timeout`` not used up) or not.
-- SIGTERM (the time limit itself, ``scancel``, ``scontrol requeue``): lrexp's SIGTERM handling
-  records the partial curve KILLED; ``stopped_by`` says which, as SLURM tells it.
-- One job's stop never skips the sweep's other jobs (``stops.scheduled_job``). A job being
-  requeued ends without a result, so the parent waits for its next attempt, whose MLflow run
-  replaces this one's (the tracker matches ``slurm.job_id`` and the run dir).
+In a job (``slurm_job`` says which signals SLURM sends, and why): SIGUSR2, submitit's notice
+before the time limit or a preemption, stops the range test first (its partial curve recorded
+KILLED), then goes to submitit, which requeues the job or not; SIGTERM is recorded KILLED with
+SLURM's reason. One job's stop never skips the others; a requeued job's next attempt replaces
+its MLflow run.
 
-In the sweep's parent, where submitit's launcher waits for each job's result:
-- a job that left no result (cancelled while pending, killed outright) makes submitit raise,
-  which would end the sweep without its summary and leave the parent run open: lrexp records
-  that job KILLED with SLURM's final state and goes on.
-- without SLURM accounting (no slurmdbd, so no sacct) submitit cannot see such a job end and
-  would wait forever: lrexp asks squeue instead.
-- jobs SLURM never took (its commands absent, its controller down, sbatch refusing the job as
-  configured) are recorded FAILED with sbatch's own words, so the sweep's summary lists them and
-  its parent run closes FAILED; then one paragraph and exit 2 (the job's settings) or
-  ``EXIT_CLUSTER_UNAVAILABLE`` (``report_not_submitted``), instead of submitit's traceback.
+In the sweep's parent: a job that left no result (cancelled while pending, killed outright) is
+recorded KILLED with SLURM's final state, squeue stands in for sacct where SLURM keeps no
+accounting, and jobs SLURM never took are recorded FAILED with sbatch's own words, then one
+paragraph and exit 2 (the job's settings) or 69 (the cluster is unavailable).
 """
 
 from __future__ import annotations
@@ -102,14 +89,6 @@ def run_job(call: Callable[[], JobReturn]) -> JobReturn:
                  "it is.")
     _requeue_if_asked(record.received, causes, notice)
     return returned
-
-
-@contextlib.contextmanager
-def waiting_for_jobs(lost_job: Callable[[Any, Exception], JobReturn]) -> Iterator[None]:
-    """Around the launcher's ``launch`` (in the sweep's parent): jobs watched by squeue where
-    sacct does not answer; a job that left no result handed to ``lost_job``."""
-    with _watched_by_squeue(), _results_never_raise(lost_job):
-        yield
 
 
 def lost_job(launcher: Any, job: Any, error: Exception) -> JobReturn:
@@ -260,22 +239,30 @@ def report_not_submitted(sweep_dir: Path, launcher_settings: Mapping[str, Any]) 
     sbatch's words, the job's settings, what was kept, the fix) and the exit code."""
     import sys
 
-    from lrexp.run.files import PARENT_RUN_FILE
-
     try:
         why = NotSubmitted(**json.loads((sweep_dir / NOT_SUBMITTED_FILE).read_text()))
     except (OSError, ValueError, TypeError):
         return
     settings = ", ".join(f"{key}={launcher_settings.get(key)}" for key in _SHOWN_SETTINGS)
-    parent = sweep_dir / PARENT_RUN_FILE
-    kept = (f"the sweep's MLflow run {parent.read_text().strip()} is closed FAILED, and"
-            if parent.is_file() else "")
     sys.stderr.write(
         f"lrexp: error: SLURM took none of the sweep's jobs: {why.what} (\"{why.said}\"; "
-        f"hydra.launcher: {settings}). Nothing ran; {kept} {sweep_dir / 'sweep_summary.csv'} "
-        f"lists every job as not submitted. To fix: {why.fix}. "
-        f"Exit code {why.exit_code}.\n".replace(";  ", "; "))
+        f"hydra.launcher: {settings}). Nothing ran; {_parent_kept(sweep_dir)}"
+        f"{sweep_dir / 'sweep_summary.csv'} lists every job as not submitted. To fix: "
+        f"{why.fix}. Exit code {why.exit_code}.\n")
     raise SystemExit(why.exit_code)
+
+
+def _parent_kept(sweep_dir: Path) -> str:
+    """What became of the sweep's MLflow run, as the sweep's end left it (none: "")."""
+    from lrexp.run.files import PARENT_CLOSED_FILE, PARENT_RUN_FILE
+
+    with contextlib.suppress(OSError):
+        run_id = (sweep_dir / PARENT_RUN_FILE).read_text().strip()
+        with contextlib.suppress(OSError):
+            status = (sweep_dir / PARENT_CLOSED_FILE).read_text().strip()
+            return f"the sweep's MLflow run {run_id} is closed {status}, and "
+        return f"the sweep's MLflow run {run_id} could not be closed (see the warning above); "
+    return ""
 
 
 def stopped_by_state(state: str, started: bool) -> str:
@@ -325,41 +312,30 @@ def _requeue_if_asked(received: int | None, causes: _Causes, notice: Any) -> Non
 
 
 @contextlib.contextmanager
-def _results_never_raise(lost_job: Callable[[Any, Exception], JobReturn]) -> Iterator[None]:
-    """While the plugin's ``launch`` gathers results (``[j.results()[0] for j in jobs]``, no
-    hook), a job that left none is handed to ``lost_job`` instead of raising."""
+def waiting_for_jobs(lost_job: Callable[[Any, Exception], JobReturn]) -> Iterator[None]:
+    """Around the launcher's ``launch``, in the sweep's parent: the one place lrexp changes
+    submitit, which has no hook for either (test_slurm_rules.py fails when they move). While
+    the plugin gathers results (``[j.results()[0] for j in jobs]``), a job that left none is
+    handed to ``lost_job`` instead of raising; without SLURM accounting, the watcher that
+    ``SlurmJob`` shares asks squeue instead of sacct."""
     from submitit.slurm.slurm import SlurmJob
 
-    original = SlurmJob.results
+    original_results, original_watcher = SlurmJob.results, SlurmJob.watcher
 
     def results(job: Any) -> list[Any]:
         try:
-            return original(job)
+            return original_results(job)
         except Exception as error:  # noqa: BLE001 - UncompletedJobError, FailedJobError
             return [lost_job(job, error)]
 
     setattr(SlurmJob, "results", results)  # noqa: B010 - a method, replaced for a while
+    if not _accounting():
+        SlurmJob.watcher = _make_queue_watcher()
     try:
         yield
     finally:
-        setattr(SlurmJob, "results", original)  # noqa: B010
-
-
-@contextlib.contextmanager
-def _watched_by_squeue() -> Iterator[None]:
-    """submitit watches jobs through a watcher shared by its SlurmJob class; without accounting,
-    one that asks squeue."""
-    from submitit.slurm.slurm import SlurmJob
-
-    if _accounting():
-        yield
-        return
-    original = SlurmJob.watcher
-    SlurmJob.watcher = _make_queue_watcher()
-    try:
-        yield
-    finally:
-        SlurmJob.watcher = original
+        setattr(SlurmJob, "results", original_results)  # noqa: B010
+        SlurmJob.watcher = original_watcher
 
 
 @functools.cache

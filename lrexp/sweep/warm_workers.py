@@ -1,16 +1,10 @@
 """Warm joblib workers: fork them from a server that has already imported torch and MLflow.
 
-Hydra's joblib launcher runs jobs in loky worker processes. A fresh worker spends seconds
-importing torch, torch._dynamo (pulled in by the first optimizer), MLflow and matplotlib before
-its first job, and every worker pays it again (measured with scripts/bench_sweep.py). Python's
-forkserver start method imports them once, in one server process started at sweep start, while
-the parent still opens the MLflow parent run; each worker is then a fork of that server: no
-import of its own, and the imported modules' memory pages are shared between workers.
-
-The server only imports modules: it never runs a torch op or opens a database, so forking it is
-as safe as torch's own fork-started DataLoader workers, which fork a process that has done far
-more. Turn it off with ``hydra.callbacks.warm_workers.enabled=false`` (workers then start the
-loky way, each importing).
+A fresh loky worker of Hydra's joblib launcher spends seconds importing torch, MLflow and
+matplotlib before its first job. Python's forkserver imports them once, in a server started at
+sweep start, and forks each worker from it (sharing the modules' memory pages). The server only
+imports: it never runs a torch op or opens a database, so forking it is as safe as torch's
+fork-started DataLoader workers. ``hydra.callbacks.warm_workers.enabled=false`` turns it off.
 """
 
 from __future__ import annotations

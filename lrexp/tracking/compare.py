@@ -22,7 +22,7 @@ from typing import Any
 from lrexp.run.summary import CONFIDENCE_SCORES, RunSummary, format_table
 from lrexp.tracking.defaults import DEFAULT_TIMEOUT_S
 from lrexp.tracking.redaction import redact
-from lrexp.tracking.store import resolve_tracking_uri, server_reachable
+from lrexp.tracking.store import resolve_tracking_uri, server_reachable, sqlite_store_problem
 
 __all__ = ["CompareError", "check_out", "check_run_id", "check_store", "curve_of", "fetch_runs",
            "main", "summary_of"]
@@ -76,8 +76,7 @@ REMOTE_SCHEMES = {"databricks", "databricks-uc", "uc"}
 def check_store(uri: str, timeout_s: float) -> None:
     """CompareError unless ``uri`` looks like a store compare can read: a SQLite file that is
     there and is SQLite, an http(s) server that answers within ``timeout_s``, a database URL.
-    Stricter than the run logger's check (``store.sqlite_store_problem``): that one may create
-    a store, compare only reads, so a missing or empty file is refused here."""
+    A missing or empty SQLite file is refused: compare only reads."""
     shown = redact(uri)
     fix = "Pass --uri (or set MLFLOW_TRACKING_URI) to the store your runs were recorded in"
     scheme = urllib.parse.urlsplit(uri).scheme.lower()
@@ -110,18 +109,10 @@ def _check_sqlite(uri: str, shown: str, fix: str) -> None:
     if not uri.startswith(prefix) or uri == prefix:
         raise CompareError(f"--uri {shown!r} is not a SQLite URI MLflow reads: write "
                            f"sqlite:///relative/path.db or sqlite:////absolute/path.db. {fix}.")
-    path = Path(uri[len(prefix):])
-    if not path.exists():
-        raise CompareError(f"there is no SQLite store at {path} (--uri {shown!r}); compare only "
-                           f"reads, so it does not create one. {fix}.")
-    if not path.is_file():
-        raise CompareError(f"the SQLite store {path} is not a file (a folder?). {fix}.")
-    with path.open("rb") as handle:
-        header = handle.read(16)
-    if header != b"SQLite format 3\x00":
-        what = "is empty (no runs were ever recorded in it)" if not header else \
-            "is not an SQLite database (corrupt, or another kind of file)"
-        raise CompareError(f"the SQLite store {path} {what}. {fix}.")
+    problem = sqlite_store_problem(uri, reading=True)
+    if problem:
+        raise CompareError(f"{problem} (--uri {shown!r}); compare only reads, so it never "
+                           f"creates a store. {fix}.")
 
 
 def fetch_runs(client: Any, experiment: str | None, parent: str | None) -> list[Any]:
@@ -245,9 +236,9 @@ def _compare(args: argparse.Namespace) -> int:
     from mlflow.tracking import MlflowClient
 
     from lrexp.plotting import plot_overlay, save_figure
-    from lrexp.tracking.mlflow_tracker import _http_limits
+    from lrexp.tracking.mlflow_tracker import http_limits
 
-    with _http_limits(args.timeout_s):
+    with http_limits(args.timeout_s):
         try:
             client = MlflowClient(uri)
             runs = fetch_runs(client, args.experiment, args.parent)

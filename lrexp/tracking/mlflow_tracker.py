@@ -1,13 +1,12 @@
-"""Where results go besides the run dir: MLflow, or nowhere (``tracking=none``).
+"""Where one run's results go besides the run dir: MLflow (``MlflowTracker``), or nowhere
+(``NullTracker``, ``tracking=none``); the ``tracking`` config group names the class.
 
-``MlflowTracker`` talks to MLflow through ``MlflowClient`` only (no global active run, so it is
-safe in joblib/submitit workers and never exports MLFLOW_RUN_ID). Steps are buffered in memory
-and sent in ``log_batch`` chunks at the end (and every ``flush_every`` steps when asked), so the
-training loop never waits on the store. Store calls are retried with backoff (SQLite writers of
-a parallel sweep wait on each other's lock); a store that cannot be reached turns into a warning,
-never a failed test: the run dir keeps everything, and
-``python -m lrexp.tracking.import_run <dir>`` sends it later. The ``tracking`` config group
-names the class to build (``_target_``).
+Only ``MlflowClient`` is used (no global active run: safe in joblib and submitit workers). Steps
+are buffered and sent in ``log_batch`` chunks at the end (and every ``flush_every`` steps), so
+the training loop never waits on the store. A store that cannot be reached turns into one
+warning, never a failed test: the run dir keeps everything, and
+``python -m lrexp.tracking.import_run <dir>`` sends it later. ``MlflowStore`` holds what a run
+and a sweep's parent run (``lrexp.sweep.recorder``) both need.
 """
 
 from __future__ import annotations
@@ -21,12 +20,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from lrexp.run.files import PLOT_FILE
+from lrexp.run.life import FAILED, KILLED
 from lrexp.run.summary import RunSummary
 from lrexp.tracking.defaults import DEFAULT_EXPERIMENT, DEFAULT_FLUSH_EVERY, DEFAULT_TIMEOUT_S
 from lrexp.tracking.redaction import redact
@@ -38,11 +38,9 @@ from lrexp.tracking.store import (
     with_retries,
 )
 
-if TYPE_CHECKING:
-    from lrexp.run.summary import SeedGroup
-
-__all__ = ["MlflowTracker", "NullTracker", "TrackedOutcome", "Tracker", "flatten",
-           "median_band_series", "name_refused", "repeat_loss_key", "repeat_loss_series"]
+__all__ = ["MlflowStore", "MlflowTracker", "NullTracker", "RunLogger", "TrackedOutcome",
+           "flatten", "median_band_series", "name_refused", "repeat_loss_key",
+           "repeat_loss_series"]
 
 log = logging.getLogger(__name__)
 
@@ -51,26 +49,17 @@ MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
 MAX_PARAM_VALUE_LENGTH = 6000
 TRUNCATION_MARKER = "...[truncated]"
-# Which process owns a run, so a later lrexp run on the same host can close it if that
-# process died without closing it (see MlflowTracker._close_orphans).
+# The process that trains a run (not its tracking sidecar), so that a later lrexp run on the
+# same host closes the run only once that process is gone (MlflowStore.close_orphans).
 OWNER_HOST_TAG, OWNER_PID_TAG = "lrexp.host", "lrexp.pid"
 # A run whose records could not all be sent (its run dir has them): import_run sends it again.
 INCOMPLETE_TAG = "lrexp.incomplete"
 # MLflow 3's UI opens an experiment in its model-training view with this tag (else GenAI's).
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 # Images logged under a key appear in the UI's chart view, one tile per selected run.
-CURVE_IMAGE_KEY, OVERLAY_IMAGE_KEY = "lr_range_test", "sweep_overlay"
-# A run's or an experiment's description in the UI (markdown). The experiment's shows above its
-# runs table, one click to open: lrexp keeps the latest sweep's overlay there, in a description
-# that starts with this mark (an HTML comment the UI hides) and never replaces one without it.
-NOTE_TAG, LATEST_SWEEP_NOTE = "mlflow.note.content", "<!-- lrexp: the latest sweep -->"
-# A sweep parent's series, one step per job: the children side by side in its charts.
-PARENT_SERIES = {"job_suggested_lr": "suggested_lr", "job_min_loss": "min_loss",
-                 "job_lr_at_min_loss": "lr_at_min_loss"}
-
+CURVE_IMAGE_KEY = "lr_range_test"
 # A store that stops answering mid-run (stalled, restarting) is retried with backoff for this
-# many tracking.timeout_s (30 s at the default 5 s; a restarted mlflow server answers in ~10 s);
-# one that does not answer when the run opens is given up after one timeout_s.
+# many tracking.timeout_s; one that does not answer when the run opens is given up at once.
 RETRY_TIMEOUTS = 6
 
 T = TypeVar("T")
@@ -100,8 +89,9 @@ class TrackedOutcome:
         return f"{where} holds {held} steps, closed {self.status}"
 
 
-class Tracker(Protocol):
-    """What the runner and the sweep callback call; MlflowTracker and NullTracker are it."""
+class RunLogger(Protocol):
+    """What one run needs: the runner calls it; MlflowTracker, NullTracker and the sidecar's
+    SidecarTracker are it."""
 
     def start(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
         ...
@@ -110,32 +100,17 @@ class Tracker(Protocol):
         ...
 
     def log_values(self, step: int, values: Mapping[str, float]) -> None:
-        """Step ``step`` of named series other than one curve's lr and loss (a repeated
-        test's per-repeat losses, its median and band: ``repeat_loss_series``,
-        ``median_band_series``)."""
+        """Step ``step`` of named series besides the curve's lr and loss (a repeated test's:
+        ``repeat_loss_series``, ``median_band_series``)."""
         ...
 
     def finish(self, *, status: str, result: Any = None, summary: RunSummary | None = None,
                files: Mapping[str, Path] | None = None, out_dir: Path | None = None) -> None:
         ...
 
-    def open_parent(self, run_name: str, tags: Mapping[str, str]) -> str | None:
-        ...
-
-    def log_seed_group(self, run_id: str, group: SeedGroup, prefixed: bool) -> None:
-        ...
-
-    def close_parent(self, run_id: str, rows: list[dict[str, Any]], files: list[Path],
-                     status: str, best: dict[str, Any] | None = None,
-                     description: str = "", experiment_note: str = "") -> str | None:
-        """End the parent with the sweep's results and ``description`` (markdown, shown on
-        its page in the UI), and show ``experiment_note`` above the experiment's runs table
-        (``LATEST_SWEEP_NOTE``); where the parent's page is (``run_page``), or None."""
-        ...
-
     def close(self) -> None:
-        """Let go of the tracker when the run ended before ``start`` or ``finish`` (a config
-        mistake found while building): a run it opened is closed KILLED."""
+        """Let go when the run ended before ``start`` or ``finish`` (a config mistake found
+        while building): a run it opened is closed KILLED."""
         ...
 
     def outcome(self) -> TrackedOutcome | None:
@@ -162,17 +137,6 @@ class NullTracker:
     def finish(self, *, status: str, result: Any = None, summary: RunSummary | None = None,
                files: Mapping[str, Path] | None = None, out_dir: Path | None = None) -> None:
         pass
-
-    def open_parent(self, run_name: str, tags: Mapping[str, str]) -> str | None:
-        return None
-
-    def log_seed_group(self, run_id: str, group: SeedGroup, prefixed: bool) -> None:
-        pass
-
-    def close_parent(self, run_id: str, rows: list[dict[str, Any]], files: list[Path],
-                     status: str, best: dict[str, Any] | None = None,
-                     description: str = "", experiment_note: str = "") -> str | None:
-        return None
 
     def close(self) -> None:
         pass
@@ -248,27 +212,23 @@ def median_band_series(result: Any) -> Iterator[tuple[int, dict[str, float]]]:
                                              if math.isfinite(value)}}
 
 
-def _summary_metrics(summary: RunSummary) -> list[Any]:
+def _summary_points(summary: RunSummary) -> list[tuple[str, float, int]]:
     """The run's summary metrics; the verify probes as series over the probe index."""
-    from mlflow.entities import Metric
-
-    stamp = int(time.time() * 1000)
-    metrics = [Metric(key, value, stamp, 0) for key, value in summary.metrics().items()]
+    points = [(key, value, 0) for key, value in summary.metrics().items()]
     probes = summary.verification.probes if summary.verification else []
     for index, probe in enumerate(probes):
-        metrics.append(Metric("verify_probe_lr", float(probe.lr), stamp, index))
+        points.append(("verify_probe_lr", float(probe.lr), index))
         if probe.loss is not None:
-            metrics.append(Metric("verify_probe_loss", float(probe.loss), stamp, index))
-    return metrics
+            points.append(("verify_probe_loss", float(probe.loss), index))
+    return points
 
 
 @contextlib.contextmanager
-def _http_limits(timeout_s: float) -> Iterator[None]:
+def http_limits(timeout_s: float) -> Iterator[None]:
     """Each request waits ``timeout_s`` at most, and MLflow does not retry it: lrexp's own
-    retries (``_call``) are bounded by a deadline, where MLflow's count attempts of up to a
-    timeout each plus minutes of backoff. MLflow reads these per request, so they are set
-    around lrexp's own calls only (a user's setting wins) and the environment is left as it
-    was."""
+    retries are bounded by a deadline, where MLflow's count attempts plus minutes of backoff.
+    MLflow reads these per request, so they are set around lrexp's own calls only (a user's
+    setting wins) and the environment is left as it was."""
     limits = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
               "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int(timeout_s)))}
     added = [name for name in limits if name not in os.environ]
@@ -299,122 +259,107 @@ def _chunks(items: list[T], size: int) -> list[list[T]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
-def run_page(uri: str, experiment_id: str, run_id: str) -> str:
-    """Where a run is in the MLflow UI: its page on the tracking server (credentials redacted),
-    or, for a local store, where ``mlflow ui`` serves it by default, with that command."""
-    page = f"#/experiments/{experiment_id}/runs/{run_id}"
-    if uri.startswith(("http://", "https://")):
-        return f"{redact(uri).rstrip('/')}/{page}"
-    return f"http://127.0.0.1:5000/{page} (after `mlflow ui --backend-store-uri {redact(uri)}`)"
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
-class MlflowTracker:
-    """One MLflow run per range test; see the module docstring."""
+class MlflowStore:
+    """One tracking store, opened on first use, and what every run in it needs: calls retried
+    within ``timeout_s``, runs created with their owner and closed, metrics, tags, artifacts
+    and images. An unusable store gives one warning and ``usable`` False, never an error."""
 
     def __init__(self, uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT,
-                 flush_every: int = DEFAULT_FLUSH_EVERY, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 parent_run_id: str | None = None) -> None:
+                 timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.uri = resolve_tracking_uri(uri)
         self.experiment = experiment
-        self.flush_every = flush_every
         self.timeout_s = timeout_s
-        self.parent_run_id = parent_run_id
-        self.run_id: str | None = None
-        self.usable = True  # False once the store proved unreachable: keep going, locally
-        self._steps: list[tuple[int, dict[str, float], int]] = []  # step, values, time ms
-        self._sent = 0
-        self._client: Any = None
-        self._experiment_id: str | None = None
-        self._finished = False
-        self._run_tags: dict[str, str] = {}  # as the run was created with
-        self._closed_status: str | None = None  # set once the store closed the run
-        self._problem: str | None = None  # why tracking stopped, if it did
+        self.usable = True  # False once the store proved unusable: the run goes on, locally
+        self.problem: str | None = None  # why tracking stopped, if it did
+        self.client: Any = None
+        self.experiment_id: str | None = None
 
-    # -- life cycle --------------------------------------------------------------------------
-    def prepare(self) -> None:
-        """Import MLflow and open (or create) the store now; ``start`` does it otherwise. The
-        sidecar calls it as soon as it runs, while the training process imports torch."""
-        try:
-            self._connect()
-        except Exception as error:  # noqa: BLE001 - tracking must never fail the test
-            self._give_up(f"MLflow at {self.uri} failed: {error}")
-
-    def close(self) -> None:
-        """A run started and never finished (an error or Ctrl-C between the two): its buffered
-        steps go first, then it ends KILLED, as a stopped run does."""
-        if not self._finished and self.usable and self.run_id is not None:
-            self.finish(status="KILLED")
-
-    def outcome(self) -> TrackedOutcome:
-        sent = {step for step, _, _ in self._steps[:self._sent]}
-        return TrackedOutcome(self.uri, self.run_id, len(sent), self._closed_status,
-                              self._problem)
-
-    def attach(self, run_id: str) -> None:
-        """Go on with run ``run_id``, opened by another tracker (a tracking process that died):
-        the steps logged from now on and ``finish`` complete it (MLflow drops a step sent
-        twice, same time and value)."""
-        try:
-            if self._connect():
-                self.run_id = run_id
-        except Exception as error:  # noqa: BLE001 - tracking must never fail the test
-            self._give_up(f"MLflow at {self.uri} failed: {error}")
-
-    def _connect(self) -> bool:
+    def connect(self) -> bool:
         """Client and experiment, once; False (with one warning) when the store is unusable."""
-        if self._client is not None:
+        if self.client is not None:
             return True
         if not self.usable:
             return False
         if not server_reachable(self.uri, self.timeout_s):
-            self._give_up(f"the tracking server {self.uri} did not answer within "
-                          f"{self.timeout_s:g} s")
+            self.give_up(f"the tracking server {self.uri} did not answer within "
+                         f"{self.timeout_s:g} s")
             return False
         problem = sqlite_store_problem(self.uri)
         if problem:
-            self._give_up(problem)
+            self.give_up(f"{problem}; move it away or set tracking.uri")
             return False
         from mlflow.tracking import MlflowClient
 
         # MLflow creates and migrates a new SQLite store on first use; two runs doing that at
         # once collide ("table _alembic_tmp_experiments already exists"), so one at a time.
         with sqlite_creation_lock(self.uri):
-            client = MlflowClient(tracking_uri=self.uri)
-            self._client = client
-            self._experiment_id = self._call(self._get_or_create_experiment,
-                                               "get experiment")
+            self.client = MlflowClient(tracking_uri=self.uri)
+            self.experiment_id = self.call(self._get_or_create_experiment, "get experiment")
         return True
 
-    def _create_run(self, run_name: str, tags: Mapping[str, Any]) -> str:
-        self._close_orphans()
+    @contextlib.contextmanager
+    def never_failing(self, doing: str) -> Iterator[None]:
+        """Any error inside gives tracking up with one warning: tracking never fails a test."""
+        try:
+            yield
+        except Exception as error:  # noqa: BLE001 - tracking must never fail the test
+            self.give_up(f"{doing} at {self.uri} failed: {error}")
+
+    def call(self, call: Any, what: str) -> Any:
+        """One store call, each request within ``timeout_s``: a store that is busy, stalled or
+        restarting is retried with backoff for ``RETRY_TIMEOUTS`` x ``timeout_s``."""
+        with http_limits(self.timeout_s):
+            return with_retries(call, what, window_s=RETRY_TIMEOUTS * self.timeout_s)
+
+    def create_run(self, run_name: str, tags: Mapping[str, Any]) -> str:
+        """A new run owned by this process, unless ``tags`` name another owner (the training
+        process of a tracking sidecar)."""
+        self.close_orphans()
         owner = {OWNER_HOST_TAG: socket.gethostname(), OWNER_PID_TAG: str(os.getpid())}
-        run = self._call(lambda: self._client.create_run(
-            self._experiment_id, run_name=run_name,
+        run = self.call(lambda: self.client.create_run(
+            self.experiment_id, run_name=run_name,
             tags={**owner, **{key: redact(str(value)) for key, value in tags.items()}}),
             "create run")
-        return run.info.run_id
+        return str(run.info.run_id)
 
-    def _end_run(self, run_id: str, status: str) -> None:
+    def end_run(self, run_id: str, status: str) -> None:
         """set_terminated; MLflow then prints links to the run built from the URI, so with
         credentials in the URI that printout is redacted on its way to the console."""
         if redact(self.uri) == self.uri:
-            self._client.set_terminated(run_id, status)
+            self.client.set_terminated(run_id, status)
             return
         printed = io.StringIO()
         try:
             with contextlib.redirect_stdout(printed):
-                self._client.set_terminated(run_id, status)
+                self.client.set_terminated(run_id, status)
         finally:
             sys.stdout.write(redact(printed.getvalue()))
 
-    def _close_orphans(self) -> None:
-        """Close (KILLED) this host's RUNNING runs whose lrexp process is gone: a process
+    def close_incomplete(self, run_id: str | None, error: BaseException) -> bool:
+        """After a failed send (an artifact store that refuses, a full disk), one try to close
+        the run FAILED and mark it incomplete, so it neither stays RUNNING while the store
+        answers nor counts as imported; whether that worked."""
+        if run_id is None:
+            return False
+        with contextlib.suppress(Exception), http_limits(self.timeout_s):
+            reason = redact(str(error)).strip().splitlines()[0][:250] if str(error) else "error"
+            self.client.set_tag(run_id, INCOMPLETE_TAG, reason)
+            self.end_run(run_id, FAILED)
+            return True
+        return False
+
+    def close_orphans(self) -> None:
+        """Close (KILLED) this host's RUNNING runs whose owner process is gone: a process
         killed outright (kill -9, out of memory) cannot close its own run. Runs of other hosts
         are left alone: their processes cannot be checked from here."""
         host = socket.gethostname().replace("'", "")
         try:
-            running = self._client.search_runs(
-                [self._experiment_id], f"attributes.status = 'RUNNING' and "
+            running = self.client.search_runs(
+                [self.experiment_id], f"attributes.status = 'RUNNING' and "
                 f"tags.`{OWNER_HOST_TAG}` = '{host}'", max_results=200)
         except Exception as error:  # noqa: BLE001 - housekeeping must never stop a run
             log.debug("Looking for orphaned runs failed: %s", error)
@@ -424,265 +369,36 @@ class MlflowTracker:
             if not pid.isdigit() or _process_alive(int(pid)):
                 continue
             try:
-                self._client.set_tag(run.info.run_id, "status", "KILLED")
-                self._end_run(run.info.run_id, "KILLED")
+                self.client.set_tag(run.info.run_id, "status", KILLED)
+                self.end_run(run.info.run_id, KILLED)
                 log.info("Closed MLflow run %s (KILLED): its process %s is gone",
                          run.info.run_id, pid)
             except Exception as error:  # noqa: BLE001 - e.g. another user's run on a server
                 log.debug("Could not close orphaned run %s: %s", run.info.run_id, error)
 
-    def _replace_earlier_attempts(self) -> None:
-        """A SLURM job that was requeued ran its range test again, from the start, into the
-        same run dir: once this attempt's run is complete, the runs of the job's earlier
-        attempts (a KILLED half each) are deleted (MLflow keeps deleted runs restorable until
-        ``mlflow gc``) and this run names them in the tag ``lrexp.replaces``, so the job ends as
-        one run. Only runs of the same job id, run dir and sweep parent count: job ids come
-        back after a cluster's state is reset."""
-        tags = self._run_tags
-        restarts, job = _attempt(tags.get("slurm.restarts")), tags.get("slurm.job_id", "")
-        if not restarts or not job.replace("_", "").isdigit() or self.run_id is None:
-            return
-        query = f"tags.`slurm.job_id` = '{job}'"
-        if tags.get("mlflow.parentRunId"):
-            query += f" and tags.`mlflow.parentRunId` = '{tags['mlflow.parentRunId']}'"
-        try:
-            same_job = self._client.search_runs([self._experiment_id], query, max_results=200)
-            earlier = [run.info.run_id for run in same_job
-                       if run.info.run_id != self.run_id
-                       and run.data.tags.get("run_dir") == tags.get("run_dir")
-                       and _attempt(run.data.tags.get("slurm.restarts")) < restarts]
-            for old_id in earlier:
-                self._client.delete_run(old_id)
-            if earlier:
-                self._client.set_tag(self.run_id, "lrexp.replaces", ",".join(earlier))
-                log.info("MLflow run %s replaces the run(s) of SLURM job %s's earlier attempts: "
-                         "%s (deleted)", self.run_id, job, ", ".join(earlier))
-        except Exception as error:  # noqa: BLE001 - housekeeping must never stop a run
-            log.warning("Replacing the earlier attempts' runs of SLURM job %s failed: %s",
-                        job, error)
-
-    def start(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
-        """Open the run: MLflow imported, the store opened (or created), params sent.
-
-        In this thread, before the range test: opening it in a background thread during the
-        test raced the test's own lazy imports (two threads importing the same module saw it
-        half-initialized in joblib sweeps) and, on 2 cores, left MLflow's cost at 1.56x
-        (scripts/bench_startup.py)."""
-        self._open_run(run_name, dict(params), dict(tags))
-
-    def _open_run(self, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> None:
-        try:
-            if not self._connect():
-                return
-            from mlflow.entities import Param
-
-            run_tags = {**tags, "status": "RUNNING"}
-            if self.parent_run_id:
-                run_tags["mlflow.parentRunId"] = self.parent_run_id
-            commit = git_commit()
-            if commit:
-                run_tags["mlflow.source.git.commit"] = commit
-            run_id = self._create_run(run_name, run_tags)
-            self._run_tags = run_tags
-            param_list = [Param(str(k)[:250], truncate_param(redact(str(v))))
-                          for k, v in params.items()]
-            for chunk in _chunks(param_list, MAX_PARAMS_PER_BATCH):
-                self._call(lambda c=chunk: self._client.log_batch(run_id, params=c),
-                           "log params")
-            self.run_id = run_id
-            log.info("MLflow run %s opened in %s", run_id, redact(self.uri))
-        except Exception as error:  # noqa: BLE001 - tracking must never fail the test
-            self._give_up(f"MLflow at {self.uri} failed: {error}")
-
-    # -- sweeps: the parent run ------------------------------------------------------------------
-    def open_parent(self, run_name: str, tags: Mapping[str, str]) -> str | None:
-        """Create a sweep's parent run; its id, or None when the store is unusable."""
-        try:
-            return self._create_run(run_name, tags) if self._connect() else None
-        except Exception as error:  # noqa: BLE001
-            self._give_up(f"creating the sweep's parent run at {self.uri} failed: {error}")
-            return None
-
-    def close_parent(self, run_id: str, rows: list[dict[str, Any]], files: list[Path],
-                     status: str, best: dict[str, Any] | None = None,
-                     description: str = "", experiment_note: str = "") -> str | None:
-        """Attach the sweep summary (a table, its files, the ``best`` row's job, settings,
-        suggested LR and minimum loss) to the parent and end it; where its page is in the UI
-        (``run_page``), or None."""
-        try:
-            if not self._connect():
-                return None
-            columns = list(rows[0]) if rows else []
-            table = {column: [row.get(column) for row in rows] for column in columns}
-            self._call(lambda: self._client.log_table(run_id, table, "sweep_summary.json"),
-                         "log table")
-            for path in files:
-                self._call(lambda p=path: self._client.log_artifact(run_id, str(p)),
-                           "log artifact")
-                if path.suffix == ".png":
-                    self._log_image(run_id, path, OVERLAY_IMAGE_KEY)
-            self._log_parent_series(run_id, rows)
-            if best is not None:
-                self._log_best(run_id, best)
-            if description:  # MLflow's UI shows this tag as the run's description
-                self._call(lambda: self._client.set_tag(run_id, NOTE_TAG, description), "tag")
-            if experiment_note:
-                self._call(lambda: self._note_experiment(experiment_note), "tag experiment")
-            self._call(lambda: self._client.set_tag(run_id, "status", status), "tag")
-            self._call(lambda: self._end_run(run_id, status), "end run")
-            return run_page(self.uri, str(self._experiment_id), run_id)
-        except Exception as error:  # noqa: BLE001
-            self._give_up(f"closing the sweep's parent run at {self.uri} failed: {error}")
-            self._close_incomplete(run_id, error)
-            return None
-
-    def _note_experiment(self, note: str) -> None:
-        current = self._client.get_experiment(self._experiment_id).tags.get(NOTE_TAG, "")
-        if not current or current.startswith(LATEST_SWEEP_NOTE):  # never a user's own
-            self._client.set_experiment_tag(self._experiment_id, NOTE_TAG,
-                                            f"{LATEST_SWEEP_NOTE}\n{note}")
-
-    def log_seed_group(self, run_id: str, group: SeedGroup, prefixed: bool) -> None:
-        """A sweep's seed group (``lrexp.sweep.seed_groups``) on its parent run, as a repeated
-        test's run has it: the median curve with its band and each seed's curve as series, the
-        summary metrics, the group's files under its folder name. With several groups
-        (``prefixed``) the names start with the group's folder name ("seeds_net_mlp/loss")."""
-        from mlflow.entities import Metric, RunTag
-
-        prefix = f"{group.name}/" if prefixed else ""
-        # which seed (and job) each loss_repeat_<i> series is
-        order = ", ".join(f"{repeat_loss_key(index)}: seed {seed} ({job})"
-                          for index, (seed, job) in enumerate(zip(group.seeds, group.jobs)))
-        try:
-            if not self._connect():
-                return
-            stamp = int(time.time() * 1000)
-            series = [*repeat_loss_series(group.result), *median_band_series(group.result)]
-            metrics = [Metric(f"{prefix}{name}", value, stamp, step)
-                       for step, values in series for name, value in values.items()]
-            metrics += [Metric(f"{prefix}{name}", value, stamp, 0)
-                        for name, value in group.summary.metrics().items()]
-            self._log_metrics(metrics, run_id)
-            self._call(lambda: self._client.log_batch(run_id, tags=[
-                RunTag(f"{prefix}seeds", order[:5000])]), "tag seed group")
-            for path in group.files.values():
-                self._call(lambda p=path: self._client.log_artifact(run_id, str(p), group.name),
-                           "log artifact")
-            if "plot" in group.files:
-                self._log_image(run_id, group.files["plot"], f"{group.name}_median")
-        except Exception as error:  # noqa: BLE001
-            self._give_up(f"sending the sweep's seeds to {self.uri} failed: {error}")
-
-    def _log_best(self, run_id: str, best: dict[str, Any]) -> None:
-        from mlflow.entities import Metric, RunTag
-
-        stamp = int(time.time() * 1000)
-        metrics = [Metric(f"best_{column}", float(best[column]), stamp, 0)
-                   for column in ("suggested_lr", "min_loss")]
-        tags = [RunTag("best_job", str(best["job"])), RunTag("best_swept", best.get("swept") or "")]
-        self._call(lambda: self._client.log_batch(run_id, metrics=metrics, tags=tags), "log best")
-
-    def _log_parent_series(self, run_id: str, rows: list[dict[str, Any]]) -> None:
-        """Each child's suggested LR and minimum loss as the parent's series over job order."""
+    def log_metrics(self, run_id: str, points: Iterable[tuple[str, float, int]],
+                    stamp_ms: int | None = None) -> None:
+        """(name, value, step) points, in chunks MLflow takes."""
         from mlflow.entities import Metric
 
-        stamp = int(time.time() * 1000)
-        metrics = [Metric(name, float(row[column]), stamp, index)
-                   for index, row in enumerate(rows) for name, column in PARENT_SERIES.items()
-                   if isinstance(row.get(column), (int, float))
-                   and math.isfinite(row[column])]
-        if metrics:
-            self._call(lambda: self._client.log_batch(run_id, metrics=metrics), "log series")
+        stamp = _now_ms() if stamp_ms is None else stamp_ms
+        self.log_metric_entities(run_id, [Metric(name, float(value), stamp, step)
+                                          for name, value, step in points])
 
-    # -- one run's curve -----------------------------------------------------------------------
-    def log_step(self, step: int, lr: float, loss: float,
-                 timestamp_ms: int | None = None) -> None:
-        """Buffer one step (``timestamp_ms``: when it was recorded, if not now; the sidecar
-        passes the training process's time)."""
-        self.log_values(step, {"lr": lr, "loss": loss}, timestamp_ms)
+    def log_metric_entities(self, run_id: str, metrics: list[Any]) -> None:
+        for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
+            self.call(lambda c=chunk: self.client.log_batch(run_id, metrics=c), "log metrics")
 
-    def log_values(self, step: int, values: Mapping[str, float],
-                   timestamp_ms: int | None = None) -> None:
-        stamp = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
-        self._steps.append((step, dict(values), stamp))
-        if self.flush_every and len(self._steps) - self._sent >= self.flush_every:
-            self._send_steps()
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
 
-    def finish(self, *, status: str, result: Any = None, summary: RunSummary | None = None,
-               files: Mapping[str, Path] | None = None, out_dir: Path | None = None) -> None:
-        self._finished = True
-        if not self.usable or self.run_id is None:
-            self._hint_import(out_dir)
-            return
-        try:
-            self._send_steps()
-            if result is not None:
-                self._send_smoothed(result)
-            self._send_summary(summary, status)
-            for path in (files or {}).values():
-                if Path(path).exists():
-                    self._call(lambda p=path: self._client.log_artifact(self.run_id, str(p)),
-                               "log artifact")
-                    if Path(path).name == PLOT_FILE:
-                        self._log_image(self.run_id, Path(path), CURVE_IMAGE_KEY)
-            if out_dir is not None:
-                self._send_run_dir_extras(Path(out_dir))
-            self._call(lambda: self._end_run(self.run_id, status), "end run")
-            self._closed_status = status
-            self._replace_earlier_attempts()
-        except KeyboardInterrupt:
-            # Ctrl-C while sending: close the run (the steps went first) rather than leave it
-            # RUNNING, then let the interrupt go on
-            self._close_killed()
-            raise
-        except Exception as error:  # noqa: BLE001
-            self._give_up(f"sending the run to MLflow at {self.uri} failed: {error}")
-            self._close_incomplete(self.run_id, error)
-            log.warning("%s.", self.outcome().describe(len({s for s, _, _ in self._steps})))
-            self._hint_import(out_dir)
+        self.call(lambda: self.client.log_batch(
+            run_id, tags=[RunTag(key, value) for key, value in tags.items()]), "tag")
 
-    # -- pieces --------------------------------------------------------------------------------
-    def _close_incomplete(self, run_id: str | None, error: BaseException) -> None:
-        """After a failed send (an artifact store that refuses, a full disk), one try to close
-        the run FAILED and mark it incomplete, so it neither stays RUNNING while the store
-        answers nor counts as imported (``import_run`` sends the run dir again)."""
-        if run_id is None:
-            return
-        with contextlib.suppress(Exception), _http_limits(self.timeout_s):
-            reason = redact(str(error)).strip().splitlines()[0][:250] if str(error) else "error"
-            self._client.set_tag(run_id, INCOMPLETE_TAG, reason)
-            self._end_run(run_id, "FAILED")
-            if run_id == self.run_id:
-                self._closed_status = "FAILED"
+    def log_artifact(self, run_id: str, path: Path, folder: str | None = None) -> None:
+        self.call(lambda: self.client.log_artifact(run_id, str(path), folder), "log artifact")
 
-    def _close_killed(self) -> None:
-        if self.run_id is not None:
-            with contextlib.suppress(Exception):
-                self._end_run(self.run_id, "KILLED")
-                self._closed_status = "KILLED"
-
-    def _call(self, call: Any, what: str) -> Any:
-        """One store call, each request within ``timeout_s``: a store that is busy, stalled or
-        restarting is retried with backoff for ``RETRY_TIMEOUTS`` x ``timeout_s``."""
-        with _http_limits(self.timeout_s):
-            return with_retries(call, what, window_s=RETRY_TIMEOUTS * self.timeout_s)
-
-    def _get_or_create_experiment(self) -> str:
-        found = self._client.get_experiment_by_name(self.experiment)
-        if found is None:
-            try:
-                return self._client.create_experiment(
-                    self.experiment, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
-            except Exception:  # noqa: BLE001 - a parallel job may have created it just now
-                found = self._client.get_experiment_by_name(self.experiment)
-                if found is None:
-                    raise
-        if EXPERIMENT_KIND_TAG not in found.tags:  # made by an older lrexp, or by hand
-            self._client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG,
-                                            EXPERIMENT_KIND)
-        return found.experiment_id
-
-    def _log_image(self, run_id: str, path: Path, key: str) -> None:
+    def log_image(self, run_id: str, path: Path, key: str) -> None:
         """A PNG as a keyed MLflow image (the chart view's image tiles). Best effort: the file is
         already an artifact, and an imported run dir's plot may not be an image at all."""
         from PIL import Image
@@ -693,14 +409,163 @@ class MlflowTracker:
         except (OSError, ValueError, Image.DecompressionBombError) as error:
             log.warning("%s is not shown as an MLflow image: %s", path.name, error)
             return
-        self._call(lambda: self._client.log_image(run_id, rgb, key=key, step=0), "log image")
+        self.call(lambda: self.client.log_image(run_id, rgb, key=key, step=0), "log image")
 
-    def _log_metrics(self, metrics: list, run_id: str | None = None) -> None:
-        """``metrics`` to ``run_id`` (this tracker's run when None), in chunks MLflow takes."""
-        target = run_id or self.run_id
-        for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
-            self._call(lambda c=chunk: self._client.log_batch(target, metrics=c),
-                         "log metrics")
+    def page(self, run_id: str) -> str:
+        """Where a run is in the MLflow UI: its page on the tracking server (credentials
+        redacted), or, for a local store, where ``mlflow ui`` serves it by default."""
+        page = f"#/experiments/{self.experiment_id}/runs/{run_id}"
+        if self.uri.startswith(("http://", "https://")):
+            return f"{redact(self.uri).rstrip('/')}/{page}"
+        return (f"http://127.0.0.1:5000/{page} (after `mlflow ui --backend-store-uri "
+                f"{redact(self.uri)}`)")
+
+    def give_up(self, why: str) -> None:
+        if self.usable:
+            first_line = redact(str(why)).strip().splitlines()[0]  # not SQLAlchemy's essay
+            self.problem = first_line
+            log.warning("Tracking disabled for this run: %s. The test goes on; its curve, plot "
+                        "and config stay in the run dir.", first_line)
+        self.usable = False
+
+    def _get_or_create_experiment(self) -> str:
+        found = self.client.get_experiment_by_name(self.experiment)
+        if found is None:
+            try:
+                return str(self.client.create_experiment(
+                    self.experiment, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}))
+            except Exception:  # noqa: BLE001 - a parallel job may have created it just now
+                found = self.client.get_experiment_by_name(self.experiment)
+                if found is None:
+                    raise
+        if EXPERIMENT_KIND_TAG not in found.tags:  # made by an older lrexp, or by hand
+            self.client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG,
+                                           EXPERIMENT_KIND)
+        return str(found.experiment_id)
+
+
+class MlflowTracker(MlflowStore):
+    """One MLflow run per range test: the run logger; see the module docstring."""
+
+    def __init__(self, uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT,
+                 flush_every: int = DEFAULT_FLUSH_EVERY, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 parent_run_id: str | None = None) -> None:
+        super().__init__(uri, experiment, timeout_s)
+        self.flush_every = flush_every
+        self.parent_run_id = parent_run_id
+        self.run_id: str | None = None
+        self._steps: list[tuple[int, dict[str, float], int]] = []  # step, values, time ms
+        self._sent = 0
+        self._finished = False
+        self._run_tags: dict[str, str] = {}  # as the run was created with
+        self._closed_status: str | None = None  # set once the store closed the run
+
+    # -- life cycle ----------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Import MLflow and open (or create) the store now; ``start`` does it otherwise. The
+        sidecar calls it as soon as it runs, while the training process imports torch."""
+        with self.never_failing("MLflow"):
+            self.connect()
+
+    def start(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
+        """Open the run (MLflow imported, the store opened or created, params sent), in this
+        thread: MLflow's import in a thread raced the test's own lazy imports."""
+        with self.never_failing("MLflow"):
+            if not self.connect():
+                return
+            from mlflow.entities import Param
+
+            run_tags = {**tags, "status": "RUNNING"}
+            if self.parent_run_id:
+                run_tags["mlflow.parentRunId"] = self.parent_run_id
+            commit = git_commit()
+            if commit:
+                run_tags["mlflow.source.git.commit"] = commit
+            run_id = self.create_run(run_name, run_tags)
+            self._run_tags = run_tags
+            param_list = [Param(str(k)[:250], truncate_param(redact(str(v))))
+                          for k, v in params.items()]
+            for chunk in _chunks(param_list, MAX_PARAMS_PER_BATCH):
+                self.call(lambda c=chunk: self.client.log_batch(run_id, params=c), "log params")
+            self.run_id = run_id
+            log.info("MLflow run %s opened in %s", run_id, redact(self.uri))
+
+    def attach(self, run_id: str, tags: Mapping[str, str] | None = None) -> None:
+        """Go on with run ``run_id``, opened by another tracker (a tracking process that died),
+        and set ``tags`` on it: the steps logged from now on and ``finish`` complete it (MLflow
+        drops a step sent twice, same time and value)."""
+        with self.never_failing("MLflow"):
+            if self.connect():
+                if tags:
+                    self.set_tags(run_id, tags)
+                self.run_id = run_id
+
+    def close(self) -> None:
+        """A run started and never finished (an error or Ctrl-C between the two): its buffered
+        steps go first, then it ends KILLED, as a stopped run does."""
+        if not self._finished and self.usable and self.run_id is not None:
+            self.finish(status=KILLED)
+
+    def outcome(self) -> TrackedOutcome:
+        sent = {step for step, _, _ in self._steps[:self._sent]}
+        return TrackedOutcome(self.uri, self.run_id, len(sent), self._closed_status,
+                              self.problem)
+
+    # -- the curve -----------------------------------------------------------------------------
+    def log_step(self, step: int, lr: float, loss: float,
+                 timestamp_ms: int | None = None) -> None:
+        """Buffer one step (``timestamp_ms``: when it was recorded, if not now; the sidecar
+        passes the training process's time)."""
+        self.log_values(step, {"lr": lr, "loss": loss}, timestamp_ms)
+
+    def log_values(self, step: int, values: Mapping[str, float],
+                   timestamp_ms: int | None = None) -> None:
+        self._steps.append((step, dict(values), _now_ms() if timestamp_ms is None
+                            else timestamp_ms))
+        if self.flush_every and len(self._steps) - self._sent >= self.flush_every:
+            self._send_steps()
+
+    def finish(self, *, status: str, result: Any = None, summary: RunSummary | None = None,
+               files: Mapping[str, Path] | None = None, out_dir: Path | None = None) -> None:
+        self._finished = True
+        if not self.usable or self.run_id is None:
+            self._hint_import(out_dir)
+            return
+        try:
+            self._send_everything(status, result, summary, files or {}, out_dir)
+        except KeyboardInterrupt:
+            # Ctrl-C while sending: close the run (the steps went first) rather than leave it
+            # RUNNING, then let the interrupt go on
+            with contextlib.suppress(Exception):
+                self.end_run(self.run_id, KILLED)
+                self._closed_status = KILLED
+            raise
+        except Exception as error:  # noqa: BLE001
+            self.give_up(f"sending the run to MLflow at {self.uri} failed: {error}")
+            if self.close_incomplete(self.run_id, error):
+                self._closed_status = FAILED
+            log.warning("%s.", self.outcome().describe(len({s for s, _, _ in self._steps})))
+            self._hint_import(out_dir)
+
+    def _send_everything(self, status: str, result: Any, summary: RunSummary | None,
+                         files: Mapping[str, Path], out_dir: Path | None) -> None:
+        assert self.run_id is not None
+        run_id = self.run_id
+        self._send_steps()
+        if result is not None:
+            self.log_metrics(run_id, [("loss_smooth", value, step)
+                                      for step, value in enumerate(result.smoothed)])
+        self._send_summary(run_id, summary, status)
+        for path in map(Path, files.values()):
+            if path.exists():
+                self.log_artifact(run_id, path)
+                if path.name == PLOT_FILE:
+                    self.log_image(run_id, path, CURVE_IMAGE_KEY)
+        if out_dir is not None:
+            self._send_run_dir_extras(run_id, Path(out_dir))
+        self.call(lambda: self.end_run(run_id, status), "end run")
+        self._closed_status = status
+        self._replace_earlier_attempts()
 
     def _send_steps(self) -> None:
         from mlflow.entities import Metric
@@ -708,51 +573,59 @@ class MlflowTracker:
         pending = self._steps[self._sent:]
         if not pending or self.run_id is None or not self.usable:
             return
-        self._log_metrics([Metric(name, float(value), stamp, step)
-                           for step, values, stamp in pending for name, value in values.items()])
+        self.log_metric_entities(self.run_id, [
+            Metric(name, float(value), stamp, step)
+            for step, values, stamp in pending for name, value in values.items()])
         self._sent = len(self._steps)
 
-    def _send_smoothed(self, result: Any) -> None:
-        from mlflow.entities import Metric
-
-        stamp = int(time.time() * 1000)
-        self._log_metrics([Metric("loss_smooth", float(value), stamp, step)
-                           for step, value in enumerate(result.smoothed)])
-
-    def _send_summary(self, summary: RunSummary | None, status: str) -> None:
-        from mlflow.entities import RunTag
-
+    def _send_summary(self, run_id: str, summary: RunSummary | None, status: str) -> None:
         if summary is None:  # nothing but the curve: the status says how it ended
-            self._call(lambda: self._client.set_tag(self.run_id, "status", status), "tag")
+            self.set_tags(run_id, {"status": status})
             return
-        tags = [RunTag("status", summary.status),
-                RunTag("default_method", str(summary.default_method or "")),
-                RunTag("confidence", str(summary.confidence)),
-                RunTag("confidence_reason", str(summary.confidence_reason or "")[:5000])]
-        if summary.stopped_by:
-            tags.append(RunTag("stopped_by", summary.stopped_by))
-        if summary.regime:
-            tags.append(RunTag("regime", summary.regime))
-        metrics = _summary_metrics(summary)
-        self._call(lambda: self._client.log_batch(self.run_id, metrics=metrics, tags=tags),
-                   "log summary")
+        tags = {"status": summary.status, "default_method": str(summary.default_method or ""),
+                "confidence": str(summary.confidence),
+                "confidence_reason": str(summary.confidence_reason or "")[:5000]}
+        tags.update({key: value for key, value in (("stopped_by", summary.stopped_by),
+                                                   ("regime", summary.regime)) if value})
+        self.log_metrics(run_id, _summary_points(summary))
+        self.set_tags(run_id, tags)
 
-    def _send_run_dir_extras(self, out_dir: Path) -> None:
+    def _send_run_dir_extras(self, run_id: str, out_dir: Path) -> None:
         hydra_dir = out_dir / ".hydra"
         if hydra_dir.is_dir():
-            self._call(lambda: self._client.log_artifacts(self.run_id, str(hydra_dir),
-                                                            ".hydra"), "log .hydra")
+            self.call(lambda: self.client.log_artifacts(run_id, str(hydra_dir), ".hydra"),
+                      "log .hydra")
         for log_file in out_dir.glob("*.log"):
-            self._call(lambda p=log_file: self._client.log_artifact(self.run_id, str(p)),
-                         "log run log")
+            self.log_artifact(run_id, log_file)
 
-    def _give_up(self, why: str) -> None:
-        if self.usable:
-            first_line = redact(str(why)).strip().splitlines()[0]  # not SQLAlchemy's essay
-            self._problem = first_line
-            log.warning("Tracking disabled for this run: %s. The test goes on; its curve, plot "
-                        "and config stay in the run dir.", first_line)
-        self.usable = False
+    def _replace_earlier_attempts(self) -> None:
+        """A SLURM job that was requeued ran its range test again into the same run dir: once
+        this attempt's run is complete, the runs of the job's earlier attempts are deleted
+        (restorable until ``mlflow gc``) and named in this run's tag ``lrexp.replaces``. Only
+        runs of the same job id, run dir and sweep parent count: job ids come back after a
+        cluster's state is reset."""
+        tags = self._run_tags
+        restarts, job = _attempt(tags.get("slurm.restarts")), tags.get("slurm.job_id", "")
+        if not restarts or not job.replace("_", "").isdigit() or self.run_id is None:
+            return
+        query = f"tags.`slurm.job_id` = '{job}'"
+        if tags.get("mlflow.parentRunId"):
+            query += f" and tags.`mlflow.parentRunId` = '{tags['mlflow.parentRunId']}'"
+        try:
+            same_job = self.client.search_runs([self.experiment_id], query, max_results=200)
+            earlier = [run.info.run_id for run in same_job
+                       if run.info.run_id != self.run_id
+                       and run.data.tags.get("run_dir") == tags.get("run_dir")
+                       and _attempt(run.data.tags.get("slurm.restarts")) < restarts]
+            for old_id in earlier:
+                self.client.delete_run(old_id)
+            if earlier:
+                self.client.set_tag(self.run_id, "lrexp.replaces", ",".join(earlier))
+                log.info("MLflow run %s replaces the run(s) of SLURM job %s's earlier attempts: "
+                         "%s (deleted)", self.run_id, job, ", ".join(earlier))
+        except Exception as error:  # noqa: BLE001 - housekeeping must never stop a run
+            log.warning("Replacing the earlier attempts' runs of SLURM job %s failed: %s",
+                        job, error)
 
     def _hint_import(self, out_dir: Path | None) -> None:
         if out_dir is not None and not self.usable:

@@ -1,35 +1,26 @@
-"""The tracker in a process of its own: MLflow's import and store set-up off the test's path.
+"""The run logger in a process of its own: MLflow's import and store set-up off the test's path.
 
 ``SidecarTracker`` (the training process's side) starts ``python -m lrexp.tracking.sidecar``
-as soon as the config passed its checks, before torch is imported; the child builds the tracker
-the ``tracking`` group names (``MlflowTracker``, unchanged), imports MLflow and opens or creates
-the store at once, while the parent imports torch and trains. A process, not a thread: MLflow's
-import in a thread races the test's own lazy imports (a half-initialized module in joblib
-sweeps), and a process costs no extra wall time.
+before torch is imported; the child builds the run logger the ``tracking`` group names
+(``MlflowTracker``) and opens the store while the parent trains. A process, not a thread:
+MLflow's import in a thread races the test's own lazy imports.
 
-The parent sends pickled commands on the child's stdin: ``init`` (the tracker's settings),
-``start``, one ``step`` per recorded step, ``finish``. The child sends back, on its stdout, its
-log records (relayed into the parent's logging: the console and the run's lrexp.log), what it
-prints, and ``done`` (run id, usable). Its own stdout goes to stderr, so nothing printed can
-corrupt the channel.
+The parent sends pickled commands on the child's stdin (``init``, ``start``, one ``step`` per
+recorded step, ``finish``); the child sends back, on its stdout, its log records, what it
+prints, and ``done``. Its own stdout goes to stderr, so nothing printed corrupts the channel.
 
-* Ctrl-C and SIGTERM reach the whole process group: the child ignores them; the parent records
-  the partial curve and tells the child the final status (KILLED). A Ctrl-C while the parent
-  waits for the child at the end reaches it as SIGUSR1 (the in-process tracker's Ctrl-C).
-* The parent killed outright (kill -9): the child reads EOF before ``finish`` and closes the run
-  KILLED itself, with every step it received.
-* A child that dies (killed, out of memory): one warning, the test goes on, and at the end a
-  new child completes the run from every step this process recorded (the first child said
-  ``opened`` with the run's id; MLflow drops the steps that arrive twice). A child that cannot
-  start, or fails: one warning, the run dir keeps everything, and
-  ``python -m lrexp.tracking.import_run <dir>`` sends it later.
+* Ctrl-C and SIGTERM reach the whole process group: the child ignores them and takes the final
+  status from the parent; a Ctrl-C while the parent waits at the end reaches it as SIGUSR1.
+* The parent killed outright: the child reads EOF and closes the run KILLED itself.
+* A child that dies: one warning, and at the end a new child completes the run from every step
+  the parent recorded. The run's owner is the parent (``OWNER_PID_TAG``), so no other lrexp
+  run closes it as an orphan while the parent still trains.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import logging
 import os
 import pickle
@@ -42,20 +33,19 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import SimpleNamespace
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
-from lrexp.run.summary import RunSummary
+from lrexp.run.life import KILLED
 
 # The classes ``finish`` receives pickled (RunSummary and its parts): imported before the
 # child's reader thread runs, so that unpickling never imports a module beside the main thread.
-from lrexp.tracking.mlflow_tracker import TrackedOutcome
+from lrexp.run.summary import RunSummary
+from lrexp.tracking.build import build_target
+from lrexp.tracking.mlflow_tracker import OWNER_PID_TAG, TrackedOutcome
 from lrexp.tracking.redaction import redact
 from lrexp.tracking.store import resolve_tracking_uri
 
-if TYPE_CHECKING:
-    from lrexp.run.summary import SeedGroup
-
-__all__ = ["SidecarTracker", "build_target", "finish_wait_s"]
+__all__ = ["SidecarTracker", "finish_wait_s"]
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +62,7 @@ def finish_wait_s(timeout_s: float) -> float:
 
 # -- the training process's side --------------------------------------------------------------
 class SidecarTracker:
-    """The Tracker protocol for one run, carried out by a child process; never imports MLflow.
-    Sweep parents (``open_parent``/``close_parent``) are tracked in-process instead."""
+    """The run logger, carried out by a child process; never imports MLflow."""
 
     def __init__(self, target: str, settings: Mapping[str, Any], wait_s: float) -> None:
         self.run_id: str | None = None  # known once the child opened the run
@@ -84,6 +73,7 @@ class SidecarTracker:
         self._recorded: list[tuple[Any, ...]] = []  # start and every step: a new child's replay
         self._closed = False
         self._outcome: TrackedOutcome | None = None  # what the child said at the end
+        self._owner = {OWNER_PID_TAG: str(os.getpid())}  # this process trains the run
         self._spawn()
 
     def _spawn(self) -> None:
@@ -107,9 +97,9 @@ class SidecarTracker:
         self._reader.start()
         self._send(self._init)
 
-    # -- the Tracker protocol ----------------------------------------------------------------
+    # -- the run logger ------------------------------------------------------------------------
     def start(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
-        self._record(("start", run_name, dict(params), dict(tags)))
+        self._record(("start", run_name, dict(params), {**tags, **self._owner}))
 
     def log_step(self, step: int, lr: float, loss: float) -> None:
         self.log_values(step, {"lr": lr, "loss": loss})
@@ -137,18 +127,6 @@ class SidecarTracker:
             log.warning("To send this run to MLflow later: python -m lrexp.tracking.import_run %s",
                         out_dir)
 
-    def open_parent(self, run_name: str, tags: Mapping[str, str]) -> str | None:
-        raise NotImplementedError("a sweep's parent run is tracked in-process "
-                                  "(build_tracker(..., in_process=True))")
-
-    def log_seed_group(self, run_id: str, group: SeedGroup, prefixed: bool) -> None:
-        raise NotImplementedError("a sweep's parent run is tracked in-process")
-
-    def close_parent(self, run_id: str, rows: list[dict[str, Any]], files: list[Path],
-                     status: str, best: dict[str, Any] | None = None,
-                     description: str = "", experiment_note: str = "") -> str | None:
-        raise NotImplementedError("a sweep's parent run is tracked in-process")
-
     def close(self) -> None:
         """Without ``finish``: the child closes a run it opened KILLED, in its own time."""
         if not self._closed:
@@ -171,8 +149,8 @@ class SidecarTracker:
     def _replace(self, finish: tuple[Any, ...]) -> None:
         """A new child: the run the dead one opened, every recorded step, then ``finish``."""
         opened = self.run_id
-        replay = [("attach", opened) if opened and message[0] == "start" else message
-                  for message in self._recorded]
+        replay = [("attach", opened, self._owner) if opened and message[0] == "start"
+                  else message for message in self._recorded]
         log.warning("Starting a new MLflow process to complete %s with the %d steps this "
                     "process recorded.", f"MLflow run {opened}" if opened else "the run",
                     sum(message[0] == "step" for message in self._recorded))
@@ -388,12 +366,6 @@ def _read_commands(stream: IO[bytes], commands: queue.Queue[tuple[Any, ...] | No
             return
 
 
-def build_target(target: str, settings: Mapping[str, Any]) -> Any:
-    """The tracker class ``target`` names (module.Class), built with ``settings``."""
-    module, _, name = target.rpartition(".")
-    return getattr(importlib.import_module(module), name)(**settings)
-
-
 def _serve(tracker: Any, commands: queue.Queue[tuple[Any, ...] | None],
            channel: _Channel) -> int:
     prepare = getattr(tracker, "prepare", None)
@@ -405,7 +377,7 @@ def _serve(tracker: Any, commands: queue.Queue[tuple[Any, ...] | None],
         if message is None:  # the parent is gone (or let go) without finish
             if started:
                 log.warning(ABANDONED_MESSAGE, steps)
-                tracker.finish(status="KILLED")
+                tracker.finish(status=KILLED)
             return 0
         kind, *arguments = message
         if kind == "step":

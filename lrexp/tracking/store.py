@@ -81,20 +81,24 @@ def _sqlite_path(uri: str) -> Path | None:
     return Path(uri[len(prefix):]) if uri.startswith(prefix) else None
 
 
-def sqlite_store_problem(uri: str) -> str | None:
+def sqlite_store_problem(uri: str, reading: bool = False) -> str | None:
     """Why a SQLite store cannot be used, found in microseconds (MLflow itself would retry
-    for minutes on a folder or a corrupt file), or None."""
+    for minutes on a folder or a corrupt file), or None. A store only ``reading`` must hold
+    runs already: a missing or empty file is refused too (a writer creates one)."""
     path = _sqlite_path(uri)
-    if path is None or not path.exists():
+    if path is None or not (path.exists() or reading):
         return None
+    if not path.exists():
+        return f"there is no SQLite store at {path}"
     if not path.is_file():
-        return (f"the SQLite store {path} is not a file (a folder?); move it away or set "
-                "tracking.uri")
+        return f"the SQLite store {path} is not a file (a folder?)"
     with path.open("rb") as handle:
         header = handle.read(16)
+    if not header and reading:
+        return f"the SQLite store {path} is empty (no runs were ever recorded in it)"
     if header and header != b"SQLite format 3\x00":
-        return (f"the SQLite store {path} is not an SQLite database (corrupt or another kind of "
-                "file); move it away or set tracking.uri")
+        return (f"the SQLite store {path} is not an SQLite database (corrupt, or another kind "
+                "of file)")
     return None
 
 

@@ -39,32 +39,32 @@ def _curve(lrs, losses):
     return None if isinstance(curve, str) else curve
 
 
-def edge(k):
+def reads_curve(read):
+    """A rule ``(lrs, losses, pretrained)`` from ``read(curve, lrs, losses)``: None where lrexp
+    cannot read the curve."""
     def rule(lrs, losses, pretrained=False):
         c = _curve(lrs, losses)
-        if c is None:
-            return None
+        return None if c is None else read(c, lrs, losses)
+    return rule
+
+
+def edge(k):
+    def read(c, lrs, losses):
         anchor = c.blowup_lr if c.blowup_lr is not None else float(c.lrs[c.best])
         return anchor / k
-    return rule
+    return reads_curve(read)
 
 
 def zl_minimum(k):
-    def rule(lrs, losses, pretrained=False):
-        c = _curve(lrs, losses)
-        return None if c is None else float(c.lrs[c.best]) / k
-    return rule
+    return reads_curve(lambda c, lrs, losses: float(c.lrs[c.best]) / k)
 
 
 def lower_of(k):
     """The lower of the zero-lag minimum / k and the blow-up / (3k)."""
-    def rule(lrs, losses, pretrained=False):
-        c = _curve(lrs, losses)
-        if c is None:
-            return None
+    def read(c, lrs, losses):
         lr = float(c.lrs[c.best]) / k
         return lr if c.blowup_lr is None else min(lr, c.blowup_lr / (3 * k))
-    return rule
+    return reads_curve(read)
 
 
 def ema_minimum(k):
@@ -76,10 +76,7 @@ def ema_minimum(k):
 
 def fall_point(fraction):
     """Where the zero-lag loss has made ``fraction`` of its fall from the start to the min."""
-    def rule(lrs, losses, pretrained=False):
-        c = _curve(lrs, losses)
-        if c is None:
-            return None
+    def read(c, lrs, losses):
         best = c.best
         level = float(np.median(c.trend[: max(3, len(c.trend) // 10)]))
         fall = level - float(c.trend[best])
@@ -87,7 +84,7 @@ def fall_point(fraction):
             return float(c.lrs[best])
         reached = np.flatnonzero(c.trend[: best + 1] <= level - fraction * fall)
         return float(c.lrs[int(reached[0]) if len(reached) else best])
-    return rule
+    return reads_curve(read)
 
 
 def _valley_lr(lrs, losses):
@@ -98,14 +95,11 @@ def _valley_lr(lrs, losses):
 
 def lower_of_edge_and_valley(k):
     """The lower of the blow-up / k and fastai's valley (each alone when the other is None)."""
-    def rule(lrs, losses, pretrained=False):
-        c = _curve(lrs, losses)
-        if c is None:
-            return None
+    def read(c, lrs, losses):
         found = [lr for lr in (_valley_lr(lrs, losses),
                                None if c.blowup_lr is None else c.blowup_lr / k) if lr]
         return min(found) if found else float(c.lrs[c.best]) / 2
-    return rule
+    return reads_curve(read)
 
 
 def valley_over(k):
@@ -129,14 +123,11 @@ def geometric_edge_valley(k):
 def median_of_three(k):
     """The (geometric) median of three readings that fail in different places: the blow-up /
     20, fastai's EMA minimum / 10 and the valley; divided by k."""
-    def rule(lrs, losses, pretrained=False):
-        c = _curve(lrs, losses)
-        if c is None:
-            return None
+    def read(c, lrs, losses):
         readings = [lr for lr in (edge(20)(lrs, losses), fastai_minimum(lrs, losses),
                                   _valley_lr(lrs, losses)) if lr]
         return float(10 ** np.median(np.log10(readings))) / k if readings else None
-    return rule
+    return reads_curve(read)
 
 
 def geometric_edge_ema(k):

@@ -151,14 +151,15 @@ def _wait_for(process: subprocess.Popen) -> int:
 
 
 def pytest_sessionfinish(session):
+    if _store is not None:  # first: a maker still running holds up the server's start
+        _store[1].kill()
+        _store[1].wait()
     if _server_starting is not None:
         _server_starting.join()
     if _server is not None:
         _server.stop()
         shutil.rmtree(_server.workdir, ignore_errors=True)
     if _store is not None:
-        _store[1].kill()
-        _store[1].wait()
         shutil.rmtree(_store[0], ignore_errors=True)
 
 

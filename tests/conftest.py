@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -92,13 +94,18 @@ def _seeded():
 
 # -- one mlflow server and one SQLite store for the session -------------------------------------
 # Both take seconds to create (imports, schema migrations): once the selection is known, any the
-# selected tests need are started in processes of their own while the first tests run.
+# selected tests need are started in processes of their own while the first tests run. The
+# store is migrated once: the server's backend starts as a copy of it (MLflow migrates an empty
+# database from scratch, about 2.5 s of CPU, and only checks the schema of a migrated one).
 SERVER_FIXTURE, STORE_FIXTURE = "mlflow_server_uri", "shared_sqlite_uri"
 PRISTINE = "pristine.db"  # the shared store as made, for tests that want a fresh default store
 _server = None
+_server_starting: threading.Thread | None = None
 _store: tuple[Path, subprocess.Popen] | None = None
-MAKE_STORE = "import sys; from mlflow.tracking import MlflowClient; " \
-             "MlflowClient(sys.argv[1]).search_experiments()"
+# argv: the store to make, then the copies to leave of it before any test writes to it
+MAKE_STORE = "import shutil, sys; from mlflow.tracking import MlflowClient; " \
+             "MlflowClient(f'sqlite:///{sys.argv[1]}').search_experiments(); " \
+             "[shutil.copy(sys.argv[1], copy) for copy in sys.argv[2:]]"
 
 
 def pytest_collection_modifyitems(session, config, items):
@@ -109,30 +116,50 @@ def pytest_collection_modifyitems(session, config, items):
 
 
 def pytest_collection_finish(session):
-    global _server, _store
+    global _server, _server_starting, _store
     if session.config.option.collectonly:
         return
     needed = {name for item in session.items for name in getattr(item, "fixturenames", ())}
-    if STORE_FIXTURE in needed:
-        folder = Path(tempfile.mkdtemp(prefix="lrexp-sqlite-store-"))
-        # cwd: MLflow resolves the store's artifact root (./mlruns) against it
-        _store = folder, subprocess.Popen(
-            [sys.executable, "-c", MAKE_STORE, f"sqlite:///{folder / 'mlflow.db'}"], cwd=folder,
-            env={k: v for k, v in os.environ.items() if not FROM_THE_SHELL.match(k)},
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if not {STORE_FIXTURE, SERVER_FIXTURE} & needed:
+        return
+    folder = Path(tempfile.mkdtemp(prefix="lrexp-sqlite-store-"))
+    copies = [folder / PRISTINE]
     if SERVER_FIXTURE in needed:
         from mlflow_server import MlflowServer
 
-        _server = MlflowServer(Path(tempfile.mkdtemp(prefix="lrexp-mlflow-server-"))).start()
+        workdir = Path(tempfile.mkdtemp(prefix="lrexp-mlflow-server-"))
+        copies.append(workdir / "server.db")
+        _server = MlflowServer(workdir, backend_uri=f"sqlite:///{workdir / 'server.db'}")
+    # cwd: MLflow resolves the store's artifact root (./mlruns) against it
+    maker = subprocess.Popen(
+        [sys.executable, "-c", MAKE_STORE, str(folder / "mlflow.db"), *map(str, copies)],
+        cwd=folder, env={k: v for k, v in os.environ.items() if not FROM_THE_SHELL.match(k)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _store = folder, maker
+    if _server is not None:  # started once its database is there (or never, if making failed)
+        server = _server
+        _server_starting = threading.Thread(
+            target=lambda: _wait_for(maker) == 0 and server.start(), daemon=True)
+        _server_starting.start()
+
+
+def _wait_for(process: subprocess.Popen) -> int:
+    """``process``'s exit code, polled: the main thread may be reading its output meanwhile."""
+    while process.poll() is None:
+        time.sleep(0.05)
+    return process.returncode
 
 
 def pytest_sessionfinish(session):
+    if _store is not None:  # first: a maker still running holds up the server's start
+        _store[1].kill()
+        _store[1].wait()
+    if _server_starting is not None:
+        _server_starting.join()
     if _server is not None:
         _server.stop()
         shutil.rmtree(_server.workdir, ignore_errors=True)
     if _store is not None:
-        _store[1].kill()
-        _store[1].wait()
         shutil.rmtree(_store[0], ignore_errors=True)
 
 
@@ -140,8 +167,12 @@ def pytest_sessionfinish(session):
 def mlflow_server_uri() -> str:
     """A real ``mlflow server`` (SQLite backend, proxied artifacts) shared by the session's
     tests; each test keeps to an experiment of its own (``experiment_name``)."""
-    if _server is None:  # e.g. requested through getfixturevalue
+    if _server is None or _server_starting is None:  # e.g. requested through getfixturevalue
         pytest.fail("the shared mlflow server was not started at collection")
+    _server_starting.join()
+    if _server.proc is None:
+        _, error = _store[1].communicate()
+        pytest.fail(f"making the shared mlflow server's store failed:\n{error}")
     return _server.wait_ready()
 
 
@@ -153,7 +184,6 @@ def shared_sqlite_uri() -> str:
     folder, maker = _store
     _, error = maker.communicate(timeout=180)
     assert maker.returncode == 0, f"making the shared SQLite store failed:\n{error}"
-    shutil.copy(folder / "mlflow.db", folder / PRISTINE)  # before any test writes to it
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     # MLflow keeps one store object per URI in a process, its artifact root resolved against
     # the working dir it was made in: make this process's there too, not in the repository

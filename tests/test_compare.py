@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -24,10 +25,11 @@ def _curve(client, run_id: str, steps: int = 5) -> None:
         client.log_metric(run_id, "loss", 2.0 - 0.1 * step, step=step)
 
 
-@pytest.fixture
-def sweep(default_store, experiment_name):
-    """A sweep's parent with two children, and a run outside the sweep tagged foo=y."""
-    uri = f"sqlite:///{default_store}"
+@pytest.fixture(scope="module")
+def sweep(shared_sqlite_uri):
+    """A sweep's parent with two children, and a run outside the sweep tagged foo=y, in an
+    experiment of its own in the session's store: made once, since the tests only read it."""
+    uri, experiment_name = shared_sqlite_uri, f"compare-{uuid.uuid4().hex[:8]}"
     client = MlflowClient(uri)
     experiment = client.create_experiment(experiment_name)
     parent = client.create_run(experiment, run_name="sweep", tags={"lrexp.sweep": "1"})

@@ -185,7 +185,7 @@ def test_a_run_started_and_never_finished_is_closed_killed_with_its_steps(
 
 
 def test_a_run_whose_artifacts_cannot_be_stored_is_closed_failed_and_can_be_imported_again(
-        tmp_path, monkeypatch, caplog):
+        tmp_path, default_store, monkeypatch, caplog):
     # a new experiment's artifacts go to ./mlruns: a plain file there refuses every upload
     # while the store itself still answers
     from lrexp.tracking.import_run import _StagedTracker

@@ -65,9 +65,8 @@ def test_the_experiments_note_names_the_latest_sweep_and_links_its_run():
 
 
 @pytest.fixture
-def store(tmp_path):
-    pytest.importorskip("mlflow")
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+def store(default_store):
+    return f"sqlite:///{default_store}"
 
 
 def close_a_sweep(store: str, experiment: str, tmp_path: Path,

@@ -62,6 +62,29 @@ def test_non_numeric_max_lr_is_refused():
     assert_user_error(lrexp("max_lr=abc"), "max_lr", "abc")
 
 
+@pytest.mark.parametrize("override, kind", [
+    ("max_lr=abc", "a number"), ("num_iter=1.5", "a whole number"),
+    ("batch_size=true", "a whole number"), ("min_lr=1e-6,tiny", "a number")])
+def test_a_word_for_a_number_is_one_paragraph_with_the_fix(override, kind, capsys):
+    from lrexp.app.main import _refuse_words_for_numbers
+
+    with pytest.raises(SystemExit) as exit_:
+        _refuse_words_for_numbers([override, "tracking=none"])
+    assert exit_.value.code == 2
+    message = capsys.readouterr().err
+    assert f"Invalid setting {override}:" in message and f"takes {kind}" in message
+    assert message.count("\n") == 1 and "nothing was run" in message
+
+
+@pytest.mark.parametrize("override", [
+    "max_lr=1e-2", "num_iter=50", "num_iter='50'", "max_lr=1,10", "num_iter=range(10,30,10)",
+    "seed=${oc.env:SEED,0}", "net=mlp", "+optimizer.foo=bar"])
+def test_numbers_sweeps_and_interpolations_pass_the_check(override):
+    from lrexp.app.main import _refuse_words_for_numbers
+
+    _refuse_words_for_numbers([override])  # no SystemExit
+
+
 @pytest.mark.parametrize("value", ["1" + "0" * 400, "-" + "9" * 400, "2" + "0" * 308,
                                    "1" * 5000], ids=["1e400", "-1e400", "2e308", "5000 digits"])
 def test_a_number_past_a_floats_range_is_one_paragraph(value):

@@ -65,6 +65,59 @@ def _refuse_numbers_out_of_range(overrides: list[str]) -> None:
             raise SystemExit(EXIT_BAD_INPUT)
 
 
+_NUMBER_WORDS = {"float": "a number (e.g. 0.1 or 1e-3)", "int": "a whole number (e.g. 100)"}
+
+
+def _number_settings() -> dict[str, str]:
+    """The top-level settings that take a number: {name: "float" | "int"}."""
+    import dataclasses
+
+    from lrexp.app.schema import LrexpConfig
+
+    kinds = {float: "float", int: "int", "float": "float", "int": "int"}
+    return {field.name: kinds[field.type] for field in dataclasses.fields(LrexpConfig)
+            if field.type in kinds}
+
+
+def _not_a_number(value: object, kind: str) -> bool:
+    if isinstance(value, str) and "${" in value:
+        return False  # an interpolation: resolved (and checked) later
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, int) or (kind == "float" and isinstance(value, float)):
+        return False
+    try:
+        number = float(str(value))  # a quoted number converts
+    except ValueError:
+        return True
+    return kind == "int" and not number.is_integer()
+
+
+def _refuse_words_for_numbers(overrides: list[str]) -> None:
+    """``max_lr=abc``: one paragraph with the fix, instead of Hydra's merge error."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(
+            [word for word in overrides if "=" in word and not word.startswith("-")])
+    except Exception:  # noqa: BLE001 - a malformed override is Hydra's to explain
+        return
+    numbers = _number_settings()
+    for override in parsed:
+        kind, value = numbers.get(override.key_or_group), override.value()
+        if kind is None or (override.is_sweep_override() and not isinstance(value, ChoiceSweep)):
+            continue  # not a number setting, or a range: numbers by construction
+        values = value.list if isinstance(value, ChoiceSweep) else [value]
+        bad = next((v for v in values if _not_a_number(v, kind)), None)
+        if bad is not None:
+            sys.stderr.write(
+                f"lrexp: error: Invalid setting {override.input_line}: "
+                f"{override.key_or_group} takes {_NUMBER_WORDS[kind]}, not {bad!r}; nothing "
+                "was run. python -m lrexp --help lists the settings and their ranges.\n")
+            raise SystemExit(EXIT_BAD_INPUT)
+
+
 def _require_launcher_extra(overrides: list[str]) -> None:
     """A launcher whose plugin is not installed: name the extra, instead of Hydra's "Could not
     load 'hydra/launcher/...'"."""
@@ -83,6 +136,7 @@ def _require_launcher_extra(overrides: list[str]) -> None:
 
 def main() -> None:
     _refuse_numbers_out_of_range(sys.argv[1:])
+    _refuse_words_for_numbers(sys.argv[1:])
     _require_launcher_extra(sys.argv[1:])
     with stops.recording() as record:  # this command's stops, read for its exit code
         _main(record)

@@ -107,6 +107,16 @@ def test_a_median_curve_whose_repeats_disagree_is_not_high_and_says_why():
     assert disagreeing.verdict.confidence == "low"
 
 
+def test_a_single_test_cut_short_is_never_high_and_says_to_finish_it():
+    whole = _edge_curve(0.5)
+    assert whole.suggest().confidence == "high"
+    cut = RangeTestResult(whole.lrs, whole.losses, whole.smoothed, stop_reason="interrupted")
+    suggestion = cut.suggest()
+    assert suggestion.lr == whole.suggest().lr and suggestion.confidence == "low"
+    assert suggestion.reason.startswith(f"The test was stopped at LR {whole.lrs[-1]:.3g}")
+    assert "run the test to the end" in suggestion.reason
+
+
 def test_a_repeat_cut_short_by_ctrl_c_does_not_count_in_the_spread():
     partial = _edge_curve(0.5, fall_lr=1e-3)  # a repeat whose loss fell early, cut short
     partial = RangeTestResult(partial.lrs[:25], partial.losses[:25], partial.smoothed[:25],

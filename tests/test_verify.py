@@ -56,6 +56,7 @@ def test_verify_keeps_the_default_that_contracts_fastest_and_restores_bitwise():
         np.argmin(contraction))
     assert verification.chosen == int(np.argmin(contraction)) == 1  # the default stands
     assert res.suggest().method == "verified"
+    assert f"the default LR {default:.3g} stands" in res.suggest().reason
     assert res.suggest().lr == verification.probes[verification.chosen].lr
     # every probe started from the initial weights: its first loss is the initial loss
     initial = quadratic_loss(before[0]["w"], torch.full((8,), 0.5)).item()

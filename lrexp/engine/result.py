@@ -61,14 +61,21 @@ _ARRAYS = ("lrs", "losses", "smoothed", "verification", "repeats")
 log = logging.getLogger(__name__)
 
 
+DEFAULT_SOURCE = "default"  # a probe's source at the default suggestion's LR
+
+
 @dataclass
 class Probe:
     """One short training at a constant candidate LR, from the model's initial state."""
 
     lr: float
-    source: str  # which rule(s) proposed it, e.g. "minimum" or "minimum x3"
+    source: str  # which rule(s) proposed it, e.g. "default" or "default x0.333"
     loss: float  # the measured loss: validation loss, or the mean of the last training losses
     losses: list[float] = field(default_factory=list)  # its training loss at every step
+
+    @property
+    def at_default(self) -> bool:
+        return DEFAULT_SOURCE in self.source.split(", ")
 
 
 @dataclass
@@ -99,6 +106,24 @@ class Verification:
         return cls(probes, data["chosen"], int(data["steps"]), float(data["seconds"]),
                    str(data.get("loss_kind", "train")))
 
+
+
+def _probes_outcome(verification: Verification, chosen: Probe) -> str:
+    """What the verify probes found, in plain words (the rule: lrexp.engine.verify.choose)."""
+    kind = {"val": "validation", "holdout": "held-out"}.get(verification.loss_kind,
+                                                           verification.loss_kind)
+    done = (f"{len(verification.probes)} probes of {verification.steps} steps, judged on the "
+            f"{kind} loss")
+    others = [p for p in verification.probes if p is not chosen]
+    if chosen.at_default:
+        lower = "; ".join(f"LR {p.lr:.3g} got {p.loss:.4g}" for p in others) or "no other probe"
+        return (f"{done}: the default LR {chosen.lr:.3g} stands ({chosen.loss:.4g}; {lower}, "
+                "not clearly better).")
+    default = next((p for p in others if p.at_default), None)
+    against = ("the default's probe diverged" if default is None or not math.isfinite(default.loss)
+               else f"against the default's {default.loss:.4g} at LR {default.lr:.3g}")
+    return (f"{done}: LR {chosen.lr:.3g} ({chosen.source}) trained clearly better "
+            f"({chosen.loss:.4g}, {against}).")
 
 @dataclass
 class RangeTestResult:
@@ -181,7 +206,20 @@ class RangeTestResult:
         if method == "verified" or (method == "default" and verified):
             return self._verified()
         suggestion = suggest(self.lrs, self.losses, method, pretrained=self.pretrained)
-        return with_spread(suggestion, self.suggestion_spread()) if self.repeats else suggestion
+        if self.repeats:
+            return with_spread(suggestion, self.suggestion_spread())
+        return self._cut_short(suggestion) if self.stop_reason == "interrupted" else suggestion
+
+    def _cut_short(self, suggestion: Suggestion) -> Suggestion:
+        """A test stopped by Ctrl-C or a signal read as far as it got: never "high", and the
+        fix is to finish the test, whatever the partial curve seems to ask for."""
+        if not len(self.lrs):
+            return suggestion
+        stopped = (f"The test was stopped at LR {self.lrs[-1]:.3g}, before its last LR: this "
+                   "reading covers only the LRs it reached; run the test to the end before "
+                   "trusting it (rather than changing max_lr or num_iter).")
+        confidence = "none" if suggestion.confidence == "none" else "low"
+        return replace(suggestion, confidence=confidence, reason=f"{stopped} {suggestion.reason}")
 
     def _verified(self) -> Suggestion:
         verification = self.verification
@@ -194,13 +232,8 @@ class RangeTestResult:
                               reason="no probe of the verify step gave a finite loss.")
         probe = verification.probes[verification.chosen]
         verdict = self.verdict
-        best = min(p.loss for p in verification.probes)
-        kind = {"val": "validation", "holdout": "held-out"}.get(verification.loss_kind,
-                                                               verification.loss_kind)
-        reason = (f"{len(verification.probes)} probes of {verification.steps} steps: LR "
-                  f"{probe.lr:.3g} ({probe.source}) is the lowest LR whose {kind} loss "
-                  f"({probe.loss:.4g}) is close to the best ({best:.4g}). The curve: "
-                  f"{verdict.reason} Assumed regime: {regime}.")
+        reason = (f"{_probes_outcome(verification, probe)} The curve: {verdict.reason} "
+                  f"Assumed regime: {regime}.")
         confidence = "low" if verdict.confidence == "none" else verdict.confidence
         minimum_lr = self.lr_at_min_loss
         if confidence == "high" and minimum_lr is not None and probe.lr > minimum_lr:

@@ -33,7 +33,7 @@ import math
 import time
 from collections.abc import Callable
 
-from lrexp.engine.result import Probe, RangeTestResult, Verification
+from lrexp.engine.result import DEFAULT_SOURCE, Probe, RangeTestResult, Verification
 from lrexp.engine.suggest import suggest
 
 __all__ = ["AROUND_DEFAULT", "DEFAULT_UNLESS_BEATEN_BY", "HOLDOUT_BATCHES", "HOLDOUT_EVERY",
@@ -41,7 +41,6 @@ __all__ = ["AROUND_DEFAULT", "DEFAULT_UNLESS_BEATEN_BY", "HOLDOUT_BATCHES", "HOL
 
 # Candidates closer than this factor are one candidate: LRs within 1.5x train alike.
 MERGE_FACTOR = 1.5
-DEFAULT_SOURCE = "default"  # the probe at the default suggestion's LR
 # The default's LR times these, in both regimes, and the margin a lower candidate's held-out
 # loss must win by (relative to the default's), chosen on the tuning split of
 # scripts/bench_suggest.py (scripts/bench_suggest.md, "Verify"): from scratch (1/3, 1) with a
@@ -79,7 +78,7 @@ def choose(probes: list[Probe]) -> int | None:
     if not finite:
         return None
     best = min(finite, key=lambda i: probes[i].loss)
-    default = next((i for i in finite if DEFAULT_SOURCE in probes[i].source.split(", ")), None)
+    default = next((i for i in finite if probes[i].at_default), None)
     if default is None:
         return best
     margin = DEFAULT_UNLESS_BEATEN_BY * abs(probes[default].loss)

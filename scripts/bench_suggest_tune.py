@@ -138,6 +138,19 @@ def geometric_edge_ema(k):
     return rule
 
 
+def default_capped_at_valley(k):
+    """The engine's default, but at most the descent's valley x k (the verdict's second
+    reading, ``descent_valley_lr``)."""
+    from lrexp.engine.suggest import descent_valley_lr
+
+    default = lrexp_rule("default")
+
+    def rule(lrs, losses, pretrained=False):
+        lr, valley = default(lrs, losses, pretrained), descent_valley_lr(lrs, losses)
+        return lr if lr is None or valley is None else min(lr, valley * k)
+    return rule
+
+
 FAMILIES = {
     "median of blow-up/20, EMA minimum/10, valley; / k": (median_of_three,
                                                           [0.3, 0.5, 0.7, 1, 1.5, 2, 3, 5]),
@@ -153,6 +166,7 @@ FAMILIES = {
     "lower of minimum / k, blow-up / 3k": (lower_of, [1, 1.5, 2, 3, 5, 7, 10, 15, 20, 30]),
     "EMA minimum / k (fastai k=10)": (ema_minimum, [3, 5, 7, 10, 15, 20, 30, 50, 100]),
     "fall point (fraction of the fall)": (fall_point, [0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9]),
+    "default, at most the valley x k": (default_capped_at_valley, [1, 2, 3, 5, 10, 30]),
 }
 
 

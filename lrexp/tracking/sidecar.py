@@ -60,8 +60,8 @@ ABANDONED_MESSAGE = ("The lrexp process stopped before it closed its MLflow run 
 
 def finish_wait_s(timeout_s: float) -> float:
     """How long the parent waits for the child after ``finish``: a short test ends while the
-    child still imports MLflow and creates the store (~7 s on 2 cores); then each store call
-    may take ``timeout_s`` (an unreachable server) or retries (a busy SQLite file)."""
+    child still imports MLflow and creates the store, and each store call may take
+    ``timeout_s`` (an unreachable server) or retries (a busy SQLite file)."""
     return max(60.0, 12 * timeout_s)
 
 

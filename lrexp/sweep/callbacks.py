@@ -1,12 +1,8 @@
 """Hydra callback for sweeps: one parent MLflow run per multirun, every job its child.
 
-Registered in conf/hydra/default.yaml under ``callbacks``. At sweep start it opens the parent run
-and leaves its id in the sweep dir (``mlflow_parent_run_id``), where every job finds it, in
-this process or another (joblib, submitit), without any environment variable. At sweep end it
-collects each job's ``summary.json`` and ``curve.csv`` from the sweep dir, writes the summary
-table and an overlay plot there and to the parent run, reads jobs that differ only in their
-seed as one median curve (``lrexp.sweep.seed_groups``), prints the table, and closes the parent
-(KILLED when Ctrl-C stopped the sweep, FAILED only when every job failed).
+The parent's id is left in the sweep dir, where every job finds it in any process (joblib,
+submitit) without an environment variable. At the end the jobs' run dirs give the summary table,
+the overlay, the seed groups (``lrexp.sweep.seed_groups``) and the lowest minimum.
 """
 
 from __future__ import annotations
@@ -21,7 +17,14 @@ from typing import TYPE_CHECKING, Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from lrexp.run.files import CURVE_FILE, PARENT_CLOSED_FILE, PARENT_RUN_FILE, SWEPT_KEYS_FILE
+from lrexp.run.files import (
+    CURVE_FILE,
+    PARENT_CLOSED_FILE,
+    PARENT_RUN_FILE,
+    SWEEP_OVERLAY_FILE,
+    SWEEP_SUMMARY_FILE,
+    SWEPT_KEYS_FILE,
+)
 from lrexp.run.life import ENDED_ON_ITS_OWN, FAILED, FINISHED, KILLED
 from lrexp.run.summary import COLUMNS, SUMMARY_FILE, RunSummary, format_table
 from lrexp.sweep import interrupt
@@ -74,14 +77,14 @@ class MlflowSweepCallback(Callback):
         rows = jobs.rows
         if not rows:
             return
-        table_path = write_summary_csv(rows, sweep_dir / "sweep_summary.csv")
+        table_path = write_summary_csv(rows, sweep_dir / SWEEP_SUMMARY_FILE)
         overlay_path = None
         if jobs.curves:
             from lrexp.plotting import plot_overlay, save_figure
 
             # 800 px wide: whole in MLflow's description panels (1600-px window, Assistant open)
             overlay_path = save_figure(plot_overlay(_overlay_curves(jobs)),
-                                       sweep_dir / "sweep_overlay.png", dpi=100)
+                                       sweep_dir / SWEEP_OVERLAY_FILE, dpi=100)
         try:
             groups, best = _read_seed_groups(sweep_dir, jobs)
         except KeyboardInterrupt:  # the parent run is closed, not left RUNNING
@@ -97,8 +100,7 @@ class MlflowSweepCallback(Callback):
                       groups: list[SeedGroup] | None = None,
                       best: dict[str, Any] | None = None) -> None:
         """The parent run with the sweep's results, ended KILLED when Ctrl-C stopped the sweep,
-        FAILED only when every job failed; its description shows the overlay (the link to it is
-        logged), and ``PARENT_CLOSED_FILE`` says how it was closed once it was."""
+        FAILED only when every job failed."""
         if self.parent_run_id is None or self.recorder is None:
             return
         if status is None and interrupt.was_interrupted(sweep_dir):

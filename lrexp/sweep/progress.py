@@ -1,10 +1,6 @@
 """Sweep progress on the console: which job of how many starts, the time so far and an estimate
-of the rest.
-
-At sweep start the total is counted the way Hydra's basic sweeper expands the overrides (a
-preset's ``hydra.sweeper.params`` and the command line's ``a=1,2``) and written with the start
-time into the sweep dir, so a job in any process (joblib, submitit) can report; jobs done are
-those whose run dir holds a summary.json.
+of the rest. The total and the start time are left in the sweep dir at sweep start, so a job in
+any process (joblib, submitit) can report; jobs done are those with a summary.json.
 """
 
 from __future__ import annotations

@@ -79,9 +79,8 @@ class SweepRecorder(MlflowStore):
     def close(self, run_id: str, rows: list[dict[str, Any]], files: list[Path], status: str,
               best: dict[str, Any] | None = None, description: str = "",
               experiment_note: str = "") -> str | None:
-        """End the parent with the sweep's table, its files, the ``best`` row and
-        ``description`` (markdown, on its page in the UI), and show ``experiment_note`` above
-        the experiment's runs table; where the parent's page is, or None when closing failed."""
+        """End the parent with the sweep's results, its ``description`` on its page and
+        ``experiment_note`` above the experiment's runs; its page, or None when closing failed."""
         try:
             if not self.connect():
                 return None

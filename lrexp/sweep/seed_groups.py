@@ -1,16 +1,9 @@
-"""A sweep's seeds read together: jobs that differ only in ``seed`` are repeats of one test.
-
-``sweep=seeds`` (or any sweep with several ``seed=`` values) runs one test with several seeds.
-Their curves share one LR grid, so the sweep's end reads them the way ``range_test(...,
-repeats=k)`` reads its repeats (``RangeTestResult.of_repeats``): the median curve and its
-interquartile band, the suggestion read off the median, and how far the seeds' own suggestions
-spread, which caps the confidence when they disagree. Jobs that also differ in something else
-(``net=mlp,simple_cnn``) form one group per setting. Only jobs that ran their course count; a
-group needs two of them.
-
-Each group is written to ``<sweep dir>/seeds/`` (``seeds_<setting>/`` with several groups):
-curve.csv (the median), curve_repeats.csv (each seed's curve, with its job and seed),
-median_summary.json and plot.png.
+"""A sweep's seeds read together: jobs that differ only in ``seed`` are repeats of one test,
+read as ``range_test(..., repeats=k)`` reads its repeats (``RangeTestResult.of_repeats``): the
+median curve and its band, the suggestion off the median, the seeds' spread capping the
+confidence. Jobs that also differ in something else form one group per setting; only jobs that
+ran their course count, and a group needs two. Each group is written to ``<sweep dir>/seeds/``
+(``seeds_<setting>/`` with several groups).
 """
 
 from __future__ import annotations

@@ -1,17 +1,8 @@
 """What the ``lrexp_slurm`` launcher (``hydra_plugins.lrexp_slurm_launcher``, source
 lrexp/sweep/hydra_plugin) adds to hydra-submitit-launcher's SlurmLauncher: ``run_job`` in each
-job, ``waiting_for_jobs`` and ``launch_jobs`` around its ``launch`` in the sweep's parent.
-
-In a job (``slurm_job`` says which signals SLURM sends, and why): SIGUSR2, submitit's notice
-before the time limit or a preemption, stops the range test first (its partial curve recorded
-KILLED), then goes to submitit, which requeues the job or not; SIGTERM is recorded KILLED with
-SLURM's reason. One job's stop never skips the others; a requeued job's next attempt replaces
-its MLflow run.
-
-In the sweep's parent: a job that left no result (cancelled while pending, killed outright) is
-recorded KILLED with SLURM's final state, squeue stands in for sacct where SLURM keeps no
-accounting, and jobs SLURM never took are recorded FAILED with sbatch's own words, then one
-paragraph and exit 2 (the job's settings) or 69 (the cluster is unavailable).
+job, ``waiting_for_jobs`` and ``launch_jobs`` around its ``launch`` in the sweep's parent. One
+job's stop never skips the others: each is recorded with SLURM's reason (``slurm_job`` says which
+signals SLURM sends, and why), and a sweep SLURM took no job of ends in one paragraph.
 """
 
 from __future__ import annotations
@@ -28,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
-from omegaconf import DictConfig, open_dict
+from omegaconf import open_dict
 
 from lrexp.run import stops
+from lrexp.run.files import PARENT_CLOSED_FILE, PARENT_RUN_FILE, SWEEP_SUMMARY_FILE
 from lrexp.run.life import (
     EXIT_BAD_INPUT,
     EXIT_CLUSTER_UNAVAILABLE,
@@ -76,18 +68,19 @@ def run_job(call: Callable[[], JobReturn]) -> JobReturn:
     comes while no range test runs (Hydra's job set-up, writing the results) is noted and
     dropped: submitit's handler would raise there, and a test that ended needs no requeue."""
     notice = signal.getsignal(signal.SIGUSR2)  # submitit's checkpoint_and_try_requeue
-    causes = _Causes(notice)
+    # SLURM's answer changes as the job ends (COMPLETING, then gone): asked once per signal
+    cause = functools.cache(functools.partial(_cause, notice))
     outside_the_test: list[int] = []
     previous = signal.signal(signal.SIGUSR2, lambda signum, frame: outside_the_test.append(signum))
     try:
-        with stops.scheduled_job(stops.Scheduler((signal.SIGUSR2,), causes.of)) as record:
+        with stops.scheduled_job(stops.Scheduler((signal.SIGUSR2,), cause)) as record:
             returned = call()
     finally:
         signal.signal(signal.SIGUSR2, previous)
     if outside_the_test:
         log.info("SLURM's early notice (SIGUSR2) came while no range test ran; the job ends as "
                  "it is.")
-    _requeue_if_asked(record.received, causes, notice)
+    _requeue_if_asked(record.received, cause, notice)
     return returned
 
 
@@ -107,11 +100,11 @@ def lost_job(launcher: Any, job: Any, error: Exception) -> JobReturn:
 def _record_lost_job(launcher: Any, job: Any, error: Exception) -> JobReturn:
     from submitit.core.utils import DelayedSubmission, FailedJobError
 
-    from lrexp.run.life import ENDED_ON_ITS_OWN, run_names
-    from lrexp.run.summary import SUMMARY_FILE, RunSummary, write_status
+    from lrexp.run.life import ENDED_ON_ITS_OWN
+    from lrexp.run.summary import SUMMARY_FILE, RunSummary
 
     overrides, _, job_num, *_ = DelayedSubmission.load(job.paths.submitted_pickle).args
-    config, returned = _job_return(launcher, list(overrides), job_num)
+    returned = _job_return(launcher, list(overrides), job_num)
     job_dir = Path(str(returned.working_dir))
     lines = [line for line in str(error).strip().splitlines() if line.strip()]
     reason = lines[-1 if isinstance(error, FailedJobError) else 0] if lines else repr(error)
@@ -119,26 +112,20 @@ def _record_lost_job(launcher: Any, job: Any, error: Exception) -> JobReturn:
         if RunSummary.read(job_dir / SUMMARY_FILE).status in ENDED_ON_ITS_OWN:
             log.warning("Job %s (%s) finished its range test but returned no result: %s",
                         job.job_id, job_dir.name, reason)
-            returned.return_value = EXIT_FAILED
-            return returned
+            return _recorded(returned, EXIT_FAILED)
     if isinstance(error, FailedJobError):  # it ran and raised: a crash, not a stop
         log.warning("Job %s (%s) failed: %s", job.job_id, job_dir.name, reason)
-        write_status(job_dir, run_names(config), FAILED, error=reason)
-        returned.return_value = EXIT_FAILED
-        return returned
+        return _recorded(returned, EXIT_FAILED, FAILED, error=reason)
     state = job.watcher.get_state(job.job_id, mode="force")
     stopped_by = stopped_by_state(state, started=(job_dir / ".hydra").is_dir())
     log.warning("Job %s (%s) ended without a result (SLURM state %s); recorded as KILLED: %s",
                 job.job_id, job_dir.name, state, reason)
-    write_status(job_dir, run_names(config), KILLED, error=reason, stopped_by=stopped_by)
-    returned.return_value = EXIT_TERMINATED
-    return returned
+    return _recorded(returned, EXIT_TERMINATED, KILLED, error=reason, stopped_by=stopped_by)
 
 
-def _job_return(launcher: Any, overrides: list[str], job_num: int
-                ) -> tuple[DictConfig, JobReturn]:
-    """Job ``job_num``'s config, composed as the job would compose it, and its JobReturn as
-    Hydra's sweeper takes it (``working_dir``: the job's dir, where the sweep summary reads)."""
+def _job_return(launcher: Any, overrides: list[str], job_num: int) -> JobReturn:
+    """Job ``job_num``'s JobReturn as Hydra's sweeper takes it, its config composed as the job
+    would compose it (``working_dir``: the job's dir, where the sweep summary reads)."""
     from hydra.core.hydra_config import HydraConfig
 
     config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, overrides)
@@ -146,8 +133,21 @@ def _job_return(launcher: Any, overrides: list[str], job_num: int
         config.hydra.job.num = job_num
     HydraConfig.instance().set_config(config)  # the subdir may use ${hydra:...}
     job_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
-    return config, JobReturn(overrides=overrides, cfg=config, working_dir=str(job_dir),
-                             task_name=str(config.hydra.job.name), status=JobStatus.COMPLETED)
+    return JobReturn(overrides=overrides, cfg=config, working_dir=str(job_dir),
+                     task_name=str(config.hydra.job.name), status=JobStatus.COMPLETED)
+
+
+def _recorded(returned: JobReturn, exit_code: int, status: str | None = None,
+              **fields: Any) -> JobReturn:
+    """``returned`` with ``exit_code``; with ``status``, written to the job dir's summary."""
+    from lrexp.run.life import run_names
+    from lrexp.run.summary import write_status
+
+    if status is not None:
+        write_status(Path(str(returned.working_dir)), run_names(returned.cfg or {}), status,
+                     **fields)
+    returned.return_value = exit_code
+    return returned
 
 
 @dataclass(frozen=True)
@@ -179,14 +179,8 @@ def launch_jobs(launcher: Any, launch: Callable[[], list[JobReturn]],
 
 def _record_not_submitted(launcher: Any, overrides: list[str], job_num: int,
                           why: NotSubmitted) -> JobReturn:
-    from lrexp.run.life import run_names
-    from lrexp.run.summary import write_status
-
-    config, returned = _job_return(launcher, overrides, job_num)
-    write_status(Path(str(returned.working_dir)), run_names(config), FAILED,
-                 error=f"not submitted to SLURM: {why.said}")
-    returned.return_value = why.exit_code
-    return returned
+    return _recorded(_job_return(launcher, overrides, job_num), why.exit_code, FAILED,
+                     error=f"not submitted to SLURM: {why.said}")
 
 
 SLURM_COMMANDS = ("sbatch", "srun", "squeue", "sacct", "scancel")
@@ -247,15 +241,13 @@ def report_not_submitted(sweep_dir: Path, launcher_settings: Mapping[str, Any]) 
     sys.stderr.write(
         f"lrexp: error: SLURM took none of the sweep's jobs: {why.what} (\"{why.said}\"; "
         f"hydra.launcher: {settings}). Nothing ran; {_parent_kept(sweep_dir)}"
-        f"{sweep_dir / 'sweep_summary.csv'} lists every job as not submitted. To fix: "
+        f"{sweep_dir / SWEEP_SUMMARY_FILE} lists every job as not submitted. To fix: "
         f"{why.fix}. Exit code {why.exit_code}.\n")
     raise SystemExit(why.exit_code)
 
 
 def _parent_kept(sweep_dir: Path) -> str:
     """What became of the sweep's MLflow run, as the sweep's end left it (none: "")."""
-    from lrexp.run.files import PARENT_CLOSED_FILE, PARENT_RUN_FILE
-
     with contextlib.suppress(OSError):
         run_id = (sweep_dir / PARENT_RUN_FILE).read_text().strip()
         with contextlib.suppress(OSError):
@@ -274,31 +266,18 @@ def stopped_by_state(state: str, started: bool) -> str:
     return _FINAL_STATES.get(head, f"SLURM {head}")
 
 
-class _Causes:
-    """Why SLURM stopped this job, asked once per signal: SLURM's answer changes as the job
-    ends (COMPLETING, then gone)."""
-
-    def __init__(self, notice: Any) -> None:
-        self.notice = notice
-        self.known: dict[int, str] = {}
-
-    def of(self, signum: int) -> str:
-        if signum not in self.known:
-            self.known[signum] = self._ask(signum)
-        return self.known[signum]
-
-    def _ask(self, signum: int) -> str:
-        if signum == signal.SIGUSR2:  # submitit tells a time limit from a preemption by the clock
-            timed_out = getattr(getattr(self.notice, "__self__", None), "has_timed_out", None)
-            return slurm_job.TIME_LIMIT if timed_out is None or timed_out() \
-                else slurm_job.PREEMPTED
-        return slurm_job.sigterm_cause(slurm_job.job_info())
+def _cause(notice: Any, signum: int) -> str:
+    """Why SLURM stopped this job with ``signum``."""
+    if signum == signal.SIGUSR2:  # submitit tells a time limit from a preemption by the clock
+        timed_out = getattr(getattr(notice, "__self__", None), "has_timed_out", None)
+        return slurm_job.TIME_LIMIT if timed_out is None or timed_out() else slurm_job.PREEMPTED
+    return slurm_job.sigterm_cause(slurm_job.job_info())
 
 
-def _requeue_if_asked(received: int | None, causes: _Causes, notice: Any) -> None:
+def _requeue_if_asked(received: int | None, cause: Callable[[int], str], notice: Any) -> None:
     """After the run recorded what it had: a job SLURM requeues leaves no result (the parent
     waits for its next attempt); after SIGUSR2, submitit decides whether to requeue."""
-    if received == signal.SIGTERM and causes.of(received) == slurm_job.REQUEUED:
+    if received == signal.SIGTERM and cause(received) == slurm_job.REQUEUED:
         log.warning("SLURM requeued this job: it ends without a result; its next attempt runs "
                     "the range test again and its MLflow run replaces this one.")
         raise SystemExit(EXIT_TERMINATED)

@@ -21,8 +21,13 @@ from typing import Any
 
 from lrexp.run.summary import CONFIDENCE_SCORES, RunSummary, format_table
 from lrexp.tracking.defaults import DEFAULT_TIMEOUT_S
-from lrexp.tracking.redaction import redact
-from lrexp.tracking.store import resolve_tracking_uri, server_reachable, sqlite_store_problem
+from lrexp.tracking.redaction import first_line, redact
+from lrexp.tracking.store import (
+    DATABASE_PORTS,
+    resolve_tracking_uri,
+    server_reachable,
+    sqlite_store_problem,
+)
 
 __all__ = ["CompareError", "check_out", "check_run_id", "check_store", "curve_of", "fetch_runs",
            "main", "summary_of"]
@@ -69,7 +74,6 @@ def check_out(out: Path) -> Path:
     return out
 
 
-DATABASE_SCHEMES = {"postgresql", "mysql", "mssql"}  # SQLAlchemy URLs, with or without +driver
 REMOTE_SCHEMES = {"databricks", "databricks-uc", "uc"}
 
 
@@ -93,7 +97,7 @@ def check_store(uri: str, timeout_s: float) -> None:
     if scheme == "sqlite":
         _check_sqlite(uri, shown, fix)
         return
-    if scheme.split("+")[0] in DATABASE_SCHEMES or scheme in REMOTE_SCHEMES:
+    if scheme.split("+")[0] in DATABASE_PORTS or scheme in REMOTE_SCHEMES:
         return
     folder = Path(urllib.parse.urlsplit(uri).path if scheme == "file" else uri)
     if scheme in ("", "file") and folder.is_dir():
@@ -246,9 +250,8 @@ def _compare(args: argparse.Namespace) -> int:
             curves = {f"{run.info.run_name} ({run.info.run_id[:8]})": curve_of(client, run)
                       for run in runs}
         except MlflowException as error:
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else "?"
             raise CompareError(f"MLflow could not read the store {redact(uri)}: "
-                               f"{redact(first_line)} Check --uri and that the store is up."
+                               f"{first_line(error)} Check --uri and that the store is up."
                                ) from None
     if not runs:
         what = (f"the run {args.parent} has no child runs (is it a sweep's parent? a single "

@@ -1,12 +1,8 @@
 """Where one run's results go besides the run dir: MLflow (``MlflowTracker``), or nowhere
-(``NullTracker``, ``tracking=none``); the ``tracking`` config group names the class.
-
-Only ``MlflowClient`` is used (no global active run: safe in joblib and submitit workers). Steps
-are buffered and sent in ``log_batch`` chunks at the end (and every ``flush_every`` steps), so
-the training loop never waits on the store. A store that cannot be reached turns into one
-warning, never a failed test: the run dir keeps everything, and
-``python -m lrexp.tracking.import_run <dir>`` sends it later. ``MlflowStore`` holds what a run
-and a sweep's parent run (``lrexp.sweep.recorder``) both need.
+(``NullTracker``). Only ``MlflowClient`` is used (no global active run: safe in joblib and
+submitit workers); steps are buffered and sent in ``log_batch`` chunks, so the training loop
+never waits on the store; a store that fails costs one warning, never the test (``import_run``
+sends the run dir later). ``MlflowStore`` is what a run and a sweep's parent run both need.
 """
 
 from __future__ import annotations
@@ -29,7 +25,7 @@ from lrexp.run.files import PLOT_FILE
 from lrexp.run.life import FAILED, KILLED
 from lrexp.run.summary import RunSummary
 from lrexp.tracking.defaults import DEFAULT_EXPERIMENT, DEFAULT_FLUSH_EVERY, DEFAULT_TIMEOUT_S
-from lrexp.tracking.redaction import redact
+from lrexp.tracking.redaction import first_line, redact
 from lrexp.tracking.store import (
     resolve_tracking_uri,
     server_reachable,
@@ -54,6 +50,8 @@ TRUNCATION_MARKER = "...[truncated]"
 OWNER_HOST_TAG, OWNER_PID_TAG = "lrexp.host", "lrexp.pid"
 # A run whose records could not all be sent (its run dir has them): import_run sends it again.
 INCOMPLETE_TAG = "lrexp.incomplete"
+TRACKING_DISABLED = ("Tracking disabled for this run: %s. The test goes on; its curve, plot and "
+                     "config stay in the run dir.")
 # MLflow 3's UI opens an experiment in its model-training view with this tag (else GenAI's).
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 # Images logged under a key appear in the UI's chart view, one tile per selected run.
@@ -90,8 +88,7 @@ class TrackedOutcome:
 
 
 class RunLogger(Protocol):
-    """What one run needs: the runner calls it; MlflowTracker, NullTracker and the sidecar's
-    SidecarTracker are it."""
+    """What the runner calls: MlflowTracker, NullTracker and the sidecar's SidecarTracker."""
 
     def start(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
         ...
@@ -100,8 +97,7 @@ class RunLogger(Protocol):
         ...
 
     def log_values(self, step: int, values: Mapping[str, float]) -> None:
-        """Step ``step`` of named series besides the curve's lr and loss (a repeated test's:
-        ``repeat_loss_series``, ``median_band_series``)."""
+        """Named series besides lr and loss (``repeat_loss_series``, ``median_band_series``)."""
         ...
 
     def finish(self, *, status: str, result: Any = None, summary: RunSummary | None = None,
@@ -119,8 +115,7 @@ class RunLogger(Protocol):
 
 
 class NullTracker:
-    """Records nothing; the run dir still holds the curve, plot and config. Takes (and ignores)
-    the tracking group's settings, so every ``tracking`` option builds the same way."""
+    """Records nothing; takes (and ignores) the tracking settings, as every logger does."""
 
     def __init__(self, **settings: Any) -> None:
         pass
@@ -246,7 +241,7 @@ def _process_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # it exists, under another user
+        pass  # it exists, under another user
     return True
 
 
@@ -261,6 +256,13 @@ def _chunks(items: list[T], size: int) -> list[list[T]]:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def hint_import(out_dir: Path | None) -> None:
+    """How to send a run that did not reach the store: its run dir has everything."""
+    if out_dir is not None:
+        log.warning("To send this run to MLflow later: python -m lrexp.tracking.import_run %s",
+                    out_dir)
 
 
 class MlflowStore:
@@ -346,7 +348,7 @@ class MlflowStore:
         if run_id is None:
             return False
         with contextlib.suppress(Exception), http_limits(self.timeout_s):
-            reason = redact(str(error)).strip().splitlines()[0][:250] if str(error) else "error"
+            reason = first_line(error)[:250]
             self.client.set_tag(run_id, INCOMPLETE_TAG, reason)
             self.end_run(run_id, FAILED)
             return True
@@ -376,12 +378,11 @@ class MlflowStore:
             except Exception as error:  # noqa: BLE001 - e.g. another user's run on a server
                 log.debug("Could not close orphaned run %s: %s", run.info.run_id, error)
 
-    def log_metrics(self, run_id: str, points: Iterable[tuple[str, float, int]],
-                    stamp_ms: int | None = None) -> None:
+    def log_metrics(self, run_id: str, points: Iterable[tuple[str, float, int]]) -> None:
         """(name, value, step) points, in chunks MLflow takes."""
         from mlflow.entities import Metric
 
-        stamp = _now_ms() if stamp_ms is None else stamp_ms
+        stamp = _now_ms()
         self.log_metric_entities(run_id, [Metric(name, float(value), stamp, step)
                                           for name, value, step in points])
 
@@ -422,10 +423,8 @@ class MlflowStore:
 
     def give_up(self, why: str) -> None:
         if self.usable:
-            first_line = redact(str(why)).strip().splitlines()[0]  # not SQLAlchemy's essay
-            self.problem = first_line
-            log.warning("Tracking disabled for this run: %s. The test goes on; its curve, plot "
-                        "and config stay in the run dir.", first_line)
+            self.problem = first_line(why)  # not SQLAlchemy's essay
+            log.warning(TRACKING_DISABLED, self.problem)
         self.usable = False
 
     def _get_or_create_experiment(self) -> str:
@@ -445,7 +444,7 @@ class MlflowStore:
 
 
 class MlflowTracker(MlflowStore):
-    """One MLflow run per range test: the run logger; see the module docstring."""
+    """One MLflow run per range test."""
 
     def __init__(self, uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT,
                  flush_every: int = DEFAULT_FLUSH_EVERY, timeout_s: float = DEFAULT_TIMEOUT_S,
@@ -460,7 +459,6 @@ class MlflowTracker(MlflowStore):
         self._run_tags: dict[str, str] = {}  # as the run was created with
         self._closed_status: str | None = None  # set once the store closed the run
 
-    # -- life cycle ----------------------------------------------------------------------------
     def prepare(self) -> None:
         """Import MLflow and open (or create) the store now; ``start`` does it otherwise. The
         sidecar calls it as soon as it runs, while the training process imports torch."""
@@ -511,15 +509,13 @@ class MlflowTracker(MlflowStore):
         return TrackedOutcome(self.uri, self.run_id, len(sent), self._closed_status,
                               self.problem)
 
-    # -- the curve -----------------------------------------------------------------------------
-    def log_step(self, step: int, lr: float, loss: float,
-                 timestamp_ms: int | None = None) -> None:
-        """Buffer one step (``timestamp_ms``: when it was recorded, if not now; the sidecar
-        passes the training process's time)."""
-        self.log_values(step, {"lr": lr, "loss": loss}, timestamp_ms)
+    def log_step(self, step: int, lr: float, loss: float) -> None:
+        self.log_values(step, {"lr": lr, "loss": loss})
 
     def log_values(self, step: int, values: Mapping[str, float],
                    timestamp_ms: int | None = None) -> None:
+        """Buffer one step (``timestamp_ms``: when it was recorded, if not now; the sidecar
+        passes the training process's time)."""
         self._steps.append((step, dict(values), _now_ms() if timestamp_ms is None
                             else timestamp_ms))
         if self.flush_every and len(self._steps) - self._sent >= self.flush_every:
@@ -529,7 +525,7 @@ class MlflowTracker(MlflowStore):
                files: Mapping[str, Path] | None = None, out_dir: Path | None = None) -> None:
         self._finished = True
         if not self.usable or self.run_id is None:
-            self._hint_import(out_dir)
+            hint_import(out_dir if not self.usable else None)
             return
         try:
             self._send_everything(status, result, summary, files or {}, out_dir)
@@ -545,7 +541,7 @@ class MlflowTracker(MlflowStore):
             if self.close_incomplete(self.run_id, error):
                 self._closed_status = FAILED
             log.warning("%s.", self.outcome().describe(len({s for s, _, _ in self._steps})))
-            self._hint_import(out_dir)
+            hint_import(out_dir)
 
     def _send_everything(self, status: str, result: Any, summary: RunSummary | None,
                          files: Mapping[str, Path], out_dir: Path | None) -> None:
@@ -626,8 +622,3 @@ class MlflowTracker(MlflowStore):
         except Exception as error:  # noqa: BLE001 - housekeeping must never stop a run
             log.warning("Replacing the earlier attempts' runs of SLURM job %s failed: %s",
                         job, error)
-
-    def _hint_import(self, out_dir: Path | None) -> None:
-        if out_dir is not None and not self.usable:
-            log.warning("To send this run to MLflow later: python -m lrexp.tracking.import_run %s",
-                        out_dir)

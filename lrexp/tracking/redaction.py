@@ -7,7 +7,7 @@ import logging
 import re
 from pathlib import Path
 
-__all__ = ["RedactingFilter", "redact", "redact_file", "redact_logs"]
+__all__ = ["RedactingFilter", "first_line", "redact", "redact_file", "redact_logs"]
 
 # scheme://user:password@host -> scheme://***@host
 # the whole authority up to its last @ (a password may hold one), stopping where a URI ends;
@@ -70,3 +70,9 @@ def redact_logs() -> None:
 
 
 _factory_installed = False
+
+
+def first_line(error: object) -> str:
+    """An error's first line, redacted: for a warning or a tag (not SQLAlchemy's essay)."""
+    lines = redact(str(error)).strip().splitlines()
+    return lines[0] if lines else type(error).__name__

@@ -41,8 +41,13 @@ from lrexp.run.life import KILLED
 # child's reader thread runs, so that unpickling never imports a module beside the main thread.
 from lrexp.run.summary import RunSummary
 from lrexp.tracking.build import build_target
-from lrexp.tracking.mlflow_tracker import OWNER_PID_TAG, TrackedOutcome
-from lrexp.tracking.redaction import redact
+from lrexp.tracking.mlflow_tracker import (
+    OWNER_PID_TAG,
+    TRACKING_DISABLED,
+    TrackedOutcome,
+    hint_import,
+)
+from lrexp.tracking.redaction import first_line
 from lrexp.tracking.store import resolve_tracking_uri
 
 __all__ = ["SidecarTracker", "finish_wait_s"]
@@ -55,8 +60,8 @@ ABANDONED_MESSAGE = ("The lrexp process stopped before it closed its MLflow run 
 
 def finish_wait_s(timeout_s: float) -> float:
     """How long the parent waits for the child after ``finish``: a short test ends while the
-    child still imports MLflow and creates the store (~7 s on 2 cores); then each store call
-    may take ``timeout_s`` (an unreachable server) or retries (a busy SQLite file)."""
+    child still imports MLflow and creates the store, and each store call may take
+    ``timeout_s`` (an unreachable server) or retries (a busy SQLite file)."""
     return max(60.0, 12 * timeout_s)
 
 
@@ -123,9 +128,8 @@ class SidecarTracker:
         self._deliver(finish)
         if self._died():
             self._replace(finish)
-        if not self._done and out_dir is not None:  # a child that answered gave the hint itself
-            log.warning("To send this run to MLflow later: python -m lrexp.tracking.import_run %s",
-                        out_dir)
+        if not self._done:  # a child that answered gave the hint itself
+            hint_import(out_dir)
 
     def close(self) -> None:
         """Without ``finish``: the child closes a run it opened KILLED, in its own time."""
@@ -259,8 +263,7 @@ class SidecarTracker:
 
     def _lost(self, why: str) -> None:
         if self.usable and self._failed:
-            log.warning("Tracking disabled for this run: its MLflow process %s. The test goes "
-                        "on; its curve, plot and config stay in the run dir.", why)
+            log.warning(TRACKING_DISABLED, f"its MLflow process {why}")
         elif self.usable:  # a new child completes the run at the end (_replace)
             log.warning("The MLflow process of this run %s; the test goes on, and a new "
                         "one completes the MLflow run at the end.", why)
@@ -428,7 +431,7 @@ def main() -> int:
         return 130
     except Exception as error:  # noqa: BLE001 - the parent says it, once
         log.debug("The tracking process failed", exc_info=True)
-        channel.send("failed", redact(f"{type(error).__name__}: {error}").splitlines()[0])
+        channel.send("failed", first_line(f"{type(error).__name__}: {error}"))
         return 1
 
 

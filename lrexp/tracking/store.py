@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+from lrexp.tracking.redaction import first_line
+
 __all__ = ["resolve_tracking_uri", "server_reachable", "sqlite_creation_lock",
            "sqlite_store_problem", "transient", "with_retries"]
 
@@ -142,7 +144,7 @@ def with_retries(
                 raise
             # INFO, not DEBUG: how often a busy store makes jobs wait is worth seeing in the log
             log.info("MLflow store busy during %s (%s); retry %d%s in %.1f s", what,
-                     _first_line(error), attempt + 1,
+                     first_line(error)[:300], attempt + 1,
                      f" of {attempts - 1}" if window_s is None else "", wait)
             time.sleep(wait)
     raise AssertionError("unreachable")
@@ -161,8 +163,3 @@ def transient(error: BaseException) -> bool:
     text = str(error).lower()
     return isinstance(error, (ConnectionError, TimeoutError)) or \
         any(marker in text for marker in TRANSIENT_MARKERS)
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0][:300] if lines else type(error).__name__

@@ -21,16 +21,9 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import open_dict
 
-from lrexp.run import stops
+from lrexp.run import life, stops
 from lrexp.run.files import PARENT_CLOSED_FILE, PARENT_RUN_FILE, SWEEP_SUMMARY_FILE
-from lrexp.run.life import (
-    EXIT_BAD_INPUT,
-    EXIT_CLUSTER_UNAVAILABLE,
-    EXIT_FAILED,
-    EXIT_TERMINATED,
-    FAILED,
-    KILLED,
-)
+from lrexp.run.life import EXIT_CLUSTER_UNAVAILABLE
 from lrexp.sweep import slurm_job
 
 __all__ = ["EXIT_CLUSTER_UNAVAILABLE", "GONE", "NotSubmitted", "launch_jobs", "lost_job",
@@ -86,15 +79,15 @@ def run_job(call: Callable[[], JobReturn]) -> JobReturn:
 
 def lost_job(launcher: Any, job: Any, error: Exception) -> JobReturn:
     """Record a job that left no result in its job dir's summary.json (where the sweep's
-    summary reads it): KILLED with SLURM's final state when it did not finish
-    (``UncompletedJobError``), FAILED with the error's last line when it raised
+    summary reads it): life.KILLED with SLURM's final state when it did not finish
+    (``UncompletedJobError``), life.FAILED with the error's last line when it raised
     (``FailedJobError``); a summary that already says how the test ended is kept. Its JobReturn
     for Hydra's sweeper, which must not raise: the sweep goes on to its summary."""
     try:
         return _record_lost_job(launcher, job, error)
     except Exception as failure:  # noqa: BLE001 - never the end of the sweep
         log.warning("Job %s left no result, and recording it failed: %s", job.job_id, failure)
-        return JobReturn(overrides=[], status=JobStatus.COMPLETED, _return_value=EXIT_FAILED)
+        return JobReturn(overrides=[], status=JobStatus.COMPLETED, _return_value=life.EXIT_FAILED)
 
 
 def _record_lost_job(launcher: Any, job: Any, error: Exception) -> JobReturn:
@@ -112,15 +105,16 @@ def _record_lost_job(launcher: Any, job: Any, error: Exception) -> JobReturn:
         if RunSummary.read(job_dir / SUMMARY_FILE).status in ENDED_ON_ITS_OWN:
             log.warning("Job %s (%s) finished its range test but returned no result: %s",
                         job.job_id, job_dir.name, reason)
-            return _recorded(returned, EXIT_FAILED)
+            return _recorded(returned, life.EXIT_FAILED)
     if isinstance(error, FailedJobError):  # it ran and raised: a crash, not a stop
         log.warning("Job %s (%s) failed: %s", job.job_id, job_dir.name, reason)
-        return _recorded(returned, EXIT_FAILED, FAILED, error=reason)
+        return _recorded(returned, life.EXIT_FAILED, life.FAILED, error=reason)
     state = job.watcher.get_state(job.job_id, mode="force")
     stopped_by = stopped_by_state(state, started=(job_dir / ".hydra").is_dir())
     log.warning("Job %s (%s) ended without a result (SLURM state %s); recorded as KILLED: %s",
                 job.job_id, job_dir.name, state, reason)
-    return _recorded(returned, EXIT_TERMINATED, KILLED, error=reason, stopped_by=stopped_by)
+    return _recorded(returned, life.EXIT_TERMINATED, life.KILLED, error=reason,
+                     stopped_by=stopped_by)
 
 
 def _job_return(launcher: Any, overrides: list[str], job_num: int) -> JobReturn:
@@ -179,7 +173,7 @@ def launch_jobs(launcher: Any, launch: Callable[[], list[JobReturn]],
 
 def _record_not_submitted(launcher: Any, overrides: list[str], job_num: int,
                           why: NotSubmitted) -> JobReturn:
-    return _recorded(_job_return(launcher, overrides, job_num), why.exit_code, FAILED,
+    return _recorded(_job_return(launcher, overrides, job_num), why.exit_code, life.FAILED,
                      error=f"not submitted to SLURM: {why.said}")
 
 
@@ -214,7 +208,7 @@ def not_submitted(error: BaseException) -> NotSubmitted | None:
     fix = next((fix for words, fix in _FIXES.items() if words.lower() in said.lower()),
                "change the hydra.launcher setting it names")
     return NotSubmitted("sbatch refused the sweep's jobs as configured", said,
-                        f"{fix}, and run the sweep again", EXIT_BAD_INPUT)
+                        f"{fix}, and run the sweep again", life.EXIT_BAD_INPUT)
 
 
 def _sbatch_said(text: str) -> str:
@@ -280,7 +274,7 @@ def _requeue_if_asked(received: int | None, cause: Callable[[int], str], notice:
     if received == signal.SIGTERM and cause(received) == slurm_job.REQUEUED:
         log.warning("SLURM requeued this job: it ends without a result; its next attempt runs "
                     "the range test again and its MLflow run replaces this one.")
-        raise SystemExit(EXIT_TERMINATED)
+        raise SystemExit(life.EXIT_TERMINATED)
     if received == signal.SIGUSR2 and callable(notice):
         from submitit.core.utils import UncompletedJobError
 

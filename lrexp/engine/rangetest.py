@@ -102,9 +102,10 @@ def range_test(
     scaler and RNG states are put back exactly as they were, also after Ctrl-C, which returns
     the partial curve with ``stop_reason="interrupted"``.
 
-    With ``verify=True``, short trainings of ``verify_steps`` steps at candidate LRs from the
-    curve (``lrexp.engine.verify``) each start from the initial state, and ``result.suggest()``
-    returns the one with the lowest measured loss (method "verified").
+    With ``verify=True``, short trainings of ``verify_steps`` steps at the default suggestion
+    and a third of it (``lrexp.engine.verify``) each start from the initial state, and
+    ``result.suggest()`` returns the default unless the lower LR trained clearly better on
+    held-out data (method "verified").
 
     With ``repeats=k > 1``, k tests run from the same initial state with different data orders:
     repeat 0 with the random state as it is (the ``repeats=1`` curve), repeat i >= 1 after
@@ -115,7 +116,7 @@ def range_test(
     with each repeat. Verify, when asked, probes the median curve's candidates once.
 
     With ``pretrained=True`` the model starts from pretrained weights (fine-tuning): the
-    suggestion, its verdict and the verify probe read the curve as a fine-tuning one
+    suggestion and its verdict read the curve as a fine-tuning one
     (``lrexp.engine.suggest``; ``Suggestion.regime`` says which regime was assumed).
 
     Under torch.distributed (e.g. torchrun with a DistributedDataParallel model) each point's

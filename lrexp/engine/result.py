@@ -80,7 +80,7 @@ class Probe:
 
 @dataclass
 class Verification:
-    """The verify probe: every candidate and the one with the lowest measured loss."""
+    """The verify probe: every candidate and the one its rule chose (``lrexp.engine.verify``)."""
 
     probes: list[Probe]
     chosen: int | None  # index into probes; None when no probe gave a finite loss

@@ -68,7 +68,7 @@ CACHE = Path("outputs/bench_cache")
 # (commit 7210088). Each round's held-out families, once scored and reported, are seen: they
 # join the tuning split, and new families, written and committed before that round's rule
 # changes, become the held-out split the README reports (rounds: 7210088; "four new held-out
-# families"; "five new held-out families").
+# families"; "five new held-out families"; "four new held-out families, a fourth round").
 SPLIT = {
     "digits_classic": "tuning",
     "synthetic_mlp": "tuning",
@@ -83,11 +83,15 @@ SPLIT = {
     "tabular_mixed": "tuning",  # held-out until the second session of 2026-12-05
     "deep_dropout": "tuning",  # held-out until the second session of 2026-12-05
     "finetune_shapes": "tuning",  # held-out until the second session of 2026-12-05
-    "residual_mlp": "held-out",
-    "wide_tabular": "held-out",
-    "image_mlp": "held-out",
-    "finetune_cross": "held-out",
-    "finetune_rotated": "held-out",
+    "residual_mlp": "tuning",  # held-out in this session's first round
+    "wide_tabular": "tuning",  # held-out in this session's first round
+    "image_mlp": "tuning",  # held-out in this session's first round
+    "finetune_cross": "tuning",  # held-out in this session's first round
+    "finetune_rotated": "tuning",  # held-out in this session's first round
+    "quantiles_mixed": "held-out",
+    "redundant_features": "held-out",
+    "long_quantiles": "held-out",
+    "finetune_noisy": "held-out",
 }
 
 
@@ -359,6 +363,60 @@ def rotated_target():
     return _few_labels((images + noise).astype(np.float32), y[half:], per_class=6, seed=2)
 
 
+# The fourth round's held-out data (written before that round's rule changes).
+def gaussian_quantiles():
+    """4 classes by the squared norm of 6 Gaussian inputs: nested shells."""
+    from sklearn.datasets import make_gaussian_quantiles
+
+    x, y = make_gaussian_quantiles(n_samples=2500, n_features=6, n_classes=4, random_state=3)
+    return _split(x, y, regression=False)
+
+
+def s_curve():
+    """The S-curve's 3-D points, the target its position along the curve."""
+    from sklearn.datasets import make_s_curve
+
+    x, t = make_s_curve(2500, noise=0.1, random_state=4)
+    return _split(x, t / t.std(), regression=True)
+
+
+def sparse_uncorrelated():
+    """make_sparse_uncorrelated: 4 of 10 inputs drive a linear target, with unit noise."""
+    from sklearn.datasets import make_sparse_uncorrelated
+
+    x, y = make_sparse_uncorrelated(2500, n_features=10, random_state=5)
+    return _split(x, y / y.std(), regression=True)
+
+
+def redundant_classes(rows: int = 1500):
+    """Binary classes from 5 informative inputs among 40, 20 of them redundant, 10% flipped."""
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(rows, 40, n_informative=5, n_redundant=20, flip_y=0.1,
+                               random_state=8)
+    return _split(x, y, regression=False)
+
+
+def many_features():
+    """1000 rows of 200 features (15 informative), 3 classes."""
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(1000, 200, n_informative=15, n_classes=3, random_state=9)
+    return _split(x, y, regression=False)
+
+
+def noisy_target():
+    """The second half of the digits with salt-and-pepper noise (8% of pixels), 8 labels per
+    class: a backbone pretrained on the first half clean (``shifted``'s source)."""
+    x, y = _digit_images()
+    half = len(x) // 2
+    rng = np.random.default_rng(6)
+    images = x[half:].copy()
+    flip = rng.random(images.shape) < 0.08
+    images[flip] = rng.integers(0, 2, flip.sum())
+    return _few_labels(images.astype(np.float32), y[half:], per_class=8, seed=3)
+
+
 # -- models ----------------------------------------------------------------------------------
 def mlp(inputs, outputs, hidden=128, bn=False, act=nn.ReLU, depth=2, dropout=0.0):
     layers: list[nn.Module] = []
@@ -608,6 +666,25 @@ CASES = [
     *_finetune_cases("finetune_cross", "cross", cross_target, 10, weight_decay=0.05, batch=8,
                      steps=250),
     *_finetune_cases("finetune_rotated", "shifted", rotated_target, 10, steps=300),
+    # held-out since the fourth round (written before its rule changes)
+    Case("quantiles_mlp_adam_b16", "quantiles_mixed", gaussian_quantiles,
+         lambda: mlp(6, 4, hidden=64), adam, CE, batch=16, steps=400),
+    Case("s_curve_mlp_rmsprop", "quantiles_mixed", s_curve, lambda: mlp(3, 1, hidden=64),
+         rmsprop, MSE),
+    Case("sparse_uncorrelated_mlp_sgd_nesterov", "quantiles_mixed", sparse_uncorrelated,
+         lambda: mlp(10, 1, hidden=64), sgd(0.9, nesterov=True), MSE),
+    Case("redundant_mlp_rmsprop_b16", "redundant_features", redundant_classes,
+         lambda: mlp(40, 2, hidden=64), rmsprop, CE, batch=16),
+    Case("many_features_mlp_adamw", "redundant_features", many_features,
+         lambda: mlp(200, 3, hidden=128), adamw(0.05), CE),
+    Case("redundant_small_bn_mlp_sgd_momentum_b64", "redundant_features",
+         partial(redundant_classes, 500), lambda: mlp(40, 2, hidden=64, bn=True), sgd(0.9), CE,
+         batch=64, steps=400),
+    Case("quantiles_mlp_sgd_momentum_long", "long_quantiles", gaussian_quantiles,
+         lambda: mlp(6, 4, hidden=64), sgd(0.9), CE, steps=1200),
+    Case("s_curve_tanh_mlp_adam_long", "long_quantiles", s_curve,
+         lambda: mlp(3, 1, hidden=64, act=nn.Tanh), adam, MSE, steps=1200),
+    *_finetune_cases("finetune_noisy", "shifted", noisy_target, 10),
 ]
 
 

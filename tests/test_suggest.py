@@ -112,16 +112,58 @@ def test_a_clean_curve_gets_high_confidence_and_an_interval_below_its_blowup():
 def test_a_suggestion_far_from_the_descents_valley_is_never_high():
     """The fall ends at 1e-2 and the loss stays flat for 1.5 decades before it blows up: the
     edge rule (blow-up / 20) and the valley of the descent (near the tanh's centre, 1e-3) part
-    by more than AGREEMENT_DECADES, and the verdict says so with both LRs."""
-    from lrexp.engine.suggest import AGREEMENT_DECADES, descent_valley_lr
+    by more than AGREEMENT_DECADES; the verdict says so with both LRs, and the default moves
+    down to VALLEY_CAP times the valley."""
+    from lrexp.engine.suggest import AGREEMENT_DECADES, VALLEY_CAP, descent_valley_lr, edge
 
     lrs, losses = _sigmoid_curve(noise=0.05)
-    s = suggest(lrs, losses)
     valley = descent_valley_lr(lrs, losses)
     assert abs(np.log10(valley / 1e-3)) <= 0.3  # the valley sits in the steep part
-    assert abs(np.log10(s.lr / valley)) > AGREEMENT_DECADES
+    assert abs(np.log10(edge(lrs, losses).lr / valley)) > AGREEMENT_DECADES
+    s = suggest(lrs, losses)
     assert s.confidence == "low"
     assert "second reading" in s.reason and f"{valley:.3g}" in s.reason
+    assert s.lr == pytest.approx(VALLEY_CAP * valley)
+
+
+def test_fine_tuning_takes_the_valley_where_the_minimums_reading_parts_from_it():
+    from lrexp.engine.suggest import (
+        FINE_TUNING_DIVISOR,
+        FINE_TUNING_VALLEY_SWITCH,
+        descent_valley_lr,
+        finetune,
+    )
+
+    # the fall near 10^-1.5 ends close to the minimum: the minimum / 30 lies well below the
+    # valley of the fall, more than FINE_TUNING_VALLEY_SWITCH decades away
+    lrs, losses = _sigmoid_curve(noise=0.05, centre=-1.5)
+    valley = descent_valley_lr(lrs, losses)
+    by_minimum = finetune(lrs, losses).lr
+    assert by_minimum == pytest.approx(lrs[np.nanargmin(zero_lag(losses))] / FINE_TUNING_DIVISOR)
+    assert abs(np.log10(by_minimum / valley)) > FINE_TUNING_VALLEY_SWITCH
+    tuned = suggest(lrs, losses, pretrained=True)
+    assert tuned.lr == pytest.approx(valley) and "becomes" in tuned.reason
+    # a fall three decades below the minimum: the two readings agree, the minimum's stands
+    lrs, losses = _sigmoid_curve(noise=0.05, centre=-4.0)
+    by_minimum = finetune(lrs, losses).lr
+    assert abs(np.log10(by_minimum / descent_valley_lr(lrs, losses))) <= FINE_TUNING_VALLEY_SWITCH
+    assert suggest(lrs, losses, pretrained=True).lr == pytest.approx(by_minimum)
+
+
+def test_a_verified_suggestion_keeps_the_curves_second_reading():
+    """verify=True must not turn a curve whose readings disagree back into "high"."""
+    from lrexp.engine.result import Probe, RangeTestResult, Verification
+
+    lrs, losses = _sigmoid_curve(noise=0.05)
+    result = RangeTestResult(lrs, losses, losses)
+    default = result.suggest()
+    assert default.confidence == "low"
+    result.verification = Verification(
+        [Probe(default.lr / 3, "default x0.333", 1.0), Probe(default.lr, "default", 0.9)],
+        chosen=1, steps=30, seconds=0.1, loss_kind="holdout")
+    verified = result.suggest()
+    assert verified.method == "verified" and verified.lr == default.lr
+    assert verified.confidence == "low" and "second reading" in verified.reason
 
 
 def test_without_a_blowup_the_interval_runs_from_half_the_fall_to_the_minimum():

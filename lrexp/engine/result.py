@@ -33,6 +33,7 @@ from lrexp.engine.suggest import (
     SuggestionSpread,
     Verdict,
     assess,
+    checked,
     regime_name,
     spread_of,
     suggest,
@@ -105,7 +106,6 @@ class Verification:
                         [float(value) for value in p["losses"]]) for p in data["probes"]]
         return cls(probes, data["chosen"], int(data["steps"]), float(data["seconds"]),
                    str(data.get("loss_kind", "train")))
-
 
 
 def _probes_outcome(verification: Verification, chosen: Probe) -> str:
@@ -205,6 +205,10 @@ class RangeTestResult:
         verified = self.verification is not None and self.verification.chosen is not None
         if method == "verified" or (method == "default" and verified):
             return self._verified()
+        return self._default(method)
+
+    def _default(self, method: str = "default") -> Suggestion:
+        """``method``'s reading of the curve, verify aside."""
         suggestion = suggest(self.lrs, self.losses, method, pretrained=self.pretrained)
         if self.repeats:
             return with_spread(suggestion, self.suggestion_spread())
@@ -231,16 +235,12 @@ class RangeTestResult:
             return Suggestion(None, "verified", regime=regime,
                               reason="no probe of the verify step gave a finite loss.")
         probe = verification.probes[verification.chosen]
-        verdict = self.verdict
-        reason = (f"{_probes_outcome(verification, probe)} The curve: {verdict.reason} "
-                  f"Assumed regime: {regime}.")
-        confidence = "low" if verdict.confidence == "none" else verdict.confidence
-        minimum_lr = self.lr_at_min_loss
-        if confidence == "high" and minimum_lr is not None and probe.lr > minimum_lr:
-            confidence = "low"  # on the curve's rising side (lrexp.engine.suggest)
-            reason += f" But it lies past the curve's minimum (LR {minimum_lr:.3g})."
-        return Suggestion(probe.lr, "verified", None, reason, confidence, verdict.interval,
-                          regime)
+        default = self._default()  # its verdict, the second reading's included
+        reason = f"{_probes_outcome(verification, probe)} The curve: {default.reason}"
+        confidence = "low" if default.confidence == "none" else default.confidence
+        verified = Suggestion(probe.lr, "verified", None, reason, confidence, default.interval,
+                              regime)
+        return checked(verified, self.lrs, self.losses, agreement=False)
 
     @property
     def verdict(self) -> Verdict:

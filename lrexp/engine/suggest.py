@@ -48,7 +48,7 @@ from lrexp.engine.curve import FloatArray, read, readable_end, smooth, start_lev
 __all__ = [
     "AGREEMENT_DECADES", "CONFIDENCE_LEVELS", "DEFAULT_METHOD", "DEFAULT_METHODS", "METHODS",
     "REGIMES", "SPREAD_HIGH_DECADES", "Suggestion", "SuggestionSpread", "Verdict", "assess",
-    "descent_valley_lr", "edge", "fall_start_lr", "finetune", "minimum", "regime_name",
+    "checked", "descent_valley_lr", "edge", "fall_start_lr", "finetune", "minimum", "regime_name",
     "spread_of", "steepest", "suggest", "valley", "with_spread",
 ]
 
@@ -75,10 +75,16 @@ EDGE_DIVISOR = 20.0
 FINE_TUNING_DIVISOR = 30.0
 # A "high" verdict needs a second, independent reading of the curve to agree: fastai's valley
 # on the lagging EMA (where the longest descent is steep) within this many decades of the
-# suggestion. Where they part, the curve's shape is irregular and neither reading is sure.
-# Chosen on the tuning split: the widest gap between the high and low hit rates with at least
-# two fifths of the verdicts high.
+# rule's own reading. Where they part, the curve does not pin the LR down. Chosen on the tuning
+# split: the widest gap between the high and low hit rates with at least two fifths of the
+# verdicts high.
 AGREEMENT_DECADES = 0.7
+# The default after that second reading (chosen on the tuning split, 58 cases): from scratch at
+# most VALLEY_CAP times the valley (the blow-up / 20 lands past the useful LRs where the loss
+# stays flat for decades before it blows up); fine-tuning, the valley where the minimum / 30
+# parts from it by more than FINE_TUNING_VALLEY_SWITCH decades.
+VALLEY_CAP = 5.0
+FINE_TUNING_VALLEY_SWITCH = 0.3
 INTERVAL_BELOW_EDGE = (100.0, 5.0)  # the supported interval: blow-up LR / 100 .. / 5
 # The loss "starts to fall" (Smith 2017, section 3.3) where it leaves the level it started at for
 # good: a tenth of its fall below that level, so the plateau's wobble is not read as the start.
@@ -324,35 +330,61 @@ def _with_verdict(suggestion: Suggestion, curve: _Curve) -> Suggestion:
                        confidence="none", interval=None)
     judged = replace(suggestion, reason=verdict.reason, confidence=verdict.confidence,
                      interval=verdict.interval)
+    return _past_minimum_checked(judged, curve)
+
+
+def _past_minimum_checked(suggestion: Suggestion, curve: _Curve) -> Suggestion:
     minimum_lr = float(curve.lrs[curve.best])
-    if judged.lr is not None and judged.lr > minimum_lr:
-        # past the minimum the loss is rising: that LR trains worse than ones below it
-        return replace(judged, confidence="low", reason=(
-            f"{verdict.reason} But the suggestion (LR {judged.lr:.3g}) lies past the curve's "
-            f"minimum (LR {minimum_lr:.3g}), on its rising side; prefer an LR below the "
-            "minimum."))
-    if judged.confidence == "high" and judged.lr is not None:
-        second = descent_valley_lr(curve.lrs, curve.raw)
-        apart = math.inf if second is None else abs(math.log10(judged.lr / second))
-        if apart > AGREEMENT_DECADES:
-            where = "finds no descent" if second is None else f"says LR {second:.3g}"
-            return replace(judged, confidence="low", reason=(
-                f"{verdict.reason} But a second reading of the curve (the valley of its "
-                f"longest descent) {where}, more than {AGREEMENT_DECADES:g} decades from the "
-                "suggestion: the curve does not pin the LR down (often a wide flat stretch "
-                "between the fall and the blow-up); verify=true probes below the suggestion."))
-    return judged
+    if suggestion.lr is None or suggestion.lr <= minimum_lr:
+        return suggestion
+    # past the minimum the loss is rising: that LR trains worse than ones below it
+    return replace(suggestion, confidence="low", reason=(
+        f"{suggestion.reason} But the suggestion (LR {suggestion.lr:.3g}) lies past the "
+        f"curve's minimum (LR {minimum_lr:.3g}), on its rising side; prefer an LR below the "
+        "minimum."))
+
+
+def _agreement_checked(suggestion: Suggestion, curve: _Curve) -> Suggestion:
+    second = _valley_of(curve)
+    apart = math.inf if second is None or not suggestion.lr else abs(
+        math.log10(suggestion.lr / second))
+    if apart <= AGREEMENT_DECADES:
+        return suggestion
+    where = "finds no descent" if second is None else f"says LR {second:.3g}"
+    return replace(suggestion, confidence="low", reason=(
+        f"{suggestion.reason} But a second reading of the curve (the valley of its longest "
+        f"descent) {where}, more than {AGREEMENT_DECADES:g} decades from the suggestion: the "
+        "curve does not pin the LR down; verify=true probes below the suggestion."))
+
+
+def checked(suggestion: Suggestion, lrs: npt.ArrayLike, losses: npt.ArrayLike,
+            agreement: bool = True) -> Suggestion:
+    """A "high" ``suggestion`` made "low" where it lies past the curve's minimum or (with
+    ``agreement``) where the descent's valley (``descent_valley_lr``) lies more than
+    ``AGREEMENT_DECADES`` away."""
+    curve = _readable_curve(lrs, losses)
+    if isinstance(curve, str) or suggestion.lr is None or suggestion.confidence != "high":
+        return suggestion
+    judged = _past_minimum_checked(suggestion, curve)
+    if not agreement or judged.confidence != "high":
+        return judged
+    return _agreement_checked(judged, curve)
 
 
 def descent_valley_lr(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> float | None:
-    """fastai's ``valley`` read off the lagging EMA (``lrexp.engine.curve.smooth``): 1/3 + 1/6
-    of the way along the longest decreasing run, the first tenth and last five points left out;
-    None when too few finite points remain."""
-    lrs = np.asarray(lrs, dtype=np.float64)
-    smoothed = smooth(losses)
-    n = len(lrs)
-    keep = slice(n // 10, n - 5)
-    lrs, smoothed = lrs[keep], smoothed[keep]
+    """fastai's ``valley`` read off the lagging EMA (``lrexp.engine.curve.smooth``) of the
+    curve's readable part: 1/3 + 1/6 of the way along the longest decreasing run, the first
+    tenth and last five points left out; None when the curve cannot be read or too few points
+    remain."""
+    curve = _readable_curve(lrs, losses)
+    return None if isinstance(curve, str) else _valley_of(curve)
+
+
+def _valley_of(curve: _Curve) -> float | None:
+    smoothed = smooth(curve.raw)
+    n = len(curve.lrs)
+    keep = slice(n // 10, max(n - 5, 0))
+    lrs, smoothed = curve.lrs[keep], smoothed[keep]
     finite = np.isfinite(smoothed)
     lrs, smoothed = lrs[finite], smoothed[finite]
     if len(lrs) < 2:
@@ -360,6 +392,30 @@ def descent_valley_lr(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> float | None
     start, end = _longest_decreasing_run(smoothed)
     sections = (end - start) / 3
     return float(lrs[max(start + int(sections) + int(sections / 2), 0)])
+
+
+def _moved_by_valley(suggestion: Suggestion, lrs: npt.ArrayLike, losses: npt.ArrayLike,
+                     regime: str) -> Suggestion:
+    """The default's LR after the second reading: from scratch at most ``VALLEY_CAP`` times
+    the descent's valley; fine-tuning the valley itself where the rule's LR parts from it by
+    more than ``FINE_TUNING_VALLEY_SWITCH`` decades."""
+    curve = _readable_curve(lrs, losses)
+    if isinstance(curve, str) or suggestion.lr is None:
+        return suggestion
+    valley = _valley_of(curve)
+    if valley is None:
+        return suggestion
+    descent = f"the valley of the curve's longest descent (LR {valley:.3g})"
+    if regime == REGIMES[0]:
+        lr, why = min(suggestion.lr, VALLEY_CAP * valley), f"at most {VALLEY_CAP:g}x {descent}"
+    else:
+        apart = abs(math.log10(suggestion.lr / valley))
+        lr = valley if apart > FINE_TUNING_VALLEY_SWITCH else suggestion.lr
+        why = f"{descent}, {apart:.2g} decades away"
+    if lr == suggestion.lr:
+        return suggestion
+    return replace(suggestion, lr=lr, reason=(
+        f"{suggestion.reason} The rule's LR {suggestion.lr:.3g} becomes {lr:.3g}: {why}."))
 
 
 def steepest(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
@@ -474,7 +530,10 @@ def suggest(lrs: npt.ArrayLike, losses: npt.ArrayLike, method: str = "default",
         raise ValueError(
             f"Unknown suggestion method {method!r}; choose 'default' or one of {sorted(METHODS)}."
         )
-    result = METHODS[name](lrs, losses)
+    # the verdict weighs the rule's own reading against the valley; the default then moves
+    result = checked(METHODS[name](lrs, losses), lrs, losses)
+    if method == "default":
+        result = _moved_by_valley(result, lrs, losses, regime)
     start = "starts from pretrained weights" if pretrained else "trains from its initial weights"
     assumed = f"Assumed regime: {regime} (the model {start})."
     result = replace(result, regime=regime,

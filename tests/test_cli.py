@@ -64,7 +64,9 @@ def test_non_numeric_max_lr_is_refused():
 
 @pytest.mark.parametrize("override, kind", [
     ("max_lr=abc", "a number"), ("num_iter=1.5", "a whole number"),
-    ("batch_size=true", "a whole number"), ("min_lr=1e-6,tiny", "a number")])
+    ("num_iter=1e2", "a whole number"), ("num_iter=100.0", "a whole number"),
+    ("max_lr=null", "a number"), ("batch_size=true", "a whole number"),
+    ("min_lr=1e-6,tiny", "a number")])
 def test_a_word_for_a_number_is_one_paragraph_with_the_fix(override, kind, capsys):
     from lrexp.app.main import _refuse_words_for_numbers
 
@@ -77,7 +79,8 @@ def test_a_word_for_a_number_is_one_paragraph_with_the_fix(override, kind, capsy
 
 
 @pytest.mark.parametrize("override", [
-    "max_lr=1e-2", "num_iter=50", "num_iter='50'", "max_lr=1,10", "num_iter=range(10,30,10)",
+    "max_lr=1e-2", "max_lr=.5", "max_lr='2'", "min_lr=-1", "num_iter=50", "num_iter='50'",
+    "max_lr=1,10", "num_iter=range(10,30,10)", "max_lr=interval(1,10)",
     "seed=${oc.env:SEED,0}", "net=mlp", "+optimizer.foo=bar"])
 def test_numbers_sweeps_and_interpolations_pass_the_check(override):
     from lrexp.app.main import _refuse_words_for_numbers

@@ -80,17 +80,21 @@ def _number_settings() -> dict[str, str]:
 
 
 def _not_a_number(value: object, kind: str) -> bool:
+    """Whether OmegaConf would refuse ``value`` for a ``kind`` ("float" or "int") setting: an
+    int setting takes an int or a string of one, a float setting any number or a string of one
+    (None too: these settings are not optional)."""
     if isinstance(value, str) and "${" in value:
         return False  # an interpolation: resolved (and checked) later
-    if isinstance(value, bool):
+    if value is None or isinstance(value, bool):
         return True
     if isinstance(value, int) or (kind == "float" and isinstance(value, float)):
         return False
+    convert = int if kind == "int" else float
     try:
-        number = float(str(value))  # a quoted number converts
+        convert(value) if isinstance(value, str) else None
     except ValueError:
         return True
-    return kind == "int" and not number.is_integer()
+    return not isinstance(value, str)
 
 
 def _refuse_words_for_numbers(overrides: list[str]) -> None:
@@ -109,12 +113,12 @@ def _refuse_words_for_numbers(overrides: list[str]) -> None:
         if kind is None or (override.is_sweep_override() and not isinstance(value, ChoiceSweep)):
             continue  # not a number setting, or a range: numbers by construction
         values = value.list if isinstance(value, ChoiceSweep) else [value]
-        bad = next((v for v in values if _not_a_number(v, kind)), None)
-        if bad is not None:
+        bad = [v for v in values if _not_a_number(v, kind)]
+        if bad:
             sys.stderr.write(
                 f"lrexp: error: Invalid setting {override.input_line}: "
-                f"{override.key_or_group} takes {_NUMBER_WORDS[kind]}, not {bad!r}; nothing "
-                "was run. python -m lrexp --help lists the settings and their ranges.\n")
+                f"{override.key_or_group} takes {_NUMBER_WORDS[kind]}, not {bad[0]!r}; "
+                "nothing was run. python -m lrexp --help lists the settings and their ranges.\n")
             raise SystemExit(EXIT_BAD_INPUT)
 
 

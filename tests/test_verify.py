@@ -248,3 +248,15 @@ def test_a_pretrained_result_probes_around_the_fine_tuning_default():
     default = res.suggest().lr
     assert res.suggest().method == "default (finetune)"
     assert any(abs(math.log(lr / default)) < 1e-9 for lr, _ in candidate_lrs(res))
+
+
+def test_no_candidate_lies_below_the_tested_range():
+    """A curve from 1e-3 whose default sits near its first LR: a third of the default would be
+    an LR the test never saw, so only the default is probed."""
+    lrs = np.geomspace(1e-3, 10, 60)
+    x = np.log10(lrs)
+    losses = 2.0 - np.tanh(3 * (x + 2.5)) + np.exp(6 * (x + 1.5)).clip(max=50)
+    result = RangeTestResult(lrs, losses, losses)
+    default = result.suggest().lr
+    assert default / 3 < lrs[0] <= default
+    assert [lr for lr, _ in candidate_lrs(result)] == pytest.approx([default])

@@ -19,7 +19,7 @@ examples it also rewards overfitting. So the probe
   (a small lead after a few dozen steps is as often noise as signal).
 
 Candidates are the default suggestion times ``AROUND_DEFAULT``, nothing at or above the LR
-where the loss blew up, merged when closer than a factor of ``MERGE_FACTOR``. None lies above
+where the loss blew up nor below the tested range, merged when closer than a factor of ``MERGE_FACTOR``. None lies above
 the default: a probe that looks higher is judged on an early lead, which is what the short
 horizon exaggerates, and the benchmark's misses were answers that were too high.
 Every constant was chosen on the tuning families of scripts/bench_suggest.py (its document:
@@ -59,9 +59,10 @@ def candidate_lrs(result: RangeTestResult) -> list[tuple[float, str]]:
     proposals = [(default.lr * factor, DEFAULT_SOURCE if factor == 1 else f"default x{factor:.3g}")
                  for factor in AROUND_DEFAULT]
     ceiling = result.blowup_lr or math.inf
+    floor = float(result.lrs[0])  # below the tested range the curve says nothing
     merged: list[tuple[float, str]] = []
     for lr, source in sorted(proposals):  # ties and near-ties join the first (lower) LR
-        if lr >= ceiling:
+        if lr >= ceiling or lr < floor:
             continue
         if merged and lr < merged[-1][0] * MERGE_FACTOR:
             merged[-1] = (merged[-1][0], f"{merged[-1][1]}, {source}")

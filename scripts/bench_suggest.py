@@ -1135,18 +1135,20 @@ def verdict_lines(results) -> list[str]:
 
 
 def verify_cost_lines(results) -> list[str]:
-    """The probe's price: its seconds over the range test's own (the curve alone)."""
-    ratios = [t["verify"]["probe_seconds"] / t["curve"]["seconds"]
-              for r in results for t in r["trials"]
-              if t["verify"].get("probe_seconds") is not None and "curve" in t]
-    ran = len(ratios)
-    total = sum(len(r["trials"]) for r in results)
-    if not ratios:
-        return ["Verify cost: no probe ran."]
-    return [f"Verify cost: probe seconds / range-test seconds, median "
-            f"{statistics.median(ratios):.2f} (quartiles {np.quantile(ratios, 0.25):.2f} .. "
-            f"{np.quantile(ratios, 0.75):.2f}; "
-            f"probe ran in {ran} of {total} trials)."]
+    """The probe's price per split: its seconds over the range test's own (the curve alone)."""
+    lines = []
+    for split in ("held-out", "tuning"):
+        trials = [t for r in results if r["split"] == split for t in r["trials"]]
+        ratios = [t["verify"]["probe_seconds"] / t["curve"]["seconds"] for t in trials
+                  if t["verify"].get("probe_seconds") is not None and "curve" in t]
+        if not ratios:
+            lines.append(f"Verify cost, {split}: no probe ran.")
+            continue
+        lines.append(f"Verify cost, {split}: probe seconds / range-test seconds, median "
+                     f"{statistics.median(ratios):.2f} (quartiles "
+                     f"{np.quantile(ratios, 0.25):.2f} .. {np.quantile(ratios, 0.75):.2f}; "
+                     f"probe ran in {len(ratios)} of {len(trials)} trials).")
+    return lines
 
 
 # -- the probe table: short-horizon bias, offline ---------------------------------------------

@@ -357,3 +357,16 @@ def test_a_repeated_run_stopped_mid_test_keeps_its_steps_in_mlflow(
     np.testing.assert_array_equal(_history(client, run.info.run_id, "loss_repeat_0"),
                                   recorded.losses)
     np.testing.assert_array_equal(_history(client, run.info.run_id, "loss"), recorded.losses)
+
+
+def test_a_curve_stopped_by_divergence_is_never_told_to_raise_max_lr():
+    """The test stopped where the smoothed loss diverged while the raw curve still seemed to
+    fall: "raise max_lr" would only reach the same divergence again."""
+    curve = _edge_curve(0.5)
+    falling = RangeTestResult(curve.lrs[:30], curve.losses[:30], curve.smoothed[:30],
+                              stop_reason="diverged")
+    reason = falling.suggest().reason
+    assert "raise max_lr" in reason  # the curve's reading asks for it...
+    assert f"stopped where the loss diverged, at LR {curve.lrs[29]:.3g}" in reason  # ...not so
+    completed = RangeTestResult(curve.lrs[:30], curve.losses[:30], curve.smoothed[:30])
+    assert "stopped where the loss diverged" not in completed.suggest().reason

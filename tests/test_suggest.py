@@ -342,3 +342,13 @@ def test_the_verdict_of_a_pretrained_curve_says_it_was_read_as_fine_tuning():
     lrs, losses = _sigmoid_curve(noise=0.05)
     assert "fine-tuning" in assess(lrs, losses, pretrained=True).reason
     assert "fine-tuning" not in assess(lrs, losses).reason
+
+
+def test_the_supported_interval_holds_the_suggestion():
+    """Fine-tuning reads an LR below the interval the blow-up supports (blow-up / 100 .. / 5):
+    the interval widens to it, and the reason says so."""
+    lrs, losses = _sigmoid_curve(noise=0.05, centre=-4.0)
+    tuned, scratch = suggest(lrs, losses, pretrained=True), suggest(lrs, losses)
+    assert tuned.lr < scratch.interval[0]  # the minimum / 30, below the blow-up / 100
+    assert tuned.interval == (tuned.lr, scratch.interval[1])
+    assert "widened to the suggestion" in tuned.reason

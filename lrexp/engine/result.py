@@ -212,7 +212,21 @@ class RangeTestResult:
         suggestion = suggest(self.lrs, self.losses, method, pretrained=self.pretrained)
         if self.repeats:
             return with_spread(suggestion, self.suggestion_spread())
-        return self._cut_short(suggestion) if self.stop_reason == "interrupted" else suggestion
+        if self.stop_reason == "interrupted":
+            return self._cut_short(suggestion)
+        return self._stopped_by_divergence(suggestion)
+
+    def _stopped_by_divergence(self, suggestion: Suggestion) -> Suggestion:
+        """A curve the test itself stopped where the smoothed loss diverged, but whose reading
+        asks for a higher max_lr: the test would stop there again."""
+        if self.stop_reason not in ("diverged", "non-finite") or "raise max_lr" not in (
+                suggestion.reason or "") or not len(self.lrs):
+            return suggestion
+        return replace(suggestion, reason=(
+            f"{suggestion.reason} (The test itself stopped where the loss diverged, at LR "
+            f"{self.lrs[-1]:.3g}, so a higher max_lr changes nothing: raise num_iter for more "
+            "points below that LR; if the net starts from trained weights, say "
+            "pretrained=true.)"))
 
     def _cut_short(self, suggestion: Suggestion) -> Suggestion:
         """A test stopped by Ctrl-C or a signal read as far as it got: never "high", and the

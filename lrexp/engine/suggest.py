@@ -394,6 +394,21 @@ def _valley_of(curve: _Curve) -> float | None:
     return float(lrs[max(start + int(sections) + int(sections / 2), 0)])
 
 
+def _interval_holding(suggestion: Suggestion) -> Suggestion:
+    """The supported interval widened to hold the suggestion, where a rule (the fine-tuning
+    rule, the valley's cap) places it outside the LRs the curve alone supports."""
+    if suggestion.lr is None or suggestion.interval is None:
+        return suggestion
+    low, high = suggestion.interval
+    if low <= suggestion.lr <= high:
+        return suggestion
+    side = "below" if suggestion.lr < low else "above"
+    return replace(suggestion, interval=(min(low, suggestion.lr), max(high, suggestion.lr)),
+                   reason=f"{suggestion.reason} The supported interval ({low:.3g} to "
+                          f"{high:.3g}) is widened to the suggestion, which the rule places "
+                          f"{side} it.")
+
+
 def _moved_by_valley(suggestion: Suggestion, lrs: npt.ArrayLike, losses: npt.ArrayLike,
                      regime: str) -> Suggestion:
     """The default's LR after the second reading: from scratch at most ``VALLEY_CAP`` times
@@ -534,6 +549,7 @@ def suggest(lrs: npt.ArrayLike, losses: npt.ArrayLike, method: str = "default",
     result = checked(METHODS[name](lrs, losses), lrs, losses)
     if method == "default":
         result = _moved_by_valley(result, lrs, losses, regime)
+    result = _interval_holding(result)
     start = "starts from pretrained weights" if pretrained else "trains from its initial weights"
     assumed = f"Assumed regime: {regime} (the model {start})."
     result = replace(result, regime=regime,

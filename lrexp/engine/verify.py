@@ -19,9 +19,10 @@ examples it also rewards overfitting. So the probe
   (a small lead after a few dozen steps is as often noise as signal).
 
 Candidates are the default suggestion times ``AROUND_DEFAULT``, nothing at or above the LR
-where the loss blew up nor below the tested range, merged when closer than a factor of ``MERGE_FACTOR``. None lies above
-the default: a probe that looks higher is judged on an early lead, which is what the short
-horizon exaggerates, and the benchmark's misses were answers that were too high.
+where the loss blew up nor below the tested range, merged when closer than a factor of
+``MERGE_FACTOR``. None lies above the default: a probe that looks higher is judged on an early
+lead, which is what the short horizon exaggerates, and the benchmark's misses were answers that
+were too high.
 Every constant was chosen on the tuning families of scripts/bench_suggest.py (its document:
 scripts/bench_suggest.md). This module is pure selection logic; ``lrexp.engine.rangetest``
 supplies the training callables.

@@ -78,6 +78,29 @@ def test_a_word_for_a_number_is_one_paragraph_with_the_fix(override, kind, capsy
     assert message.count("\n") == 1 and "nothing was run" in message
 
 
+@pytest.mark.parametrize("override, closest", [
+    ("max_lrr=1", "max_lr"), ("nett=mlp", "net"), ("optimiser.lr=1", "optimizer"),
+    ("zzz=1", None)])
+def test_an_unknown_setting_names_the_closest_one(override, closest, capsys):
+    from lrexp.app.main import _refuse_unknown_settings
+
+    with pytest.raises(SystemExit) as exit_:
+        _refuse_unknown_settings([override])
+    assert exit_.value.code == 2
+    message = capsys.readouterr().err
+    assert f"Unknown setting {override}:" in message and message.count("\n") == 1
+    assert (f"did you mean {closest}?" in message) if closest else "did you mean" not in message
+
+
+@pytest.mark.parametrize("override", [
+    "max_lr=1", "net=mlp", "net.hidden=8", "+net.extra=1", "++seed=3", "~checkpoint",
+    "hydra/launcher=joblib", "hydra.run.dir=x", "tracking.timeout_s=2", "experiment=sine_mlp"])
+def test_every_known_setting_group_and_hydra_key_passes(override):
+    from lrexp.app.main import _refuse_unknown_settings
+
+    _refuse_unknown_settings([override])  # no SystemExit
+
+
 @pytest.mark.parametrize("override", [
     "max_lr=1e-2", "max_lr=.5", "max_lr='2'", "min_lr=-1", "num_iter=50", "num_iter='50'",
     "max_lr=1,10", "num_iter=range(10,30,10)", "max_lr=interval(1,10)",

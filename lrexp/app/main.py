@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig
@@ -97,18 +98,47 @@ def _not_a_number(value: object, kind: str) -> bool:
     return not isinstance(value, str)
 
 
-def _refuse_words_for_numbers(overrides: list[str]) -> None:
-    """``max_lr=abc``: one paragraph with the fix, instead of Hydra's merge error."""
+def _parsed(overrides: list[str]) -> list[Any]:
+    """The command line's overrides as Hydra reads them; none where Hydra would refuse them
+    (a malformed override is Hydra's to explain)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.override_parser.types import ChoiceSweep
 
     try:
-        parsed = OverridesParser.create().parse_overrides(
+        return OverridesParser.create().parse_overrides(
             [word for word in overrides if "=" in word and not word.startswith("-")])
-    except Exception:  # noqa: BLE001 - a malformed override is Hydra's to explain
-        return
+    except Exception:  # noqa: BLE001 - Hydra's own message follows
+        return []
+
+
+def _refuse_unknown_settings(overrides: list[str]) -> None:
+    """``max_lrr=1``: one paragraph naming the closest setting, instead of Hydra's advice to
+    append the key with ``+`` (which lrexp refuses later anyway)."""
+    import dataclasses
+    import difflib
+
+    from lrexp.app.schema import LrexpConfig
+
+    groups = {path.name for path in Path(CONFIG_PATH).iterdir() if path.is_dir()}
+    known = {field.name for field in dataclasses.fields(LrexpConfig)} | groups | {"hydra"}
+    for override in _parsed(overrides):
+        top = override.key_or_group.split(".")[0].split("/")[0]
+        if top in known or override.is_add() or override.is_force_add() or override.is_delete():
+            continue
+        close = difflib.get_close_matches(top, sorted(known), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        sys.stderr.write(
+            f"lrexp: error: Unknown setting {override.input_line}: lrexp has no setting "
+            f"{top}{hint}; nothing was run. python -m lrexp --help lists the settings and the "
+            "config groups.\n")
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def _refuse_words_for_numbers(overrides: list[str]) -> None:
+    """``max_lr=abc``: one paragraph with the fix, instead of Hydra's merge error."""
+    from hydra.core.override_parser.types import ChoiceSweep
+
     numbers = _number_settings()
-    for override in parsed:
+    for override in _parsed(overrides):
         kind, value = numbers.get(override.key_or_group), override.value()
         if kind is None or (override.is_sweep_override() and not isinstance(value, ChoiceSweep)):
             continue  # not a number setting, or a range: numbers by construction
@@ -140,6 +170,7 @@ def _require_launcher_extra(overrides: list[str]) -> None:
 
 def main() -> None:
     _refuse_numbers_out_of_range(sys.argv[1:])
+    _refuse_unknown_settings(sys.argv[1:])
     _refuse_words_for_numbers(sys.argv[1:])
     _require_launcher_extra(sys.argv[1:])
     with stops.recording() as record:  # this command's stops, read for its exit code

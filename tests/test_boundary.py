@@ -154,9 +154,16 @@ def test_a_dataset_may_return_a_dataset_a_pair_loaders_or_splits(user_conf, tmp_
     ("true", "pair", "val"), ("false", "pair", "train"), ("true", "dataset", "train")])
 def test_validate_auto_records_the_validation_loss_when_fine_tuning_with_a_val_set(
         user_conf, tmp_path, pretrained, kind, records):
-    assert run_user(user_conf, *BASE, f"pretrained={pretrained}", out_dir=tmp_path,
-                    values=[f"dataset.kind={kind}"]) == 0
+    assert run_user(user_conf, *BASE, f"pretrained={pretrained}", "validate=auto",
+                    out_dir=tmp_path, values=[f"dataset.kind={kind}"]) == 0
     assert RangeTestResult.from_csv(tmp_path / "curve.csv").loss_kind == records
+
+
+def test_by_default_a_fine_tuning_run_records_the_training_loss(user_conf, tmp_path):
+    # the default rules were chosen on training-loss curves (scripts/bench_suggest.md)
+    assert run_user(user_conf, *BASE, "pretrained=true", out_dir=tmp_path,
+                    values=["dataset.kind=pair"]) == 0
+    assert RangeTestResult.from_csv(tmp_path / "curve.csv").loss_kind == "train"
 
 
 def test_dict_samples_run_with_the_batch_keys_they_name(user_conf, tmp_path, caplog):

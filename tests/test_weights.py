@@ -179,13 +179,13 @@ def test_a_checkpoint_run_starts_from_the_loaded_weights_and_records_them(tmp_pa
     source = instantiate(cfg.net)
     torch.save({"state_dict": source.state_dict()}, tmp_path / "mlp.pt")
     # validate=auto: a net loaded from a checkpoint is fine-tuned, and digits has a val split
-    fine_tuning = compose_config("net=mlp", "net.hidden=[16]", "num_iter=8",
+    fine_tuning = compose_config("net=mlp", "net.hidden=[16]", "num_iter=8", "validate=auto",
                                  out_dir=tmp_path / "auto")
     fine_tuning.checkpoint = str(tmp_path / "mlp.pt")
     assert run_config(fine_tuning) == 0
     assert RangeTestResult.from_csv(tmp_path / "auto" / "curve.csv").loss_kind == "val"
     cfg.checkpoint = str(tmp_path / "mlp.pt")
-    cfg.validate = False  # the training loss, whose first value has an oracle
+    assert cfg.validate is False  # the default: the training loss, whose first value has an oracle
     assert run_config(cfg) == 0
     curve = RangeTestResult.from_csv(tmp_path / "run" / "curve.csv")
     # the first recorded loss is the checkpoint net's loss on the run's first batch (seed 0)

@@ -258,10 +258,9 @@ def engine_settings(cfg: DictConfig, device: Any, built: Built) -> dict[str, Any
 
 def records_val_loss(cfg: DictConfig, built: Built) -> bool:
     """Does the curve record the validation loss? ``validate=auto``: when fine-tuning with a
-    validation set. On the suggestion benchmark's tuning split the fine-tuning default read
-    off validation-loss curves hit 12 of 12 trials against 9 of 12 off training-loss curves;
-    from scratch it lost (26 of 50 against 33), so a fresh net keeps the training loss
-    (scripts/bench_suggest.md)."""
+    validation set (not the default: on the suggestion benchmark's tuning split the default
+    rules read off validation-loss curves hit 31 of 116 trials, off training-loss curves 82;
+    scripts/bench_suggest.md)."""
     if cfg.validate == "auto":
         return built.val is not None and _pretrained(cfg, built.weights)
     return bool(cfg.validate)

@@ -96,9 +96,10 @@ class LrexpConfig:
     amp: Any = DEFAULTS.amp  # null | bf16 | fp16
     batch_size: int = 64
     accumulation_steps: int = DEFAULTS.accumulation_steps
-    # record the validation loss after each step instead of the train loss: auto does so when
-    # fine-tuning (pretrained) and the dataset has a validation set; true or false
-    validate: Any = "auto"
+    # record the validation loss after each step instead of the train loss: true, false, or
+    # auto (when fine-tuning with a validation set). False by default: the default rules were
+    # chosen on training-loss curves and read validation-loss ones worse (bench_suggest.md)
+    validate: Any = False
     channels_last: bool = True  # on CUDA only
     threads: int = 0  # torch threads per job; 0 = auto (cores / parallel jobs under joblib)
     progress: bool = True

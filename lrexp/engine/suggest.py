@@ -19,7 +19,9 @@ None and ``reason`` says why (the peers crash there or answer silently).
   that starts from pretrained weights.
 * ``default``: per regime (``DEFAULT_METHODS``), the rule the suggestion benchmark
   (scripts/bench_suggest.py, chosen on its tuning families) found best: ``edge`` from scratch,
-  ``finetune`` for pretrained weights (``suggest(..., pretrained=True)``).
+  at most ``VALLEY_CAP`` times the descent's valley (``descent_valley_lr``); ``finetune`` for
+  pretrained weights (``suggest(..., pretrained=True)``), or the valley where the two part by
+  more than ``FINE_TUNING_VALLEY_SWITCH`` decades.
 
 The verdict (``assess``) compares how far the loss fell with its minibatch noise, checks that
 the loss turned up again before the test ended, and gives the interval of LRs the curve

@@ -92,6 +92,18 @@ def test_an_unknown_setting_names_the_closest_one(override, closest, capsys):
     assert (f"did you mean {closest}?" in message) if closest else "did you mean" not in message
 
 
+def test_a_group_of_the_users_own_config_dir_is_a_setting(tmp_path):
+    from lrexp.app.main import _refuse_unknown_settings
+
+    (tmp_path / "mygroup").mkdir()
+    (tmp_path / "mygroup" / "a.yaml").write_text("x: 1\n")
+    _refuse_unknown_settings(["--config-dir", str(tmp_path), "mygroup=a"])  # no SystemExit
+    _refuse_unknown_settings([f"--config-dir={tmp_path}", "mygroup=a"])
+    _refuse_unknown_settings(["--config-name", "mine", "anything=1"])  # the user's own schema
+    with pytest.raises(SystemExit):
+        _refuse_unknown_settings(["mygroup=a"])  # without the folder it is unknown
+
+
 @pytest.mark.parametrize("override", [
     "max_lr=1", "net=mlp", "net.hidden=8", "+net.extra=1", "++seed=3", "~checkpoint",
     "hydra/launcher=joblib", "hydra.run.dir=x", "tracking.timeout_s=2", "experiment=sine_mlp"])

@@ -110,6 +110,21 @@ def _parsed(overrides: list[str]) -> list[Any]:
         return []
 
 
+def _config_folders(arguments: list[str]) -> list[Path] | None:
+    """lrexp's conf/ and the folders ``--config-dir``/``-cd`` add (their groups are settings
+    too); None when ``--config-path`` or ``--config-name`` replace lrexp's primary config."""
+    folders = [Path(CONFIG_PATH)]
+    for i, word in enumerate(arguments):
+        name, _, value = word.partition("=")
+        if name in ("--config-path", "-cp", "--config-name", "-cn"):
+            return None
+        if name in ("--config-dir", "-cd"):
+            value = value or (arguments[i + 1] if i + 1 < len(arguments) else "")
+            if Path(value).is_dir():
+                folders.append(Path(value))
+    return folders
+
+
 def _refuse_unknown_settings(overrides: list[str]) -> None:
     """``max_lrr=1``: one paragraph naming the closest setting, instead of Hydra's advice to
     append the key with ``+`` (which lrexp refuses later anyway)."""
@@ -118,7 +133,10 @@ def _refuse_unknown_settings(overrides: list[str]) -> None:
 
     from lrexp.app.schema import LrexpConfig
 
-    groups = {path.name for path in Path(CONFIG_PATH).iterdir() if path.is_dir()}
+    folders = _config_folders(overrides)
+    if folders is None:
+        return  # a primary config of the user's own: its keys are not lrexp's schema
+    groups = {path.name for folder in folders for path in folder.iterdir() if path.is_dir()}
     known = {field.name for field in dataclasses.fields(LrexpConfig)} | groups | {"hydra"}
     for override in _parsed(overrides):
         top = override.key_or_group.split(".")[0].split("/")[0]

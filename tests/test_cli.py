@@ -100,6 +100,8 @@ def test_a_group_of_the_users_own_config_dir_is_a_setting(tmp_path):
     _refuse_unknown_settings(["--config-dir", str(tmp_path), "mygroup=a"])  # no SystemExit
     _refuse_unknown_settings([f"--config-dir={tmp_path}", "mygroup=a"])
     _refuse_unknown_settings(["--config-name", "mine", "anything=1"])  # the user's own schema
+    _refuse_unknown_settings([f"hydra.searchpath=[file://{tmp_path}]", "mygroup=a"])
+    _refuse_unknown_settings(["--config-dir", "pkg://somewhere", "mygroup=a"])
     with pytest.raises(SystemExit):
         _refuse_unknown_settings(["mygroup=a"])  # without the folder it is unknown
 

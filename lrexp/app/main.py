@@ -116,12 +116,14 @@ def _config_folders(arguments: list[str]) -> list[Path] | None:
     folders = [Path(CONFIG_PATH)]
     for i, word in enumerate(arguments):
         name, _, value = word.partition("=")
-        if name in ("--config-path", "-cp", "--config-name", "-cn"):
+        if name in ("--config-path", "-cp", "--config-name", "-cn") or name.lstrip(
+                "+").startswith("hydra.searchpath"):
             return None
         if name in ("--config-dir", "-cd"):
             value = value or (arguments[i + 1] if i + 1 < len(arguments) else "")
-            if Path(value).is_dir():
-                folders.append(Path(value))
+            if not Path(value).is_dir():
+                return None  # e.g. pkg://...: its groups cannot be listed here
+            folders.append(Path(value))
     return folders
 
 

@@ -140,9 +140,9 @@ class RangeTestResult:
     gives the interquartile band and ``suggestion_spread()`` how far the repeats' own
     suggestions disagree. A single test has no repeats.
 
-    ``pretrained`` says the model started from pretrained weights: the suggestion, the verdict
-    and the verify probe then read the curve as a fine-tuning one (files written before this
-    field existed read as False).
+    ``pretrained`` says the model started from pretrained weights: the suggestion and the
+    verdict then read the curve as a fine-tuning one (files written before this field existed
+    read as False).
     """
 
     lrs: FloatArray

@@ -87,6 +87,7 @@ AGREEMENT_DECADES = 0.7
 # parts from it by more than FINE_TUNING_VALLEY_SWITCH decades.
 VALLEY_CAP = 5.0
 FINE_TUNING_VALLEY_SWITCH = 0.3
+VALLEY_POINTS = 10  # the fewest points the valley is read on
 INTERVAL_BELOW_EDGE = (100.0, 5.0)  # the supported interval: blow-up LR / 100 .. / 5
 # The loss "starts to fall" (Smith 2017, section 3.3) where it leaves the level it started at for
 # good: a tenth of its fall below that level, so the plateau's wobble is not read as the start.
@@ -355,8 +356,8 @@ def _agreement_checked(suggestion: Suggestion, curve: _Curve) -> Suggestion:
     where = "finds no descent" if second is None else f"says LR {second:.3g}"
     return replace(suggestion, confidence="low", reason=(
         f"{suggestion.reason} But a second reading of the curve (the valley of its longest "
-        f"descent) {where}, more than {AGREEMENT_DECADES:g} decades from the suggestion: the "
-        "curve does not pin the LR down; verify=true probes below the suggestion."))
+        f"descent) {where}, more than {AGREEMENT_DECADES:g} decades from the rule's LR "
+        f"{suggestion.lr:.3g}: the curve does not pin the LR down."))
 
 
 def checked(suggestion: Suggestion, lrs: npt.ArrayLike, losses: npt.ArrayLike,
@@ -389,7 +390,7 @@ def _valley_of(curve: _Curve) -> float | None:
     lrs, smoothed = curve.lrs[keep], smoothed[keep]
     finite = np.isfinite(smoothed)
     lrs, smoothed = lrs[finite], smoothed[finite]
-    if len(lrs) < 2:
+    if len(lrs) < VALLEY_POINTS:  # a few points show the plateau, not the descent
         return None
     start, end = _longest_decreasing_run(smoothed)
     sections = (end - start) / 3
@@ -427,7 +428,11 @@ def _moved_by_valley(suggestion: Suggestion, lrs: npt.ArrayLike, losses: npt.Arr
         lr, why = min(suggestion.lr, VALLEY_CAP * valley), f"at most {VALLEY_CAP:g}x {descent}"
     else:
         apart = abs(math.log10(suggestion.lr / valley))
-        lr = valley if apart > FINE_TUNING_VALLEY_SWITCH else suggestion.lr
+        # never up past the curve's minimum or a fifth of the blow-up: the rising side
+        ceiling = min(float(curve.lrs[curve.best]),
+                      curve.blowup_lr / INTERVAL_BELOW_EDGE[1] if curve.blowup_lr else math.inf)
+        lr = min(valley, max(ceiling, suggestion.lr)) if apart > FINE_TUNING_VALLEY_SWITCH \
+            else suggestion.lr
         why = f"{descent}, {apart:.2g} decades away"
     if lr == suggestion.lr:
         return suggestion

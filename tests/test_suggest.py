@@ -352,3 +352,37 @@ def test_the_supported_interval_holds_the_suggestion():
     assert tuned.lr < scratch.interval[0]  # the minimum / 30, below the blow-up / 100
     assert tuned.interval == (tuned.lr, scratch.interval[1])
     assert "widened to the suggestion" in tuned.reason
+
+
+def test_the_fine_tuning_switch_never_moves_the_lr_up_onto_the_rising_side():
+    """Random pretrained-looking curves (a small wandering fall, then a blow-up anywhere): where
+    the valley lies above the minimum / 30, the default moves up at most to the curve's minimum
+    and a fifth of its blow-up."""
+    from lrexp.engine.suggest import INTERVAL_BELOW_EDGE, _readable_curve, finetune
+
+    rng = np.random.default_rng(0)
+    lrs = np.geomspace(1e-7, 10, 100)
+    moved_up = 0
+    for _ in range(300):
+        start = rng.uniform(-7, 0)
+        losses = 1.0 + np.cumsum(rng.normal(-0.003, 0.02, 100))
+        losses += np.exp(rng.uniform(2, 10) * (np.log10(lrs) - start)).clip(max=50)
+        curve = _readable_curve(lrs, losses)
+        rule, tuned = finetune(lrs, losses).lr, suggest(lrs, losses, pretrained=True).lr
+        if isinstance(curve, str) or rule is None or tuned is None or tuned <= rule:
+            continue
+        moved_up += 1
+        ceiling = min(float(curve.lrs[curve.best]),
+                      curve.blowup_lr / INTERVAL_BELOW_EDGE[1] if curve.blowup_lr else np.inf)
+        assert tuned <= max(ceiling, rule) * (1 + 1e-9)
+    assert moved_up > 0  # the property was exercised
+
+
+def test_the_valley_is_not_read_off_a_handful_of_points():
+    from lrexp.engine.suggest import descent_valley_lr, edge
+
+    lrs = np.geomspace(1e-4, 10, 8)
+    x = np.log10(lrs)
+    losses = 2.0 - np.tanh(x + 3) + np.exp(3 * (x + 0.5)).clip(max=50)
+    assert descent_valley_lr(lrs, losses) is None
+    assert suggest(lrs, losses).lr == pytest.approx(edge(lrs, losses).lr)  # not moved

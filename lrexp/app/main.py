@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import hydra
 from omegaconf import DictConfig
@@ -43,6 +43,12 @@ def _app(cfg: DictConfig) -> int:
     return code
 
 
+def _refuse(paragraph: str) -> NoReturn:
+    """A user's mistake found before any work: one paragraph on stderr, exit 2."""
+    sys.stderr.write(f"lrexp: error: {paragraph}\n")
+    raise SystemExit(EXIT_BAD_INPUT)
+
+
 def _fits_a_float(digits: str) -> bool:
     try:
         float(int(digits))
@@ -58,12 +64,10 @@ def _refuse_numbers_out_of_range(overrides: list[str]) -> None:
         key, sep, value = override.partition("=")
         digits = value.strip().lstrip("+-").replace("_", "")
         if sep and digits.isdigit() and len(digits) > 300 and not _fits_a_float(digits):
-            sys.stderr.write(
-                f"lrexp: error: Invalid setting {key}={value[:12]}... ({len(digits)} digits): "
-                "the number is larger than any setting takes (a float holds up to "
-                f"{sys.float_info.max:.3g}); nothing was run. python -m lrexp --help lists "
-                "the settings and their ranges.\n")
-            raise SystemExit(EXIT_BAD_INPUT)
+            _refuse(f"Invalid setting {key}={value[:12]}... ({len(digits)} digits): the number "
+                    "is larger than any setting takes (a float holds up to "
+                    f"{sys.float_info.max:.3g}); nothing was run. python -m lrexp --help lists "
+                    "the settings and their ranges.")
 
 
 _NUMBER_WORDS = {"float": "a number (e.g. 0.1 or 1e-3)", "int": "a whole number (e.g. 100)"}
@@ -146,11 +150,9 @@ def _refuse_unknown_settings(overrides: list[str]) -> None:
             continue
         close = difflib.get_close_matches(top, sorted(known), n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        sys.stderr.write(
-            f"lrexp: error: Unknown setting {override.input_line}: lrexp has no setting "
-            f"{top}{hint}; nothing was run. python -m lrexp --help lists the settings and the "
-            "config groups.\n")
-        raise SystemExit(EXIT_BAD_INPUT)
+        _refuse(f"Unknown setting {override.input_line}: lrexp has no setting {top}{hint}; "
+                "nothing was run. python -m lrexp --help lists the settings and the config "
+                "groups.")
 
 
 def _refuse_words_for_numbers(overrides: list[str]) -> None:
@@ -165,11 +167,9 @@ def _refuse_words_for_numbers(overrides: list[str]) -> None:
         values = value.list if isinstance(value, ChoiceSweep) else [value]
         bad = [v for v in values if _not_a_number(v, kind)]
         if bad:
-            sys.stderr.write(
-                f"lrexp: error: Invalid setting {override.input_line}: "
-                f"{override.key_or_group} takes {_NUMBER_WORDS[kind]}, not {bad[0]!r}; "
-                "nothing was run. python -m lrexp --help lists the settings and their ranges.\n")
-            raise SystemExit(EXIT_BAD_INPUT)
+            _refuse(f"Invalid setting {override.input_line}: {override.key_or_group} takes "
+                    f"{_NUMBER_WORDS[kind]}, not {bad[0]!r}; nothing was run. python -m lrexp "
+                    "--help lists the settings and their ranges.")
 
 
 def _require_launcher_extra(overrides: list[str]) -> None:
@@ -180,12 +180,10 @@ def _require_launcher_extra(overrides: list[str]) -> None:
     extra = missing_launcher_extra(overrides)
     if extra:
         option = next(word for word in overrides if word.startswith("hydra/launcher="))
-        sys.stderr.write(
-            f"lrexp: error: {option} needs Hydra's {extra} launcher plugin, which is not "
-            f"installed; nothing was run. Install it with pip install 'lrexp[{extra}]' (in a "
-            f"checkout: pip install -e '.[{extra}]'), or leave the launcher out to run the "
-            "sweep's jobs one after another.\n")
-        raise SystemExit(EXIT_BAD_INPUT)
+        _refuse(f"{option} needs Hydra's {extra} launcher plugin, which is not installed; "
+                f"nothing was run. Install it with pip install 'lrexp[{extra}]' (in a checkout: "
+                f"pip install -e '.[{extra}]'), or leave the launcher out to run the sweep's "
+                "jobs one after another.")
 
 
 def main() -> None:

@@ -366,7 +366,11 @@ def checked(suggestion: Suggestion, lrs: npt.ArrayLike, losses: npt.ArrayLike,
     ``agreement``) where the descent's valley (``descent_valley_lr``) lies more than
     ``AGREEMENT_DECADES`` away."""
     curve = _readable_curve(lrs, losses)
-    if isinstance(curve, str) or suggestion.lr is None or suggestion.confidence != "high":
+    return suggestion if isinstance(curve, str) else _checked(suggestion, curve, agreement)
+
+
+def _checked(suggestion: Suggestion, curve: _Curve, agreement: bool = True) -> Suggestion:
+    if suggestion.lr is None or suggestion.confidence != "high":
         return suggestion
     judged = _past_minimum_checked(suggestion, curve)
     if not agreement or judged.confidence != "high":
@@ -412,16 +416,12 @@ def _interval_holding(suggestion: Suggestion) -> Suggestion:
                           f"{side} it.")
 
 
-def _moved_by_valley(suggestion: Suggestion, lrs: npt.ArrayLike, losses: npt.ArrayLike,
-                     regime: str) -> Suggestion:
+def _moved_by_valley(suggestion: Suggestion, curve: _Curve, regime: str) -> Suggestion:
     """The default's LR after the second reading: from scratch at most ``VALLEY_CAP`` times
     the descent's valley; fine-tuning the valley itself where the rule's LR parts from it by
     more than ``FINE_TUNING_VALLEY_SWITCH`` decades."""
-    curve = _readable_curve(lrs, losses)
-    if isinstance(curve, str) or suggestion.lr is None:
-        return suggestion
     valley = _valley_of(curve)
-    if valley is None:
+    if suggestion.lr is None or valley is None:
         return suggestion
     descent = f"the valley of the curve's longest descent (LR {valley:.3g})"
     if regime == REGIMES[0]:
@@ -552,10 +552,13 @@ def suggest(lrs: npt.ArrayLike, losses: npt.ArrayLike, method: str = "default",
         raise ValueError(
             f"Unknown suggestion method {method!r}; choose 'default' or one of {sorted(METHODS)}."
         )
-    # the verdict weighs the rule's own reading against the valley; the default then moves
-    result = checked(METHODS[name](lrs, losses), lrs, losses)
-    if method == "default":
-        result = _moved_by_valley(result, lrs, losses, regime)
+    result = METHODS[name](lrs, losses)
+    curve = _readable_curve(lrs, losses)  # read once for the checks and the move below
+    if not isinstance(curve, str):
+        # the verdict weighs the rule's own reading against the valley; the default then moves
+        result = _checked(result, curve)
+        if method == "default":
+            result = _moved_by_valley(result, curve, regime)
     result = _interval_holding(result)
     start = "starts from pretrained weights" if pretrained else "trains from its initial weights"
     assumed = f"Assumed regime: {regime} (the model {start})."

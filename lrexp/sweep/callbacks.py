@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import logging
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -361,11 +362,11 @@ class RunDirCheck(Callback):
 
 
 def _require_writable(folder: Path, key: str) -> None:
-    probe = folder / ".lrexp_write_check"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe.write_text("")
-        probe.unlink()
+        # a uniquely named probe: torchrun's ranks check the same folder at the same moment
+        with tempfile.TemporaryFile(dir=folder):
+            pass
     except OSError as error:
         sys.stderr.write(
             f"lrexp: error: the output folder {folder} cannot be written ({error.strerror}); "

@@ -68,7 +68,8 @@ CACHE = Path("outputs/bench_cache")
 # (commit 7210088). Each round's held-out families, once scored and reported, are seen: they
 # join the tuning split, and new families, written and committed before that round's rule
 # changes, become the held-out split the README reports (rounds: 7210088; "four new held-out
-# families"; "five new held-out families"; "four new held-out families, a fourth round").
+# families"; "five new held-out families"; "four new held-out families, a fourth round";
+# "a fifth round").
 SPLIT = {
     "digits_classic": "tuning",
     "synthetic_mlp": "tuning",
@@ -88,10 +89,14 @@ SPLIT = {
     "image_mlp": "tuning",  # held-out in this session's first round
     "finetune_cross": "tuning",  # held-out in this session's first round
     "finetune_rotated": "tuning",  # held-out in this session's first round
-    "quantiles_mixed": "held-out",
-    "redundant_features": "held-out",
-    "long_quantiles": "held-out",
-    "finetune_noisy": "held-out",
+    "quantiles_mixed": "tuning",  # held-out in this day's second session (round 4)
+    "redundant_features": "tuning",  # held-out in round 4
+    "long_quantiles": "tuning",  # held-out in round 4
+    "finetune_noisy": "tuning",  # held-out in round 4
+    "jittered_cnn": "held-out",
+    "small_regression": "held-out",
+    "imbalanced_batches": "held-out",
+    "finetune_inverted": "held-out",
 }
 
 
@@ -417,6 +422,56 @@ def noisy_target():
     return _few_labels(images.astype(np.float32), y[half:], per_class=8, seed=3)
 
 
+# The fifth round's held-out data (written before that round's rule changes).
+def jittered_digits(image: bool = True):
+    """The digits, each moved up to one pixel in each direction, with pixel noise."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    rng = np.random.default_rng(12)
+    images = d.images.copy()
+    for i, (down, right) in enumerate(rng.integers(-1, 2, (len(images), 2))):
+        images[i] = np.roll(images[i], (down, right), axis=(0, 1))
+    images += 1.5 * rng.standard_normal(images.shape)
+    train, val = _split(images.reshape(len(images), 64), d.target, regression=False)
+    if image:
+        train, val = [(x.reshape(-1, 1, 8, 8), y) for x, y in (train, val)]
+    return train, val
+
+
+def small_friedman(rows: int = 300):
+    """make_friedman1 with few rows and more noise: many epochs, where high LRs overfit."""
+    from sklearn.datasets import make_friedman1
+
+    x, y = make_friedman1(rows, noise=2.0, random_state=14)
+    return _split(x, y, regression=True)
+
+
+def small_linear_regression():
+    """300 rows of 30 inputs, 10 informative, heavy noise: a linear target few rows pin."""
+    from sklearn.datasets import make_regression
+
+    x, y = make_regression(300, 30, n_informative=10, noise=40.0, random_state=15)
+    return _split(x, y, regression=True)
+
+
+def imbalanced_classes():
+    """3 classes in proportions 70/20/10 from 8 informative inputs among 20."""
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(4000, 20, n_informative=8, n_classes=3,
+                               weights=[0.7, 0.2, 0.1], random_state=13)
+    return _split(x, y, regression=False)
+
+
+def inverted_new_classes_target():
+    """Digits 5-9 (relabelled 0-4) inverted, 4 labels per class: a backbone pretrained on
+    digits 0-4 upright (``new_classes``'s source)."""
+    x, y = _digit_images()
+    keep = y >= 5
+    return _few_labels((1.0 - x[keep]).astype(np.float32), y[keep] - 5, per_class=4, seed=4)
+
+
 # -- models ----------------------------------------------------------------------------------
 def mlp(inputs, outputs, hidden=128, bn=False, act=nn.ReLU, depth=2, dropout=0.0):
     layers: list[nn.Module] = []
@@ -685,6 +740,25 @@ CASES = [
     Case("s_curve_tanh_mlp_adam_long", "long_quantiles", s_curve,
          lambda: mlp(3, 1, hidden=64, act=nn.Tanh), adam, MSE, steps=1200),
     *_finetune_cases("finetune_noisy", "shifted", noisy_target, 10),
+    # held-out since the fifth round (written before its rule changes)
+    Case("jittered_cnn_adamw", "jittered_cnn", jittered_digits, lambda: cnn(bn=False),
+         adamw(0.01), CE),
+    Case("jittered_cnn_bn_rmsprop_b16", "jittered_cnn", jittered_digits, lambda: cnn(bn=True),
+         rmsprop, CE, batch=16),
+    Case("jittered_cnn_sgd_plain_b64", "jittered_cnn", jittered_digits, lambda: cnn(bn=False),
+         sgd(0.0), CE, batch=64),
+    Case("small_friedman_mlp_adam_b16", "small_regression", small_friedman,
+         lambda: mlp(10, 1, hidden=64), adam, MSE, batch=16, steps=500),
+    Case("small_linear_mlp_sgd_momentum_b16", "small_regression", small_linear_regression,
+         lambda: mlp(30, 1, hidden=64), sgd(0.9), MSE, batch=16, steps=400),
+    Case("small_friedman_tanh_mlp_adamw", "small_regression", small_friedman,
+         lambda: mlp(10, 1, hidden=64, act=nn.Tanh), adamw(), MSE, steps=400),
+    Case("imbalanced_mlp_adam_b256", "imbalanced_batches", imbalanced_classes,
+         lambda: mlp(20, 3), adam, CE, batch=256),
+    Case("imbalanced_mlp_sgd_nesterov_b128_long", "imbalanced_batches", imbalanced_classes,
+         lambda: mlp(20, 3, hidden=64), sgd(0.9, nesterov=True), CE, batch=128, steps=1000),
+    *_finetune_cases("finetune_inverted", "new_classes", inverted_new_classes_target, 5,
+                     batch=8),
 ]
 
 

@@ -139,14 +139,18 @@ def geometric_edge_ema(k):
 
 
 def default_capped_at_valley(k):
-    """The engine's default, but at most the descent's valley x k (the verdict's second
-    reading, ``descent_valley_lr``)."""
+    """From scratch the blow-up rule (``edge``), at most the descent's valley x k (the
+    verdict's second reading, ``descent_valley_lr``): the engine's default with VALLEY_CAP = k.
+    The cap starts from the uncapped rule: on the engine's default, capped already, any k above
+    VALLEY_CAP would change nothing. Fine-tuning curves keep the engine's default (no cap)."""
     from lrexp.engine.suggest import descent_valley_lr
 
-    default = lrexp_rule("default")
+    default, uncapped = lrexp_rule("default"), lrexp_rule("edge")
 
     def rule(lrs, losses, pretrained=False):
-        lr, valley = default(lrs, losses, pretrained), descent_valley_lr(lrs, losses)
+        if pretrained:
+            return default(lrs, losses, pretrained)
+        lr, valley = uncapped(lrs, losses), descent_valley_lr(lrs, losses)
         return lr if lr is None or valley is None else min(lr, valley * k)
     return rule
 
@@ -166,7 +170,8 @@ FAMILIES = {
     "lower of minimum / k, blow-up / 3k": (lower_of, [1, 1.5, 2, 3, 5, 7, 10, 15, 20, 30]),
     "EMA minimum / k (fastai k=10)": (ema_minimum, [3, 5, 7, 10, 15, 20, 30, 50, 100]),
     "fall point (fraction of the fall)": (fall_point, [0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9]),
-    "default, at most the valley x k": (default_capped_at_valley, [1, 2, 3, 5, 10, 30]),
+    "default, at most the valley x k": (default_capped_at_valley,
+                                        [1, 2, 3, 5, 7, 10, 15, 30, 100]),
 }
 
 

@@ -106,8 +106,39 @@ def test_a_group_of_the_users_own_config_dir_is_a_setting(tmp_path):
         _refuse_unknown_settings(["mygroup=a"])  # without the folder it is unknown
 
 
+@pytest.mark.parametrize("overrides, where, closest", [
+    (["net.num_clases=3"], "net", "num_classes"),
+    (["optimizer.momentun=0.5"], "optimizer", "momentum"),
+    (["net=vgg16", "net.zzz=1"], "net (with net=vgg16)", None),
+    # a sweep: the key must be in each net it names (the default net has width, mlp has not)
+    (["-m", "net=simple_cnn,mlp", "net.width=8"], "net (with net=mlp)", None)])
+def test_an_unknown_key_inside_a_group_names_the_closest_key(overrides, where, closest,
+                                                              capsys):
+    from lrexp.app.main import _refuse_unknown_settings
+
+    with pytest.raises(SystemExit) as exit_:
+        _refuse_unknown_settings(overrides)
+    assert exit_.value.code == 2
+    message = capsys.readouterr().err
+    assert f": {where} has no key" in message and message.count("\n") == 1
+    assert (f"did you mean {closest}?" in message) if closest else "did you mean" not in message
+    assert f"+{overrides[-1]}" in message  # how to add it, where the user meant to
+
+
+def test_a_key_of_the_users_own_net_is_checked_in_their_config_dir(tmp_path):
+    from lrexp.app.main import _refuse_unknown_settings
+
+    (tmp_path / "net").mkdir()
+    (tmp_path / "net" / "mine.yaml").write_text(
+        "_target_: torch.nn.Linear\nin_features: 64\nout_features: 10\n")
+    _refuse_unknown_settings(["--config-dir", str(tmp_path), "net=mine", "net.in_features=8"])
+    with pytest.raises(SystemExit, match="2"):
+        _refuse_unknown_settings(["--config-dir", str(tmp_path), "net=mine",
+                                  "net.in_feature=8"])
+
+
 @pytest.mark.parametrize("override", [
-    "max_lr=1", "net=mlp", "net.hidden=8", "+net.extra=1", "++seed=3", "~checkpoint",
+    "max_lr=1", "net=mlp", "net.width=8", "+net.extra=1", "++seed=3", "~checkpoint",
     "hydra/launcher=joblib", "hydra.run.dir=x", "tracking.timeout_s=2", "experiment=sine_mlp"])
 def test_every_known_setting_group_and_hydra_key_passes(override):
     from lrexp.app.main import _refuse_unknown_settings
@@ -200,6 +231,15 @@ def test_a_bad_override_exits_2_from_a_real_process(tmp_path):
     proc = lrexp_cli("tracking=none", "max_lr=abc", cwd=tmp_path, timeout=60)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "max_lr" in proc.stderr + proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_help_into_a_pipe_that_closed_ends_quietly(tmp_path):
+    # `python -m lrexp --help | head -1`: the reader is gone before the help is written
+    proc = subprocess.Popen([sys.executable, "-m", "lrexp", "--help"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and err == ""
 
 
 def test_help_lists_groups_without_importing_torch_or_mlflow(tmp_path):

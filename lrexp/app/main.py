@@ -6,9 +6,10 @@ kept), 143 the same after SIGTERM, 1 a crash.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import hydra
 from omegaconf import DictConfig
@@ -144,15 +145,94 @@ def _refuse_unknown_settings(overrides: list[str]) -> None:
         return  # a primary config of the user's own: its keys are not lrexp's schema
     groups = {path.name for folder in folders for path in folder.iterdir() if path.is_dir()}
     known = {field.name for field in dataclasses.fields(LrexpConfig)} | groups | {"hydra"}
-    for override in _parsed(overrides):
+    settings = [override for override in _parsed(overrides) if not (
+        override.is_add() or override.is_force_add() or override.is_delete())]
+    for override in settings:
         top = override.key_or_group.split(".")[0].split("/")[0]
-        if top in known or override.is_add() or override.is_force_add() or override.is_delete():
+        if top in known:
             continue
         close = difflib.get_close_matches(top, sorted(known), n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         _refuse(f"Unknown setting {override.input_line}: lrexp has no setting {top}{hint}; "
                 "nothing was run. python -m lrexp --help lists the settings and the config "
                 "groups.")
+    nested = [o for o in settings if "." in o.key_or_group and not o.key_or_group.startswith(
+        "hydra.")]
+    if nested:
+        _refuse_unknown_nested_keys(nested, overrides, folders)
+
+
+def _refuse_unknown_nested_keys(nested: list[Any], overrides: list[str],
+                                folders: list[Path]) -> None:
+    """``net.chanels=3``: the closest key of the composed net (of each net a sweep names),
+    instead of Hydra's "Key 'chanels' is not in struct"."""
+    import difflib
+
+    choices = [o for o in _parsed(overrides) if "." not in o.key_or_group
+               and not o.key_or_group.startswith("hydra") and not o.is_delete()]
+    for override in nested:
+        group = override.key_or_group.split(".")[0]
+        for option in _options_of(group, choices):
+            config = _composed(choices, group, option, folders[1:])
+            if config is None:
+                return  # Hydra cannot compose it either: its own message follows
+            node, path = config, override.key_or_group.split(".")
+            for depth, key in enumerate(path):
+                if not isinstance(node, dict):
+                    break  # a list or a value: Hydra checks what lies below
+                if key not in node:
+                    where = ".".join(path[:depth]) + (f" (with {group}={option})" if option
+                                                      else "")
+                    close = difflib.get_close_matches(key, sorted(map(str, node)), n=1)
+                    hint = f" (did you mean {close[0]}?)" if close else ""
+                    _refuse(f"Unknown setting {override.input_line}: {where} has no key "
+                            f"{key}{hint}; nothing was run. Its keys: "
+                            f"{', '.join(sorted(map(str, node)))}. To add a key that is not "
+                            f"there, write +{override.input_line}.")
+                node = node[key]
+
+
+def _options_of(group: str, choices: list[Any]) -> list[str | None]:
+    """The options of ``group`` the command line picks (each of a sweep's); None: its default."""
+    from hydra.core.override_parser.types import ChoiceSweep
+
+    for override in choices:
+        if override.key_or_group == group:
+            value = override.value()
+            return [str(v) for v in value.list] if isinstance(value, ChoiceSweep) else [
+                str(value)]
+    return [None]
+
+
+def _composed(choices: list[Any], group: str, option: str | None,
+              config_dirs: list[Path]) -> dict[str, Any] | None:
+    """lrexp's config as Hydra composes it from the command line's config choices (a sweep's
+    other groups at their first option), unresolved; None where Hydra cannot compose it."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    picked = [f"{o.key_or_group}={_first(o)}" for o in choices
+              if o.key_or_group != group and _first(o) is not None]
+    picked += [f"{group}={option}"] if option else []
+    if config_dirs:
+        searched = ",".join(f"file://{folder.resolve()}" for folder in config_dirs)
+        picked.append(f"hydra.searchpath=[{searched}]")
+    try:
+        with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
+            config = compose(config_name="config", overrides=picked)
+    except Exception:  # noqa: BLE001 - Hydra's own message follows when lrexp runs
+        return None
+    return cast(dict[str, Any], OmegaConf.to_container(config, resolve=False))
+
+
+def _first(override: Any) -> str | None:
+    """An override's value, or its sweep's first choice; None for a range or an interval."""
+    from hydra.core.override_parser.types import ChoiceSweep
+
+    value = override.value()
+    if isinstance(value, ChoiceSweep):
+        return str(value.list[0])
+    return None if override.is_sweep_override() else override.get_value_element_as_str()
 
 
 def _refuse_words_for_numbers(overrides: list[str]) -> None:
@@ -187,6 +267,15 @@ def _require_launcher_extra(overrides: list[str]) -> None:
 
 
 def main() -> None:
+    try:
+        _checked_main()
+    except BrokenPipeError:
+        # the reader went away (`--help | head`): nothing is left to tell it; Python's own
+        # flush of stdout at exit would raise again, so stdout goes nowhere from here
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _checked_main() -> None:
     _refuse_numbers_out_of_range(sys.argv[1:])
     _refuse_unknown_settings(sys.argv[1:])
     _refuse_words_for_numbers(sys.argv[1:])

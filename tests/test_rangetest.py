@@ -1,5 +1,7 @@
+import logging
 import math
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -161,6 +163,26 @@ def test_ctrl_c_returns_the_partial_curve_and_restores_state(caplog):
     assert f"interrupted after {len(result)} points" in caplog.text  # the rows the curve holds
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key])
+
+
+def test_the_interruption_warning_starts_its_own_line_after_the_progress_bar(capsys):
+    # the bar is tqdm's, drawn on stderr; a warning written while it is up lands on its line
+    handler = logging.StreamHandler(sys.stderr)  # now capsys's stderr, like a console's
+    logging.getLogger("lrexp").addHandler(handler)
+
+    def interrupt_at_10(step, lr, loss):
+        if step == 10:
+            raise KeyboardInterrupt
+
+    try:
+        lrexp.range_test(bn_net(), classification_batches(), nn.CrossEntropyLoss(),
+                         num_iter=50, on_step=interrupt_at_10, progress=True)
+    finally:
+        logging.getLogger("lrexp").removeHandler(handler)
+    err = capsys.readouterr().err
+    assert "LR range test" in err  # the bar was drawn
+    before = err.split("Range test interrupted")[0]
+    assert before.endswith(("\r", "\n")), repr(before[-80:])
 
 
 def test_ctrl_c_mid_step_counts_the_points_the_curve_holds(caplog):

@@ -307,18 +307,24 @@ class _Ramp:
             self.stop_reason = self._ramp(lrs)
         except KeyboardInterrupt:
             self._record_pending()  # first: the count below is what the curve holds
+            self._close_bar()  # before the warning: on a terminal it would share the bar's line
             log.warning("Range test interrupted after %d points; returning the partial curve.",
                         len(self.losses))
             self.stop_reason = "interrupted"
         except LoaderExhausted:
             self._record_pending()
+            self._close_bar()
             log.warning("train_loader ran out after %d points and cannot be iterated again (a "
                         "one-shot iterator?); the curve stops there. Pass a DataLoader or a "
                         "list to get all num_iter points.", len(self.losses))
             self.stop_reason = "exhausted"
         finally:
-            if self.bar is not None:
-                self.bar.close()
+            self._close_bar()
+
+    def _close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
     def _ramp(self, lrs: list[float]) -> str:
         # The loss of point i is read only after point i+1 is queued, so on CUDA the host never

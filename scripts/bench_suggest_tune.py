@@ -155,6 +155,31 @@ def default_capped_at_valley(k):
     return rule
 
 
+def edge_capped_at_valley(ks):
+    """The blow-up / k1, at most the descent's valley x k2 (``ks`` = (k1, k2)): the engine's
+    from-scratch default with both its constants free, read on every curve lrexp can read."""
+    from lrexp.engine.suggest import descent_valley_lr
+
+    divisor, cap = ks
+
+    def read(c, lrs, losses):
+        anchor = c.blowup_lr if c.blowup_lr is not None else float(c.lrs[c.best])
+        valley = descent_valley_lr(lrs, losses)
+        return anchor / divisor if valley is None else min(anchor / divisor, valley * cap)
+    return reads_curve(read)
+
+
+def valley_times(k):
+    """fastai's valley (on the readable curve) x k; the zero-lag minimum / 10 where it has
+    none."""
+    from lrexp.engine.suggest import descent_valley_lr
+
+    def read(c, lrs, losses):
+        valley = descent_valley_lr(lrs, losses)
+        return float(c.lrs[c.best]) / 10 if valley is None else valley * k
+    return reads_curve(read)
+
+
 FAMILIES = {
     "median of blow-up/20, EMA minimum/10, valley; / k": (median_of_three,
                                                           [0.3, 0.5, 0.7, 1, 1.5, 2, 3, 5]),
@@ -173,6 +198,69 @@ FAMILIES = {
     "default, at most the valley x k": (default_capped_at_valley,
                                         [1, 2, 3, 5, 7, 10, 15, 30, 100]),
 }
+
+
+# Cross-validated across families: each family's hits come from the constant chosen on the
+# other families, so a family of rules whose best constant does not carry over scores low. The
+# rule families compared (their constants' grids); the peers and the engine's default ride along.
+CV_FAMILIES = {
+    "blow-up / k1, at most valley x k2": (edge_capped_at_valley, [
+        (k1, k2) for k1 in (10, 20, 30, 50) for k2 in (1, 2, 3, 5, 7, 10, 30, 1000)]),
+    "valley x k": (valley_times, [0.3, 0.5, 0.7, 1, 1.5, 2, 3]),
+    "EMA minimum / k (fastai k=10)": (ema_minimum, [3, 5, 7, 10, 15, 20, 30, 50]),
+    "zero-lag minimum / k": (zl_minimum, [3, 5, 7, 10, 15, 20, 30, 50]),
+    "edge (blow-up / k)": (edge, [10, 20, 30, 50, 70, 100]),
+}
+
+
+def per_case_hits(results, rule, cases) -> dict[str, int]:
+    found = {}
+    for r in results:
+        if r["case"] in cases:
+            found[r["case"]] = sum(
+                hit(r["grid"], rule(np.asarray(t["curve"]["lrs"]),
+                                    np.asarray(t["curve"]["losses"]), r["pretrained"]))
+                for t in r["trials"])
+    return found
+
+
+def cross_validated(results, make, constants, cases) -> tuple[int, list]:
+    """Leave one family out: the hits on each family of the constant that scores best on the
+    others (ties: the middle of the tied constants, in the grid's order); the constants
+    chosen."""
+    table = {k: per_case_hits(results, make(k), cases) for k in constants}
+    family_of = {r["case"]: r["family"] for r in results if r["case"] in cases}
+    total, chosen = 0, []
+    for family in sorted(set(family_of.values())):
+        inside = [c for c in cases if family_of[c] == family]
+        scores = [sum(v for c, v in table[k].items() if family_of[c] != family)
+                  for k in constants]
+        tied = [k for k, score in zip(constants, scores, strict=True) if score == max(scores)]
+        k = tied[len(tied) // 2]
+        chosen.append(k)
+        total += sum(table[k][c] for c in inside)
+    return total, chosen
+
+
+def print_cross_validation(results) -> None:
+    print("\n## leave one family out (tuning split): hits of the constant chosen on the other "
+          "families\n")
+    print("| regime | rule | cross-validated hits | trials | constants chosen (their spread) |\n"
+          "|---|---|---|---|---|")
+    for regime in ("from scratch", "fine-tuning"):
+        cases = {r["case"] for r in results if r["split"] == "tuning"
+                 and r["pretrained"] == (regime == "fine-tuning")}
+        trials = sum(len(r["trials"]) for r in results if r["case"] in cases)
+        for name, (make, constants) in CV_FAMILIES.items():
+            total, chosen = cross_validated(results, make, constants, cases)
+            spread = ", ".join(f"{k}: {chosen.count(k)}" for k in dict.fromkeys(chosen))
+            print(f"| {regime} | {name} | {total} | {trials} | {spread} |")
+        for name, peer in [*PEER_RULES.items(), ("lrexp default (this engine, its constants "
+                                                  "chosen on all of these)", None)]:
+            rule = lrexp_rule("default") if peer is None else (
+                lambda a, b, p=False, r=peer: r(a, b))
+            total = sum(per_case_hits(results, rule, cases).values())
+            print(f"| {regime} | {name} | {total} | {trials} | - |")
 
 
 def hits(results, rule, cases):
@@ -208,8 +296,13 @@ def main() -> None:
     parser.add_argument("--held-out", action="store_true",
                         help="also show the held-out hits (only after every choice is made: "
                              "a scan that shows them invites choosing on them)")
+    parser.add_argument("--cross-validate", action="store_true",
+                        help="only the leave-one-family-out comparison of the rule families")
     args = parser.parse_args()
     results = load_results(*args.results)
+    if args.cross_validate:
+        print_cross_validation(results)
+        return
 
     def shown(counts):
         return f"{counts[0]}/{counts[1]}" if args.held_out else "-"

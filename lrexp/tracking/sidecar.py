@@ -44,6 +44,7 @@ from lrexp.tracking.build import build_target
 from lrexp.tracking.mlflow_tracker import (
     OWNER_PID_TAG,
     TRACKING_DISABLED,
+    RunLogger,
     TrackedOutcome,
     hint_import,
 )
@@ -66,7 +67,7 @@ def finish_wait_s(timeout_s: float) -> float:
 
 
 # -- the training process's side --------------------------------------------------------------
-class SidecarTracker:
+class SidecarTracker(RunLogger):
     """The run logger, carried out by a child process; never imports MLflow."""
 
     def __init__(self, target: str, settings: Mapping[str, Any], wait_s: float) -> None:
@@ -105,9 +106,6 @@ class SidecarTracker:
     # -- the run logger ------------------------------------------------------------------------
     def start(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
         self._record(("start", run_name, dict(params), {**tags, **self._owner}))
-
-    def log_step(self, step: int, lr: float, loss: float) -> None:
-        self.log_values(step, {"lr": lr, "loss": loss})
 
     def log_values(self, step: int, values: Mapping[str, float]) -> None:
         self._record(("step", int(step), {str(name): float(value) for name, value in

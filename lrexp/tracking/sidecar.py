@@ -1,13 +1,10 @@
 """The run logger in a process of its own: MLflow's import and store set-up off the test's path.
 
-``SidecarTracker`` (the training process's side) starts ``python -m lrexp.tracking.sidecar``
-before torch is imported; the child builds the run logger the ``tracking`` group names
-(``MlflowTracker``) and opens the store while the parent trains. A process, not a thread:
-MLflow's import in a thread races the test's own lazy imports.
-
-The parent sends pickled commands on the child's stdin (``init``, ``start``, one ``step`` per
-recorded step, ``finish``); the child sends back, on its stdout, its log records, what it
-prints, and ``done``. Its own stdout goes to stderr, so nothing printed corrupts the channel.
+``SidecarTracker`` starts ``python -m lrexp.tracking.sidecar`` before torch is imported; the
+child builds the run logger the ``tracking`` group names and opens the store while the parent
+trains (a process, not a thread: MLflow's import in a thread races the test's lazy imports).
+The parent sends pickled commands on the child's stdin (``init``, ``start``, ``step``s,
+``finish``); the child sends back its log records, what it prints, and ``done``.
 
 * Ctrl-C and SIGTERM reach the whole process group: the child ignores them and takes the final
   status from the parent; a Ctrl-C while the parent waits at the end reaches it as SIGUSR1.
@@ -60,9 +57,8 @@ ABANDONED_MESSAGE = ("The lrexp process stopped before it closed its MLflow run 
 
 
 def finish_wait_s(timeout_s: float) -> float:
-    """How long the parent waits for the child after ``finish``: a short test ends while the
-    child still imports MLflow and creates the store, and each store call may take
-    ``timeout_s`` (an unreachable server) or retries (a busy SQLite file)."""
+    """How long the parent waits for the child after ``finish``: it may still be importing
+    MLflow, and each store call may take ``timeout_s`` or retries."""
     return max(60.0, 12 * timeout_s)
 
 
@@ -86,7 +82,7 @@ class SidecarTracker(RunLogger):
         """Start a child and send it ``init``; a new child for a dead one starts afresh."""
         self._ended = threading.Event()  # the child said done, or its channel closed
         self._done = self._failed = False
-        self._relay = True  # False once the parent stopped waiting: its log may be closed
+        self._relay = True  # False once the parent stopped waiting
         self._child: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
         try:
@@ -196,38 +192,36 @@ class SidecarTracker(RunLogger):
                 self._child.stdin.close()
 
     def _read(self) -> None:
-        """The reader thread: relays the child's records and output until its channel closes.
-        It unpickles only builtins and imports nothing (a thread importing beside the main
-        thread is what broke the background-thread design)."""
+        """The reader thread: relays the child's messages until its channel closes. It
+        unpickles only builtins and imports nothing (importing beside the main thread races)."""
         assert self._child is not None and self._child.stdout is not None
         try:
-            self._relay_until_closed(self._child.stdout)
+            while True:
+                try:
+                    kind, payload = pickle.load(self._child.stdout)
+                except Exception:  # noqa: BLE001 - EOF, or a child that died mid-message
+                    return
+                if self._relay:
+                    self._relay_message(kind, payload)
         finally:  # also when relaying failed (a closed stdout): nobody waits in vain
             self._ended.set()
 
-    def _relay_until_closed(self, channel: Any) -> None:
-        while True:
-            try:
-                kind, payload = pickle.load(channel)
-            except Exception:  # noqa: BLE001 - EOF, or a child that died mid-message
-                return
-            if not self._relay:
-                continue
-            if kind == "log":
-                _relog(payload)
-            elif kind == "stdout":
-                sys.stdout.write(payload)
-            elif kind == "opened":
-                self.run_id = payload
-            elif kind == "done":
-                self.run_id, usable, outcome = payload
-                self.usable = self.usable and usable
-                self._outcome = TrackedOutcome(**outcome) if outcome else None
-                self._done = True
-                self._ended.set()
-            elif kind == "failed":
-                self._failed = True
-                self._lost(f"failed ({payload})")
+    def _relay_message(self, kind: str, payload: Any) -> None:
+        if kind == "log":
+            _relog(payload)
+        elif kind == "stdout":
+            sys.stdout.write(payload)
+        elif kind == "opened":
+            self.run_id = payload
+        elif kind == "done":
+            self.run_id, usable, outcome = payload
+            self.usable = self.usable and usable
+            self._outcome = TrackedOutcome(**outcome) if outcome else None
+            self._done = True
+            self._ended.set()
+        elif kind == "failed":
+            self._failed = True
+            self._lost(f"failed ({payload})")
 
     def _wait_for_child(self) -> None:
         """Until the child says done (not until its interpreter has wound down)."""
@@ -252,8 +246,7 @@ class SidecarTracker(RunLogger):
             return
         with contextlib.suppress(OSError):
             child.send_signal(signal.SIGUSR1)
-        if not self._ended.wait(timeout=self.wait_s):
-            self._relay = False
+        self._relay = self._ended.wait(timeout=self.wait_s)
 
     def _exit_description(self) -> str:
         code = self._child.poll() if self._child is not None else None

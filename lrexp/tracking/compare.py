@@ -5,9 +5,8 @@
     python -m lrexp.tracking.compare --parent <run id>             # the children of a sweep
     python -m lrexp.tracking.compare --experiment lrexp --uri http://127.0.0.1:5000 --out cmp.png
 
-It only reads: a store that is not there, or not a store, is refused, never created. Every bad
-input (the store, the run id, ``--out``) is refused in one paragraph with exit status 2, and
-``--out`` is checked before the store is opened.
+It only reads (a missing store is refused, never created); every bad input is refused in one
+paragraph with exit status 2, ``--out`` before the store is opened.
 """
 
 from __future__ import annotations
@@ -78,9 +77,8 @@ REMOTE_SCHEMES = {"databricks", "databricks-uc", "uc"}
 
 
 def check_store(uri: str, timeout_s: float) -> None:
-    """CompareError unless ``uri`` looks like a store compare can read: a SQLite file that is
-    there and is SQLite, an http(s) server that answers within ``timeout_s``, a database URL.
-    A missing or empty SQLite file is refused: compare only reads."""
+    """CompareError unless ``uri`` looks like a store compare can read: a SQLite file with runs,
+    an http(s) server that answers within ``timeout_s``, a database URL, a file-store folder."""
     shown = redact(uri)
     fix = "Pass --uri (or set MLFLOW_TRACKING_URI) to the store your runs were recorded in"
     scheme = urllib.parse.urlsplit(uri).scheme.lower()
@@ -109,8 +107,7 @@ def check_store(uri: str, timeout_s: float) -> None:
 
 
 def _check_sqlite(uri: str, shown: str, fix: str) -> None:
-    prefix = "sqlite:///"
-    if not uri.startswith(prefix) or uri == prefix:
+    if not uri.startswith("sqlite:///"):  # resolve_tracking_uri made the path absolute
         raise CompareError(f"--uri {shown!r} is not a SQLite URI MLflow reads: write "
                            f"sqlite:///relative/path.db or sqlite:////absolute/path.db. {fix}.")
     problem = sqlite_store_problem(uri, reading=True)
@@ -120,9 +117,9 @@ def _check_sqlite(uri: str, shown: str, fix: str) -> None:
 
 
 def fetch_runs(client: Any, experiment: str | None, parent: str | None) -> list[Any]:
-    """A sweep's children, or every range test of an experiment (sweep parents left out)."""
-    if parent is not None:
-        parent = check_run_id(parent)
+    """A sweep's children, or every range test of an experiment (sweep parents left out);
+    ``parent`` as ``check_run_id`` returns it."""
+    if parent is not None:  # checked by check_run_id
         parent_run = _parent_run(client, parent)
         return client.search_runs([parent_run.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{parent}'",
@@ -231,8 +228,7 @@ def main(argv: list[str] | None = None) -> int:
 def _compare(args: argparse.Namespace) -> int:
     """Check every input, then read the runs, print the table and write the plot."""
     check_out(args.out)
-    if args.parent is not None:
-        check_run_id(args.parent)
+    parent = None if args.parent is None else check_run_id(args.parent)
     uri = resolve_tracking_uri(args.uri)
     check_store(uri, args.timeout_s)
 
@@ -245,7 +241,7 @@ def _compare(args: argparse.Namespace) -> int:
     with http_limits(args.timeout_s):
         try:
             client = MlflowClient(uri)
-            runs = fetch_runs(client, args.experiment, args.parent)
+            runs = fetch_runs(client, args.experiment, parent)
             rows = [_row(run) for run in runs]
             curves = {f"{run.info.run_name} ({run.info.run_id[:8]})": curve_of(client, run)
                       for run in runs}

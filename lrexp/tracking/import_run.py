@@ -3,11 +3,10 @@
     python -m lrexp.tracking.import_run outputs/2026-11-25/10-00-00 [--uri URI] [--experiment NAME]
 
 Records the run dir (read by ``lrexp.run.run_dir``, which trusts nothing in it) as the runner
-would have: params, tags, every step, summary metrics and artifacts; a run dir without
-summary.json is imported KILLED with every step of its curve. The store is --uri, else
-MLFLOW_TRACKING_URI, else MLflow's default; the run's own tracking.uri only with
---use-run-dir-uri. Everything is checked before the MLflow run is created. Exit code 0 when the
-run is in MLflow, 2 when the folder is not a usable lrexp run dir, 1 when the store fails.
+would have; a run dir without summary.json is imported KILLED with every step of its curve. The
+store is --uri, else MLFLOW_TRACKING_URI, else MLflow's default; the run's own tracking.uri only
+with --use-run-dir-uri. Everything is checked before the MLflow run is created. Exit code 0 when
+the run is in MLflow, 2 when the folder is not a usable lrexp run dir, 1 when the store fails.
 """
 
 from __future__ import annotations
@@ -41,8 +40,7 @@ log = logging.getLogger(__name__)
 
 
 def check_mlflow_names(run: RunDir) -> None:
-    """Refuse a setting or metric name MLflow would refuse mid-import, by MLflow's own rule
-    (it depends on the platform), so that no half-sent run is left behind."""
+    """Refuse a name MLflow would refuse mid-import, so that no half-sent run is left behind."""
     _check_names(flatten(run.config), run.path / CONFIG_FILE, "setting", param=True)
     if run.summary is not None:
         _check_names([f"suggested_lr_{name}" for name in run.summary.suggestions],
@@ -66,8 +64,7 @@ def _text(value: Any) -> str | None:
 
 # -- sending it -----------------------------------------------------------------------------------
 class _StagedTracker(MlflowTracker):
-    """Sends the run dir's extras (.hydra, logs) from the checked copy, never from the dir
-    itself; its hints still name the real run dir."""
+    """Sends the run dir's extras (.hydra, logs) from the checked copy, not the dir itself."""
 
     def __init__(self, staged: Path, **settings: Any) -> None:
         super().__init__(**settings)
@@ -77,11 +74,8 @@ class _StagedTracker(MlflowTracker):
         super()._send_run_dir_extras(run_id, self.staged)
 
     def runs_of(self, run_dir: Path) -> list[str]:
-        """The experiment's live runs that already hold ``run_dir``: recorded by the runner
-        (tag ``run_dir``) or imported before (tag ``imported_from``); a run marked incomplete
-        (``INCOMPLETE_TAG``: sending it failed) does not count.
-        Empty when the store is unreachable (the import then says so) or the path cannot be
-        put in a filter."""
+        """The experiment's live, complete runs that already hold ``run_dir`` (tag ``run_dir`` or
+        ``imported_from``); none when the store is unreachable or the path has a quote."""
         if "'" in str(run_dir) or not self.connect():
             return []
         found = []
@@ -99,9 +93,8 @@ def _tracker(run: RunDir, staged: Path, uri: str | None, experiment: str | None,
     tracking = run.tracking
     run_uri = _text(tracking.get("uri")) if use_run_dir_uri else None
     setting = tracking.get("timeout_s")
-    timeout_s = float(setting) if is_number(setting) else DEFAULT_TIMEOUT_S
-    if not 0 < timeout_s < math.inf:
-        timeout_s = DEFAULT_TIMEOUT_S
+    timeout_s = float(setting) if is_number(setting) and 0 < setting < math.inf else \
+        DEFAULT_TIMEOUT_S
     return _StagedTracker(
         staged,
         uri=resolve_tracking_uri(uri or run_uri),

@@ -104,10 +104,9 @@ class MlflowSweepCallback(Callback):
         FAILED only when every job failed."""
         if self.parent_run_id is None or self.recorder is None:
             return
-        if status is None and interrupt.was_interrupted(sweep_dir):
-            status = KILLED
-        elif status is None:
-            status = FAILED if all(row["status"] == FAILED for row in rows) else FINISHED
+        if status is None:
+            status = KILLED if interrupt.was_interrupted(sweep_dir) else \
+                FAILED if all(row["status"] == FAILED for row in rows) else FINISHED
         for group in groups or []:
             self.recorder.log_seed_group(self.parent_run_id, group, len(groups or []) > 1)
         page = self.recorder.close(
@@ -121,15 +120,16 @@ class MlflowSweepCallback(Callback):
             log.info("The sweep in the MLflow UI, every job's curve in one chart: %s", page)
 
 
+OVERLAY_SHOWS = "Every job's smoothed loss against the learning rate (log axis), one curve per job"
+
+
 def parent_name(sweep_dir: Path) -> str:
     return f"sweep {sweep_dir.name}"
 
 
 def _overlay_markdown(run_id: str, overlay: Path) -> str:
-    """The parent's overlay as a markdown image, full size. The parent's artifacts lie at its
-    root (close_parent); the URL is relative, as MLflow's own artifact viewer builds it
-    (``get-artifact?path=&run_uuid=``, MLflow 3.17's UI bundle), so it also works behind a
-    server's path prefix. MLflow's sanitizer keeps only an image's src."""
+    """The parent's overlay as a markdown image; the URL is relative, as MLflow's own artifact
+    viewer builds it, so it also works behind a server's path prefix."""
     from urllib.parse import quote
 
     return (f"![every job's loss against LR](get-artifact?path={quote(overlay.name)}"
@@ -147,11 +147,8 @@ def _jobs_line(rows: list[dict[str, Any]], table: Path) -> str:
 
 def parent_description(run_id: str, rows: list[dict[str, Any]], overlay: Path | None,
                        table: Path, best: dict[str, Any] | None = None) -> str:
-    """The parent run's description (markdown, on its page in the MLflow UI): the overlay,
-    what it shows, where the table is, the lowest minimum."""
-    lines = [] if overlay is None else [
-        _overlay_markdown(run_id, overlay),
-        "Every job's smoothed loss against the learning rate (log axis), one curve per job."]
+    """The parent run's description (markdown, on its page in the MLflow UI)."""
+    lines = [] if overlay is None else [_overlay_markdown(run_id, overlay), f"{OVERLAY_SHOWS}."]
     lines.append(_jobs_line(rows, table))
     if best is not None:
         lines.append(describe_best(best))
@@ -160,24 +157,21 @@ def parent_description(run_id: str, rows: list[dict[str, Any]], overlay: Path | 
 
 def experiment_note(run_id: str, run_name: str, rows: list[dict[str, Any]],
                     overlay: Path | None, table: Path) -> str:
-    """The experiment's description (markdown, above its runs table, its first line shown
-    until one click opens it): the latest sweep's overlay, so that a new user reaches every
-    job's curve in three clicks from ``mlflow ui``'s home page; "" without an overlay."""
+    """The experiment's description (markdown, above its runs table): the latest sweep's
+    overlay, every job's curve three clicks from ``mlflow ui``'s home page; "" without one."""
     if overlay is None:
         return ""
     return "\n\n".join([
         f"**Latest sweep**: [{run_name}](#/runs/{run_id}), every job's loss against LR "
         "(the ⌄ on the right shows it):",
         _overlay_markdown(run_id, overlay),
-        "Every job's smoothed loss against the learning rate (log axis), one curve per job; "
-        + _jobs_line(rows, table),
+        f"{OVERLAY_SHOWS}; {_jobs_line(rows, table)}",
         "Each sweep is a run in the table below; its page shows its own chart."])
 
 
 @dataclass
 class SweepJobs:
-    """A sweep dir's jobs, each file read once: their summary rows in job order, their curves
-    and their overrides by job name."""
+    """A sweep dir's jobs, each file read once."""
 
     rows: list[dict[str, Any]]
     curves: dict[str, Any]  # job -> RangeTestResult, for jobs with a curve.csv
@@ -213,9 +207,8 @@ def _overlay_curves(jobs: SweepJobs) -> dict[str, Any]:
 
 
 def job_overrides(job_dirs: list[Path]) -> dict[str, list[str]]:
-    """Each job's overrides ("optimizer.weight_decay=0.0001", "seed=3"), from the
-    ``.hydra/overrides.yaml`` Hydra writes into a job's dir; none where Hydra wrote no record
-    (``hydra.output_subdir=null``)."""
+    """Each job's overrides ("seed=3") from its ``.hydra/overrides.yaml``; none where Hydra
+    wrote no record (``hydra.output_subdir=null``)."""
     from omegaconf import OmegaConf
 
     overrides: dict[str, list[str]] = {}
@@ -229,9 +222,8 @@ def job_overrides(job_dirs: list[Path]) -> dict[str, list[str]]:
 
 
 def write_swept_keys(config: DictConfig, sweep_dir: Path) -> list[str]:
-    """The keys a sweep varies (``net``, ``net.depth``): its command line's sweeps
-    (``net.depth=1,4``) and its sweeper's params (``sweep=seeds``), left in the sweep dir for
-    the jobs, which name their runs by them (``job_swept_settings``)."""
+    """The keys a sweep varies, from its command line (``net.depth=1,4``) and its sweeper's
+    params (``sweep=seeds``), left in the sweep dir for the jobs to name their runs by."""
     import json
 
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -270,11 +262,9 @@ def swept_settings(overrides: dict[str, list[str]]) -> dict[str, str]:
 
 def lowest_minimum(rows: list[dict[str, Any]], noise: dict[str, float | None]
                    ) -> tuple[dict[str, Any] | None, str | None]:
-    """The job whose curve reached the lowest loss, among jobs that suggest an LR: with one
-    setting swept (weight decay, say), the setting that trains best and the LR to train it at
-    (Smith 2018, section 4.3, compares weight decays this way). A lead smaller than the two
-    curves' minibatch noise (``noise`` by job) is no lead: then (None, the reason). (None,
-    None) when no job qualifies."""
+    """The job whose curve reached the lowest loss, among jobs that suggest an LR: the swept
+    setting that trains best (Smith 2018, section 4.3). A lead within the two curves' minibatch
+    noise (``noise`` by job) is none: (None, the reason); (None, None) when no job qualifies."""
     finished = sorted((row for row in rows if row.get("status") in ENDED_ON_ITS_OWN
                        and isinstance(row.get("min_loss"), (int, float))
                        and row["min_loss"] == row["min_loss"]
@@ -296,11 +286,9 @@ def lowest_minimum(rows: list[dict[str, Any]], noise: dict[str, float | None]
 
 def _read_seed_groups(sweep_dir: Path, jobs: SweepJobs
                       ) -> tuple[list[SeedGroup], dict[str, Any] | None]:
-    """The sweep's seed groups (``lrexp.sweep.seed_groups``), each written to its folder, and
-    the row to name as the lowest minimum: among jobs, or, where the sweep ran seeds, among the
-    groups' median curves (one seed's minimum is luck; with one group nothing is compared).
-    Reading them is best effort: a failure costs the groups and a warning, never the sweep's
-    summary."""
+    """The sweep's seed groups, each written to its folder, and the row to name as the lowest
+    minimum: among jobs, or among the groups' median curves (one seed's minimum is luck). A
+    failure costs the groups and a warning, never the sweep's summary."""
     rows, overrides = jobs.rows, jobs.overrides
     try:
         groups = [write_group(group, sweep_dir) for group in seed_groups(
@@ -351,8 +339,8 @@ def write_summary_csv(rows: list[dict[str, Any]], path: Path) -> Path:
 
 
 class RunDirCheck(Callback):
-    """Before Hydra creates the run (or sweep) dir: one paragraph and exit 2 when it cannot be
-    written (a read-only mount, a missing permission), instead of Hydra's chained traceback."""
+    """One paragraph and exit 2 when the run (or sweep) dir cannot be written, before Hydra's
+    chained traceback."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         _require_writable(Path(config.hydra.run.dir), "hydra.run.dir")

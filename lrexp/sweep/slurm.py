@@ -13,6 +13,7 @@ import json
 import logging
 import signal
 import subprocess
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -56,10 +57,9 @@ _SHOWN_SETTINGS = ("partition", "gpus_per_node", "cpus_per_task", "mem_gb", "tim
 
 
 def run_job(call: Callable[[], JobReturn]) -> JobReturn:
-    """One job, on a node (the launcher's ``__call__``; submitit has set its signal handlers):
-    stops recorded with SLURM's reason, SIGUSR2 handed to submitit afterwards. A SIGUSR2 that
-    comes while no range test runs (Hydra's job set-up, writing the results) is noted and
-    dropped: submitit's handler would raise there, and a test that ended needs no requeue."""
+    """One job, on a node: stops recorded with SLURM's reason, SIGUSR2 handed to submitit
+    afterwards. One that comes while no range test runs is dropped: submitit's handler would
+    raise there, and a test that ended needs no requeue."""
     notice = signal.getsignal(signal.SIGUSR2)  # submitit's checkpoint_and_try_requeue
     # SLURM's answer changes as the job ends (COMPLETING, then gone): asked once per signal
     cause = functools.cache(functools.partial(_cause, notice))
@@ -78,11 +78,9 @@ def run_job(call: Callable[[], JobReturn]) -> JobReturn:
 
 
 def lost_job(launcher: Any, job: Any, error: Exception) -> JobReturn:
-    """Record a job that left no result in its job dir's summary.json (where the sweep's
-    summary reads it): life.KILLED with SLURM's final state when it did not finish
-    (``UncompletedJobError``), life.FAILED with the error's last line when it raised
-    (``FailedJobError``); a summary that already says how the test ended is kept. Its JobReturn
-    for Hydra's sweeper, which must not raise: the sweep goes on to its summary."""
+    """Record a job that left no result in its summary.json: KILLED with SLURM's final state
+    when it did not finish, FAILED with the error's last line when it raised; a summary that
+    says how the test ended is kept. Its JobReturn, never an error: the sweep goes on."""
     try:
         return _record_lost_job(launcher, job, error)
     except Exception as failure:  # noqa: BLE001 - never the end of the sweep
@@ -167,14 +165,9 @@ def launch_jobs(launcher: Any, launch: Callable[[], list[JobReturn]],
     sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / NOT_SUBMITTED_FILE).write_text(json.dumps(asdict(why)))
-    return [_record_not_submitted(launcher, list(overrides), initial_job_idx + index, why)
+    return [_recorded(_job_return(launcher, list(overrides), initial_job_idx + index),
+                      why.exit_code, life.FAILED, error=f"not submitted to SLURM: {why.said}")
             for index, overrides in enumerate(job_overrides)]
-
-
-def _record_not_submitted(launcher: Any, overrides: list[str], job_num: int,
-                          why: NotSubmitted) -> JobReturn:
-    return _recorded(_job_return(launcher, overrides, job_num), why.exit_code, life.FAILED,
-                     error=f"not submitted to SLURM: {why.said}")
 
 
 SLURM_COMMANDS = ("sbatch", "srun", "squeue", "sacct", "scancel")
@@ -225,8 +218,6 @@ def _sbatch_said(text: str) -> str:
 def report_not_submitted(sweep_dir: Path, launcher_settings: Mapping[str, Any]) -> None:
     """After the sweep's summary, for a sweep SLURM took no job of: one paragraph (what failed,
     sbatch's words, the job's settings, what was kept, the fix) and the exit code."""
-    import sys
-
     try:
         why = NotSubmitted(**json.loads((sweep_dir / NOT_SUBMITTED_FILE).read_text()))
     except (OSError, ValueError, TypeError):
@@ -286,11 +277,9 @@ def _requeue_if_asked(received: int | None, cause: Callable[[int], str], notice:
 
 @contextlib.contextmanager
 def waiting_for_jobs(lost_job: Callable[[Any, Exception], JobReturn]) -> Iterator[None]:
-    """Around the launcher's ``launch``, in the sweep's parent: the one place lrexp changes
-    submitit, which has no hook for either (test_slurm_rules.py fails when they move). While
-    the plugin gathers results (``[j.results()[0] for j in jobs]``), a job that left none is
-    handed to ``lost_job`` instead of raising; without SLURM accounting, the watcher that
-    ``SlurmJob`` shares asks squeue instead of sacct."""
+    """Around the launcher's ``launch``, the one place lrexp patches submitit (it has no hook;
+    test_slurm_rules.py fails when they move): a job that left no result goes to ``lost_job``
+    instead of raising; without SLURM accounting, ``SlurmJob``'s watcher asks squeue."""
     from submitit.slurm.slurm import SlurmJob
 
     original_results, original_watcher = SlurmJob.results, SlurmJob.watcher

@@ -37,7 +37,8 @@ from lrexp.run.life import KILLED
 # The classes ``finish`` receives pickled (RunSummary and its parts): imported before the
 # child's reader thread runs, so that unpickling never imports a module beside the main thread.
 from lrexp.run.summary import RunSummary
-from lrexp.tracking.build import build_target
+from lrexp.tracking.build import target_class
+from lrexp.tracking.defaults import DEFAULT_TIMEOUT_S
 from lrexp.tracking.mlflow_tracker import (
     OWNER_PID_TAG,
     TRACKING_DISABLED,
@@ -48,7 +49,7 @@ from lrexp.tracking.mlflow_tracker import (
 from lrexp.tracking.redaction import first_line
 from lrexp.tracking.store import resolve_tracking_uri
 
-__all__ = ["SidecarTracker", "finish_wait_s"]
+__all__ = ["SidecarTracker"]
 
 log = logging.getLogger(__name__)
 
@@ -56,20 +57,15 @@ ABANDONED_MESSAGE = ("The lrexp process stopped before it closed its MLflow run 
                      "closing it KILLED with the %d steps it recorded.")
 
 
-def finish_wait_s(timeout_s: float) -> float:
-    """How long the parent waits for the child after ``finish``: it may still be importing
-    MLflow, and each store call may take ``timeout_s`` or retries."""
-    return max(60.0, 12 * timeout_s)
-
-
-# -- the training process's side --------------------------------------------------------------
 class SidecarTracker(RunLogger):
     """The run logger, carried out by a child process; never imports MLflow."""
 
-    def __init__(self, target: str, settings: Mapping[str, Any], wait_s: float) -> None:
+    def __init__(self, target: str, settings: Mapping[str, Any],
+                 wait_s: float | None = None) -> None:
         self.run_id: str | None = None  # known once the child opened the run
         self.usable = True  # False once the child is gone: the run dir keeps everything
-        self.wait_s = wait_s
+        # the wait after finish: the child may still import MLflow; each call may take timeout_s
+        self.wait_s = wait_s or max(60.0, 12 * float(settings.get("timeout_s", DEFAULT_TIMEOUT_S)))
         self._init = ("init", target, dict(settings), _relayed_level())
         self._uri = resolve_tracking_uri(settings.get("uri"))
         self._recorded: list[tuple[Any, ...]] = []  # start and every step: a new child's replay
@@ -99,7 +95,6 @@ class SidecarTracker(RunLogger):
         self._reader.start()
         self._send(self._init)
 
-    # -- the run logger ------------------------------------------------------------------------
     def start(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
         self._record(("start", run_name, dict(params), {**tags, **self._owner}))
 
@@ -138,7 +133,6 @@ class SidecarTracker(RunLogger):
         return TrackedOutcome(self._uri, self.run_id, None, None,
                               "its tracking process did not say what it stored")
 
-    # -- a child that died: a new one completes the run ----------------------------------------
     def _died(self) -> bool:
         """Gone without saying done, and not for a reason a new child would meet again."""
         return self._child is not None and not self._done and not self._failed \
@@ -161,7 +155,6 @@ class SidecarTracker(RunLogger):
             log.warning("The new MLflow process completed the run: %s.",
                         self._outcome.describe(len({m[1] for m in replay if m[0] == "step"})))
 
-    # -- the channel ---------------------------------------------------------------------------
     def _record(self, message: tuple[Any, ...]) -> None:
         self._recorded.append(message)
         self._send(message)
@@ -297,9 +290,9 @@ def _relog(fields: dict[str, Any]) -> None:
         logger.handle(record)
 
 
-# -- the child's side ---------------------------------------------------------------------------
 class _Channel:
-    """The child's messages to the parent; after the parent is gone, to stderr."""
+    """The child's messages to the parent. Also its sys.stdout: what MLflow prints (a run's
+    link) appears in the parent's, or on stderr once the parent is gone."""
 
     def __init__(self, stream: IO[bytes]) -> None:
         self.stream, self.lock, self.open = stream, threading.Lock(), True
@@ -315,6 +308,14 @@ class _Channel:
             except (OSError, ValueError):
                 self.open = False
                 return False
+
+    def write(self, text: str) -> int:
+        if text and not self.send("stdout", text):
+            sys.stderr.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
 
 
 class _RelayHandler(logging.Handler):
@@ -332,21 +333,6 @@ class _RelayHandler(logging.Handler):
                   if isinstance(value, (str, int, float, type(None)))}
         if not self.channel.send("log", fields):
             sys.stderr.write(f"{record.levelname} {record.name}: {fields['msg']}\n")
-
-
-class _Printed:
-    """The child's sys.stdout: what MLflow prints (a run's link) appears in the parent's."""
-
-    def __init__(self, channel: _Channel) -> None:
-        self.channel = channel
-
-    def write(self, text: str) -> int:
-        if text and not self.channel.send("stdout", text):
-            sys.stderr.write(text)
-        return len(text)
-
-    def flush(self) -> None:
-        pass
 
 
 def _read_commands(stream: IO[bytes], commands: queue.Queue[tuple[Any, ...] | None]) -> None:
@@ -401,7 +387,7 @@ def main() -> int:
         os.nice(10)  # the training process first: this one's work overlaps its test
     channel = _Channel(os.fdopen(os.dup(1), "wb"))
     os.dup2(2, 1)  # anything written to fd 1 goes to stderr, not into the channel
-    sys.stdout = _Printed(channel)
+    sys.stdout = channel
     commands: queue.Queue[tuple[Any, ...] | None] = queue.Queue()
     threading.Thread(target=_read_commands, args=(sys.stdin.buffer, commands),
                      daemon=True).start()
@@ -414,7 +400,7 @@ def main() -> int:
     root.addHandler(_RelayHandler(channel))
     tracker = None
     try:
-        tracker = build_target(target, settings)
+        tracker = target_class(target)(**settings)
         return _serve(tracker, commands, channel)
     except KeyboardInterrupt:  # the parent's SIGUSR1: a run still open is closed KILLED
         if tracker is not None:

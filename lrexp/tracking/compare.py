@@ -18,7 +18,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from lrexp.run.summary import CONFIDENCE_SCORES, RunSummary, format_table
+from lrexp.run.summary import RunSummary, format_table
 from lrexp.tracking.defaults import DEFAULT_TIMEOUT_S
 from lrexp.tracking.redaction import first_line, redact
 from lrexp.tracking.store import (
@@ -145,28 +145,12 @@ def _parent_run(client: Any, run_id: str) -> Any:
                        f"parent to compare. {LIST_RUNS}") from None
 
 
-# summary metrics named suggested_lr_* that are not a rule's suggestion
-NOT_METHODS = {"low", "high", "iqr_decades", "range_decades"}
-
-
 def summary_of(run: Any) -> RunSummary:
     """The run's summary as the tracker recorded it: tags and summary metrics."""
-    tags, metrics = run.data.tags, run.data.metrics
-    scores = {score: name for name, score in CONFIDENCE_SCORES.items()}
-    confidence = metrics.get("suggestion_confidence")
-    prefix = "suggested_lr_"
-    return RunSummary(
-        net=tags.get("net", "?"), dataset=tags.get("dataset", "?"),
-        optimizer=tags.get("optimizer", "?"), status=tags.get("status", run.info.status),
-        device=tags.get("device", "?"), suggested_lr=metrics.get("suggested_lr"),
-        default_method=tags.get("default_method"),
-        confidence=None if confidence is None else scores.get(int(confidence)),
-        suggestions={key[len(prefix):]: value for key, value in metrics.items()
-                     if key.startswith(prefix) and key[len(prefix):] not in NOT_METHODS},
-        min_loss=metrics.get("min_loss"), lr_at_min_loss=metrics.get("lr_at_min_loss"),
-        diverged_lr=metrics.get("diverged_lr"), repeats=int(metrics.get("repeats", 1)),
-        suggested_lr_iqr_decades=metrics.get("suggested_lr_iqr_decades"),
-        suggested_lr_range_decades=metrics.get("suggested_lr_range_decades"))
+    tags = run.data.tags
+    return RunSummary.from_metrics(run.data.metrics, tags, device=tags.get("device", "?"),
+                                   status=tags.get("status", run.info.status),
+                                   default_method=tags.get("default_method"))
 
 
 def curve_of(client: Any, run: Any) -> Any:

@@ -1,8 +1,6 @@
-"""Hydra callback for sweeps: one parent MLflow run per multirun, every job its child.
-
-The parent's id is left in the sweep dir, where every job finds it in any process (joblib,
-submitit) without an environment variable. At the end the jobs' run dirs give the summary table,
-the overlay, the seed groups (``lrexp.sweep.seed_groups``) and the lowest minimum.
+"""Hydra callback for sweeps: one parent MLflow run per multirun, every job its child (its id
+left in the sweep dir, for jobs in any process). At the end the jobs' run dirs give the summary
+table, the overlay, the seed groups and the lowest minimum.
 """
 
 from __future__ import annotations

@@ -88,10 +88,8 @@ def _require_valid_n_jobs(launcher: DictConfig) -> None:
 
 
 def register_lrexp_launcher(launcher: DictConfig) -> None:
-    """Make lrexp's launcher known to Hydra when the sweep uses it. Hydra instantiates only the
-    launcher classes its plugin scan found, and the scan walks the ``hydra_plugins`` folders,
-    where an editable install has no file of lrexp's (a wheel has): so register the class.
-    ``hydra/launcher=submitit_slurm`` runs as ``lrexp_slurm``: without lrexp's handling, one
+    """Register lrexp's launcher with Hydra (whose plugin scan finds no file of an editable
+    install's), and run ``hydra/launcher=submitit_slurm`` as ``lrexp_slurm``: without it one
     job's time limit would skip the sweep's other jobs and a lost job would end the sweep."""
     import importlib
 

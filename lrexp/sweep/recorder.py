@@ -1,6 +1,5 @@
-"""A sweep's parent MLflow run: opened before its jobs (their parent), closed with the sweep's
-table, overlay, per-job series, lowest minimum and seed groups (``lrexp.sweep.seed_groups``).
-Built from the same ``tracking`` settings as the jobs' run loggers, in the sweep's process."""
+"""A sweep's parent MLflow run: opened before its jobs, closed with the sweep's table, overlay,
+per-job series, lowest minimum and seed groups; from the same ``tracking`` settings as the jobs."""
 
 from __future__ import annotations
 
@@ -25,9 +24,7 @@ log = logging.getLogger(__name__)
 
 OVERLAY_IMAGE_KEY = "sweep_overlay"
 NOTE_TAG = "mlflow.note.content"  # a run's or an experiment's description in the UI (markdown)
-# The experiment's description shows above its runs table: lrexp keeps the latest sweep's
-# overlay there, in a description that starts with this mark (an HTML comment the UI hides),
-# and never replaces one without it.
+# Marks the experiment description lrexp keeps (the latest sweep's overlay) from a user's own
 LATEST_SWEEP_NOTE = "<!-- lrexp: the latest sweep -->"
 # The parent's series, one step per job: the children side by side in its charts.
 PARENT_SERIES = {"job_suggested_lr": "suggested_lr", "job_min_loss": "min_loss",
@@ -56,9 +53,8 @@ class SweepRecorder(MlflowStore):
         return None
 
     def log_seed_group(self, run_id: str, group: SeedGroup, prefixed: bool) -> None:
-        """A seed group as a repeated test's run has it: the median curve with its band and
-        each seed's curve as series, the summary metrics, the group's files under its folder
-        name. With several groups (``prefixed``) names start with the group's ("seeds_x/loss")."""
+        """A seed group as a repeated test's run has it, its files under its folder name; with
+        several groups (``prefixed``) names start with the group's ("seeds_x/loss")."""
         prefix = f"{group.name}/" if prefixed else ""
         # which seed (and job) each loss_repeat_<i> series is
         order = ", ".join(f"{repeat_loss_key(index)}: seed {seed} ({job})"

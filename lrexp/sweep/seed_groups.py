@@ -1,9 +1,7 @@
 """A sweep's seeds read together: jobs that differ only in ``seed`` are repeats of one test,
-read as ``range_test(..., repeats=k)`` reads its repeats (``RangeTestResult.of_repeats``): the
-median curve and its band, the suggestion off the median, the seeds' spread capping the
-confidence. Jobs that also differ in something else form one group per setting; only jobs that
-ran their course count, and a group needs two. Each group is written to ``<sweep dir>/seeds/``
-(``seeds_<setting>/`` with several groups).
+read as ``range_test(..., repeats=k)`` reads its repeats (``RangeTestResult.of_repeats``). One
+group per other setting, of jobs that ran their course (two at least), written to
+``<sweep dir>/seeds/`` (``seeds_<setting>/`` with several groups).
 """
 
 from __future__ import annotations
@@ -58,9 +56,8 @@ def seeds_vary(job_overrides: dict[str, list[str]], sweep_dir: Path) -> bool:
 def seed_groups(job_overrides: dict[str, list[str]], rows: list[dict[str, Any]],
                 curves: dict[str, RangeTestResult], sweep_dir: Path,
                 counted_statuses: Collection[str]) -> list[SeedGroup]:
-    """The groups of jobs (named as in ``rows``, each with its overrides and its curve) that
-    differ only in their seed, among jobs whose status is in ``counted_statuses`` and that
-    have a curve."""
+    """The groups of jobs that differ only in their seed, among jobs with a curve whose status
+    is in ``counted_statuses``."""
     members = _members(job_overrides, rows, curves, counted_statuses)
     shared = set.intersection(*(set(key) for key in members)) if members else set()
     groups: list[SeedGroup] = []
@@ -144,8 +141,7 @@ def describe_group(group: SeedGroup) -> str:
 
 
 def _slug(setting: str) -> str:
-    """A setting as a folder and MLflow metric prefix ("net=mlp" -> "net_mlp"), cut to
-    ``MAX_SLUG`` characters with a hash of the whole when longer."""
+    """A setting as a folder and metric prefix ("net=mlp" -> "net_mlp"), hashed past MAX_SLUG."""
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", setting).strip("_") or "group"
     if len(slug) > MAX_SLUG:
         slug = f"{slug[:MAX_SLUG - 9]}_{_digest(setting)}"

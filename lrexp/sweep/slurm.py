@@ -1,8 +1,7 @@
-"""What the ``lrexp_slurm`` launcher (``hydra_plugins.lrexp_slurm_launcher``, source
-lrexp/sweep/hydra_plugin) adds to hydra-submitit-launcher's SlurmLauncher: ``run_job`` in each
-job, ``waiting_for_jobs`` and ``launch_jobs`` around its ``launch`` in the sweep's parent. One
-job's stop never skips the others: each is recorded with SLURM's reason (``slurm_job`` says which
-signals SLURM sends, and why), and a sweep SLURM took no job of ends in one paragraph.
+"""What the ``lrexp_slurm`` launcher (lrexp/sweep/hydra_plugin) adds to submitit's
+SlurmLauncher: ``run_job`` in each job, ``waiting_for_jobs`` and ``launch_jobs`` in the sweep's
+parent. One job's stop never skips the others: each is recorded with SLURM's reason, and a sweep
+SLURM took no job of ends in one paragraph.
 """
 
 from __future__ import annotations

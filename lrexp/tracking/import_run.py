@@ -123,12 +123,8 @@ def _send(run: RunDir, tracker: MlflowTracker, staged: Path) -> None:
 
 def import_run(run_dir: Path | str, uri: str | None = None, experiment: str | None = None, *,
                use_run_dir_uri: bool = False, again: bool = False) -> str | None:
-    """Record ``run_dir`` in MLflow; returns the new run id (None if the store is unusable).
-
-    Raises RunDirError, before anything reaches the store, when the run dir cannot be imported,
-    or when the experiment already holds it (``again=True`` records it once more).
-    ``uri`` wins over ``use_run_dir_uri``.
-    """
+    """Record ``run_dir`` in MLflow; the new run id (None if the store is unusable). RunDirError
+    before anything is sent when it cannot be imported or is there already (unless ``again``)."""
     run_dir = resolved_dir(run_dir)
     with tempfile.TemporaryDirectory(prefix="lrexp-import-") as staging:
         staged = Path(staging)

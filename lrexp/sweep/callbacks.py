@@ -5,11 +5,9 @@ table, the overlay, the seed groups and the lowest minimum.
 
 from __future__ import annotations
 
-import csv
 import logging
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +15,6 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from lrexp.run.files import (
-    CURVE_FILE,
     PARENT_CLOSED_FILE,
     PARENT_RUN_FILE,
     SWEEP_OVERLAY_FILE,
@@ -25,7 +22,8 @@ from lrexp.run.files import (
     SWEPT_KEYS_FILE,
 )
 from lrexp.run.life import ENDED_ON_ITS_OWN, FAILED, FINISHED, KILLED
-from lrexp.run.summary import COLUMNS, SUMMARY_FILE, RunSummary, format_table
+from lrexp.run.summary import format_table
+from lrexp.run.sweep_dir import SweepJobs, collect_jobs, write_summary_csv
 from lrexp.sweep import interrupt
 from lrexp.sweep.seed_groups import (
     SeedGroup,
@@ -167,56 +165,10 @@ def experiment_note(run_id: str, run_name: str, rows: list[dict[str, Any]],
         "Each sweep is a run in the table below; its page shows its own chart."])
 
 
-@dataclass
-class SweepJobs:
-    """A sweep dir's jobs, each file read once."""
-
-    rows: list[dict[str, Any]]
-    curves: dict[str, Any]  # job -> RangeTestResult, for jobs with a curve.csv
-    overrides: dict[str, list[str]]  # job -> its overrides (job_overrides)
-
-
-def collect_jobs(sweep_dir: Path) -> SweepJobs:
-    """The jobs of a sweep dir; a job whose summary.json cannot be read is listed with the
-    reason as its error."""
-    from lrexp.engine.result import RangeTestResult
-
-    rows, curves = [], {}
-    summary_files = sorted(sweep_dir.glob(f"*/{SUMMARY_FILE}"), key=_job_number)
-    overrides = job_overrides([path.parent for path in summary_files])
-    swept = swept_settings(overrides)
-    for summary_file in summary_files:
-        job = summary_file.parent.name
-        try:
-            summary = RunSummary.read(summary_file)
-        except (OSError, ValueError) as error:
-            summary = RunSummary(status="unreadable", error=f"{summary_file}: {error}")
-        rows.append({**summary.row(job), "swept": swept[job] or None})
-        curve_file = summary_file.parent / CURVE_FILE
-        if curve_file.exists():
-            curves[job] = RangeTestResult.from_csv(curve_file)
-    return SweepJobs(rows, curves, overrides)
-
-
 def _overlay_curves(jobs: SweepJobs) -> dict[str, Any]:
     """The overlay's curves by label: each job with its swept settings (or net / optimizer)."""
     return {f"{row['job']}: {row['swept'] or row['net'] + ' / ' + row['optimizer']}":
             jobs.curves[row["job"]] for row in jobs.rows if row["job"] in jobs.curves}
-
-
-def job_overrides(job_dirs: list[Path]) -> dict[str, list[str]]:
-    """Each job's overrides ("seed=3") from its ``.hydra/overrides.yaml``; none where Hydra
-    wrote no record (``hydra.output_subdir=null``)."""
-    from omegaconf import OmegaConf
-
-    overrides: dict[str, list[str]] = {}
-    for job_dir in job_dirs:
-        record = job_dir / ".hydra" / "overrides.yaml"
-        try:
-            overrides[job_dir.name] = [str(o) for o in OmegaConf.load(record)]
-        except (OSError, ValueError):
-            overrides[job_dir.name] = []
-    return overrides
 
 
 def write_swept_keys(config: DictConfig, sweep_dir: Path) -> list[str]:
@@ -248,14 +200,6 @@ def job_swept_settings(sweep_dir: Path, overrides: list[str]) -> str:
     parser = OverridesParser.create()
     return " ".join(o for o in overrides
                     if str(parser.parse_overrides([o])[0].key_or_group).lstrip("+~") in keys)
-
-
-def swept_settings(overrides: dict[str, list[str]]) -> dict[str, str]:
-    """Each job's overrides (``job_overrides``) that not every job shares
-    ("optimizer.weight_decay=0.0001"); "" where a job has none or Hydra wrote no record."""
-    recorded = [set(own) for own in overrides.values() if own]
-    shared = set.intersection(*recorded) if recorded else set()
-    return {job: " ".join(o for o in own if o not in shared) for job, own in overrides.items()}
 
 
 def lowest_minimum(rows: list[dict[str, Any]], noise: dict[str, float | None]
@@ -321,19 +265,6 @@ def describe_best(row: dict[str, Any]) -> str:
     return (f"Lowest minimum loss: {what} {row['job']}{setting}: {row['min_loss']:.4g} at LR "
             f"{row['lr_at_min_loss']:.3g}; suggested LR {row['suggested_lr']:.3g} "
             f"(confidence {row['confidence']})")
-
-
-def _job_number(path: Path) -> tuple[int, str]:
-    head = path.parent.name.split("_", 1)[0]
-    return (int(head) if head.isdigit() else 1 << 30, path.parent.name)
-
-
-def write_summary_csv(rows: list[dict[str, Any]], path: Path) -> Path:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 class RunDirCheck(Callback):

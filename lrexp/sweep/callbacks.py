@@ -96,8 +96,7 @@ class MlflowSweepCallback(Callback):
                       overlay: Path | None, status: str | None = None,
                       groups: list[SeedGroup] | None = None,
                       best: dict[str, Any] | None = None) -> None:
-        """The parent run with the sweep's results, ended KILLED when Ctrl-C stopped the sweep,
-        FAILED only when every job failed."""
+        """The parent run with the sweep's results: KILLED if stopped, FAILED if every job was."""
         if self.parent_run_id is None or self.recorder is None:
             return
         if status is None:
@@ -124,8 +123,7 @@ def parent_name(sweep_dir: Path) -> str:
 
 
 def _overlay_markdown(run_id: str, overlay: Path) -> str:
-    """The parent's overlay as a markdown image; the URL is relative, as MLflow's own artifact
-    viewer builds it, so it also works behind a server's path prefix."""
+    """The overlay as markdown, its URL relative as MLflow's UI builds it (for path prefixes)."""
     from urllib.parse import quote
 
     return (f"![every job's loss against LR](get-artifact?path={quote(overlay.name)}"
@@ -153,8 +151,7 @@ def parent_description(run_id: str, rows: list[dict[str, Any]], overlay: Path | 
 
 def experiment_note(run_id: str, run_name: str, rows: list[dict[str, Any]],
                     overlay: Path | None, table: Path) -> str:
-    """The experiment's description (markdown, above its runs table): the latest sweep's
-    overlay, every job's curve three clicks from ``mlflow ui``'s home page; "" without one."""
+    """The experiment's description (markdown): the latest sweep's overlay; "" without one."""
     if overlay is None:
         return ""
     return "\n\n".join([
@@ -187,8 +184,7 @@ def write_swept_keys(config: DictConfig, sweep_dir: Path) -> list[str]:
 
 
 def job_swept_settings(sweep_dir: Path, overrides: list[str]) -> str:
-    """This job's overrides of the keys its sweep varies ("net.depth=4"); without the sweep's
-    record (a sweep started elsewhere), all its overrides."""
+    """This job's overrides of the keys its sweep varies; all of them without that record."""
     import json
 
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -268,8 +264,7 @@ def describe_best(row: dict[str, Any]) -> str:
 
 
 class RunDirCheck(Callback):
-    """One paragraph and exit 2 when the run (or sweep) dir cannot be written, before Hydra's
-    chained traceback."""
+    """Exit 2 with one paragraph when the run (or sweep) dir cannot be written."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         _require_writable(Path(config.hydra.run.dir), "hydra.run.dir")

@@ -34,8 +34,7 @@ def was_interrupted(sweep_dir: str | Path) -> bool:
 
 
 class SweepInterrupt(Callback):
-    """Parent side: waits for joblib workers on the first Ctrl-C or SIGTERM; notes an
-    interrupted sweep."""
+    """Parent side: waits for joblib workers on the first Ctrl-C or SIGTERM."""
 
     def __init__(self) -> None:
         self.previous_handlers: dict[int, Any] = {}

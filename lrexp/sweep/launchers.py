@@ -18,8 +18,7 @@ LAUNCHER_PLUGINS = {"joblib": "hydra_plugins.hydra_joblib_launcher",
 
 
 def missing_launcher_extra(words: list[str]) -> str | None:
-    """The extra (joblib, submitit) that a ``hydra/launcher=...`` override among ``words``
-    needs and this environment lacks; None if none is missing."""
+    """The extra (joblib, submitit) a ``hydra/launcher=`` among ``words`` needs and lacks."""
     import importlib.util
 
     for word in words:
@@ -55,8 +54,7 @@ RUN_AS_LREXPS = {
 
 
 class LrexpLaunchers(Callback):
-    """Before Hydra instantiates a sweep's launcher: lrexp's launcher made known to Hydra, and
-    submitit's SLURM launcher run as lrexp's (``register_lrexp_launcher``)."""
+    """lrexp's launcher made known to Hydra before it instantiates the sweep's launcher."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _require_valid_n_jobs(config.hydra.launcher)

@@ -32,8 +32,7 @@ PARENT_SERIES = {"job_suggested_lr": "suggested_lr", "job_min_loss": "min_loss",
 
 
 def sweep_recorder(tracking: Mapping[str, Any] | None) -> SweepRecorder | None:
-    """The recorder for the store the ``tracking`` settings name; None where the jobs' run
-    logger records nothing or not into an MLflow store."""
+    """The parent run's recorder, where the jobs' run logger records into an MLflow store."""
     if tracking is None or not tracking.get("enabled", True):
         return None
     logger_class = target_class(str(tracking["_target_"]))
@@ -103,8 +102,7 @@ class SweepRecorder(MlflowStore):
 
     def _log_results(self, run_id: str, rows: list[dict[str, Any]],
                      best: dict[str, Any] | None) -> None:
-        """Each job's suggested LR and minimum loss as the parent's series over job order, and
-        the best job's as ``best_*``."""
+        """Each job's suggested LR and minimum loss as series over job order; the best's too."""
         points = [(name, float(row[column]), index)
                   for index, row in enumerate(rows) for name, column in PARENT_SERIES.items()
                   if isinstance(row.get(column), (int, float)) and math.isfinite(row[column])]

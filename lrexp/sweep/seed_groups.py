@@ -56,16 +56,16 @@ def seeds_vary(job_overrides: dict[str, list[str]], sweep_dir: Path) -> bool:
 def seed_groups(job_overrides: dict[str, list[str]], rows: list[dict[str, Any]],
                 curves: dict[str, RangeTestResult], sweep_dir: Path,
                 counted_statuses: Collection[str]) -> list[SeedGroup]:
-    """The groups of jobs that differ only in their seed, among jobs with a curve whose status
-    is in ``counted_statuses``."""
+    """The groups of jobs with a curve and a counted status that differ only in their seed."""
     members = _members(job_overrides, rows, curves, counted_statuses)
     shared = set.intersection(*(set(key) for key in members)) if members else set()
     groups: list[SeedGroup] = []
     names: set[str] = set()
     for key, jobs in members.items():
         setting = " ".join(o for o in key if o not in shared)
-        name = "seeds" if len(members) == 1 else _unique(f"seeds_{_slug(setting)}", setting,
-                                                         names)
+        name = "seeds" if len(members) == 1 else f"seeds_{_slug(setting)}"
+        if name in names:  # another group's setting gave the same slug
+            name += f"_{_digest(setting)}"
         group = _read_group(name, setting, jobs, curves, sweep_dir)
         if group is not None:
             groups.append(group)
@@ -111,8 +111,7 @@ def _read_group(name: str, setting: str, jobs: list[tuple[str, str]],
 
 
 def write_group(group: SeedGroup, sweep_dir: Path) -> SeedGroup:
-    """The group with its files written: the median curve, each seed's curve, its summary and
-    plot, in its folder."""
+    """The group with its files (its curves, summary and plot) written in its folder."""
     from lrexp.plotting import plot, save_figure
 
     folder = sweep_dir / group.name
@@ -146,11 +145,6 @@ def _slug(setting: str) -> str:
     if len(slug) > MAX_SLUG:
         slug = f"{slug[:MAX_SLUG - 9]}_{_digest(setting)}"
     return slug
-
-
-def _unique(name: str, setting: str, taken: set[str]) -> str:
-    """``name``, or with the setting's hash where another group's setting gave the same one."""
-    return name if name not in taken else f"{name}_{_digest(setting)}"
 
 
 def _digest(text: str) -> str:

@@ -90,7 +90,6 @@ def lost_job(launcher: Any, job: Any, error: Exception) -> JobReturn:
 def _record_lost_job(launcher: Any, job: Any, error: Exception) -> JobReturn:
     from submitit.core.utils import DelayedSubmission, FailedJobError
 
-    from lrexp.run.life import ENDED_ON_ITS_OWN
     from lrexp.run.summary import SUMMARY_FILE, RunSummary
 
     overrides, _, job_num, *_ = DelayedSubmission.load(job.paths.submitted_pickle).args
@@ -99,7 +98,7 @@ def _record_lost_job(launcher: Any, job: Any, error: Exception) -> JobReturn:
     lines = [line for line in str(error).strip().splitlines() if line.strip()]
     reason = lines[-1 if isinstance(error, FailedJobError) else 0] if lines else repr(error)
     with contextlib.suppress(OSError, ValueError):
-        if RunSummary.read(job_dir / SUMMARY_FILE).status in ENDED_ON_ITS_OWN:
+        if RunSummary.read(job_dir / SUMMARY_FILE).status in life.ENDED_ON_ITS_OWN:
             log.warning("Job %s (%s) finished its range test but returned no result: %s",
                         job.job_id, job_dir.name, reason)
             return _recorded(returned, life.EXIT_FAILED)
@@ -131,12 +130,11 @@ def _job_return(launcher: Any, overrides: list[str], job_num: int) -> JobReturn:
 def _recorded(returned: JobReturn, exit_code: int, status: str | None = None,
               **fields: Any) -> JobReturn:
     """``returned`` with ``exit_code``; with ``status``, written to the job dir's summary."""
-    from lrexp.run.life import run_names
     from lrexp.run.summary import write_status
 
     if status is not None:
-        write_status(Path(str(returned.working_dir)), run_names(returned.cfg or {}), status,
-                     **fields)
+        write_status(Path(str(returned.working_dir)), life.run_names(returned.cfg or {}),
+                     status, **fields)
     returned.return_value = exit_code
     return returned
 
@@ -173,8 +171,7 @@ SLURM_COMMANDS = ("sbatch", "srun", "squeue", "sacct", "scancel")
 
 
 def not_submitted(error: BaseException) -> NotSubmitted | None:
-    """Why SLURM took no job, from the error submitit raised while submitting; None for an
-    error that is not about submitting."""
+    """Why SLURM took no job, from submitit's error; None for an error not about submitting."""
     from submitit.core.utils import FailedJobError
 
     text = str(error)
@@ -204,8 +201,7 @@ def not_submitted(error: BaseException) -> NotSubmitted | None:
 
 
 def _sbatch_said(text: str) -> str:
-    """sbatch's last error line without its prefixes ("sbatch: error: Batch job submission
-    failed: Invalid ...": "Invalid ...")."""
+    """sbatch's last error line without its prefixes ("sbatch: error: ...")."""
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     errors = [line for line in lines if "error" in line.lower()] or lines or [text]
     said = errors[-1]

@@ -117,9 +117,8 @@ def _check_sqlite(uri: str, shown: str, fix: str) -> None:
 
 
 def fetch_runs(client: Any, experiment: str | None, parent: str | None) -> list[Any]:
-    """A sweep's children, or every range test of an experiment (sweep parents left out);
-    ``parent`` as ``check_run_id`` returns it."""
-    if parent is not None:  # checked by check_run_id
+    """A sweep's children (``parent`` from check_run_id), or an experiment's runs but parents."""
+    if parent is not None:
         parent_run = _parent_run(client, parent)
         return client.search_runs([parent_run.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{parent}'",

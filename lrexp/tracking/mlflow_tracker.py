@@ -85,8 +85,7 @@ class TrackedOutcome:
 
 
 class RunLogger:
-    """What the runner calls, here recording nothing: ``MlflowTracker`` and the sidecar's
-    ``SidecarTracker`` override it."""
+    """What the runner calls, recording nothing (MlflowTracker and SidecarTracker override it)."""
 
     def start(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
         pass
@@ -117,10 +116,10 @@ class NullTracker(RunLogger):
         pass
 
 
-def git_commit(directory: Path | None = None) -> str | None:
+def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True,
-                             text=True, timeout=2, check=True)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=2, check=True)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -237,8 +236,7 @@ def hint_import(out_dir: Path | None) -> None:
 
 
 class MlflowStore:
-    """One tracking store, opened on first use, and what every run in it needs. An unusable
-    store gives one warning and ``usable`` False, never an error."""
+    """One tracking store, opened on first use; an unusable one warns once, never raises."""
 
     def __init__(self, uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT,
                  timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
@@ -296,8 +294,7 @@ class MlflowStore:
         return str(run.info.run_id)
 
     def end_run(self, run_id: str, status: str) -> None:
-        """set_terminated; MLflow then prints links to the run built from the URI, so that
-        printout is redacted on its way to the console."""
+        """set_terminated, its printout of the run's links (made from the URI) redacted."""
         printed = io.StringIO()
         try:
             with contextlib.redirect_stdout(printed):
@@ -456,8 +453,7 @@ class MlflowTracker(MlflowStore, RunLogger):
                 self.run_id = run_id
 
     def close(self) -> None:
-        """A run started and never finished (an error or Ctrl-C between the two): its buffered
-        steps go first, then it ends KILLED, as a stopped run does."""
+        """A run started and never finished: its buffered steps go, then it ends KILLED."""
         if not self._finished and self.usable and self.run_id is not None:
             self.finish(status=KILLED)
 

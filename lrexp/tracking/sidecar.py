@@ -232,8 +232,7 @@ class SidecarTracker(RunLogger):
             self._lost(self._exit_description())
 
     def _stop_child(self) -> None:
-        """Ctrl-C (or SIGTERM) while waiting at the end: the child stops sending and closes
-        the run KILLED, as the in-process tracker does on Ctrl-C."""
+        """Ctrl-C while waiting at the end: the child closes the run KILLED, as a tracker does."""
         child = self._child
         if child is None or child.poll() is not None:
             return
@@ -270,8 +269,7 @@ def _stop_signals_blocked() -> Iterator[None]:
 
 
 def _child_environment() -> dict[str, str]:
-    """This environment, with this lrexp first on the child's path (a checkout run from its
-    folder, or a test's sys.path, is not on the child's default path)."""
+    """This environment, with this lrexp (a checkout's, a test's) first on the child's path."""
     package_root = str(Path(__file__).resolve().parents[2])
     path = os.environ.get("PYTHONPATH", "")
     return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (package_root, path) if p)}

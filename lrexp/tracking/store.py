@@ -42,11 +42,16 @@ def server_reachable(uri: str, timeout_s: float) -> bool:
     connection, within ``timeout_s``? (MLflow itself retries for a minute.) Credentials go as
     basic auth, as MLflow's client sends them: urllib would not take them inside the URL."""
     scheme = uri.split(":", 1)[0].split("+", 1)[0]
-    if scheme in DATABASE_PORTS:
-        return _port_open(uri, DATABASE_PORTS[scheme], timeout_s)
-    if not uri.startswith(("http://", "https://")):
+    if scheme not in DATABASE_PORTS and not uri.startswith(("http://", "https://")):
         return True
     parts = urllib.parse.urlsplit(uri)
+    if scheme in DATABASE_PORTS:
+        try:
+            address = (parts.hostname or "localhost", parts.port or DATABASE_PORTS[scheme])
+            with socket.create_connection(address, timeout=timeout_s):
+                return True
+        except (OSError, ValueError):  # refused, unreachable, silent, or a malformed port
+            return False
     user = urllib.parse.unquote(parts.username or os.environ.get("MLFLOW_TRACKING_USERNAME", ""))
     password = urllib.parse.unquote(parts.password or
                                     os.environ.get("MLFLOW_TRACKING_PASSWORD", ""))
@@ -60,16 +65,6 @@ def server_reachable(uri: str, timeout_s: float) -> bool:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return response.status == 200
     except OSError:
-        return False
-
-
-def _port_open(uri: str, default_port: int, timeout_s: float) -> bool:
-    parts = urllib.parse.urlsplit(uri)
-    try:
-        port = parts.port or default_port
-        with socket.create_connection((parts.hostname or "localhost", port), timeout=timeout_s):
-            return True
-    except (OSError, ValueError):  # refused, unreachable, silent, or a malformed port
         return False
 
 

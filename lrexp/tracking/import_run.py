@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 import tempfile
 from collections.abc import Iterable
@@ -22,7 +21,6 @@ from typing import Any
 
 from lrexp.run.files import ARTIFACT_SUFFIXES, CONFIG_FILE, SUMMARY_FILE
 from lrexp.run.run_dir import RunDir, RunDirError, read_run_dir, resolved_dir, shown
-from lrexp.run.summary import is_number
 from lrexp.tracking.defaults import DEFAULT_EXPERIMENT, DEFAULT_TIMEOUT_S
 from lrexp.tracking.mlflow_tracker import (
     INCOMPLETE_TAG,
@@ -32,7 +30,6 @@ from lrexp.tracking.mlflow_tracker import (
     name_refused,
     repeat_loss_series,
 )
-from lrexp.tracking.store import resolve_tracking_uri
 
 __all__ = ["RunDirError", "import_run", "main"]
 
@@ -55,11 +52,6 @@ def _check_names(names: Iterable[Any], path: Path, what: str, param: bool) -> No
                 "digits, _ - . / : and spaces, a relative path without '..'). Rename it in "
                 f"{path.name}."
             ) from None
-
-
-def _text(value: Any) -> str | None:
-    """``value`` if it is a non-empty string (a setting read from an untrusted file)."""
-    return value if isinstance(value, str) and value else None
 
 
 # -- sending it -----------------------------------------------------------------------------------
@@ -91,16 +83,10 @@ def _tracker(run: RunDir, staged: Path, uri: str | None, experiment: str | None,
     """Where to send: --uri, else (only when asked) the run's own tracking.uri, else
     MLFLOW_TRACKING_URI or MLflow's default; the run's experiment name is harmless."""
     tracking = run.tracking
-    run_uri = _text(tracking.get("uri")) if use_run_dir_uri else None
-    setting = tracking.get("timeout_s")
-    timeout_s = float(setting) if is_number(setting) and 0 < setting < math.inf else \
-        DEFAULT_TIMEOUT_S
     return _StagedTracker(
-        staged,
-        uri=resolve_tracking_uri(uri or run_uri),
-        experiment=experiment or _text(tracking.get("experiment")) or DEFAULT_EXPERIMENT,
-        timeout_s=timeout_s,
-    )
+        staged, uri=uri or (tracking.get("uri") if use_run_dir_uri else None),
+        experiment=experiment or tracking.get("experiment", DEFAULT_EXPERIMENT),
+        timeout_s=tracking.get("timeout_s", DEFAULT_TIMEOUT_S))
 
 
 def _send(run: RunDir, tracker: MlflowTracker, staged: Path) -> None:

@@ -336,15 +336,14 @@ class MlflowStore:
             except Exception as error:  # noqa: BLE001 - e.g. another user's run on a server
                 log.debug("Could not close orphaned run %s: %s", run.info.run_id, error)
 
-    def log_metrics(self, run_id: str, points: Iterable[tuple[str, float, int]]) -> None:
-        """(name, value, step) points, in chunks MLflow takes."""
+    def log_metrics(self, run_id: str, points: Iterable[tuple[Any, ...]]) -> None:
+        """(name, value, step) points, each recorded now or at its own time ms, a 4th item;
+        in chunks MLflow takes."""
         from mlflow.entities import Metric
 
-        stamp = _now_ms()
-        self.log_metric_entities(run_id, [Metric(name, float(value), stamp, step)
-                                          for name, value, step in points])
-
-    def log_metric_entities(self, run_id: str, metrics: list[Any]) -> None:
+        now = _now_ms()
+        metrics = [Metric(name, float(value), stamp[0] if stamp else now, step)
+                   for name, value, step, *stamp in points]
         for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
             self.call(lambda c=chunk: self.client.log_batch(run_id, metrics=c), "log metrics")
 
@@ -511,14 +510,11 @@ class MlflowTracker(MlflowStore, RunLogger):
         self._replace_earlier_attempts()
 
     def _send_steps(self) -> None:
-        from mlflow.entities import Metric
-
         pending = self._steps[self._sent:]
         if not pending or self.run_id is None or not self.usable:
             return
-        self.log_metric_entities(self.run_id, [
-            Metric(name, float(value), stamp, step)
-            for step, values, stamp in pending for name, value in values.items()])
+        self.log_metrics(self.run_id, [(name, value, step, stamp) for step, values, stamp
+                                       in pending for name, value in values.items()])
         self._sent = len(self._steps)
 
     def _send_summary(self, run_id: str, summary: RunSummary | None, status: str) -> None:

@@ -1,5 +1,5 @@
-"""A sweep dir read back: its jobs' summary rows in job order, their curves and their overrides
-(from the files each job's run dir holds), and the sweep's summary table as CSV."""
+"""A sweep dir read back: its jobs' summary rows in job order, their curves, their overrides and
+seeds (from the files each job's run dir holds), and the sweep's summary table as CSV."""
 
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ from typing import Any
 
 import yaml
 
-from lrexp.run.files import CURVE_FILE, HYDRA_DIR
+from lrexp.run.files import CONFIG_FILE, CURVE_FILE, HYDRA_DIR
 from lrexp.run.summary import COLUMNS, SUMMARY_FILE, RunSummary
 
-__all__ = ["SweepJobs", "collect_jobs", "job_overrides", "swept_settings", "write_summary_csv"]
+__all__ = ["SweepJobs", "collect_jobs", "job_overrides", "seed_of", "seeds_vary", "swept_settings",
+           "write_summary_csv"]
+
+SEED_KEY = "seed"  # the app's seed setting
 
 
 @dataclass
@@ -66,6 +69,28 @@ def swept_settings(overrides: dict[str, list[str]]) -> dict[str, str]:
     recorded = [set(own) for own in overrides.values() if own]
     shared = set.intersection(*recorded) if recorded else set()
     return {job: " ".join(o for o in own if o not in shared) for job, own in overrides.items()}
+
+
+def seed_of(override: str) -> str | None:
+    """The value of a ``seed=`` override (``+seed=`` and ``++seed=`` too); None for others."""
+    key, _, value = override.lstrip("+").partition("=")
+    return value if key == SEED_KEY else None
+
+
+def seeds_vary(job_overrides: dict[str, list[str]], sweep_dir: Path) -> bool:
+    """Whether the sweep's jobs ran with more than one seed: from their overrides, else (Hydra
+    wrote no record) from the seed in each job's config.yaml."""
+    seeds = set()
+    for job, overrides in job_overrides.items():
+        found = [seed for seed in map(seed_of, overrides) if seed is not None]
+        if not overrides:
+            try:
+                config = yaml.safe_load((sweep_dir / job / CONFIG_FILE).read_text())
+                found = [str(config.get(SEED_KEY))] if isinstance(config, dict) else []
+            except (OSError, yaml.YAMLError):
+                found = []
+        seeds.update(found)
+    return len(seeds) > 1
 
 
 def _job_number(path: Path) -> tuple[int, str]:

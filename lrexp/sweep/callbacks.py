@@ -23,13 +23,12 @@ from lrexp.run.files import (
 )
 from lrexp.run.life import ENDED_ON_ITS_OWN, FAILED, FINISHED, KILLED
 from lrexp.run.summary import format_table
-from lrexp.run.sweep_dir import SweepJobs, collect_jobs, write_summary_csv
+from lrexp.run.sweep_dir import SweepJobs, collect_jobs, seeds_vary, write_summary_csv
 from lrexp.sweep import interrupt
 from lrexp.sweep.seed_groups import (
     SeedGroup,
     describe_group,
     seed_groups,
-    seeds_vary,
     write_group,
 )
 

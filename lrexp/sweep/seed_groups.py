@@ -15,42 +15,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lrexp.run.summary import SUMMARY_FILE, RunSummary, SeedGroup
+from lrexp.run.sweep_dir import seed_of
 
 if TYPE_CHECKING:
     from lrexp.engine.result import RangeTestResult
 
-__all__ = ["GROUP_SUMMARY", "SeedGroup", "describe_group", "seed_groups", "seeds_vary",
-           "write_group"]
+__all__ = ["GROUP_SUMMARY", "SeedGroup", "describe_group", "seed_groups", "write_group"]
 
 log = logging.getLogger(__name__)
 
-SEED_KEY = "seed"  # the app's seed setting
 GROUP_SUMMARY = "median_summary.json"  # not summary.json: the folder is no job of the sweep
 MAX_SLUG = 40  # characters of a setting kept in a group's folder and metric prefix
-
-
-def seed_of(override: str) -> str | None:
-    """The value of a ``seed=`` override (``+seed=`` and ``++seed=`` too); None for others."""
-    key, _, value = override.lstrip("+").partition("=")
-    return value if key == SEED_KEY else None
-
-
-def seeds_vary(job_overrides: dict[str, list[str]], sweep_dir: Path) -> bool:
-    """Whether the sweep's jobs ran with more than one seed: from their overrides, else (Hydra
-    wrote no record) from the seed in each job's config.yaml."""
-    import yaml
-
-    seeds = set()
-    for job, overrides in job_overrides.items():
-        found = [seed for seed in map(seed_of, overrides) if seed is not None]
-        if not overrides:
-            try:
-                config = yaml.safe_load((sweep_dir / job / "config.yaml").read_text())
-                found = [str(config.get(SEED_KEY))] if isinstance(config, dict) else []
-            except (OSError, yaml.YAMLError):
-                found = []
-        seeds.update(found)
-    return len(seeds) > 1
 
 
 def seed_groups(job_overrides: dict[str, list[str]], rows: list[dict[str, Any]],

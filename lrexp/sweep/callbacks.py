@@ -5,12 +5,14 @@ table, the overlay, the seed groups and the lowest minimum.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
@@ -170,10 +172,6 @@ def _overlay_curves(jobs: SweepJobs) -> dict[str, Any]:
 def write_swept_keys(config: DictConfig, sweep_dir: Path) -> list[str]:
     """The keys a sweep varies, from its command line (``net.depth=1,4``) and its sweeper's
     params (``sweep=seeds``), left in the sweep dir for the jobs to name their runs by."""
-    import json
-
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
     keys = [str(o.key_or_group) for o in parsed if o.is_sweep_override()]
     params = config.hydra.get("sweeper", {}).get("params") or {}
@@ -184,10 +182,6 @@ def write_swept_keys(config: DictConfig, sweep_dir: Path) -> list[str]:
 
 def job_swept_settings(sweep_dir: Path, overrides: list[str]) -> str:
     """This job's overrides of the keys its sweep varies; all of them without that record."""
-    import json
-
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     try:
         keys = set(json.loads((sweep_dir / SWEPT_KEYS_FILE).read_text()))
     except (OSError, ValueError):

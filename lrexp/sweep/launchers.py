@@ -4,6 +4,8 @@ own launcher made known to Hydra (``LrexpLaunchers``)."""
 from __future__ import annotations
 
 import logging
+import sys
+from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -64,8 +66,6 @@ class LrexpLaunchers(Callback):
         """Last of the sweep's callbacks (Hydra ends them in reverse): a sweep SLURM took no
         job of ends with one paragraph and its exit code, after its summary is written."""
         if str(config.hydra.launcher.get("_target_", "")).startswith(LREXP_LAUNCHERS):
-            from pathlib import Path
-
             from lrexp.sweep.slurm import report_not_submitted
 
             report_not_submitted(Path(str(config.hydra.sweep.dir)), config.hydra.launcher)
@@ -76,8 +76,6 @@ def _require_valid_n_jobs(launcher: DictConfig) -> None:
     callback runs first), instead of joblib's traceback after it."""
     n_jobs = joblib_n_jobs(launcher)
     if n_jobs == 0:  # None (joblib: one job) and negatives (cores + 1 + n_jobs) are valid
-        import sys
-
         sys.stderr.write(
             f"lrexp: error: Invalid setting hydra.launcher.n_jobs={n_jobs}: use a positive "
             "number of parallel jobs, or -1 for one per core (-2 for all but one); nothing "

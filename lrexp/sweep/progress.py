@@ -34,8 +34,7 @@ def count_jobs(config: DictConfig) -> int | None:
     arguments = [f"{key}={value}" for key, value in params.items()]
     arguments += list(config.hydra.overrides.task)
     overrides = OverridesParser.create().parse_overrides(arguments)
-    # every combination, a key set twice taking its last value (tests/test_progress.py holds
-    # this count to Hydra's own)
+    # every combination, a key set twice taking its last (test_progress.py checks it on Hydra)
     values = {override.get_key_element(): len(list(override.sweep_string_iterator()))
               if override.is_sweep_override() else 1 for override in overrides}
     return math.prod(values.values())

@@ -68,8 +68,7 @@ class SweepRecorder(MlflowStore):
             self.set_tags(run_id, {f"{prefix}seeds": order[:5000]})
             for path in group.files.values():
                 self.log_artifact(run_id, path, group.name)
-            if "plot" in group.files:
-                self.log_image(run_id, group.files["plot"], f"{group.name}_median")
+            self.log_image(run_id, group.files["plot"], f"{group.name}_median")
 
     def close(self, run_id: str, rows: list[dict[str, Any]], files: list[Path], status: str,
               best: dict[str, Any] | None = None, description: str = "",
@@ -79,8 +78,7 @@ class SweepRecorder(MlflowStore):
         try:
             if not self.connect():
                 return None
-            columns = list(rows[0]) if rows else []
-            table = {column: [row.get(column) for row in rows] for column in columns}
+            table = {column: [row.get(column) for row in rows] for column in rows[0]}
             self.call(lambda: self.client.log_table(run_id, table, "sweep_summary.json"),
                       "log table")
             for path in files:

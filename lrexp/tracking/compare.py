@@ -41,8 +41,7 @@ class CompareError(ValueError):
     """A bad input to compare: one paragraph saying what is wrong, the value, and the fix."""
 
 
-# MLflow's run ids are uuid4 hex (32 digits). Only hex reaches a filter string, so no quote or
-# operator in an id can change what the filter selects.
+# MLflow's run ids are 32 hex digits: no quote or operator in an id reaches a filter string
 RUN_ID = re.compile(r"[0-9a-f]{1,32}")
 
 

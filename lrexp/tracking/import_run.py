@@ -54,7 +54,6 @@ def _check_names(names: Iterable[Any], path: Path, what: str, param: bool) -> No
             ) from None
 
 
-# -- sending it -----------------------------------------------------------------------------------
 class _StagedTracker(MlflowTracker):
     """Sends the run dir's extras (.hydra, logs) from the checked copy, not the dir itself."""
 

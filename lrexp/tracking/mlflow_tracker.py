@@ -101,8 +101,7 @@ class RunLogger:
         pass
 
     def close(self) -> None:
-        """Let go when the run ended before ``start`` or ``finish`` (a config mistake found
-        while building): a run it opened is closed KILLED."""
+        """Let go of a run that ended before ``finish`` (a config mistake): it ends KILLED."""
 
     def outcome(self) -> TrackedOutcome | None:
         """What reached the store so far; None where nothing is tracked."""
@@ -116,13 +115,15 @@ class NullTracker(RunLogger):
         pass
 
 
-def git_commit() -> str | None:
+def git_commit_tag() -> dict[str, str]:
+    """The tag naming the git commit this process runs in; none outside a git checkout."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                              timeout=2, check=True)
     except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
+        return {}
+    commit = out.stdout.strip()
+    return {"mlflow.source.git.commit": commit} if commit else {}
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -207,11 +208,10 @@ def http_limits(timeout_s: float) -> Iterator[None]:
 
 def _process_alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+        with contextlib.suppress(PermissionError):  # it exists, under another user
+            os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
-    except PermissionError:
-        pass  # it exists, under another user
     return True
 
 
@@ -303,9 +303,8 @@ class MlflowStore:
             sys.stdout.write(redact(printed.getvalue()))
 
     def close_incomplete(self, run_id: str, error: BaseException) -> bool:
-        """After a failed send (an artifact store that refuses, a full disk), one try to close
-        the run FAILED and mark it incomplete, so it neither stays RUNNING while the store
-        answers nor counts as imported; whether that worked."""
+        """After a failed send (a refusing artifact store, a full disk), one try to close the run
+        FAILED and mark it incomplete (not RUNNING, not imported); whether that worked."""
         with contextlib.suppress(Exception), http_limits(self.timeout_s):
             reason = first_line(error)[:250]
             self.client.set_tag(run_id, INCOMPLETE_TAG, reason)
@@ -421,8 +420,7 @@ class MlflowTracker(MlflowStore, RunLogger):
             self.connect()
 
     def start(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
-        """Open the run (MLflow imported, the store opened or created, params sent), in this
-        thread: MLflow's import in a thread raced the test's own lazy imports."""
+        """Open the run and send its params, here: MLflow's import in a thread races the test's."""
         with self.never_failing("MLflow"):
             if not self.connect():
                 return
@@ -431,9 +429,7 @@ class MlflowTracker(MlflowStore, RunLogger):
             run_tags = {**tags, "status": "RUNNING"}
             if self.parent_run_id:
                 run_tags["mlflow.parentRunId"] = self.parent_run_id
-            commit = git_commit()
-            if commit:
-                run_tags["mlflow.source.git.commit"] = commit
+            run_tags.update(git_commit_tag())
             run_id = self.create_run(run_name, run_tags)
             self._run_tags = run_tags
             param_list = [Param(str(k)[:250], truncate_param(redact(str(v))))
@@ -539,8 +535,7 @@ class MlflowTracker(MlflowStore, RunLogger):
 
     def _replace_earlier_attempts(self) -> None:
         """A requeued SLURM job ran its test again: its earlier attempts' runs (same job id, run
-        dir and sweep parent: job ids come back after a reset) are deleted, and named in
-        ``lrexp.replaces``."""
+        dir and parent: ids come back after a reset) are deleted, named in ``lrexp.replaces``."""
         tags = self._run_tags
         restarts, job = _attempt(tags.get("slurm.restarts")), tags.get("slurm.job_id", "")
         if not restarts or not job.replace("_", "").isdigit() or self.run_id is None:

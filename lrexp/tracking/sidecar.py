@@ -6,12 +6,11 @@ trains (a process, not a thread: MLflow's import in a thread races the test's la
 The parent sends pickled commands on the child's stdin (``init``, ``start``, ``step``s,
 ``finish``); the child sends back its log records, what it prints, and ``done``.
 
-* Ctrl-C and SIGTERM reach the whole process group: the child ignores them and takes the final
-  status from the parent; a Ctrl-C while the parent waits at the end reaches it as SIGUSR1.
+* Ctrl-C and SIGTERM reach the whole process group: the child ignores them and takes the status
+  from the parent (a Ctrl-C while the parent waits at the end reaches it as SIGUSR1).
 * The parent killed outright: the child reads EOF and closes the run KILLED itself.
-* A child that dies: one warning, and at the end a new child completes the run from every step
-  the parent recorded. The run's owner is the parent (``OWNER_PID_TAG``), so no other lrexp
-  run closes it as an orphan while the parent still trains.
+* A child that dies: at the end a new child completes the run from every step the parent
+  recorded; the parent owns the run (``OWNER_PID_TAG``), so no orphan closer ends it meanwhile.
 """
 
 from __future__ import annotations
@@ -34,8 +33,7 @@ from typing import IO, Any
 
 from lrexp.run.life import KILLED
 
-# The classes ``finish`` receives pickled (RunSummary and its parts): imported before the
-# child's reader thread runs, so that unpickling never imports a module beside the main thread.
+# imported before the child's reader thread unpickles RunSummary: no import beside the main thread
 from lrexp.run.summary import RunSummary
 from lrexp.tracking.build import target_class
 from lrexp.tracking.defaults import DEFAULT_TIMEOUT_S
@@ -128,10 +126,8 @@ class SidecarTracker(RunLogger):
 
     def outcome(self) -> TrackedOutcome:
         """What the child said it stored; else what is known (its step count is not)."""
-        if self._outcome is not None:
-            return self._outcome
-        return TrackedOutcome(self._uri, self.run_id, None, None,
-                              "its tracking process did not say what it stored")
+        return self._outcome or TrackedOutcome(self._uri, self.run_id, None, None,
+                                               "its tracking process did not say what it stored")
 
     def _died(self) -> bool:
         """Gone without saying done, and not for a reason a new child would meet again."""
@@ -413,6 +409,5 @@ def main() -> int:
 if __name__ == "__main__":
     code = main()
     sys.stderr.flush()
-    # Everything is in the store (SQLite commits each call): skip the interpreter's seconds of
-    # tearing down MLflow and SQLAlchemy. The parent does not wait for it either.
+    # everything is in the store: skip the seconds of tearing down MLflow and SQLAlchemy
     os._exit(code)

@@ -138,8 +138,7 @@ def with_retries(
     raise AssertionError("unreachable")
 
 
-# What a store that may answer again says: SQLite's lock, a server that is stalled, restarting
-# or overloaded (requests' and urllib3's words, as MLflow passes them on), a 5xx answer.
+# What a store that may answer again says (SQLite, requests and urllib3 as MLflow passes them on)
 TRANSIENT_MARKERS = ("locked", "busy", "timed out", "timeout", "connection refused",
                      "connection reset", "connection aborted", "max retries exceeded",
                      "remote end closed", "temporarily unavailable", "error code 502",

@@ -182,3 +182,16 @@ def test_the_cli_exits_2_without_a_traceback(tmp_path):
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and "is not an MLflow run id" in done.stderr
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_summary_read_back_from_its_metrics_gives_the_same_table_row():
+    from lrexp.run.summary import RunSummary
+
+    names = {"net": "mlp", "dataset": "digits", "optimizer": "SGD"}
+    summary = RunSummary.named(
+        names, status="diverged", suggested_lr=0.01, confidence="low", interval=(1e-3, 1e-1),
+        suggestions={"default": 0.01, "valley": 0.02, "steepest": None}, min_loss=1.0,
+        lr_at_min_loss=0.1, diverged_lr=0.5, repeats=3, suggested_lr_iqr_decades=0.3,
+        suggested_lr_range_decades=0.9)
+    read = RunSummary.from_metrics(summary.metrics(), names, status="diverged")
+    assert read.row("x") == summary.row("x")

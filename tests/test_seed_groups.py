@@ -13,9 +13,10 @@ from omegaconf import OmegaConf
 from sweep_checks import runs_of
 
 from lrexp.engine.result import RangeTestResult
+from lrexp.run.life import ENDED_ON_ITS_OWN
 from lrexp.run.summary import RunSummary
-from lrexp.sweep.callbacks import ENDED_ON_ITS_OWN, collect_jobs
-from lrexp.sweep.seed_groups import GROUP_SUMMARY, seed_groups, seeds_vary, write_group
+from lrexp.run.sweep_dir import collect_jobs, seeds_vary
+from lrexp.sweep.seed_groups import GROUP_SUMMARY, seed_groups, write_group
 
 GRID = np.geomspace(1e-4, 1.0, 12)
 

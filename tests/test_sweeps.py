@@ -22,7 +22,8 @@ from sweep_checks import check_sweep, default_signals, lrexp_cli, runs_of
 from lrexp.app import models
 from lrexp.app.build import torch_threads
 from lrexp.engine.result import RangeTestResult
-from lrexp.sweep.callbacks import job_overrides, lowest_minimum, swept_settings
+from lrexp.run.sweep_dir import job_overrides, swept_settings
+from lrexp.sweep.callbacks import lowest_minimum
 from lrexp.sweep.launchers import runs_parallel_loky_workers
 from lrexp.sweep.warm_workers import PRELOAD
 

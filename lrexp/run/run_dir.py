@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import math
 import os
 import shutil
 import stat
@@ -30,7 +31,7 @@ from lrexp.run.files import (
     SUMMARY_FILE,
 )
 from lrexp.run.life import KILLED, run_names
-from lrexp.run.summary import RunSummary, SummaryError
+from lrexp.run.summary import RunSummary, SummaryError, is_number
 
 __all__ = ["RunDir", "RunDirError", "read_run_dir", "resolved_dir", "shown"]
 
@@ -232,8 +233,16 @@ class RunDir:
 
     @property
     def tracking(self) -> dict[str, Any]:
+        """Its tracking settings that can be used: uri and experiment as non-empty text,
+        timeout_s as a positive number of seconds."""
         tracking = self.config.get("tracking")
-        return tracking if isinstance(tracking, dict) else {}
+        tracking = tracking if isinstance(tracking, dict) else {}
+        usable = {key: tracking[key] for key in ("uri", "experiment")
+                  if isinstance(tracking.get(key), str) and tracking[key]}
+        timeout_s = tracking.get("timeout_s")
+        if is_number(timeout_s) and 0 < timeout_s < math.inf:
+            usable["timeout_s"] = float(timeout_s)
+        return usable
 
 
 def read_run_dir(run_dir: Path, staged: Path) -> RunDir:

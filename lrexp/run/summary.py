@@ -40,6 +40,7 @@ __all__ = ["COLUMNS", "SUMMARY_FILE", "ProbeRecord", "RunSummary", "SummaryError
 log = logging.getLogger(__name__)
 
 CONFIDENCE_SCORES = {"none": 0, "low": 1, "high": 2}  # the metric suggestion_confidence
+_CONFIDENCE_NAMES = {score: name for name, score in CONFIDENCE_SCORES.items()}
 METRIC_NAMES = ("suggested_lr", "min_loss", "lr_at_min_loss", "diverged_lr")
 # The training schedules a summary records, by their names in RangeTestResult.schedule().
 SCHEDULE_FIELDS: dict[str, type[TrainingSchedule]] = {
@@ -164,6 +165,20 @@ class RunSummary:
             values.update({f"{name}_{key}": value for key, value in settings.kwargs().items()})
         return {name: float(value) for name, value in values.items()
                 if value is not None and math.isfinite(value)}
+
+    @classmethod
+    def from_metrics(cls, metrics: Mapping[str, float], names: Mapping[str, str],
+                     **values: Any) -> RunSummary:
+        """A summary read back from its ``metrics()`` (as a tracking store keeps them)."""
+        prefix, score = "suggested_lr_", metrics.get("suggestion_confidence")
+        not_rules = {"low", "high", "iqr_decades", "range_decades"}  # suggested_lr_* of metrics()
+        spread = ("suggested_lr_iqr_decades", "suggested_lr_range_decades")
+        return cls.named(
+            names, **values, **{name: metrics.get(name) for name in (*METRIC_NAMES, *spread)},
+            confidence=None if score is None else _CONFIDENCE_NAMES.get(int(score)),
+            suggestions={key[len(prefix):]: value for key, value in metrics.items()
+                         if key.startswith(prefix) and key[len(prefix):] not in not_rules},
+            repeats=int(metrics.get("repeats", 1)))
 
     def schedules(self) -> dict[str, TrainingSchedule]:
         """The training schedules' settings by name, those the curve gave."""

@@ -1,25 +1,22 @@
-"""Hydra callback for sweeps: one parent MLflow run per multirun, every job its child.
-
-The parent's id is left in the sweep dir, where every job finds it in any process (joblib,
-submitit) without an environment variable. At the end the jobs' run dirs give the summary table,
-the overlay, the seed groups (``lrexp.sweep.seed_groups``) and the lowest minimum.
+"""Hydra callback for sweeps: one parent MLflow run per multirun, every job its child (its id
+left in the sweep dir, for jobs in any process). At the end the jobs' run dirs give the summary
+table, the overlay, the seed groups and the lowest minimum.
 """
 
 from __future__ import annotations
 
-import csv
+import json
 import logging
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from lrexp.run.files import (
-    CURVE_FILE,
     PARENT_CLOSED_FILE,
     PARENT_RUN_FILE,
     SWEEP_OVERLAY_FILE,
@@ -27,13 +24,13 @@ from lrexp.run.files import (
     SWEPT_KEYS_FILE,
 )
 from lrexp.run.life import ENDED_ON_ITS_OWN, FAILED, FINISHED, KILLED
-from lrexp.run.summary import COLUMNS, SUMMARY_FILE, RunSummary, format_table
+from lrexp.run.summary import format_table
+from lrexp.run.sweep_dir import SweepJobs, collect_jobs, seeds_vary, write_summary_csv
 from lrexp.sweep import interrupt
 from lrexp.sweep.seed_groups import (
     SeedGroup,
     describe_group,
     seed_groups,
-    seeds_vary,
     write_group,
 )
 
@@ -100,14 +97,12 @@ class MlflowSweepCallback(Callback):
                       overlay: Path | None, status: str | None = None,
                       groups: list[SeedGroup] | None = None,
                       best: dict[str, Any] | None = None) -> None:
-        """The parent run with the sweep's results, ended KILLED when Ctrl-C stopped the sweep,
-        FAILED only when every job failed."""
+        """The parent run with the sweep's results: KILLED if stopped, FAILED if every job was."""
         if self.parent_run_id is None or self.recorder is None:
             return
-        if status is None and interrupt.was_interrupted(sweep_dir):
-            status = KILLED
-        elif status is None:
-            status = FAILED if all(row["status"] == FAILED for row in rows) else FINISHED
+        if status is None:
+            status = KILLED if interrupt.was_interrupted(sweep_dir) else \
+                FAILED if all(row["status"] == FAILED for row in rows) else FINISHED
         for group in groups or []:
             self.recorder.log_seed_group(self.parent_run_id, group, len(groups or []) > 1)
         page = self.recorder.close(
@@ -121,15 +116,15 @@ class MlflowSweepCallback(Callback):
             log.info("The sweep in the MLflow UI, every job's curve in one chart: %s", page)
 
 
+OVERLAY_SHOWS = "Every job's smoothed loss against the learning rate (log axis), one curve per job"
+
+
 def parent_name(sweep_dir: Path) -> str:
     return f"sweep {sweep_dir.name}"
 
 
 def _overlay_markdown(run_id: str, overlay: Path) -> str:
-    """The parent's overlay as a markdown image, full size. The parent's artifacts lie at its
-    root (close_parent); the URL is relative, as MLflow's own artifact viewer builds it
-    (``get-artifact?path=&run_uuid=``, MLflow 3.17's UI bundle), so it also works behind a
-    server's path prefix. MLflow's sanitizer keeps only an image's src."""
+    """The overlay as markdown, its URL relative as MLflow's UI builds it (for path prefixes)."""
     from urllib.parse import quote
 
     return (f"![every job's loss against LR](get-artifact?path={quote(overlay.name)}"
@@ -147,11 +142,8 @@ def _jobs_line(rows: list[dict[str, Any]], table: Path) -> str:
 
 def parent_description(run_id: str, rows: list[dict[str, Any]], overlay: Path | None,
                        table: Path, best: dict[str, Any] | None = None) -> str:
-    """The parent run's description (markdown, on its page in the MLflow UI): the overlay,
-    what it shows, where the table is, the lowest minimum."""
-    lines = [] if overlay is None else [
-        _overlay_markdown(run_id, overlay),
-        "Every job's smoothed loss against the learning rate (log axis), one curve per job."]
+    """The parent run's description (markdown, on its page in the MLflow UI)."""
+    lines = [] if overlay is None else [_overlay_markdown(run_id, overlay), f"{OVERLAY_SHOWS}."]
     lines.append(_jobs_line(rows, table))
     if best is not None:
         lines.append(describe_best(best))
@@ -160,50 +152,15 @@ def parent_description(run_id: str, rows: list[dict[str, Any]], overlay: Path | 
 
 def experiment_note(run_id: str, run_name: str, rows: list[dict[str, Any]],
                     overlay: Path | None, table: Path) -> str:
-    """The experiment's description (markdown, above its runs table, its first line shown
-    until one click opens it): the latest sweep's overlay, so that a new user reaches every
-    job's curve in three clicks from ``mlflow ui``'s home page; "" without an overlay."""
+    """The experiment's description (markdown): the latest sweep's overlay; "" without one."""
     if overlay is None:
         return ""
     return "\n\n".join([
         f"**Latest sweep**: [{run_name}](#/runs/{run_id}), every job's loss against LR "
         "(the ⌄ on the right shows it):",
         _overlay_markdown(run_id, overlay),
-        "Every job's smoothed loss against the learning rate (log axis), one curve per job; "
-        + _jobs_line(rows, table),
+        f"{OVERLAY_SHOWS}; {_jobs_line(rows, table)}",
         "Each sweep is a run in the table below; its page shows its own chart."])
-
-
-@dataclass
-class SweepJobs:
-    """A sweep dir's jobs, each file read once: their summary rows in job order, their curves
-    and their overrides by job name."""
-
-    rows: list[dict[str, Any]]
-    curves: dict[str, Any]  # job -> RangeTestResult, for jobs with a curve.csv
-    overrides: dict[str, list[str]]  # job -> its overrides (job_overrides)
-
-
-def collect_jobs(sweep_dir: Path) -> SweepJobs:
-    """The jobs of a sweep dir; a job whose summary.json cannot be read is listed with the
-    reason as its error."""
-    from lrexp.engine.result import RangeTestResult
-
-    rows, curves = [], {}
-    summary_files = sorted(sweep_dir.glob(f"*/{SUMMARY_FILE}"), key=_job_number)
-    overrides = job_overrides([path.parent for path in summary_files])
-    swept = swept_settings(overrides)
-    for summary_file in summary_files:
-        job = summary_file.parent.name
-        try:
-            summary = RunSummary.read(summary_file)
-        except (OSError, ValueError) as error:
-            summary = RunSummary(status="unreadable", error=f"{summary_file}: {error}")
-        rows.append({**summary.row(job), "swept": swept[job] or None})
-        curve_file = summary_file.parent / CURVE_FILE
-        if curve_file.exists():
-            curves[job] = RangeTestResult.from_csv(curve_file)
-    return SweepJobs(rows, curves, overrides)
 
 
 def _overlay_curves(jobs: SweepJobs) -> dict[str, Any]:
@@ -212,30 +169,9 @@ def _overlay_curves(jobs: SweepJobs) -> dict[str, Any]:
             jobs.curves[row["job"]] for row in jobs.rows if row["job"] in jobs.curves}
 
 
-def job_overrides(job_dirs: list[Path]) -> dict[str, list[str]]:
-    """Each job's overrides ("optimizer.weight_decay=0.0001", "seed=3"), from the
-    ``.hydra/overrides.yaml`` Hydra writes into a job's dir; none where Hydra wrote no record
-    (``hydra.output_subdir=null``)."""
-    from omegaconf import OmegaConf
-
-    overrides: dict[str, list[str]] = {}
-    for job_dir in job_dirs:
-        record = job_dir / ".hydra" / "overrides.yaml"
-        try:
-            overrides[job_dir.name] = [str(o) for o in OmegaConf.load(record)]
-        except (OSError, ValueError):
-            overrides[job_dir.name] = []
-    return overrides
-
-
 def write_swept_keys(config: DictConfig, sweep_dir: Path) -> list[str]:
-    """The keys a sweep varies (``net``, ``net.depth``): its command line's sweeps
-    (``net.depth=1,4``) and its sweeper's params (``sweep=seeds``), left in the sweep dir for
-    the jobs, which name their runs by them (``job_swept_settings``)."""
-    import json
-
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
+    """The keys a sweep varies, from its command line (``net.depth=1,4``) and its sweeper's
+    params (``sweep=seeds``), left in the sweep dir for the jobs to name their runs by."""
     parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
     keys = [str(o.key_or_group) for o in parsed if o.is_sweep_override()]
     params = config.hydra.get("sweeper", {}).get("params") or {}
@@ -245,12 +181,7 @@ def write_swept_keys(config: DictConfig, sweep_dir: Path) -> list[str]:
 
 
 def job_swept_settings(sweep_dir: Path, overrides: list[str]) -> str:
-    """This job's overrides of the keys its sweep varies ("net.depth=4"); without the sweep's
-    record (a sweep started elsewhere), all its overrides."""
-    import json
-
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
+    """This job's overrides of the keys its sweep varies; all of them without that record."""
     try:
         keys = set(json.loads((sweep_dir / SWEPT_KEYS_FILE).read_text()))
     except (OSError, ValueError):
@@ -260,21 +191,11 @@ def job_swept_settings(sweep_dir: Path, overrides: list[str]) -> str:
                     if str(parser.parse_overrides([o])[0].key_or_group).lstrip("+~") in keys)
 
 
-def swept_settings(overrides: dict[str, list[str]]) -> dict[str, str]:
-    """Each job's overrides (``job_overrides``) that not every job shares
-    ("optimizer.weight_decay=0.0001"); "" where a job has none or Hydra wrote no record."""
-    recorded = [set(own) for own in overrides.values() if own]
-    shared = set.intersection(*recorded) if recorded else set()
-    return {job: " ".join(o for o in own if o not in shared) for job, own in overrides.items()}
-
-
 def lowest_minimum(rows: list[dict[str, Any]], noise: dict[str, float | None]
                    ) -> tuple[dict[str, Any] | None, str | None]:
-    """The job whose curve reached the lowest loss, among jobs that suggest an LR: with one
-    setting swept (weight decay, say), the setting that trains best and the LR to train it at
-    (Smith 2018, section 4.3, compares weight decays this way). A lead smaller than the two
-    curves' minibatch noise (``noise`` by job) is no lead: then (None, the reason). (None,
-    None) when no job qualifies."""
+    """The job whose curve reached the lowest loss, among jobs that suggest an LR: the swept
+    setting that trains best (Smith 2018, section 4.3). A lead within the two curves' minibatch
+    noise (``noise`` by job) is none: (None, the reason); (None, None) when no job qualifies."""
     finished = sorted((row for row in rows if row.get("status") in ENDED_ON_ITS_OWN
                        and isinstance(row.get("min_loss"), (int, float))
                        and row["min_loss"] == row["min_loss"]
@@ -296,11 +217,9 @@ def lowest_minimum(rows: list[dict[str, Any]], noise: dict[str, float | None]
 
 def _read_seed_groups(sweep_dir: Path, jobs: SweepJobs
                       ) -> tuple[list[SeedGroup], dict[str, Any] | None]:
-    """The sweep's seed groups (``lrexp.sweep.seed_groups``), each written to its folder, and
-    the row to name as the lowest minimum: among jobs, or, where the sweep ran seeds, among the
-    groups' median curves (one seed's minimum is luck; with one group nothing is compared).
-    Reading them is best effort: a failure costs the groups and a warning, never the sweep's
-    summary."""
+    """The sweep's seed groups, each written to its folder, and the row to name as the lowest
+    minimum: among jobs, or among the groups' median curves (one seed's minimum is luck). A
+    failure costs the groups and a warning, never the sweep's summary."""
     rows, overrides = jobs.rows, jobs.overrides
     try:
         groups = [write_group(group, sweep_dir) for group in seed_groups(
@@ -337,22 +256,8 @@ def describe_best(row: dict[str, Any]) -> str:
             f"(confidence {row['confidence']})")
 
 
-def _job_number(path: Path) -> tuple[int, str]:
-    head = path.parent.name.split("_", 1)[0]
-    return (int(head) if head.isdigit() else 1 << 30, path.parent.name)
-
-
-def write_summary_csv(rows: list[dict[str, Any]], path: Path) -> Path:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
 class RunDirCheck(Callback):
-    """Before Hydra creates the run (or sweep) dir: one paragraph and exit 2 when it cannot be
-    written (a read-only mount, a missing permission), instead of Hydra's chained traceback."""
+    """Exit 2 with one paragraph when the run (or sweep) dir cannot be written."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         _require_writable(Path(config.hydra.run.dir), "hydra.run.dir")

@@ -1,10 +1,8 @@
 """Imported only inside the warm workers' forkserver (``lrexp.sweep.warm_workers`` preloads it).
 
-SLURM, ``docker stop`` and ``kill -TERM -<group>`` signal the whole process group. CPython's
-forkserver ignores SIGINT but dies on SIGTERM, and the joblib workers forked from it then exit
-at once (code 255) before they can record their partial curves. So the server ignores SIGTERM,
-and every worker it forks gets the default back: a worker's job handles SIGTERM itself
-(``lrexp.sweep.interrupt.sigterm_as_interrupt``).
+A SIGTERM to the process group (SLURM, ``docker stop``) kills CPython's forkserver, and the
+workers forked from it with it, before they record their partial curves: so the server ignores
+SIGTERM, and every worker it forks gets the default back (its job handles SIGTERM itself).
 """
 
 import os

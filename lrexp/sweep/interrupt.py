@@ -1,11 +1,7 @@
-"""Ctrl-C (or SIGTERM) in a sweep stops the sweep and keeps what was recorded.
-
-The running jobs record their partial curves KILLED, the jobs not yet started skip themselves
-(an interrupted job leaves ``INTERRUPTED`` in the sweep dir, which every launcher shares), the
-summary and the parent run (KILLED) are still written, and the process exits 130. joblib's
-workers get the terminal's Ctrl-C themselves, and joblib would kill them at once if the parent
-reacted: ``SweepInterrupt`` makes it wait for them; a second Ctrl-C quits at once. A job of a
-batch scheduler is stopped alone (``lrexp.run.stops.scheduled_job``).
+"""Ctrl-C (or SIGTERM) in a sweep stops the sweep and keeps what was recorded: running jobs
+record their partial curves, jobs not yet started skip themselves (``INTERRUPTED`` in the sweep
+dir), the summary and the parent run (KILLED) are written, the exit code is 130. joblib would
+kill its workers at once if the parent reacted, so ``SweepInterrupt`` waits for them.
 """
 
 from __future__ import annotations
@@ -38,8 +34,7 @@ def was_interrupted(sweep_dir: str | Path) -> bool:
 
 
 class SweepInterrupt(Callback):
-    """Parent side: waits for joblib workers on the first Ctrl-C or SIGTERM; notes an
-    interrupted sweep."""
+    """Parent side: waits for joblib workers on the first Ctrl-C or SIGTERM."""
 
     def __init__(self) -> None:
         self.previous_handlers: dict[int, Any] = {}

@@ -4,6 +4,8 @@ own launcher made known to Hydra (``LrexpLaunchers``)."""
 from __future__ import annotations
 
 import logging
+import sys
+from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -18,8 +20,7 @@ LAUNCHER_PLUGINS = {"joblib": "hydra_plugins.hydra_joblib_launcher",
 
 
 def missing_launcher_extra(words: list[str]) -> str | None:
-    """The extra (joblib, submitit) that a ``hydra/launcher=...`` override among ``words``
-    needs and this environment lacks; None if none is missing."""
+    """The extra (joblib, submitit) a ``hydra/launcher=`` among ``words`` needs and lacks."""
     import importlib.util
 
     for word in words:
@@ -55,8 +56,7 @@ RUN_AS_LREXPS = {
 
 
 class LrexpLaunchers(Callback):
-    """Before Hydra instantiates a sweep's launcher: lrexp's launcher made known to Hydra, and
-    submitit's SLURM launcher run as lrexp's (``register_lrexp_launcher``)."""
+    """lrexp's launcher made known to Hydra before it instantiates the sweep's launcher."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _require_valid_n_jobs(config.hydra.launcher)
@@ -66,8 +66,6 @@ class LrexpLaunchers(Callback):
         """Last of the sweep's callbacks (Hydra ends them in reverse): a sweep SLURM took no
         job of ends with one paragraph and its exit code, after its summary is written."""
         if str(config.hydra.launcher.get("_target_", "")).startswith(LREXP_LAUNCHERS):
-            from pathlib import Path
-
             from lrexp.sweep.slurm import report_not_submitted
 
             report_not_submitted(Path(str(config.hydra.sweep.dir)), config.hydra.launcher)
@@ -78,8 +76,6 @@ def _require_valid_n_jobs(launcher: DictConfig) -> None:
     callback runs first), instead of joblib's traceback after it."""
     n_jobs = joblib_n_jobs(launcher)
     if n_jobs == 0:  # None (joblib: one job) and negatives (cores + 1 + n_jobs) are valid
-        import sys
-
         sys.stderr.write(
             f"lrexp: error: Invalid setting hydra.launcher.n_jobs={n_jobs}: use a positive "
             "number of parallel jobs, or -1 for one per core (-2 for all but one); nothing "
@@ -88,10 +84,8 @@ def _require_valid_n_jobs(launcher: DictConfig) -> None:
 
 
 def register_lrexp_launcher(launcher: DictConfig) -> None:
-    """Make lrexp's launcher known to Hydra when the sweep uses it. Hydra instantiates only the
-    launcher classes its plugin scan found, and the scan walks the ``hydra_plugins`` folders,
-    where an editable install has no file of lrexp's (a wheel has): so register the class.
-    ``hydra/launcher=submitit_slurm`` runs as ``lrexp_slurm``: without lrexp's handling, one
+    """Register lrexp's launcher with Hydra (whose plugin scan finds no file of an editable
+    install's), and run ``hydra/launcher=submitit_slurm`` as ``lrexp_slurm``: without it one
     job's time limit would skip the sweep's other jobs and a lost job would end the sweep."""
     import importlib
 

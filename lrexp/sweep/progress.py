@@ -1,6 +1,5 @@
-"""Sweep progress on the console: which job of how many starts, the time so far and an estimate
-of the rest. The total and the start time are left in the sweep dir at sweep start, so a job in
-any process (joblib, submitit) can report; jobs done are those with a summary.json.
+"""Sweep progress on the console: job k of n, the time so far and an estimate of the rest, from
+the total and start time left in the sweep dir (any job's process can read them).
 """
 
 from __future__ import annotations
@@ -35,9 +34,7 @@ def count_jobs(config: DictConfig) -> int | None:
     arguments = [f"{key}={value}" for key, value in params.items()]
     arguments += list(config.hydra.overrides.task)
     overrides = OverridesParser.create().parse_overrides(arguments)
-    # The basic sweeper runs every combination of the swept values, a key set twice taking its
-    # last value (the command line's over a preset's); an interval raises, as it refuses one.
-    # tests/test_progress.py holds this count to Hydra's own.
+    # every combination, a key set twice taking its last (test_progress.py checks it on Hydra)
     values = {override.get_key_element(): len(list(override.sweep_string_iterator()))
               if override.is_sweep_override() else 1 for override in overrides}
     return math.prod(values.values())

@@ -1,6 +1,5 @@
-"""A sweep's parent MLflow run: opened before its jobs (their parent), closed with the sweep's
-table, overlay, per-job series, lowest minimum and seed groups (``lrexp.sweep.seed_groups``).
-Built from the same ``tracking`` settings as the jobs' run loggers, in the sweep's process."""
+"""A sweep's parent MLflow run: opened before its jobs, closed with the sweep's table, overlay,
+per-job series, lowest minimum and seed groups; from the same ``tracking`` settings as the jobs."""
 
 from __future__ import annotations
 
@@ -25,9 +24,7 @@ log = logging.getLogger(__name__)
 
 OVERLAY_IMAGE_KEY = "sweep_overlay"
 NOTE_TAG = "mlflow.note.content"  # a run's or an experiment's description in the UI (markdown)
-# The experiment's description shows above its runs table: lrexp keeps the latest sweep's
-# overlay there, in a description that starts with this mark (an HTML comment the UI hides),
-# and never replaces one without it.
+# Marks the experiment description lrexp keeps (the latest sweep's overlay) from a user's own
 LATEST_SWEEP_NOTE = "<!-- lrexp: the latest sweep -->"
 # The parent's series, one step per job: the children side by side in its charts.
 PARENT_SERIES = {"job_suggested_lr": "suggested_lr", "job_min_loss": "min_loss",
@@ -35,8 +32,7 @@ PARENT_SERIES = {"job_suggested_lr": "suggested_lr", "job_min_loss": "min_loss",
 
 
 def sweep_recorder(tracking: Mapping[str, Any] | None) -> SweepRecorder | None:
-    """The recorder for the store the ``tracking`` settings name; None where the jobs' run
-    logger records nothing or not into an MLflow store."""
+    """The parent run's recorder, where the jobs' run logger records into an MLflow store."""
     if tracking is None or not tracking.get("enabled", True):
         return None
     logger_class = target_class(str(tracking["_target_"]))
@@ -56,9 +52,8 @@ class SweepRecorder(MlflowStore):
         return None
 
     def log_seed_group(self, run_id: str, group: SeedGroup, prefixed: bool) -> None:
-        """A seed group as a repeated test's run has it: the median curve with its band and
-        each seed's curve as series, the summary metrics, the group's files under its folder
-        name. With several groups (``prefixed``) names start with the group's ("seeds_x/loss")."""
+        """A seed group as a repeated test's run has it, its files under its folder name; with
+        several groups (``prefixed``) names start with the group's ("seeds_x/loss")."""
         prefix = f"{group.name}/" if prefixed else ""
         # which seed (and job) each loss_repeat_<i> series is
         order = ", ".join(f"{repeat_loss_key(index)}: seed {seed} ({job})"
@@ -73,8 +68,7 @@ class SweepRecorder(MlflowStore):
             self.set_tags(run_id, {f"{prefix}seeds": order[:5000]})
             for path in group.files.values():
                 self.log_artifact(run_id, path, group.name)
-            if "plot" in group.files:
-                self.log_image(run_id, group.files["plot"], f"{group.name}_median")
+            self.log_image(run_id, group.files["plot"], f"{group.name}_median")
 
     def close(self, run_id: str, rows: list[dict[str, Any]], files: list[Path], status: str,
               best: dict[str, Any] | None = None, description: str = "",
@@ -84,8 +78,7 @@ class SweepRecorder(MlflowStore):
         try:
             if not self.connect():
                 return None
-            columns = list(rows[0]) if rows else []
-            table = {column: [row.get(column) for row in rows] for column in columns}
+            table = {column: [row.get(column) for row in rows] for column in rows[0]}
             self.call(lambda: self.client.log_table(run_id, table, "sweep_summary.json"),
                       "log table")
             for path in files:
@@ -107,8 +100,7 @@ class SweepRecorder(MlflowStore):
 
     def _log_results(self, run_id: str, rows: list[dict[str, Any]],
                      best: dict[str, Any] | None) -> None:
-        """Each job's suggested LR and minimum loss as the parent's series over job order, and
-        the best job's as ``best_*``."""
+        """Each job's suggested LR and minimum loss as series over job order; the best's too."""
         points = [(name, float(row[column]), index)
                   for index, row in enumerate(rows) for name, column in PARENT_SERIES.items()
                   if isinstance(row.get(column), (int, float)) and math.isfinite(row[column])]

@@ -1,9 +1,7 @@
 """A sweep's seeds read together: jobs that differ only in ``seed`` are repeats of one test,
-read as ``range_test(..., repeats=k)`` reads its repeats (``RangeTestResult.of_repeats``): the
-median curve and its band, the suggestion off the median, the seeds' spread capping the
-confidence. Jobs that also differ in something else form one group per setting; only jobs that
-ran their course count, and a group needs two. Each group is written to ``<sweep dir>/seeds/``
-(``seeds_<setting>/`` with several groups).
+read as ``range_test(..., repeats=k)`` reads its repeats (``RangeTestResult.of_repeats``). One
+group per other setting, of jobs that ran their course (two at least), written to
+``<sweep dir>/seeds/`` (``seeds_<setting>/`` with several groups).
 """
 
 from __future__ import annotations
@@ -17,58 +15,32 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lrexp.run.summary import SUMMARY_FILE, RunSummary, SeedGroup
+from lrexp.run.sweep_dir import seed_of
 
 if TYPE_CHECKING:
     from lrexp.engine.result import RangeTestResult
 
-__all__ = ["GROUP_SUMMARY", "SeedGroup", "describe_group", "seed_groups", "seeds_vary",
-           "write_group"]
+__all__ = ["GROUP_SUMMARY", "SeedGroup", "describe_group", "seed_groups", "write_group"]
 
 log = logging.getLogger(__name__)
 
-SEED_KEY = "seed"  # the app's seed setting
 GROUP_SUMMARY = "median_summary.json"  # not summary.json: the folder is no job of the sweep
 MAX_SLUG = 40  # characters of a setting kept in a group's folder and metric prefix
-
-
-def seed_of(override: str) -> str | None:
-    """The value of a ``seed=`` override (``+seed=`` and ``++seed=`` too); None for others."""
-    key, _, value = override.lstrip("+").partition("=")
-    return value if key == SEED_KEY else None
-
-
-def seeds_vary(job_overrides: dict[str, list[str]], sweep_dir: Path) -> bool:
-    """Whether the sweep's jobs ran with more than one seed: from their overrides, else (Hydra
-    wrote no record) from the seed in each job's config.yaml."""
-    import yaml
-
-    seeds = set()
-    for job, overrides in job_overrides.items():
-        found = [seed for seed in map(seed_of, overrides) if seed is not None]
-        if not overrides:
-            try:
-                config = yaml.safe_load((sweep_dir / job / "config.yaml").read_text())
-                found = [str(config.get(SEED_KEY))] if isinstance(config, dict) else []
-            except (OSError, yaml.YAMLError):
-                found = []
-        seeds.update(found)
-    return len(seeds) > 1
 
 
 def seed_groups(job_overrides: dict[str, list[str]], rows: list[dict[str, Any]],
                 curves: dict[str, RangeTestResult], sweep_dir: Path,
                 counted_statuses: Collection[str]) -> list[SeedGroup]:
-    """The groups of jobs (named as in ``rows``, each with its overrides and its curve) that
-    differ only in their seed, among jobs whose status is in ``counted_statuses`` and that
-    have a curve."""
+    """The groups of jobs with a curve and a counted status that differ only in their seed."""
     members = _members(job_overrides, rows, curves, counted_statuses)
     shared = set.intersection(*(set(key) for key in members)) if members else set()
     groups: list[SeedGroup] = []
     names: set[str] = set()
     for key, jobs in members.items():
         setting = " ".join(o for o in key if o not in shared)
-        name = "seeds" if len(members) == 1 else _unique(f"seeds_{_slug(setting)}", setting,
-                                                         names)
+        name = "seeds" if len(members) == 1 else f"seeds_{_slug(setting)}"
+        if name in names:  # another group's setting gave the same slug
+            name += f"_{_digest(setting)}"
         group = _read_group(name, setting, jobs, curves, sweep_dir)
         if group is not None:
             groups.append(group)
@@ -114,8 +86,7 @@ def _read_group(name: str, setting: str, jobs: list[tuple[str, str]],
 
 
 def write_group(group: SeedGroup, sweep_dir: Path) -> SeedGroup:
-    """The group with its files written: the median curve, each seed's curve, its summary and
-    plot, in its folder."""
+    """The group with its files (its curves, summary and plot) written in its folder."""
     from lrexp.plotting import plot, save_figure
 
     folder = sweep_dir / group.name
@@ -144,17 +115,11 @@ def describe_group(group: SeedGroup) -> str:
 
 
 def _slug(setting: str) -> str:
-    """A setting as a folder and MLflow metric prefix ("net=mlp" -> "net_mlp"), cut to
-    ``MAX_SLUG`` characters with a hash of the whole when longer."""
+    """A setting as a folder and metric prefix ("net=mlp" -> "net_mlp"), hashed past MAX_SLUG."""
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", setting).strip("_") or "group"
     if len(slug) > MAX_SLUG:
         slug = f"{slug[:MAX_SLUG - 9]}_{_digest(setting)}"
     return slug
-
-
-def _unique(name: str, setting: str, taken: set[str]) -> str:
-    """``name``, or with the setting's hash where another group's setting gave the same one."""
-    return name if name not in taken else f"{name}_{_digest(setting)}"
 
 
 def _digest(text: str) -> str:

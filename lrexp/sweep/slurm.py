@@ -1,8 +1,7 @@
-"""What the ``lrexp_slurm`` launcher (``hydra_plugins.lrexp_slurm_launcher``, source
-lrexp/sweep/hydra_plugin) adds to hydra-submitit-launcher's SlurmLauncher: ``run_job`` in each
-job, ``waiting_for_jobs`` and ``launch_jobs`` around its ``launch`` in the sweep's parent. One
-job's stop never skips the others: each is recorded with SLURM's reason (``slurm_job`` says which
-signals SLURM sends, and why), and a sweep SLURM took no job of ends in one paragraph.
+"""What the ``lrexp_slurm`` launcher (lrexp/sweep/hydra_plugin) adds to submitit's
+SlurmLauncher: ``run_job`` in each job, ``waiting_for_jobs`` and ``launch_jobs`` in the sweep's
+parent. One job's stop never skips the others: each is recorded with SLURM's reason, and a sweep
+SLURM took no job of ends in one paragraph.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ import json
 import logging
 import signal
 import subprocess
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -56,10 +56,9 @@ _SHOWN_SETTINGS = ("partition", "gpus_per_node", "cpus_per_task", "mem_gb", "tim
 
 
 def run_job(call: Callable[[], JobReturn]) -> JobReturn:
-    """One job, on a node (the launcher's ``__call__``; submitit has set its signal handlers):
-    stops recorded with SLURM's reason, SIGUSR2 handed to submitit afterwards. A SIGUSR2 that
-    comes while no range test runs (Hydra's job set-up, writing the results) is noted and
-    dropped: submitit's handler would raise there, and a test that ended needs no requeue."""
+    """One job, on a node: stops recorded with SLURM's reason, SIGUSR2 handed to submitit
+    afterwards. One that comes while no range test runs is dropped: submitit's handler would
+    raise there, and a test that ended needs no requeue."""
     notice = signal.getsignal(signal.SIGUSR2)  # submitit's checkpoint_and_try_requeue
     # SLURM's answer changes as the job ends (COMPLETING, then gone): asked once per signal
     cause = functools.cache(functools.partial(_cause, notice))
@@ -78,11 +77,9 @@ def run_job(call: Callable[[], JobReturn]) -> JobReturn:
 
 
 def lost_job(launcher: Any, job: Any, error: Exception) -> JobReturn:
-    """Record a job that left no result in its job dir's summary.json (where the sweep's
-    summary reads it): life.KILLED with SLURM's final state when it did not finish
-    (``UncompletedJobError``), life.FAILED with the error's last line when it raised
-    (``FailedJobError``); a summary that already says how the test ended is kept. Its JobReturn
-    for Hydra's sweeper, which must not raise: the sweep goes on to its summary."""
+    """Record a job that left no result in its summary.json: KILLED with SLURM's final state
+    when it did not finish, FAILED with the error's last line when it raised; a summary that
+    says how the test ended is kept. Its JobReturn, never an error: the sweep goes on."""
     try:
         return _record_lost_job(launcher, job, error)
     except Exception as failure:  # noqa: BLE001 - never the end of the sweep
@@ -93,7 +90,6 @@ def lost_job(launcher: Any, job: Any, error: Exception) -> JobReturn:
 def _record_lost_job(launcher: Any, job: Any, error: Exception) -> JobReturn:
     from submitit.core.utils import DelayedSubmission, FailedJobError
 
-    from lrexp.run.life import ENDED_ON_ITS_OWN
     from lrexp.run.summary import SUMMARY_FILE, RunSummary
 
     overrides, _, job_num, *_ = DelayedSubmission.load(job.paths.submitted_pickle).args
@@ -102,7 +98,7 @@ def _record_lost_job(launcher: Any, job: Any, error: Exception) -> JobReturn:
     lines = [line for line in str(error).strip().splitlines() if line.strip()]
     reason = lines[-1 if isinstance(error, FailedJobError) else 0] if lines else repr(error)
     with contextlib.suppress(OSError, ValueError):
-        if RunSummary.read(job_dir / SUMMARY_FILE).status in ENDED_ON_ITS_OWN:
+        if RunSummary.read(job_dir / SUMMARY_FILE).status in life.ENDED_ON_ITS_OWN:
             log.warning("Job %s (%s) finished its range test but returned no result: %s",
                         job.job_id, job_dir.name, reason)
             return _recorded(returned, life.EXIT_FAILED)
@@ -134,12 +130,11 @@ def _job_return(launcher: Any, overrides: list[str], job_num: int) -> JobReturn:
 def _recorded(returned: JobReturn, exit_code: int, status: str | None = None,
               **fields: Any) -> JobReturn:
     """``returned`` with ``exit_code``; with ``status``, written to the job dir's summary."""
-    from lrexp.run.life import run_names
     from lrexp.run.summary import write_status
 
     if status is not None:
-        write_status(Path(str(returned.working_dir)), run_names(returned.cfg or {}), status,
-                     **fields)
+        write_status(Path(str(returned.working_dir)), life.run_names(returned.cfg or {}),
+                     status, **fields)
     returned.return_value = exit_code
     return returned
 
@@ -167,22 +162,16 @@ def launch_jobs(launcher: Any, launch: Callable[[], list[JobReturn]],
     sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / NOT_SUBMITTED_FILE).write_text(json.dumps(asdict(why)))
-    return [_record_not_submitted(launcher, list(overrides), initial_job_idx + index, why)
+    return [_recorded(_job_return(launcher, list(overrides), initial_job_idx + index),
+                      why.exit_code, life.FAILED, error=f"not submitted to SLURM: {why.said}")
             for index, overrides in enumerate(job_overrides)]
-
-
-def _record_not_submitted(launcher: Any, overrides: list[str], job_num: int,
-                          why: NotSubmitted) -> JobReturn:
-    return _recorded(_job_return(launcher, overrides, job_num), why.exit_code, life.FAILED,
-                     error=f"not submitted to SLURM: {why.said}")
 
 
 SLURM_COMMANDS = ("sbatch", "srun", "squeue", "sacct", "scancel")
 
 
 def not_submitted(error: BaseException) -> NotSubmitted | None:
-    """Why SLURM took no job, from the error submitit raised while submitting; None for an
-    error that is not about submitting."""
+    """Why SLURM took no job, from submitit's error; None for an error not about submitting."""
     from submitit.core.utils import FailedJobError
 
     text = str(error)
@@ -212,8 +201,7 @@ def not_submitted(error: BaseException) -> NotSubmitted | None:
 
 
 def _sbatch_said(text: str) -> str:
-    """sbatch's last error line without its prefixes ("sbatch: error: Batch job submission
-    failed: Invalid ...": "Invalid ...")."""
+    """sbatch's last error line without its prefixes ("sbatch: error: ...")."""
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     errors = [line for line in lines if "error" in line.lower()] or lines or [text]
     said = errors[-1]
@@ -225,8 +213,6 @@ def _sbatch_said(text: str) -> str:
 def report_not_submitted(sweep_dir: Path, launcher_settings: Mapping[str, Any]) -> None:
     """After the sweep's summary, for a sweep SLURM took no job of: one paragraph (what failed,
     sbatch's words, the job's settings, what was kept, the fix) and the exit code."""
-    import sys
-
     try:
         why = NotSubmitted(**json.loads((sweep_dir / NOT_SUBMITTED_FILE).read_text()))
     except (OSError, ValueError, TypeError):
@@ -286,11 +272,9 @@ def _requeue_if_asked(received: int | None, cause: Callable[[int], str], notice:
 
 @contextlib.contextmanager
 def waiting_for_jobs(lost_job: Callable[[Any, Exception], JobReturn]) -> Iterator[None]:
-    """Around the launcher's ``launch``, in the sweep's parent: the one place lrexp changes
-    submitit, which has no hook for either (test_slurm_rules.py fails when they move). While
-    the plugin gathers results (``[j.results()[0] for j in jobs]``), a job that left none is
-    handed to ``lost_job`` instead of raising; without SLURM accounting, the watcher that
-    ``SlurmJob`` shares asks squeue instead of sacct."""
+    """Around the launcher's ``launch``, the one place lrexp patches submitit (it has no hook;
+    test_slurm_rules.py fails when they move): a job that left no result goes to ``lost_job``
+    instead of raising; without SLURM accounting, ``SlurmJob``'s watcher asks squeue."""
     from submitit.slurm.slurm import SlurmJob
 
     original_results, original_watcher = SlurmJob.results, SlurmJob.watcher

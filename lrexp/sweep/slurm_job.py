@@ -1,7 +1,5 @@
-"""What a process learns from SLURM about its own job: which job and which attempt (its
-environment) and, once stopped, why (``scontrol show job``). Plain SLURM, no submitit: the runner
-tags every run made inside a SLURM job with ``slurm.job_id`` and ``slurm.restarts``, so a
-requeued job's second attempt can replace its first's run (``lrexp.tracking.mlflow_tracker``).
+"""What a process learns from SLURM about its own job: which job and attempt (its environment,
+the runs' tags ``slurm.job_id`` and ``slurm.restarts``) and, once stopped, why.
 
 Why a running job gets a signal, as SLURM (22.05) tells at that moment; measured on the cluster
 of scripts/slurm_local.sh, pinned by tests/test_slurm.py:

@@ -1,10 +1,6 @@
-"""Warm joblib workers: fork them from a server that has already imported torch and MLflow.
-
-A fresh loky worker of Hydra's joblib launcher spends seconds importing torch, MLflow and
-matplotlib before its first job. Python's forkserver imports them once, in a server started at
-sweep start, and forks each worker from it (sharing the modules' memory pages). The server only
-imports: it never runs a torch op or opens a database, so forking it is as safe as torch's
-fork-started DataLoader workers. ``hydra.callbacks.warm_workers.enabled=false`` turns it off.
+"""Warm joblib workers: forked from a server that has already imported torch and MLflow (it only
+imports: forking it is as safe as torch's fork-started DataLoader workers), not each importing
+them for seconds. ``hydra.callbacks.warm_workers.enabled=false`` turns it off.
 """
 
 from __future__ import annotations

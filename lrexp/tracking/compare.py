@@ -5,9 +5,8 @@
     python -m lrexp.tracking.compare --parent <run id>             # the children of a sweep
     python -m lrexp.tracking.compare --experiment lrexp --uri http://127.0.0.1:5000 --out cmp.png
 
-It only reads: a store that is not there, or not a store, is refused, never created. Every bad
-input (the store, the run id, ``--out``) is refused in one paragraph with exit status 2, and
-``--out`` is checked before the store is opened.
+It only reads (a missing store is refused, never created); every bad input is refused in one
+paragraph with exit status 2, ``--out`` before the store is opened.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from lrexp.run.summary import CONFIDENCE_SCORES, RunSummary, format_table
+from lrexp.run.summary import RunSummary, format_table
 from lrexp.tracking.defaults import DEFAULT_TIMEOUT_S
 from lrexp.tracking.redaction import first_line, redact
 from lrexp.tracking.store import (
@@ -42,8 +41,7 @@ class CompareError(ValueError):
     """A bad input to compare: one paragraph saying what is wrong, the value, and the fix."""
 
 
-# MLflow's run ids are uuid4 hex (32 digits). Only hex reaches a filter string, so no quote or
-# operator in an id can change what the filter selects.
+# MLflow's run ids are 32 hex digits: no quote or operator in an id reaches a filter string
 RUN_ID = re.compile(r"[0-9a-f]{1,32}")
 
 
@@ -78,9 +76,8 @@ REMOTE_SCHEMES = {"databricks", "databricks-uc", "uc"}
 
 
 def check_store(uri: str, timeout_s: float) -> None:
-    """CompareError unless ``uri`` looks like a store compare can read: a SQLite file that is
-    there and is SQLite, an http(s) server that answers within ``timeout_s``, a database URL.
-    A missing or empty SQLite file is refused: compare only reads."""
+    """CompareError unless ``uri`` looks like a store compare can read: a SQLite file with runs,
+    an http(s) server that answers within ``timeout_s``, a database URL, a file-store folder."""
     shown = redact(uri)
     fix = "Pass --uri (or set MLFLOW_TRACKING_URI) to the store your runs were recorded in"
     scheme = urllib.parse.urlsplit(uri).scheme.lower()
@@ -109,8 +106,7 @@ def check_store(uri: str, timeout_s: float) -> None:
 
 
 def _check_sqlite(uri: str, shown: str, fix: str) -> None:
-    prefix = "sqlite:///"
-    if not uri.startswith(prefix) or uri == prefix:
+    if not uri.startswith("sqlite:///"):  # resolve_tracking_uri made the path absolute
         raise CompareError(f"--uri {shown!r} is not a SQLite URI MLflow reads: write "
                            f"sqlite:///relative/path.db or sqlite:////absolute/path.db. {fix}.")
     problem = sqlite_store_problem(uri, reading=True)
@@ -120,9 +116,8 @@ def _check_sqlite(uri: str, shown: str, fix: str) -> None:
 
 
 def fetch_runs(client: Any, experiment: str | None, parent: str | None) -> list[Any]:
-    """A sweep's children, or every range test of an experiment (sweep parents left out)."""
+    """A sweep's children (``parent`` from check_run_id), or an experiment's runs but parents."""
     if parent is not None:
-        parent = check_run_id(parent)
         parent_run = _parent_run(client, parent)
         return client.search_runs([parent_run.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{parent}'",
@@ -148,28 +143,12 @@ def _parent_run(client: Any, run_id: str) -> Any:
                        f"parent to compare. {LIST_RUNS}") from None
 
 
-# summary metrics named suggested_lr_* that are not a rule's suggestion
-NOT_METHODS = {"low", "high", "iqr_decades", "range_decades"}
-
-
 def summary_of(run: Any) -> RunSummary:
     """The run's summary as the tracker recorded it: tags and summary metrics."""
-    tags, metrics = run.data.tags, run.data.metrics
-    scores = {score: name for name, score in CONFIDENCE_SCORES.items()}
-    confidence = metrics.get("suggestion_confidence")
-    prefix = "suggested_lr_"
-    return RunSummary(
-        net=tags.get("net", "?"), dataset=tags.get("dataset", "?"),
-        optimizer=tags.get("optimizer", "?"), status=tags.get("status", run.info.status),
-        device=tags.get("device", "?"), suggested_lr=metrics.get("suggested_lr"),
-        default_method=tags.get("default_method"),
-        confidence=None if confidence is None else scores.get(int(confidence)),
-        suggestions={key[len(prefix):]: value for key, value in metrics.items()
-                     if key.startswith(prefix) and key[len(prefix):] not in NOT_METHODS},
-        min_loss=metrics.get("min_loss"), lr_at_min_loss=metrics.get("lr_at_min_loss"),
-        diverged_lr=metrics.get("diverged_lr"), repeats=int(metrics.get("repeats", 1)),
-        suggested_lr_iqr_decades=metrics.get("suggested_lr_iqr_decades"),
-        suggested_lr_range_decades=metrics.get("suggested_lr_range_decades"))
+    tags = run.data.tags
+    return RunSummary.from_metrics(run.data.metrics, tags, device=tags.get("device", "?"),
+                                   status=tags.get("status", run.info.status),
+                                   default_method=tags.get("default_method"))
 
 
 def curve_of(client: Any, run: Any) -> Any:
@@ -231,8 +210,7 @@ def main(argv: list[str] | None = None) -> int:
 def _compare(args: argparse.Namespace) -> int:
     """Check every input, then read the runs, print the table and write the plot."""
     check_out(args.out)
-    if args.parent is not None:
-        check_run_id(args.parent)
+    parent = None if args.parent is None else check_run_id(args.parent)
     uri = resolve_tracking_uri(args.uri)
     check_store(uri, args.timeout_s)
 
@@ -245,7 +223,7 @@ def _compare(args: argparse.Namespace) -> int:
     with http_limits(args.timeout_s):
         try:
             client = MlflowClient(uri)
-            runs = fetch_runs(client, args.experiment, args.parent)
+            runs = fetch_runs(client, args.experiment, parent)
             rows = [_row(run) for run in runs]
             curves = {f"{run.info.run_name} ({run.info.run_id[:8]})": curve_of(client, run)
                       for run in runs}

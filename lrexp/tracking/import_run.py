@@ -3,18 +3,16 @@
     python -m lrexp.tracking.import_run outputs/2026-11-25/10-00-00 [--uri URI] [--experiment NAME]
 
 Records the run dir (read by ``lrexp.run.run_dir``, which trusts nothing in it) as the runner
-would have: params, tags, every step, summary metrics and artifacts; a run dir without
-summary.json is imported KILLED with every step of its curve. The store is --uri, else
-MLFLOW_TRACKING_URI, else MLflow's default; the run's own tracking.uri only with
---use-run-dir-uri. Everything is checked before the MLflow run is created. Exit code 0 when the
-run is in MLflow, 2 when the folder is not a usable lrexp run dir, 1 when the store fails.
+would have; a run dir without summary.json is imported KILLED with every step of its curve. The
+store is --uri, else MLFLOW_TRACKING_URI, else MLflow's default; the run's own tracking.uri only
+with --use-run-dir-uri. Everything is checked before the MLflow run is created. Exit code 0 when
+the run is in MLflow, 2 when the folder is not a usable lrexp run dir, 1 when the store fails.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 import tempfile
 from collections.abc import Iterable
@@ -23,7 +21,6 @@ from typing import Any
 
 from lrexp.run.files import ARTIFACT_SUFFIXES, CONFIG_FILE, SUMMARY_FILE
 from lrexp.run.run_dir import RunDir, RunDirError, read_run_dir, resolved_dir, shown
-from lrexp.run.summary import is_number
 from lrexp.tracking.defaults import DEFAULT_EXPERIMENT, DEFAULT_TIMEOUT_S
 from lrexp.tracking.mlflow_tracker import (
     INCOMPLETE_TAG,
@@ -33,7 +30,6 @@ from lrexp.tracking.mlflow_tracker import (
     name_refused,
     repeat_loss_series,
 )
-from lrexp.tracking.store import resolve_tracking_uri
 
 __all__ = ["RunDirError", "import_run", "main"]
 
@@ -41,8 +37,7 @@ log = logging.getLogger(__name__)
 
 
 def check_mlflow_names(run: RunDir) -> None:
-    """Refuse a setting or metric name MLflow would refuse mid-import, by MLflow's own rule
-    (it depends on the platform), so that no half-sent run is left behind."""
+    """Refuse a name MLflow would refuse mid-import, so that no half-sent run is left behind."""
     _check_names(flatten(run.config), run.path / CONFIG_FILE, "setting", param=True)
     if run.summary is not None:
         _check_names([f"suggested_lr_{name}" for name in run.summary.suggestions],
@@ -59,15 +54,8 @@ def _check_names(names: Iterable[Any], path: Path, what: str, param: bool) -> No
             ) from None
 
 
-def _text(value: Any) -> str | None:
-    """``value`` if it is a non-empty string (a setting read from an untrusted file)."""
-    return value if isinstance(value, str) and value else None
-
-
-# -- sending it -----------------------------------------------------------------------------------
 class _StagedTracker(MlflowTracker):
-    """Sends the run dir's extras (.hydra, logs) from the checked copy, never from the dir
-    itself; its hints still name the real run dir."""
+    """Sends the run dir's extras (.hydra, logs) from the checked copy, not the dir itself."""
 
     def __init__(self, staged: Path, **settings: Any) -> None:
         super().__init__(**settings)
@@ -77,11 +65,8 @@ class _StagedTracker(MlflowTracker):
         super()._send_run_dir_extras(run_id, self.staged)
 
     def runs_of(self, run_dir: Path) -> list[str]:
-        """The experiment's live runs that already hold ``run_dir``: recorded by the runner
-        (tag ``run_dir``) or imported before (tag ``imported_from``); a run marked incomplete
-        (``INCOMPLETE_TAG``: sending it failed) does not count.
-        Empty when the store is unreachable (the import then says so) or the path cannot be
-        put in a filter."""
+        """The experiment's live, complete runs that already hold ``run_dir`` (tag ``run_dir`` or
+        ``imported_from``); none when the store is unreachable or the path has a quote."""
         if "'" in str(run_dir) or not self.connect():
             return []
         found = []
@@ -97,17 +82,10 @@ def _tracker(run: RunDir, staged: Path, uri: str | None, experiment: str | None,
     """Where to send: --uri, else (only when asked) the run's own tracking.uri, else
     MLFLOW_TRACKING_URI or MLflow's default; the run's experiment name is harmless."""
     tracking = run.tracking
-    run_uri = _text(tracking.get("uri")) if use_run_dir_uri else None
-    setting = tracking.get("timeout_s")
-    timeout_s = float(setting) if is_number(setting) else DEFAULT_TIMEOUT_S
-    if not 0 < timeout_s < math.inf:
-        timeout_s = DEFAULT_TIMEOUT_S
     return _StagedTracker(
-        staged,
-        uri=resolve_tracking_uri(uri or run_uri),
-        experiment=experiment or _text(tracking.get("experiment")) or DEFAULT_EXPERIMENT,
-        timeout_s=timeout_s,
-    )
+        staged, uri=uri or (tracking.get("uri") if use_run_dir_uri else None),
+        experiment=experiment or tracking.get("experiment", DEFAULT_EXPERIMENT),
+        timeout_s=tracking.get("timeout_s", DEFAULT_TIMEOUT_S))
 
 
 def _send(run: RunDir, tracker: MlflowTracker, staged: Path) -> None:
@@ -130,12 +108,8 @@ def _send(run: RunDir, tracker: MlflowTracker, staged: Path) -> None:
 
 def import_run(run_dir: Path | str, uri: str | None = None, experiment: str | None = None, *,
                use_run_dir_uri: bool = False, again: bool = False) -> str | None:
-    """Record ``run_dir`` in MLflow; returns the new run id (None if the store is unusable).
-
-    Raises RunDirError, before anything reaches the store, when the run dir cannot be imported,
-    or when the experiment already holds it (``again=True`` records it once more).
-    ``uri`` wins over ``use_run_dir_uri``.
-    """
+    """Record ``run_dir`` in MLflow; the new run id (None if the store is unusable). RunDirError
+    before anything is sent when it cannot be imported or is there already (unless ``again``)."""
     run_dir = resolved_dir(run_dir)
     with tempfile.TemporaryDirectory(prefix="lrexp-import-") as staging:
         staged = Path(staging)

@@ -1,8 +1,7 @@
 """Where one run's results go besides the run dir: MLflow (``MlflowTracker``), or nowhere
 (``NullTracker``). Only ``MlflowClient`` is used (no global active run: safe in joblib and
-submitit workers); steps are buffered and sent in ``log_batch`` chunks, so the training loop
-never waits on the store; a store that fails costs one warning, never the test (``import_run``
-sends the run dir later). ``MlflowStore`` is what a run and a sweep's parent run both need.
+submitit workers); steps are buffered and sent in ``log_batch`` chunks; a store that fails costs
+one warning, never the test. ``MlflowStore`` serves a run and a sweep's parent run alike.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from lrexp.run.files import PLOT_FILE
 from lrexp.run.life import FAILED, KILLED
@@ -45,8 +44,7 @@ MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
 MAX_PARAM_VALUE_LENGTH = 6000
 TRUNCATION_MARKER = "...[truncated]"
-# The process that trains a run (not its tracking sidecar), so that a later lrexp run on the
-# same host closes the run only once that process is gone (MlflowStore.close_orphans).
+# The process that trains a run (not its sidecar): close_orphans waits until it is gone.
 OWNER_HOST_TAG, OWNER_PID_TAG = "lrexp.host", "lrexp.pid"
 # A run whose records could not all be sent (its run dir has them): import_run sends it again.
 INCOMPLETE_TAG = "lrexp.incomplete"
@@ -56,8 +54,7 @@ TRACKING_DISABLED = ("Tracking disabled for this run: %s. The test goes on; its 
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 # Images logged under a key appear in the UI's chart view, one tile per selected run.
 CURVE_IMAGE_KEY = "lr_range_test"
-# A store that stops answering mid-run (stalled, restarting) is retried with backoff for this
-# many tracking.timeout_s; one that does not answer when the run opens is given up at once.
+# How many tracking.timeout_s a store that stops answering mid-run is retried for.
 RETRY_TIMEOUTS = 6
 
 T = TypeVar("T")
@@ -87,66 +84,46 @@ class TrackedOutcome:
         return f"{where} holds {held} steps, closed {self.status}"
 
 
-class RunLogger(Protocol):
-    """What the runner calls: MlflowTracker, NullTracker and the sidecar's SidecarTracker."""
+class RunLogger:
+    """What the runner calls, recording nothing (MlflowTracker and SidecarTracker override it)."""
 
     def start(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
-        ...
+        pass
 
     def log_step(self, step: int, lr: float, loss: float) -> None:
-        ...
+        self.log_values(step, {"lr": lr, "loss": loss})
 
     def log_values(self, step: int, values: Mapping[str, float]) -> None:
         """Named series besides lr and loss (``repeat_loss_series``, ``median_band_series``)."""
-        ...
 
     def finish(self, *, status: str, result: Any = None, summary: RunSummary | None = None,
                files: Mapping[str, Path] | None = None, out_dir: Path | None = None) -> None:
-        ...
+        pass
 
     def close(self) -> None:
-        """Let go when the run ended before ``start`` or ``finish`` (a config mistake found
-        while building): a run it opened is closed KILLED."""
-        ...
+        """Let go of a run that ended before ``finish`` (a config mistake): it ends KILLED."""
 
     def outcome(self) -> TrackedOutcome | None:
         """What reached the store so far; None where nothing is tracked."""
-        ...
+        return None
 
 
-class NullTracker:
+class NullTracker(RunLogger):
     """Records nothing; takes (and ignores) the tracking settings, as every logger does."""
 
     def __init__(self, **settings: Any) -> None:
         pass
 
-    def start(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
-        pass
 
-    def log_step(self, step: int, lr: float, loss: float) -> None:
-        pass
-
-    def log_values(self, step: int, values: Mapping[str, float]) -> None:
-        pass
-
-    def finish(self, *, status: str, result: Any = None, summary: RunSummary | None = None,
-               files: Mapping[str, Path] | None = None, out_dir: Path | None = None) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def outcome(self) -> TrackedOutcome | None:
-        return None
-
-
-def git_commit(directory: Path | None = None) -> str | None:
+def git_commit_tag() -> dict[str, str]:
+    """The tag naming the git commit this process runs in; none outside a git checkout."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True,
-                             text=True, timeout=2, check=True)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=2, check=True)
     except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
+        return {}
+    commit = out.stdout.strip()
+    return {"mlflow.source.git.commit": commit} if commit else {}
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -161,9 +138,8 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def name_refused(name: str, param: bool) -> bool:
-    """Whether MLflow refuses ``name`` as a param (else a metric) key, by its own rule, which
-    depends on the platform. MLflow has no public validator: this is the one place lrexp calls
-    its private one (tests/test_import_run.py fails loudly when it moves)."""
+    """Whether MLflow refuses ``name`` as a param (else a metric) key, by its own (private,
+    platform-dependent) rule: tests/test_import_run.py fails loudly when it moves."""
     from mlflow.exceptions import MlflowException
     from mlflow.utils.validation import _validate_metric_name, _validate_param_name
 
@@ -175,10 +151,8 @@ def name_refused(name: str, param: bool) -> bool:
 
 
 def truncate_param(value: Any) -> str:
-    text = str(value)
-    if len(text) <= MAX_PARAM_VALUE_LENGTH:
-        return text
-    return text[: MAX_PARAM_VALUE_LENGTH - len(TRUNCATION_MARKER)] + TRUNCATION_MARKER
+    text, cut = str(value), MAX_PARAM_VALUE_LENGTH - len(TRUNCATION_MARKER)
+    return text if len(text) <= MAX_PARAM_VALUE_LENGTH else text[:cut] + TRUNCATION_MARKER
 
 
 def repeat_loss_key(repeat: int) -> str:
@@ -197,9 +171,8 @@ def repeat_loss_series(result: Any) -> Iterator[tuple[int, dict[str, float]]]:
 
 
 def median_band_series(result: Any) -> Iterator[tuple[int, dict[str, float]]]:
-    """A repeated test's median curve as ``loss`` with its interquartile band ``loss_q25`` and
-    ``loss_q75``; a quartile that is not finite (a repeat ended in NaN or inf there) is left
-    out: it is interpolated, not measured, and an infinite point would flatten the chart."""
+    """A repeated test's median curve as ``loss`` with its band ``loss_q25``/``loss_q75``; a
+    quartile that is not finite is left out (interpolated, and it would flatten the chart)."""
     band = result.band
     for step, loss in enumerate(result.losses):
         quartiles = {"loss_q25": float(band.q25[step]), "loss_q75": float(band.q75[step])}
@@ -220,10 +193,8 @@ def _summary_points(summary: RunSummary) -> list[tuple[str, float, int]]:
 
 @contextlib.contextmanager
 def http_limits(timeout_s: float) -> Iterator[None]:
-    """Each request waits ``timeout_s`` at most, and MLflow does not retry it: lrexp's own
-    retries are bounded by a deadline, where MLflow's count attempts plus minutes of backoff.
-    MLflow reads these per request, so they are set around lrexp's own calls only (a user's
-    setting wins) and the environment is left as it was."""
+    """Each request waits ``timeout_s`` at most and is not retried by MLflow (whose retries
+    take minutes; lrexp's have a deadline). Set around lrexp's own calls only; a user's wins."""
     limits = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
               "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int(timeout_s)))}
     added = [name for name in limits if name not in os.environ]
@@ -237,11 +208,10 @@ def http_limits(timeout_s: float) -> Iterator[None]:
 
 def _process_alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+        with contextlib.suppress(PermissionError):  # it exists, under another user
+            os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
-    except PermissionError:
-        pass  # it exists, under another user
     return True
 
 
@@ -266,9 +236,7 @@ def hint_import(out_dir: Path | None) -> None:
 
 
 class MlflowStore:
-    """One tracking store, opened on first use, and what every run in it needs: calls retried
-    within ``timeout_s``, runs created with their owner and closed, metrics, tags, artifacts
-    and images. An unusable store gives one warning and ``usable`` False, never an error."""
+    """One tracking store, opened on first use; an unusable one warns once, never raises."""
 
     def __init__(self, uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT,
                  timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
@@ -296,8 +264,7 @@ class MlflowStore:
             return False
         from mlflow.tracking import MlflowClient
 
-        # MLflow creates and migrates a new SQLite store on first use; two runs doing that at
-        # once collide ("table _alembic_tmp_experiments already exists"), so one at a time.
+        # two runs creating a new SQLite store at once collide (_alembic_tmp_experiments)
         with sqlite_creation_lock(self.uri):
             self.client = MlflowClient(tracking_uri=self.uri)
             self.experiment_id = self.call(self._get_or_create_experiment, "get experiment")
@@ -312,14 +279,12 @@ class MlflowStore:
             self.give_up(f"{doing} at {self.uri} failed: {error}")
 
     def call(self, call: Any, what: str) -> Any:
-        """One store call, each request within ``timeout_s``: a store that is busy, stalled or
-        restarting is retried with backoff for ``RETRY_TIMEOUTS`` x ``timeout_s``."""
+        """One store call, retried for ``RETRY_TIMEOUTS`` x ``timeout_s`` while it is busy."""
         with http_limits(self.timeout_s):
             return with_retries(call, what, window_s=RETRY_TIMEOUTS * self.timeout_s)
 
     def create_run(self, run_name: str, tags: Mapping[str, Any]) -> str:
-        """A new run owned by this process, unless ``tags`` name another owner (the training
-        process of a tracking sidecar)."""
+        """A new run owned by this process, unless ``tags`` name another (a sidecar's parent)."""
         self.close_orphans()
         owner = {OWNER_HOST_TAG: socket.gethostname(), OWNER_PID_TAG: str(os.getpid())}
         run = self.call(lambda: self.client.create_run(
@@ -329,11 +294,7 @@ class MlflowStore:
         return str(run.info.run_id)
 
     def end_run(self, run_id: str, status: str) -> None:
-        """set_terminated; MLflow then prints links to the run built from the URI, so with
-        credentials in the URI that printout is redacted on its way to the console."""
-        if redact(self.uri) == self.uri:
-            self.client.set_terminated(run_id, status)
-            return
+        """set_terminated, its printout of the run's links (made from the URI) redacted."""
         printed = io.StringIO()
         try:
             with contextlib.redirect_stdout(printed):
@@ -341,12 +302,9 @@ class MlflowStore:
         finally:
             sys.stdout.write(redact(printed.getvalue()))
 
-    def close_incomplete(self, run_id: str | None, error: BaseException) -> bool:
-        """After a failed send (an artifact store that refuses, a full disk), one try to close
-        the run FAILED and mark it incomplete, so it neither stays RUNNING while the store
-        answers nor counts as imported; whether that worked."""
-        if run_id is None:
-            return False
+    def close_incomplete(self, run_id: str, error: BaseException) -> bool:
+        """After a failed send (a refusing artifact store, a full disk), one try to close the run
+        FAILED and mark it incomplete (not RUNNING, not imported); whether that worked."""
         with contextlib.suppress(Exception), http_limits(self.timeout_s):
             reason = first_line(error)[:250]
             self.client.set_tag(run_id, INCOMPLETE_TAG, reason)
@@ -355,9 +313,8 @@ class MlflowStore:
         return False
 
     def close_orphans(self) -> None:
-        """Close (KILLED) this host's RUNNING runs whose owner process is gone: a process
-        killed outright (kill -9, out of memory) cannot close its own run. Runs of other hosts
-        are left alone: their processes cannot be checked from here."""
+        """Close (KILLED) this host's RUNNING runs whose owner process is gone (kill -9, out
+        of memory); another host's processes cannot be checked from here."""
         host = socket.gethostname().replace("'", "")
         try:
             running = self.client.search_runs(
@@ -378,15 +335,14 @@ class MlflowStore:
             except Exception as error:  # noqa: BLE001 - e.g. another user's run on a server
                 log.debug("Could not close orphaned run %s: %s", run.info.run_id, error)
 
-    def log_metrics(self, run_id: str, points: Iterable[tuple[str, float, int]]) -> None:
-        """(name, value, step) points, in chunks MLflow takes."""
+    def log_metrics(self, run_id: str, points: Iterable[tuple[Any, ...]]) -> None:
+        """(name, value, step) points, each recorded now or at its own time ms, a 4th item;
+        in chunks MLflow takes."""
         from mlflow.entities import Metric
 
-        stamp = _now_ms()
-        self.log_metric_entities(run_id, [Metric(name, float(value), stamp, step)
-                                          for name, value, step in points])
-
-    def log_metric_entities(self, run_id: str, metrics: list[Any]) -> None:
+        now = _now_ms()
+        metrics = [Metric(name, float(value), stamp[0] if stamp else now, step)
+                   for name, value, step, *stamp in points]
         for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
             self.call(lambda c=chunk: self.client.log_batch(run_id, metrics=c), "log metrics")
 
@@ -413,8 +369,7 @@ class MlflowStore:
         self.call(lambda: self.client.log_image(run_id, rgb, key=key, step=0), "log image")
 
     def page(self, run_id: str) -> str:
-        """Where a run is in the MLflow UI: its page on the tracking server (credentials
-        redacted), or, for a local store, where ``mlflow ui`` serves it by default."""
+        """The run's page in the MLflow UI (a local store's as ``mlflow ui`` serves it)."""
         page = f"#/experiments/{self.experiment_id}/runs/{run_id}"
         if self.uri.startswith(("http://", "https://")):
             return f"{redact(self.uri).rstrip('/')}/{page}"
@@ -443,7 +398,7 @@ class MlflowStore:
         return str(found.experiment_id)
 
 
-class MlflowTracker(MlflowStore):
+class MlflowTracker(MlflowStore, RunLogger):
     """One MLflow run per range test."""
 
     def __init__(self, uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT,
@@ -460,14 +415,12 @@ class MlflowTracker(MlflowStore):
         self._closed_status: str | None = None  # set once the store closed the run
 
     def prepare(self) -> None:
-        """Import MLflow and open (or create) the store now; ``start`` does it otherwise. The
-        sidecar calls it as soon as it runs, while the training process imports torch."""
+        """Open the store now (the sidecar, while its parent imports torch), not at ``start``."""
         with self.never_failing("MLflow"):
             self.connect()
 
     def start(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
-        """Open the run (MLflow imported, the store opened or created, params sent), in this
-        thread: MLflow's import in a thread raced the test's own lazy imports."""
+        """Open the run and send its params, here: MLflow's import in a thread races the test's."""
         with self.never_failing("MLflow"):
             if not self.connect():
                 return
@@ -476,9 +429,7 @@ class MlflowTracker(MlflowStore):
             run_tags = {**tags, "status": "RUNNING"}
             if self.parent_run_id:
                 run_tags["mlflow.parentRunId"] = self.parent_run_id
-            commit = git_commit()
-            if commit:
-                run_tags["mlflow.source.git.commit"] = commit
+            run_tags.update(git_commit_tag())
             run_id = self.create_run(run_name, run_tags)
             self._run_tags = run_tags
             param_list = [Param(str(k)[:250], truncate_param(redact(str(v))))
@@ -488,19 +439,16 @@ class MlflowTracker(MlflowStore):
             self.run_id = run_id
             log.info("MLflow run %s opened in %s", run_id, redact(self.uri))
 
-    def attach(self, run_id: str, tags: Mapping[str, str] | None = None) -> None:
-        """Go on with run ``run_id``, opened by another tracker (a tracking process that died),
-        and set ``tags`` on it: the steps logged from now on and ``finish`` complete it (MLflow
-        drops a step sent twice, same time and value)."""
+    def attach(self, run_id: str, tags: Mapping[str, str]) -> None:
+        """Go on with run ``run_id``, opened by a sidecar that died (MLflow drops a step sent
+        twice, same time and value), and set ``tags`` on it."""
         with self.never_failing("MLflow"):
             if self.connect():
-                if tags:
-                    self.set_tags(run_id, tags)
+                self.set_tags(run_id, tags)
                 self.run_id = run_id
 
     def close(self) -> None:
-        """A run started and never finished (an error or Ctrl-C between the two): its buffered
-        steps go first, then it ends KILLED, as a stopped run does."""
+        """A run started and never finished: its buffered steps go, then it ends KILLED."""
         if not self._finished and self.usable and self.run_id is not None:
             self.finish(status=KILLED)
 
@@ -509,13 +457,9 @@ class MlflowTracker(MlflowStore):
         return TrackedOutcome(self.uri, self.run_id, len(sent), self._closed_status,
                               self.problem)
 
-    def log_step(self, step: int, lr: float, loss: float) -> None:
-        self.log_values(step, {"lr": lr, "loss": loss})
-
     def log_values(self, step: int, values: Mapping[str, float],
                    timestamp_ms: int | None = None) -> None:
-        """Buffer one step (``timestamp_ms``: when it was recorded, if not now; the sidecar
-        passes the training process's time)."""
+        """Buffer one step (``timestamp_ms``: the training process's time, from a sidecar)."""
         self._steps.append((step, dict(values), _now_ms() if timestamp_ms is None
                             else timestamp_ms))
         if self.flush_every and len(self._steps) - self._sent >= self.flush_every:
@@ -528,10 +472,9 @@ class MlflowTracker(MlflowStore):
             hint_import(out_dir if not self.usable else None)
             return
         try:
-            self._send_everything(status, result, summary, files or {}, out_dir)
+            self._send_everything(self.run_id, status, result, summary, files or {}, out_dir)
         except KeyboardInterrupt:
-            # Ctrl-C while sending: close the run (the steps went first) rather than leave it
-            # RUNNING, then let the interrupt go on
+            # Ctrl-C while sending: the run is closed, not left RUNNING
             with contextlib.suppress(Exception):
                 self.end_run(self.run_id, KILLED)
                 self._closed_status = KILLED
@@ -543,10 +486,9 @@ class MlflowTracker(MlflowStore):
             log.warning("%s.", self.outcome().describe(len({s for s, _, _ in self._steps})))
             hint_import(out_dir)
 
-    def _send_everything(self, status: str, result: Any, summary: RunSummary | None,
-                         files: Mapping[str, Path], out_dir: Path | None) -> None:
-        assert self.run_id is not None
-        run_id = self.run_id
+    def _send_everything(self, run_id: str, status: str, result: Any,
+                         summary: RunSummary | None, files: Mapping[str, Path],
+                         out_dir: Path | None) -> None:
         self._send_steps()
         if result is not None:
             self.log_metrics(run_id, [("loss_smooth", value, step)
@@ -564,14 +506,11 @@ class MlflowTracker(MlflowStore):
         self._replace_earlier_attempts()
 
     def _send_steps(self) -> None:
-        from mlflow.entities import Metric
-
         pending = self._steps[self._sent:]
         if not pending or self.run_id is None or not self.usable:
             return
-        self.log_metric_entities(self.run_id, [
-            Metric(name, float(value), stamp, step)
-            for step, values, stamp in pending for name, value in values.items()])
+        self.log_metrics(self.run_id, [(name, value, step, stamp) for step, values, stamp
+                                       in pending for name, value in values.items()])
         self._sent = len(self._steps)
 
     def _send_summary(self, run_id: str, summary: RunSummary | None, status: str) -> None:
@@ -595,11 +534,8 @@ class MlflowTracker(MlflowStore):
             self.log_artifact(run_id, log_file)
 
     def _replace_earlier_attempts(self) -> None:
-        """A SLURM job that was requeued ran its range test again into the same run dir: once
-        this attempt's run is complete, the runs of the job's earlier attempts are deleted
-        (restorable until ``mlflow gc``) and named in this run's tag ``lrexp.replaces``. Only
-        runs of the same job id, run dir and sweep parent count: job ids come back after a
-        cluster's state is reset."""
+        """A requeued SLURM job ran its test again: its earlier attempts' runs (same job id, run
+        dir and parent: ids come back after a reset) are deleted, named in ``lrexp.replaces``."""
         tags = self._run_tags
         restarts, job = _attempt(tags.get("slurm.restarts")), tags.get("slurm.job_id", "")
         if not restarts or not job.replace("_", "").isdigit() or self.run_id is None:

@@ -25,8 +25,7 @@ _ENCODED_CREDENTIALS = re.compile(
 
 
 def redact(text: str) -> str:
-    """``text`` with the credentials of every URI in it replaced by ``***``: for anything lrexp
-    writes (console, log, config.yaml, MLflow params and tags)."""
+    """``text`` with the credentials of every URI in it replaced by ``***``."""
     text = _CREDENTIALS.sub(r"\g<scheme>***@", text)
     return _ENCODED_CREDENTIALS.sub(r"\g<scheme>***%40", text)
 

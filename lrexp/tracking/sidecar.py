@@ -1,20 +1,16 @@
 """The run logger in a process of its own: MLflow's import and store set-up off the test's path.
 
-``SidecarTracker`` (the training process's side) starts ``python -m lrexp.tracking.sidecar``
-before torch is imported; the child builds the run logger the ``tracking`` group names
-(``MlflowTracker``) and opens the store while the parent trains. A process, not a thread:
-MLflow's import in a thread races the test's own lazy imports.
+``SidecarTracker`` starts ``python -m lrexp.tracking.sidecar`` before torch is imported; the
+child builds the run logger the ``tracking`` group names and opens the store while the parent
+trains (a process, not a thread: MLflow's import in a thread races the test's lazy imports).
+The parent sends pickled commands on the child's stdin (``init``, ``start``, ``step``s,
+``finish``); the child sends back its log records, what it prints, and ``done``.
 
-The parent sends pickled commands on the child's stdin (``init``, ``start``, one ``step`` per
-recorded step, ``finish``); the child sends back, on its stdout, its log records, what it
-prints, and ``done``. Its own stdout goes to stderr, so nothing printed corrupts the channel.
-
-* Ctrl-C and SIGTERM reach the whole process group: the child ignores them and takes the final
-  status from the parent; a Ctrl-C while the parent waits at the end reaches it as SIGUSR1.
+* Ctrl-C and SIGTERM reach the whole process group: the child ignores them and takes the status
+  from the parent (a Ctrl-C while the parent waits at the end reaches it as SIGUSR1).
 * The parent killed outright: the child reads EOF and closes the run KILLED itself.
-* A child that dies: one warning, and at the end a new child completes the run from every step
-  the parent recorded. The run's owner is the parent (``OWNER_PID_TAG``), so no other lrexp
-  run closes it as an orphan while the parent still trains.
+* A child that dies: at the end a new child completes the run from every step the parent
+  recorded; the parent owns the run (``OWNER_PID_TAG``), so no orphan closer ends it meanwhile.
 """
 
 from __future__ import annotations
@@ -37,20 +33,21 @@ from typing import IO, Any
 
 from lrexp.run.life import KILLED
 
-# The classes ``finish`` receives pickled (RunSummary and its parts): imported before the
-# child's reader thread runs, so that unpickling never imports a module beside the main thread.
+# imported before the child's reader thread unpickles RunSummary: no import beside the main thread
 from lrexp.run.summary import RunSummary
-from lrexp.tracking.build import build_target
+from lrexp.tracking.build import target_class
+from lrexp.tracking.defaults import DEFAULT_TIMEOUT_S
 from lrexp.tracking.mlflow_tracker import (
     OWNER_PID_TAG,
     TRACKING_DISABLED,
+    RunLogger,
     TrackedOutcome,
     hint_import,
 )
 from lrexp.tracking.redaction import first_line
 from lrexp.tracking.store import resolve_tracking_uri
 
-__all__ = ["SidecarTracker", "finish_wait_s"]
+__all__ = ["SidecarTracker"]
 
 log = logging.getLogger(__name__)
 
@@ -58,21 +55,15 @@ ABANDONED_MESSAGE = ("The lrexp process stopped before it closed its MLflow run 
                      "closing it KILLED with the %d steps it recorded.")
 
 
-def finish_wait_s(timeout_s: float) -> float:
-    """How long the parent waits for the child after ``finish``: a short test ends while the
-    child still imports MLflow and creates the store, and each store call may take
-    ``timeout_s`` (an unreachable server) or retries (a busy SQLite file)."""
-    return max(60.0, 12 * timeout_s)
-
-
-# -- the training process's side --------------------------------------------------------------
-class SidecarTracker:
+class SidecarTracker(RunLogger):
     """The run logger, carried out by a child process; never imports MLflow."""
 
-    def __init__(self, target: str, settings: Mapping[str, Any], wait_s: float) -> None:
+    def __init__(self, target: str, settings: Mapping[str, Any],
+                 wait_s: float | None = None) -> None:
         self.run_id: str | None = None  # known once the child opened the run
         self.usable = True  # False once the child is gone: the run dir keeps everything
-        self.wait_s = wait_s
+        # the wait after finish: the child may still import MLflow; each call may take timeout_s
+        self.wait_s = wait_s or max(60.0, 12 * float(settings.get("timeout_s", DEFAULT_TIMEOUT_S)))
         self._init = ("init", target, dict(settings), _relayed_level())
         self._uri = resolve_tracking_uri(settings.get("uri"))
         self._recorded: list[tuple[Any, ...]] = []  # start and every step: a new child's replay
@@ -85,7 +76,7 @@ class SidecarTracker:
         """Start a child and send it ``init``; a new child for a dead one starts afresh."""
         self._ended = threading.Event()  # the child said done, or its channel closed
         self._done = self._failed = False
-        self._relay = True  # False once the parent stopped waiting: its log may be closed
+        self._relay = True  # False once the parent stopped waiting
         self._child: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
         try:
@@ -102,12 +93,8 @@ class SidecarTracker:
         self._reader.start()
         self._send(self._init)
 
-    # -- the run logger ------------------------------------------------------------------------
     def start(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
         self._record(("start", run_name, dict(params), {**tags, **self._owner}))
-
-    def log_step(self, step: int, lr: float, loss: float) -> None:
-        self.log_values(step, {"lr": lr, "loss": loss})
 
     def log_values(self, step: int, values: Mapping[str, float]) -> None:
         self._record(("step", int(step), {str(name): float(value) for name, value in
@@ -139,12 +126,9 @@ class SidecarTracker:
 
     def outcome(self) -> TrackedOutcome:
         """What the child said it stored; else what is known (its step count is not)."""
-        if self._outcome is not None:
-            return self._outcome
-        return TrackedOutcome(self._uri, self.run_id, None, None,
-                              "its tracking process did not say what it stored")
+        return self._outcome or TrackedOutcome(self._uri, self.run_id, None, None,
+                                               "its tracking process did not say what it stored")
 
-    # -- a child that died: a new one completes the run ----------------------------------------
     def _died(self) -> bool:
         """Gone without saying done, and not for a reason a new child would meet again."""
         return self._child is not None and not self._done and not self._failed \
@@ -167,7 +151,6 @@ class SidecarTracker:
             log.warning("The new MLflow process completed the run: %s.",
                         self._outcome.describe(len({m[1] for m in replay if m[0] == "step"})))
 
-    # -- the channel ---------------------------------------------------------------------------
     def _record(self, message: tuple[Any, ...]) -> None:
         self._recorded.append(message)
         self._send(message)
@@ -198,38 +181,36 @@ class SidecarTracker:
                 self._child.stdin.close()
 
     def _read(self) -> None:
-        """The reader thread: relays the child's records and output until its channel closes.
-        It unpickles only builtins and imports nothing (a thread importing beside the main
-        thread is what broke the background-thread design)."""
+        """The reader thread: relays the child's messages until its channel closes. It
+        unpickles only builtins and imports nothing (importing beside the main thread races)."""
         assert self._child is not None and self._child.stdout is not None
         try:
-            self._relay_until_closed(self._child.stdout)
+            while True:
+                try:
+                    kind, payload = pickle.load(self._child.stdout)
+                except Exception:  # noqa: BLE001 - EOF, or a child that died mid-message
+                    return
+                if self._relay:
+                    self._relay_message(kind, payload)
         finally:  # also when relaying failed (a closed stdout): nobody waits in vain
             self._ended.set()
 
-    def _relay_until_closed(self, channel: Any) -> None:
-        while True:
-            try:
-                kind, payload = pickle.load(channel)
-            except Exception:  # noqa: BLE001 - EOF, or a child that died mid-message
-                return
-            if not self._relay:
-                continue
-            if kind == "log":
-                _relog(payload)
-            elif kind == "stdout":
-                sys.stdout.write(payload)
-            elif kind == "opened":
-                self.run_id = payload
-            elif kind == "done":
-                self.run_id, usable, outcome = payload
-                self.usable = self.usable and usable
-                self._outcome = TrackedOutcome(**outcome) if outcome else None
-                self._done = True
-                self._ended.set()
-            elif kind == "failed":
-                self._failed = True
-                self._lost(f"failed ({payload})")
+    def _relay_message(self, kind: str, payload: Any) -> None:
+        if kind == "log":
+            _relog(payload)
+        elif kind == "stdout":
+            sys.stdout.write(payload)
+        elif kind == "opened":
+            self.run_id = payload
+        elif kind == "done":
+            self.run_id, usable, outcome = payload
+            self.usable = self.usable and usable
+            self._outcome = TrackedOutcome(**outcome) if outcome else None
+            self._done = True
+            self._ended.set()
+        elif kind == "failed":
+            self._failed = True
+            self._lost(f"failed ({payload})")
 
     def _wait_for_child(self) -> None:
         """Until the child says done (not until its interpreter has wound down)."""
@@ -247,15 +228,13 @@ class SidecarTracker:
             self._lost(self._exit_description())
 
     def _stop_child(self) -> None:
-        """Ctrl-C (or SIGTERM) while waiting at the end: the child stops sending and closes
-        the run KILLED, as the in-process tracker does on Ctrl-C."""
+        """Ctrl-C while waiting at the end: the child closes the run KILLED, as a tracker does."""
         child = self._child
         if child is None or child.poll() is not None:
             return
         with contextlib.suppress(OSError):
             child.send_signal(signal.SIGUSR1)
-        if not self._ended.wait(timeout=self.wait_s):
-            self._relay = False
+        self._relay = self._ended.wait(timeout=self.wait_s)
 
     def _exit_description(self) -> str:
         code = self._child.poll() if self._child is not None else None
@@ -286,8 +265,7 @@ def _stop_signals_blocked() -> Iterator[None]:
 
 
 def _child_environment() -> dict[str, str]:
-    """This environment, with this lrexp first on the child's path (a checkout run from its
-    folder, or a test's sys.path, is not on the child's default path)."""
+    """This environment, with this lrexp (a checkout's, a test's) first on the child's path."""
     package_root = str(Path(__file__).resolve().parents[2])
     path = os.environ.get("PYTHONPATH", "")
     return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (package_root, path) if p)}
@@ -306,9 +284,9 @@ def _relog(fields: dict[str, Any]) -> None:
         logger.handle(record)
 
 
-# -- the child's side ---------------------------------------------------------------------------
 class _Channel:
-    """The child's messages to the parent; after the parent is gone, to stderr."""
+    """The child's messages to the parent. Also its sys.stdout: what MLflow prints (a run's
+    link) appears in the parent's, or on stderr once the parent is gone."""
 
     def __init__(self, stream: IO[bytes]) -> None:
         self.stream, self.lock, self.open = stream, threading.Lock(), True
@@ -324,6 +302,14 @@ class _Channel:
             except (OSError, ValueError):
                 self.open = False
                 return False
+
+    def write(self, text: str) -> int:
+        if text and not self.send("stdout", text):
+            sys.stderr.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
 
 
 class _RelayHandler(logging.Handler):
@@ -341,21 +327,6 @@ class _RelayHandler(logging.Handler):
                   if isinstance(value, (str, int, float, type(None)))}
         if not self.channel.send("log", fields):
             sys.stderr.write(f"{record.levelname} {record.name}: {fields['msg']}\n")
-
-
-class _Printed:
-    """The child's sys.stdout: what MLflow prints (a run's link) appears in the parent's."""
-
-    def __init__(self, channel: _Channel) -> None:
-        self.channel = channel
-
-    def write(self, text: str) -> int:
-        if text and not self.channel.send("stdout", text):
-            sys.stderr.write(text)
-        return len(text)
-
-    def flush(self) -> None:
-        pass
 
 
 def _read_commands(stream: IO[bytes], commands: queue.Queue[tuple[Any, ...] | None]) -> None:
@@ -410,7 +381,7 @@ def main() -> int:
         os.nice(10)  # the training process first: this one's work overlaps its test
     channel = _Channel(os.fdopen(os.dup(1), "wb"))
     os.dup2(2, 1)  # anything written to fd 1 goes to stderr, not into the channel
-    sys.stdout = _Printed(channel)
+    sys.stdout = channel
     commands: queue.Queue[tuple[Any, ...] | None] = queue.Queue()
     threading.Thread(target=_read_commands, args=(sys.stdin.buffer, commands),
                      daemon=True).start()
@@ -423,7 +394,7 @@ def main() -> int:
     root.addHandler(_RelayHandler(channel))
     tracker = None
     try:
-        tracker = build_target(target, settings)
+        tracker = target_class(target)(**settings)
         return _serve(tracker, commands, channel)
     except KeyboardInterrupt:  # the parent's SIGUSR1: a run still open is closed KILLED
         if tracker is not None:
@@ -438,6 +409,5 @@ def main() -> int:
 if __name__ == "__main__":
     code = main()
     sys.stderr.flush()
-    # Everything is in the store (SQLite commits each call): skip the interpreter's seconds of
-    # tearing down MLflow and SQLAlchemy. The parent does not wait for it either.
+    # everything is in the store: skip the seconds of tearing down MLflow and SQLAlchemy
     os._exit(code)

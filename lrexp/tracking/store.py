@@ -25,15 +25,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def resolve_tracking_uri(uri: str | None, base_dir: Path | None = None) -> str:
+def resolve_tracking_uri(uri: str | None) -> str:
     """``uri``, else MLFLOW_TRACKING_URI, else MLflow's default store (sqlite:///mlflow.db),
     with a relative SQLite path made absolute so every job of a sweep writes the same file."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        path = (base_dir or Path.cwd()) / uri[len(prefix):]
-        uri = prefix + str(path.resolve())
-    return uri
+    path = _sqlite_path(uri)
+    return uri if path is None or path.is_absolute() else f"sqlite:///{path.resolve()}"
 
 
 # Database stores MLflow reaches over the network, by URI scheme, and their default ports.
@@ -41,17 +38,20 @@ DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
 
 
 def server_reachable(uri: str, timeout_s: float) -> bool:
-    """For http(s) stores: does the server answer its health endpoint within ``timeout_s``?
-    For database servers (PostgreSQL, MySQL, SQL Server): does their port accept a connection
-    within ``timeout_s``? (MLflow itself retries a server that is down for a minute.)
-    Credentials in the URI (or MLFLOW_TRACKING_USERNAME / _PASSWORD) go as basic auth, as
-    MLflow's own client sends them; urllib would not accept them inside the URL."""
+    """Does an http(s) store's health endpoint answer, or a database server's port accept a
+    connection, within ``timeout_s``? (MLflow itself retries for a minute.) Credentials go as
+    basic auth, as MLflow's client sends them: urllib would not take them inside the URL."""
     scheme = uri.split(":", 1)[0].split("+", 1)[0]
-    if scheme in DATABASE_PORTS:
-        return _port_open(uri, DATABASE_PORTS[scheme], timeout_s)
-    if not uri.startswith(("http://", "https://")):
+    if scheme not in DATABASE_PORTS and not uri.startswith(("http://", "https://")):
         return True
     parts = urllib.parse.urlsplit(uri)
+    if scheme in DATABASE_PORTS:
+        try:
+            address = (parts.hostname or "localhost", parts.port or DATABASE_PORTS[scheme])
+            with socket.create_connection(address, timeout=timeout_s):
+                return True
+        except (OSError, ValueError):  # refused, unreachable, silent, or a malformed port
+            return False
     user = urllib.parse.unquote(parts.username or os.environ.get("MLFLOW_TRACKING_USERNAME", ""))
     password = urllib.parse.unquote(parts.password or
                                     os.environ.get("MLFLOW_TRACKING_PASSWORD", ""))
@@ -68,25 +68,14 @@ def server_reachable(uri: str, timeout_s: float) -> bool:
         return False
 
 
-def _port_open(uri: str, default_port: int, timeout_s: float) -> bool:
-    parts = urllib.parse.urlsplit(uri)
-    try:
-        port = parts.port or default_port
-        with socket.create_connection((parts.hostname or "localhost", port), timeout=timeout_s):
-            return True
-    except (OSError, ValueError):  # refused, unreachable, silent, or a malformed port
-        return False
-
-
 def _sqlite_path(uri: str) -> Path | None:
     prefix = "sqlite:///"
     return Path(uri[len(prefix):]) if uri.startswith(prefix) else None
 
 
 def sqlite_store_problem(uri: str, reading: bool = False) -> str | None:
-    """Why a SQLite store cannot be used, found in microseconds (MLflow itself would retry
-    for minutes on a folder or a corrupt file), or None. A store only ``reading`` must hold
-    runs already: a missing or empty file is refused too (a writer creates one)."""
+    """Why a SQLite store cannot be used (MLflow would retry for minutes on a folder or a
+    corrupt file), or None; one only ``reading`` must exist and hold something."""
     path = _sqlite_path(uri)
     if path is None or not (path.exists() or reading):
         return None
@@ -127,9 +116,8 @@ def with_retries(
     window_s: float | None = None,
 ) -> T:
     """Run a store call, retrying with exponential backoff on errors that may pass (a locked
-    SQLite file, a busy, stalled or restarting server); the last error propagates. With
-    ``window_s``, retries go on until that many seconds have passed since the first try
-    (``attempts`` is then no limit), each wait at most what is left of the window."""
+    SQLite file, a busy server); the last error propagates. With ``window_s``, retries go on
+    for that many seconds instead of ``attempts`` times."""
     started = time.monotonic()
     for attempt in range(attempts if window_s is None else 1_000_000):
         try:
@@ -142,7 +130,7 @@ def with_retries(
             last = attempt == attempts - 1 if left is None else left <= 0
             if not transient(error) or last:
                 raise
-            # INFO, not DEBUG: how often a busy store makes jobs wait is worth seeing in the log
+            # INFO: how often a busy store makes jobs wait is worth seeing
             log.info("MLflow store busy during %s (%s); retry %d%s in %.1f s", what,
                      first_line(error)[:300], attempt + 1,
                      f" of {attempts - 1}" if window_s is None else "", wait)
@@ -150,8 +138,7 @@ def with_retries(
     raise AssertionError("unreachable")
 
 
-# What a store that may answer again says: SQLite's lock, a server that is stalled, restarting
-# or overloaded (requests' and urllib3's words, as MLflow passes them on), a 5xx answer.
+# What a store that may answer again says (SQLite, requests and urllib3 as MLflow passes them on)
 TRANSIENT_MARKERS = ("locked", "busy", "timed out", "timeout", "connection refused",
                      "connection reset", "connection aborted", "max retries exceeded",
                      "remote end closed", "temporarily unavailable", "error code 502",

@@ -19,8 +19,7 @@ if SubmititSlurmLauncher is not None:
             """One job, on a node."""
             from lrexp.sweep import slurm
 
-            # zero-argument super: Hydra's plugin scan re-executes this module in the job, so
-            # the name LrexpSlurmLauncher may be another class object than this one's
+            # zero-argument super: Hydra's plugin scan re-executes this module (another class)
             run = super().__call__
             return slurm.run_job(lambda: run(*args))
 

@@ -15,7 +15,7 @@ __all__ = ["plot", "plot_overlay", "plot_probes", "plot_schedule", "save_figure"
 
 _MARKERS = {"default": ("*", "tab:red", 14), "edge": ("^", "tab:brown", 8),
             "steepest": ("o", "tab:orange", 7), "minimum": ("s", "tab:green", 7),
-            "valley": ("D", "tab:purple", 7), "descent": ("v", "tab:blue", 8)}
+            "valley": ("D", "tab:purple", 7), "descent": ("v", "tab:cyan", 8)}
 
 
 def plot(result: RangeTestResult, ax: Axes | None = None, *, title: str | None = None) -> Figure:

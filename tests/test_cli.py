@@ -125,6 +125,13 @@ def test_an_unknown_key_inside_a_group_names_the_closest_key(overrides, where, c
     assert f"+{overrides[-1]}" in message  # how to add it, where the user meant to
 
 
+@pytest.mark.parametrize("override", ["experiment.foo=1", "sweep.foo=1"])
+def test_a_key_under_a_preset_group_is_left_to_hydra(override):
+    from lrexp.app.main import _refuse_unknown_settings
+
+    _refuse_unknown_settings([override])  # not in the composed config: no half-empty paragraph
+
+
 def test_a_key_of_the_users_own_net_is_checked_in_their_config_dir(tmp_path):
     from lrexp.app.main import _refuse_unknown_settings
 

@@ -2,10 +2,12 @@ import numpy as np
 import pytest
 
 from lrexp.engine.curve import smooth, zero_lag
+from lrexp.engine.result import RangeTestResult
 from lrexp.engine.suggest import (
     METHODS,
     MINIMUM_DIVISOR,
     assess,
+    descent_valley_lr,
     minimum,
     steepest,
     suggest,
@@ -398,3 +400,24 @@ def test_the_valley_is_not_read_off_a_handful_of_points():
     # the default falls back to the minimum's LR / DESCENT_FALLBACK_DIVISOR
     expected = minimum(lrs, losses).lr * MINIMUM_DIVISOR / DESCENT_FALLBACK_DIVISOR
     assert suggest(lrs, losses).lr == pytest.approx(expected)
+
+
+def test_the_descent_never_lands_past_a_fifth_of_the_blowup():
+    """On a linear ramp the valley sits near the blow-up (a third of the LRs per point past the
+    fall): twice it would lie past the blow-up, so the default stops at the blow-up's LR / 5."""
+    lrs = np.linspace(1e-3, 1, 100)
+    losses = 2 - 0.5 * np.tanh(5 * (lrs - 0.3)) + np.where(lrs > 0.9, 10 ** (20 * (lrs - 0.9)), 0)
+    res = RangeTestResult(lrs, losses, losses)
+    s = res.suggest()
+    assert res.blowup_lr is not None and 2 * descent_valley_lr(lrs, losses) > res.blowup_lr / 5
+    assert s.lr == pytest.approx(res.blowup_lr / 5)
+
+
+def test_a_default_below_the_tested_range_is_low_and_says_lower_min_lr():
+    # 12 points, the minimum at the third: too short for a valley, and its LR / 10 lies below
+    # the first LR
+    lrs = np.geomspace(1e-3, 10, 12)
+    losses = np.array([2.0, 1.0, 0.5, 0.6, 0.9, 1.5, 3, 6, 12, 50, 200, 800])
+    s = suggest(lrs, losses)
+    assert s.lr < lrs[0] and s.confidence == "low" and "lower min_lr" in s.reason
+

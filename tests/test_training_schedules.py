@@ -152,6 +152,17 @@ def test_a_curve_without_a_suggestion_raises_one_clear_error(res, name):
         res.make_scheduler(sgd(), name, total_steps=10, step_size_up=5)
 
 
+def test_a_curve_that_never_fell_gives_a_rough_guess_but_no_schedule():
+    # it wobbles in its noise: it never falls and never blows up, so nothing bounds a cycle
+    res = RangeTestResult(np.geomspace(1e-6, 1e-3, 60), 2 + 0.01 * np.sin(2.0 * np.arange(60)),
+                          np.full(60, 2.0))
+    guess = res.suggest()
+    assert guess.lr is not None and guess.confidence == "low" and guess.interval is None
+    for name in ("onecycle", "cyclic"):
+        with pytest.raises(ScheduleBoundsError, match="by hand"):
+            res.schedule(name)
+
+
 def test_the_error_is_a_value_error_exported_at_the_top():
     assert lrexp.ScheduleBoundsError is ScheduleBoundsError
     assert issubclass(ScheduleBoundsError, ValueError)

@@ -166,30 +166,35 @@ def _refuse_unknown_nested_keys(nested: list[Any], overrides: list[str],
                                 folders: list[Path]) -> None:
     """``net.chanels=3``: the closest key of the composed net (of each net a sweep names),
     instead of Hydra's "Key 'chanels' is not in struct"."""
-    import difflib
-
     choices = [o for o in _parsed(overrides) if "." not in o.key_or_group
                and not o.key_or_group.startswith("hydra") and not o.is_delete()]
+    composed: dict[tuple[str, str | None], dict[str, Any] | None] = {}  # a sweep's nets, once
     for override in nested:
         group = override.key_or_group.split(".")[0]
         for option in _options_of(group, choices):
-            config = _composed(choices, group, option, folders[1:])
+            if (group, option) not in composed:
+                composed[group, option] = _composed(choices, group, option, folders[1:])
+            config = composed[group, option]
             if config is None:
                 return  # Hydra cannot compose it either: its own message follows
-            node, path = config, override.key_or_group.split(".")
-            for depth, key in enumerate(path):
-                if not isinstance(node, dict):
-                    break  # a list or a value: Hydra checks what lies below
-                if key not in node:
-                    where = ".".join(path[:depth]) + (f" (with {group}={option})" if option
-                                                      else "")
-                    close = difflib.get_close_matches(key, sorted(map(str, node)), n=1)
-                    hint = f" (did you mean {close[0]}?)" if close else ""
-                    _refuse(f"Unknown setting {override.input_line}: {where} has no key "
-                            f"{key}{hint}; nothing was run. Its keys: "
-                            f"{', '.join(sorted(map(str, node)))}. To add a key that is not "
-                            f"there, write +{override.input_line}.")
-                node = node[key]
+            _refuse_a_missing_key(override, config, f" (with {group}={option})" if option else "")
+
+
+def _refuse_a_missing_key(override: Any, config: dict[str, Any], picked: str) -> None:
+    import difflib
+
+    node, path = config, override.key_or_group.split(".")
+    for depth, key in enumerate(path):
+        if not isinstance(node, dict) or (depth == 0 and key not in node):
+            return  # a list or a value below, or a preset group: Hydra checks those
+        if key not in node:
+            close = difflib.get_close_matches(key, sorted(map(str, node)), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            _refuse(f"Unknown setting {override.input_line}: {'.'.join(path[:depth])}{picked} "
+                    f"has no key {key}{hint}; nothing was run. Its keys: "
+                    f"{', '.join(sorted(map(str, node)))}. To add a key that is not there, "
+                    f"write +{override.input_line}.")
+        node = node[key]
 
 
 def _options_of(group: str, choices: list[Any]) -> list[str | None]:
@@ -266,6 +271,11 @@ def _require_launcher_extra(overrides: list[str]) -> None:
                 "jobs one after another.")
 
 
+# Flags after which lrexp only prints (Hydra's): a reader that stops early is no failure.
+_PRINT_ONLY = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--resolve"}
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a command killed by it
+
+
 def main() -> None:
     try:
         _checked_main()
@@ -273,6 +283,8 @@ def main() -> None:
         # the reader went away (`--help | head`): nothing is left to tell it; Python's own
         # flush of stdout at exit would raise again, so stdout goes nowhere from here
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        printing_only = any(word.split("=")[0] in _PRINT_ONLY for word in sys.argv[1:])
+        raise SystemExit(0 if printing_only else EXIT_BROKEN_PIPE) from None
 
 
 def _checked_main() -> None:

@@ -2,8 +2,8 @@
 
 Every rule reads the zero-lag smoothing of the finished curve (``lrexp.engine.curve.zero_lag``), not
 the lagging online EMA, and returns a ``Suggestion`` carrying the curve's confidence verdict.
-A rule never raises on a poor curve: when the curve is too short or non-finite, ``lr`` is None
-and ``reason`` says why (the peers crash there or answer silently).
+A rule never raises on a poor curve: when the curve is too short, constant or non-finite,
+``lr`` is None and ``reason`` says why (the peers crash there or answer silently).
 
 * ``steepest``: steepest descent of the loss w.r.t. log LR, searched only up to the minimum so
   a drop after divergence is never picked (torch-lr-finder's rule, made safe).
@@ -27,8 +27,9 @@ and ``reason`` says why (the peers crash there or answer silently).
 The verdict (``assess``) compares how far the loss fell with its minibatch noise, checks that
 the loss turned up again before the test ended, and gives the interval of LRs the curve
 supports: from where the loss has made half its fall to where it bottoms out. A curve whose
-loss never fell below its noise still gets the rule's LR, as a "low" rough guess; "none" (no
-LR) is left for curves that cannot be read at all. A suggestion past the zero-lag minimum (on
+loss never fell below its noise still gets the rule's LR, as a "low" rough guess (without an
+interval: nothing on the curve bounds it); "none" (no LR) is left for curves that cannot be
+read at all (too short, constant, non-finite). A suggestion past the zero-lag minimum (on
 the rising side), or an interval wholly past it, is never "high"; nor is one that a second,
 independent reading of the curve places more than ``AGREEMENT_DECADES`` away.
 
@@ -69,9 +70,9 @@ FALL_NONE, FALL_HIGH = 2.0, 5.0
 # the rest keeps clear of the edge where the loss turns up. The unlagged minimum needs only
 # that second part.
 MINIMUM_DIVISOR = 2.0
-# The default's constants, chosen on the tuning families of scripts/bench_suggest.py only
-# (scripts/bench_suggest.md): from scratch, hits on the tuning split are level from 10 to 30
-# for EDGE_DIVISOR (the middle, 20, taken). Fine-tuning: a pretrained net's best constant LR
+# The rules' constants, chosen on the tuning families of scripts/bench_suggest.py only
+# (scripts/bench_suggest.md): for the blow-up rule, hits on the tuning split are level from 10
+# to 30 for EDGE_DIVISOR (the middle, 20, taken). Fine-tuning: a pretrained net's best constant LR
 # lies further below its curve's minimum than a fresh one's (its weights are already good, and
 # a large LR first wrecks them; on a few dozen labels the training loss keeps falling at LRs
 # that overfit); the tuning split's fine-tuning curves hit most at 30.
@@ -219,9 +220,10 @@ def _assess(curve: _Curve) -> Verdict:
         if blowup is None:
             # still a reading: on the benchmark's tuning split the default's LR on such curves
             # trained well about as often as elsewhere (9 of 14 trials)
+            # no interval: nothing on the curve bounds the LRs (schedules refuse it too)
             return Verdict("low", f"{fell}: it never fell below its noise and never blew up, "
                            "so the suggestion is a rough guess; raise max_lr or num_iter, or "
-                           "check that the model learns.", _interval(curve, peak, fall), widths)
+                           "check that the model learns.", None, widths)
         return Verdict("low", f"{fell}: it never fell below its noise before it blew up (LR "
                        f"{curve.blowup_lr:.3g}), so the suggestion is a rough guess; raise "
                        "num_iter or batch_size, or lower min_lr if the loss was already low "
@@ -356,10 +358,11 @@ def _past_minimum_checked(suggestion: Suggestion, curve: _Curve) -> Suggestion:
 def _second_reading(suggestion: Suggestion, curve: _Curve) -> tuple[float | None, str]:
     """An independent reading of the curve to weigh ``suggestion`` against, and its name: the
     blow-up rule's for the descent's valley, the valley for every other rule."""
-    if suggestion.method != "descent":
+    if suggestion.method not in ("descent", "default (descent)"):
         return _valley_of(curve), "the valley of its longest descent"
     if curve.blowup_lr is None:
-        return float(curve.lrs[curve.best]) / MINIMUM_DIVISOR, "its minimum's LR / 2"
+        return (float(curve.lrs[curve.best]) / MINIMUM_DIVISOR,
+                f"its minimum's LR / {MINIMUM_DIVISOR:g}")
     return curve.blowup_lr / EDGE_DIVISOR, f"the blow-up's LR / {EDGE_DIVISOR:g}"
 
 
@@ -379,7 +382,7 @@ def _agreement_checked(suggestion: Suggestion, curve: _Curve) -> Suggestion:
 def checked(suggestion: Suggestion, lrs: npt.ArrayLike, losses: npt.ArrayLike,
             agreement: bool = True) -> Suggestion:
     """A "high" ``suggestion`` made "low" where it lies past the curve's minimum or (with
-    ``agreement``) where the descent's valley (``descent_valley_lr``) lies more than
+    ``agreement``) where a second reading of the curve (``_second_reading``) lies more than
     ``AGREEMENT_DECADES`` away."""
     curve = _readable_curve(lrs, losses)
     return suggestion if isinstance(curve, str) else _checked(suggestion, curve, agreement)
@@ -418,8 +421,9 @@ def _valley_of(curve: _Curve) -> float | None:
 
 
 def _interval_holding(suggestion: Suggestion) -> Suggestion:
-    """The supported interval widened to hold the suggestion, where a rule (the fine-tuning
-    rule, the valley's cap) places it outside the LRs the curve alone supports."""
+    """The supported interval widened to hold the suggestion, where a rule (the descent's
+    factor, the fine-tuning rule's move to the valley) places it outside the LRs the curve
+    alone supports."""
     if suggestion.lr is None or suggestion.interval is None:
         return suggestion
     low, high = suggestion.interval
@@ -494,11 +498,7 @@ def edge(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
         return replace(minimum(lrs, losses), method="edge")
     suggestion = _with_verdict(Suggestion(curve.blowup_lr / EDGE_DIVISOR, "edge", curve.blowup),
                                curve)
-    if suggestion.lr < curve.lrs[0]:  # the blow-up came too soon for the rule's distance
-        return replace(suggestion, confidence="low", reason=(
-            f"the loss blew up at LR {curve.blowup_lr:.3g}, so close to min_lr that the "
-            f"suggestion lies below the tested range; lower min_lr. {suggestion.reason}"))
-    return suggestion
+    return _below_range_checked(suggestion, curve)
 
 
 def _longest_decreasing_run(values: FloatArray) -> tuple[int, int]:
@@ -535,17 +535,33 @@ def valley(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
 
 
 def descent(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
-    """The descent's valley (``descent_valley_lr``) times ``DESCENT_FACTOR``; the LR at the
-    loss's minimum / ``DESCENT_FALLBACK_DIVISOR`` where the curve is too short for a valley."""
+    """The descent's valley (``descent_valley_lr``) times ``DESCENT_FACTOR``, at most the
+    blow-up's LR / 5 (the top of the supported interval); the LR at the loss's minimum /
+    ``DESCENT_FALLBACK_DIVISOR`` where the curve is too short for a valley."""
     curve = _readable_curve(lrs, losses)
     if isinstance(curve, str):
         return Suggestion(None, "descent", reason=curve)
     valley_lr = _valley_of(curve)
     if valley_lr is None:
-        return _below_minimum(lrs, losses, DESCENT_FALLBACK_DIVISOR, "descent")
-    lr = valley_lr * DESCENT_FACTOR
-    index = int(np.argmin(np.abs(np.log(curve.lrs / lr))))  # the curve point nearest the LR
-    return _with_verdict(Suggestion(lr, "descent", index), curve)
+        suggestion = _below_minimum(lrs, losses, DESCENT_FALLBACK_DIVISOR, "descent")
+    else:
+        # the factor was chosen on exponential ramps; on a linear one twice the valley can
+        # land past the blow-up
+        ceiling = curve.blowup_lr / INTERVAL_BELOW_EDGE[1] if curve.blowup_lr else math.inf
+        lr = min(valley_lr * DESCENT_FACTOR, ceiling)
+        index = int(np.argmin(np.abs(np.log(curve.lrs / lr))))  # the curve point nearest it
+        suggestion = _with_verdict(Suggestion(lr, "descent", index), curve)
+    return _below_range_checked(suggestion, curve)
+
+
+def _below_range_checked(suggestion: Suggestion, curve: _Curve) -> Suggestion:
+    """"low", saying so, where a rule's distance puts the LR below the tested range."""
+    if suggestion.lr is None or suggestion.lr >= curve.lrs[0]:
+        return suggestion
+    return replace(suggestion, confidence="low", reason=(
+        f"the suggestion (LR {suggestion.lr:.3g}) lies below the tested range (from LR "
+        f"{curve.lrs[0]:.3g}): the curve's descent came too soon; lower min_lr. "
+        f"{suggestion.reason}"))
 
 
 METHODS: dict[str, Callable[..., Suggestion]] = {
@@ -581,7 +597,8 @@ def suggest(lrs: npt.ArrayLike, losses: npt.ArrayLike, method: str = "default",
     result = METHODS[name](lrs, losses)
     curve = _readable_curve(lrs, losses)  # read once for the checks and the move below
     if not isinstance(curve, str):
-        # the verdict weighs the rule's own reading against the valley; the default then moves
+        # the verdict weighs the rule's own reading against a second one; the fine-tuning
+        # default then moves to the valley where the two part
         result = _checked(result, curve)
         if method == "default" and pretrained:
             result = _moved_by_valley(result, curve)

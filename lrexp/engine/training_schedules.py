@@ -25,8 +25,9 @@ where the loss barely moves, spending the warm-up there; where no start can be r
 the fall; the top used here lies closer to the edge: a one-cycle peak is visited briefly,
 unlike a constant LR.)
 
-A curve with no suggestion (too short, flat, never falling: ``Verdict.confidence`` "none") has
-no bounds: ``ScheduleBoundsError`` says why and what to do. The settings are as trustworthy as
+A curve without a supported interval (too short, constant, or a loss that never fell below its
+noise and never blew up: its suggestion is at most a rough guess) has no bounds:
+``ScheduleBoundsError`` says why and what to do. The settings are as trustworthy as
 the result's verdict (``RangeTestResult.verdict``), which says so where they are weak.
 """
 

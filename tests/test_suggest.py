@@ -342,7 +342,7 @@ def test_pretrained_switches_the_default_to_the_fine_tuning_rule_and_says_so():
     assert (scratch.regime, tuned.regime) == ("from scratch", "fine-tuning")
     assert tuned.method == "default (finetune)" and "fine-tuning" in tuned.reason
     assert tuned.lr == pytest.approx(lrs[np.nanargmin(zero_lag(losses))] / FINE_TUNING_DIVISOR)
-    assert tuned.lr < scratch.lr
+    assert scratch.method == "default (descent)" and "from scratch" in scratch.reason
 
 
 def test_the_verdict_of_a_pretrained_curve_says_it_was_read_as_fine_tuning():
@@ -403,13 +403,17 @@ def test_the_valley_is_not_read_off_a_handful_of_points():
 
 
 def test_the_descent_never_lands_past_a_fifth_of_the_blowup():
-    """On a linear ramp the valley sits near the blow-up (a third of the LRs per point past the
-    fall): twice it would lie past the blow-up, so the default stops at the blow-up's LR / 5."""
+    """On a linear ramp the valley sits near the blow-up (each point adds as much LR as the
+    whole fall spans): DESCENT_FACTOR times it would lie past a fifth of the blow-up, so the
+    default stops there."""
     lrs = np.linspace(1e-3, 1, 100)
     losses = 2 - 0.5 * np.tanh(5 * (lrs - 0.3)) + np.where(lrs > 0.9, 10 ** (20 * (lrs - 0.9)), 0)
     res = RangeTestResult(lrs, losses, losses)
     s = res.suggest()
-    assert res.blowup_lr is not None and 2 * descent_valley_lr(lrs, losses) > res.blowup_lr / 5
+    from lrexp.engine.suggest import DESCENT_FACTOR
+
+    unbounded = DESCENT_FACTOR * descent_valley_lr(lrs, losses)
+    assert res.blowup_lr is not None and unbounded > res.blowup_lr / 5
     assert s.lr == pytest.approx(res.blowup_lr / 5)
 
 

@@ -218,17 +218,7 @@ def _assess(curve: _Curve) -> Verdict:
     fell = f"the loss fell {fall:.3g} ({widths:.1f} noise widths of {noise:.2g})"
     blowup = curve.blowup
     if widths < FALL_NONE:
-        if blowup is None:
-            # still a reading: on the benchmark's tuning split the default's LR on such curves
-            # trained well about as often as elsewhere (9 of 14 trials)
-            # no interval: nothing on the curve bounds the LRs (schedules refuse it too)
-            return Verdict("low", f"{fell}: it never fell below its noise and never blew up, "
-                           "so the suggestion is a rough guess; raise max_lr or num_iter, or "
-                           "check that the model learns.", None, widths)
-        return Verdict("low", f"{fell}: it never fell below its noise before it blew up (LR "
-                       f"{curve.blowup_lr:.3g}), so the suggestion is a rough guess; raise "
-                       "num_iter or batch_size, or lower min_lr if the loss was already low "
-                       "where the test began.", _interval(curve, peak, fall), widths)
+        return _rough_guess(curve, fell, widths, peak, fall)
     interval = _interval(curve, peak, fall)
     rise_after = float(trend[best:].max() - trend[best])
     if blowup is None and rise_after < max(noise, 0.1 * fall):
@@ -251,6 +241,21 @@ def _assess(curve: _Curve) -> Verdict:
     turned = (f"blew up at LR {curve.blowup_lr:.3g}" if blowup is not None
               else f"turned up after LR {curve.lrs[best]:.3g}")
     return Verdict("high", f"{fell} and {turned}.", interval, widths)
+
+
+def _rough_guess(curve: _Curve, fell: str, widths: float, peak: float, fall: float) -> Verdict:
+    """The verdict of a curve whose loss never fell below its noise: still a reading (on the
+    benchmark's tuning split the default's LR on such curves trained well about as often as
+    elsewhere), "low"; without a blow-up nothing bounds the LRs, so no interval (and no
+    schedule bounds)."""
+    if curve.blowup is None:
+        return Verdict("low", f"{fell}: it never fell below its noise and never blew up, so "
+                       "the suggestion is a rough guess; raise max_lr or num_iter, or check "
+                       "that the model learns.", None, widths)
+    return Verdict("low", f"{fell}: it never fell below its noise before it blew up (LR "
+                   f"{curve.blowup_lr:.3g}), so the suggestion is a rough guess; raise "
+                   "num_iter or batch_size, or lower min_lr if the loss was already low where "
+                   "the test began.", _interval(curve, peak, fall), widths)
 
 
 @dataclass(frozen=True)

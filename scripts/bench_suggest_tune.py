@@ -264,15 +264,9 @@ def print_cross_validation(results) -> None:
 
 
 def hits(results, rule, cases):
-    total = count = 0
-    for r in results:
-        if r["case"] not in cases:
-            continue
-        for t in r["trials"]:
-            lrs, losses = np.asarray(t["curve"]["lrs"]), np.asarray(t["curve"]["losses"])
-            total += hit(r["grid"], rule(lrs, losses, r["pretrained"]))
-            count += 1
-    return total, count
+    """(hits, trials) of ``rule`` on ``cases``."""
+    trials = sum(len(r["trials"]) for r in results if r["case"] in cases)
+    return sum(per_case_hits(results, rule, cases).values()), trials
 
 
 def log_error(results, rule, cases):

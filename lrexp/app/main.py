@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from lrexp.app.schema import register
 from lrexp.run import stops
-from lrexp.run.life import EXIT_BAD_INPUT
+from lrexp.run.life import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE
 
 register()
 
@@ -145,7 +145,8 @@ def _refuse_unknown_settings(overrides: list[str]) -> None:
         return  # a primary config of the user's own: its keys are not lrexp's schema
     groups = {path.name for folder in folders for path in folder.iterdir() if path.is_dir()}
     known = {field.name for field in dataclasses.fields(LrexpConfig)} | groups | {"hydra"}
-    settings = [override for override in _parsed(overrides) if not (
+    parsed = _parsed(overrides)
+    settings = [override for override in parsed if not (
         override.is_add() or override.is_force_add() or override.is_delete())]
     for override in settings:
         top = override.key_or_group.split(".")[0].split("/")[0]
@@ -159,14 +160,14 @@ def _refuse_unknown_settings(overrides: list[str]) -> None:
     nested = [o for o in settings if "." in o.key_or_group and not o.key_or_group.startswith(
         "hydra.")]
     if nested:
-        _refuse_unknown_nested_keys(nested, overrides, folders)
+        _refuse_unknown_nested_keys(nested, parsed, folders)
 
 
-def _refuse_unknown_nested_keys(nested: list[Any], overrides: list[str],
+def _refuse_unknown_nested_keys(nested: list[Any], parsed: list[Any],
                                 folders: list[Path]) -> None:
     """``net.chanels=3``: the closest key of the composed net (of each net a sweep names),
     instead of Hydra's "Key 'chanels' is not in struct"."""
-    choices = [o for o in _parsed(overrides) if "." not in o.key_or_group
+    choices = [o for o in parsed if "." not in o.key_or_group
                and not o.key_or_group.startswith("hydra") and not o.is_delete()]
     composed: dict[tuple[str, str | None], dict[str, Any] | None] = {}  # a sweep's nets, once
     for override in nested:
@@ -199,13 +200,9 @@ def _refuse_a_missing_key(override: Any, config: dict[str, Any], picked: str) ->
 
 def _options_of(group: str, choices: list[Any]) -> list[str | None]:
     """The options of ``group`` the command line picks (each of a sweep's); None: its default."""
-    from hydra.core.override_parser.types import ChoiceSweep
-
     for override in choices:
         if override.key_or_group == group:
-            value = override.value()
-            return [str(v) for v in value.list] if isinstance(value, ChoiceSweep) else [
-                str(value)]
+            return list(_values(override))
     return [None]
 
 
@@ -232,12 +229,18 @@ def _composed(choices: list[Any], group: str, option: str | None,
 
 def _first(override: Any) -> str | None:
     """An override's value, or its sweep's first choice; None for a range or an interval."""
+    values = _values(override)
+    return values[0] if values else None
+
+
+def _values(override: Any) -> list[str]:
+    """An override's value, or each choice of its sweep; none for a range or an interval."""
     from hydra.core.override_parser.types import ChoiceSweep
 
     value = override.value()
     if isinstance(value, ChoiceSweep):
-        return str(value.list[0])
-    return None if override.is_sweep_override() else override.get_value_element_as_str()
+        return [str(v) for v in value.list]
+    return [] if override.is_sweep_override() else [override.get_value_element_as_str()]
 
 
 def _refuse_words_for_numbers(overrides: list[str]) -> None:
@@ -273,7 +276,6 @@ def _require_launcher_extra(overrides: list[str]) -> None:
 
 # Flags after which lrexp only prints (Hydra's): a reader that stops early is no failure.
 _PRINT_ONLY = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--resolve"}
-EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a command killed by it
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 
 # EX_UNAVAILABLE, "a service is unavailable". A job sbatch refuses as configured is the user's
 # setting: exit 2, as every configuration mistake.
 EXIT_CLUSTER_UNAVAILABLE = 69
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a reader that went away
 
 # The runner's own statuses, beside the engine's stop reasons (which are finished runs); FINISHED,
 # KILLED and FAILED are also how MLflow closes runs.

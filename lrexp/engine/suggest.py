@@ -551,8 +551,8 @@ def descent(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
     if valley_lr is None:
         suggestion = _below_minimum(lrs, losses, DESCENT_FALLBACK_DIVISOR, "descent")
     else:
-        # the factor was chosen on exponential ramps; on a linear one twice the valley can
-        # land past the blow-up
+        # the factor was chosen on exponential ramps; on a linear one DESCENT_FACTOR times
+        # the valley can land past the blow-up
         ceiling = curve.blowup_lr / INTERVAL_BELOW_EDGE[1] if curve.blowup_lr else math.inf
         lr = min(valley_lr * DESCENT_FACTOR, ceiling)
         index = int(np.argmin(np.abs(np.log(curve.lrs / lr))))  # the curve point nearest it

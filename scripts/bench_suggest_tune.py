@@ -292,10 +292,15 @@ def main() -> None:
                              "a scan that shows them invites choosing on them)")
     parser.add_argument("--cross-validate", action="store_true",
                         help="only the leave-one-family-out comparison of the rule families")
+    parser.add_argument("--verify-cv", action="store_true",
+                        help="only the leave-one-family-out comparison of verify variants")
     args = parser.parse_args()
     results = load_results(*args.results)
     if args.cross_validate:
         print_cross_validation(results)
+        return
+    if args.verify_cv:
+        print_verify_cross_validation(results)
         return
 
     def shown(counts):
@@ -384,6 +389,64 @@ def print_verify_scan(results, show_held_out: bool, top: int = 12) -> None:
             keeps = "default" if keep else "lowest"
             print(f"| {fs} | {kind} | {horizon} | {tolerance} | {halving or '-'} | {keeps} | "
                   f"{-cost} | {counts['tuning'][0]}/{counts['tuning'][1]} | {shown} |")
+
+
+# The verify variants the leave-one-family-out scan compares: at most ``VERIFY_BUDGET`` probe
+# steps (the range test's 100 points cost about as much as 80 probe steps and their held-out
+# evaluations; scripts/bench_suggest.md, "Verify cost").
+VERIFY_BUDGET = 80
+CV_VERIFY_FACTORS = ((1 / 3, 1), (1, 3), (1 / 3, 1, 3), (1 / 10, 1 / 3, 1), (1 / 10, 1))
+
+
+def verify_variants():
+    """(factors, judge, horizon, tolerance, halving, keeps the default) within the budget."""
+    return [(f, kind, h, tol, None, keep) for f in CV_VERIFY_FACTORS
+            for kind in ("holdout", "val") for h in (20, 30, 40)
+            for tol in (0.0, 0.02, 0.05, 0.1, 0.2) for keep in (False, True)
+            if len(f) * h <= VERIFY_BUDGET and (keep or tol < 0.2)]
+
+
+def print_verify_cross_validation(results) -> None:
+    """Leave one family out over the verify variants, per regime and judge: each family scored
+    with the variant that hits most on the other families (ties: the cheaper, then the first)."""
+    default = lrexp_rule("default")
+    anchors: dict[int, float | None] = {}
+
+    def anchor(lrs, losses, pretrained=False):
+        key = hash((lrs.tobytes(), losses.tobytes(), pretrained))
+        if key not in anchors:
+            anchors[key] = default(lrs, losses, pretrained)
+        return anchors[key]
+
+    print("\n## verify, leave one family out (tuning split)\n")
+    print("| regime | judge | horizons | cross-validated hits | default's hits | trials | "
+          "variants chosen |\n|---|---|---|---|---|---|---|")
+    for regime in ("from scratch", "fine-tuning"):
+        chosen = [r for r in results if r["split"] == "tuning"
+                  and r["pretrained"] == (regime == "fine-tuning")]
+        family_of = {r["case"]: r["family"] for r in chosen}
+        default_hits = sum(per_case_hits(chosen, default, set(family_of)).values())
+        trials = sum(len(r["trials"]) for r in chosen)
+        for judge, horizons in [(j, h) for j in ("holdout", "val") for h in ((20, 30, 40), (30,))]:
+            variants = [v for v in verify_variants() if v[1] == judge and v[2] in horizons]
+            tables = [replay_verify(chosen, anchor, *v) for v in variants]
+            total, picks = 0, []
+            for family in sorted(set(family_of.values())):
+                def outside(table, family=family, family_of=family_of):
+                    return sum(sum(h) for c, h in table.items() if family_of[c] != family)
+                best = max(range(len(variants)), key=lambda i: (
+                    outside(tables[i]), -len(variants[i][0]) * variants[i][2]))
+                picks.append(best)
+                total += sum(sum(h) for c, h in tables[best].items() if family_of[c] == family)
+            named = {}
+            for i in picks:
+                f, _, h, tol, _, keep = variants[i]
+                name = (f"{','.join(f'{x:.3g}' for x in f)} at {h}, tol {tol}, "
+                        f"{'keeps default' if keep else 'lowest'}")
+                named[name] = named.get(name, 0) + 1
+            spread = "; ".join(f"{k}: {v}" for k, v in named.items())
+            print(f"| {regime} | {judge} | {', '.join(map(str, horizons))} | {total} | "
+                  f"{default_hits} | {trials} | {spread} |")
 
 
 def print_verdict_scan(results, show_held_out: bool) -> None:

@@ -257,3 +257,26 @@ def test_no_candidate_lies_below_the_tested_range():
     default = result.suggest().lr
     assert default / 3 < lrs[0] <= default
     assert [lr for lr, _ in candidate_lrs(result)] == pytest.approx([default])
+
+
+def test_fine_tuning_takes_the_lower_lr_of_a_near_tie():
+    """Fine-tuning's rule: the lowest LR whose held-out loss is within FINE_TUNING_WITHIN of the
+    best, where the from-scratch rule keeps the default unless clearly beaten."""
+    from lrexp.engine.result import Probe, Verification, _probes_outcome
+    from lrexp.engine.verify import DEFAULT_SOURCE, FINE_TUNING_WITHIN, choose
+
+    def probes(lower_loss, default_loss=1.0):
+        return [Probe(0.01, "default x0.333", lower_loss), Probe(0.03, DEFAULT_SOURCE,
+                                                                    default_loss)]
+
+    near_tie = probes(1.0 + FINE_TUNING_WITHIN / 2)  # the lower LR is a hair worse
+    assert choose(near_tie, pretrained=True) == 0
+    assert choose(near_tie) == 1
+    assert choose(probes(1.0 + 2 * FINE_TUNING_WITHIN), pretrained=True) == 1  # clearly worse
+    assert choose(probes(0.99), pretrained=True) == 0  # a small lead suffices: no margin to beat
+    assert choose(probes(0.99)) == 1
+    assert choose(probes(math.inf), pretrained=True) == 1
+    assert choose(probes(math.inf, math.inf), pretrained=True) is None
+    # the outcome in words says it was a near tie, not a clear win
+    said = _probes_outcome(Verification(near_tie, 0, 30, 1.0, "holdout"), near_tie[0])
+    assert "about as well" in said and "clearly" not in said

@@ -105,7 +105,7 @@ def range_test(
     With ``verify=True``, short trainings of ``verify_steps`` steps at the default suggestion
     and a third of it (``lrexp.engine.verify``) each start from the initial state, and
     ``result.suggest()`` returns the default unless the lower LR trained clearly better on
-    held-out data (method "verified").
+    held-out data, or, with ``pretrained=True``, about as well (method "verified").
 
     With ``repeats=k > 1``, k tests run from the same initial state with different data orders:
     repeat 0 with the random state as it is (the ``repeats=1`` curve), repeat i >= 1 after
@@ -403,7 +403,8 @@ def _verify(result: RangeTestResult, trainer: _Trainer, snapshot: _Snapshot,
     evaluate = None if judge is None else functools.partial(_evaluate, trainer, judge)
     loss_kind = "val" if val_loader is not None else "holdout" if holdout else "train"
     try:
-        result.verification = run_probes(candidates, train, evaluate, steps, loss_kind)
+        result.verification = run_probes(candidates, train, evaluate, steps, loss_kind,
+                                         result.pretrained)
     except KeyboardInterrupt as interrupt:
         log.warning("Verify interrupted; keeping the probes that finished.")
         result.verification = getattr(interrupt, "verification", None)

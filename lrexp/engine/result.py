@@ -122,7 +122,10 @@ def _probes_outcome(verification: Verification, chosen: Probe) -> str:
     default = next((p for p in others if p.at_default), None)
     against = ("the default's probe diverged" if default is None or not math.isfinite(default.loss)
                else f"against the default's {default.loss:.4g} at LR {default.lr:.3g}")
-    return (f"{done}: LR {chosen.lr:.3g} ({chosen.source}) trained clearly better "
+    if default is not None and chosen.loss >= default.loss:  # the fine-tuning rule's tie
+        return (f"{done}: LR {chosen.lr:.3g} ({chosen.source}) trained about as well "
+                f"({chosen.loss:.4g}, {against}); fine-tuning takes the lower LR of a near tie.")
+    return (f"{done}: LR {chosen.lr:.3g} ({chosen.source}) trained better "
             f"({chosen.loss:.4g}, {against}).")
 
 @dataclass

@@ -180,6 +180,24 @@ def valley_times(k):
     return reads_curve(read)
 
 
+def blowup_when_noisy(wk):
+    """The valley x 1.5 (as ``valley_times``), but the blow-up / k where the loss fell less
+    than w noise widths before it blew up (the engine's descent: w = FALL_HIGH, k = 20)."""
+    widths_below, k = wk
+    valley = valley_times(1.5)
+
+    def rule(lrs, losses, pretrained=False):
+        c = _curve(lrs, losses)
+        if c is None:
+            return None
+        peak = float(c.trend[: c.best + 1].max())
+        widths = (peak - float(c.trend[c.best])) / c.noise if c.noise > 0 else math.inf
+        if c.blowup_lr is not None and widths < widths_below:
+            return c.blowup_lr / k
+        return valley(lrs, losses)
+    return rule
+
+
 FAMILIES = {
     "median of blow-up/20, EMA minimum/10, valley; / k": (median_of_three,
                                                           [0.3, 0.5, 0.7, 1, 1.5, 2, 3, 5]),
@@ -207,6 +225,10 @@ CV_FAMILIES = {
     "blow-up / k1, at most valley x k2": (edge_capped_at_valley, [
         (k1, k2) for k1 in (10, 20, 30, 50) for k2 in (1, 2, 3, 5, 7, 10, 30, 1000)]),
     "valley x k": (valley_times, [0.3, 0.5, 0.7, 1, 1.5, 2, 3]),
+    "valley x 1.5; blow-up / k where the fall < 5 noise widths": (
+        blowup_when_noisy, [(5, k) for k in (10, 20, 30, 50)]),
+    "the same, w widths scanned too": (blowup_when_noisy, [
+        (w, k) for w in (2, 3, 5, 8, 12, 20, math.inf) for k in (10, 20, 30, 50)]),
     "EMA minimum / k (fastai k=10)": (ema_minimum, [3, 5, 7, 10, 15, 20, 30, 50]),
     "zero-lag minimum / k": (zl_minimum, [3, 5, 7, 10, 15, 20, 30, 50]),
     "edge (blow-up / k)": (edge, [10, 20, 30, 50, 70, 100]),
@@ -292,12 +314,17 @@ def main() -> None:
                              "a scan that shows them invites choosing on them)")
     parser.add_argument("--cross-validate", action="store_true",
                         help="only the leave-one-family-out comparison of the rule families")
+    parser.add_argument("--verdict-features", action="store_true",
+                        help="only the hit rate by what a verdict could read off the curve")
     parser.add_argument("--verify-cv", action="store_true",
                         help="only the leave-one-family-out comparison of verify variants")
     args = parser.parse_args()
     results = load_results(*args.results)
     if args.cross_validate:
         print_cross_validation(results)
+        return
+    if args.verdict_features:
+        print_verdict_features(results)
         return
     if args.verify_cv:
         print_verify_cross_validation(results)
@@ -447,6 +474,55 @@ def print_verify_cross_validation(results) -> None:
             spread = "; ".join(f"{k}: {v}" for k, v in named.items())
             print(f"| {regime} | {judge} | {', '.join(map(str, horizons))} | {total} | "
                   f"{default_hits} | {trials} | {spread} |")
+
+
+def _curve_features(lrs, losses, pretrained: bool) -> dict[str, float] | None:
+    """What a verdict could read off a curve, for the default's suggestion: how far the loss
+    fell in noise widths, how far the rules disagree (decades), how far the default sits from
+    the minimum / 7 and from the blow-up / 20, and how many decades the descent spans."""
+    from lrexp.engine import suggest as rules
+
+    c = _curve(lrs, losses)
+    lr = lrexp_rule("default")(lrs, losses, pretrained)
+    if c is None or lr is None:
+        return None
+    peak = float(c.trend[: c.best + 1].max())
+    fall = peak - float(c.trend[c.best])
+    minimum = float(c.lrs[c.best]) / 7
+    edge = c.blowup_lr / 20 if c.blowup_lr is not None else minimum
+    readings = [x for x in (minimum, edge, rules.descent_valley_lr(lrs, losses),
+                            fastai_minimum(lrs, losses), lr) if x]
+    return {"fall in noise widths (log10)": math.log10(max(fall / c.noise, 1e-3))
+            if c.noise > 0 else 9.0,
+            "spread of the rules (decades)": math.log10(max(readings) / min(readings)),
+            "default vs minimum / 7 (decades)": abs(math.log10(lr / minimum)),
+            "default vs blow-up / 20 (decades)": abs(math.log10(lr / edge)),
+            "descent's span (decades)": math.log10(c.lrs[c.best] / c.lrs[c.start])}
+
+
+def print_verdict_features(results) -> None:
+    """Does anything a verdict could read off the curve predict a hit? The default's hit rate
+    below and above each feature's tercile cuts (tuning split)."""
+    rows = []
+    for r in results:
+        if r["split"] != "tuning":
+            continue
+        for t in r["trials"]:
+            lrs, losses = np.asarray(t["curve"]["lrs"]), np.asarray(t["curve"]["losses"])
+            features = _curve_features(lrs, losses, r["pretrained"])
+            if features is not None:
+                lr = lrexp_rule("default")(lrs, losses, r["pretrained"])
+                rows.append((hit(r["grid"], lr), features))
+    print(f"\n## verdict features: the default's hit rate by curve feature ({len(rows)} tuning "
+          f"trials, {sum(h for h, _ in rows)} hits)\n")
+    print("| feature | at most the 1st tercile | above the 2nd tercile |\n|---|---|---|")
+    hits = np.array([h for h, _ in rows], dtype=float)
+    for name in rows[0][1]:
+        values = np.array([f[name] for _, f in rows])
+        low, high = np.quantile(values, [1 / 3, 2 / 3])
+        below, above = hits[values <= low], hits[values > high]
+        print(f"| {name} | {below.mean():.0%} of {len(below)} | {above.mean():.0%} of "
+              f"{len(above)} |")
 
 
 def print_verdict_scan(results, show_held_out: bool) -> None:

@@ -393,7 +393,7 @@ def test_the_valley_is_not_read_off_a_handful_of_points():
         minimum,
     )
 
-    lrs = np.geomspace(1e-4, 10, 14)  # 8 left once the first tenth and last five are dropped
+    lrs = np.geomspace(1e-4, 10, 8)
     x = np.log10(lrs)
     losses = 2.0 - np.tanh(x + 3) + np.exp(3 * (x + 0.5)).clip(max=50)
     assert descent_valley_lr(lrs, losses) is None
@@ -418,24 +418,25 @@ def test_the_descent_never_lands_past_a_fifth_of_the_blowup():
 
 
 def test_a_default_below_the_tested_range_is_low_and_says_lower_min_lr():
-    from lrexp.engine.suggest import EDGE_DIVISOR
-
-    # the loss fell before the first LR and blew up a decade later: the blow-up's LR / 20
-    # lies below the first LR
-    lrs = np.geomspace(1e-3, 10, 14)
-    x = np.log10(lrs)
-    losses = 1.0 + 0.5 * np.tanh(-6 * (x + 2.4)) + 0.3 * np.exp(2.5 * (x + 2.4)).clip(max=1e3)
+    # 12 points, the minimum at the third: too short for a valley, and its LR / 10 lies below
+    # the first LR
+    lrs = np.geomspace(1e-3, 10, 12)
+    losses = np.array([2.0, 1.0, 0.5, 0.6, 0.9, 1.5, 3, 6, 12, 50, 200, 800])
     s = suggest(lrs, losses)
-    assert s.lr == pytest.approx(assess(lrs, losses).blowup_lr / EDGE_DIVISOR)
     assert s.lr < lrs[0] and s.confidence == "low" and "lower min_lr" in s.reason
 
 
-
 def test_a_fall_lost_in_the_noise_is_read_off_the_blowup():
-    """A loss that barely falls under heavy minibatch noise, then explodes at LR 1: its valley
-    is a noise dip (anywhere along the flat stretch), and the default reads the blow-up
-    instead, "low"; the same fall without the noise is read off its valley, "high"."""
-    from lrexp.engine.suggest import EDGE_DIVISOR, FALL_HIGH
+    """A loss that falls 0.2 near LR 1e-2 under minibatch noise of 0.2, then explodes past LR
+    1: its valley is a noise dip, and the default reads the blow-up instead, "low"; the same
+    fall with a hundredth of the noise is read off its valley, "high"."""
+    from lrexp.engine.suggest import (
+        DESCENT_FALLBACK_DIVISOR,
+        EDGE_DIVISOR,
+        FALL_HIGH,
+        MINIMUM_DIVISOR,
+        minimum,
+    )
 
     lrs = np.geomspace(1e-6, 10, 100)
     x = np.log10(lrs)
@@ -447,6 +448,13 @@ def test_a_fall_lost_in_the_noise_is_read_off_the_blowup():
     assert noisy.lr == pytest.approx(verdict.blowup_lr / EDGE_DIVISOR)
     assert 0.5 < verdict.blowup_lr <= 1.5 and noisy.confidence == "low"
     assert "blow-up's LR / 20" in noisy.reason
+    assert 0.05 < noisy.lr < 0.08  # the blow-up near LR 1, / 20
+    assert "past the curve's minimum" in noisy.reason  # the noise put the minimum lower
     clean = suggest(lrs, trend + noise / 100)
     assert assess(lrs, trend + noise / 100).fall_in_noise_widths >= FALL_HIGH
-    assert clean.method == "default (descent)" and clean.lr < 0.1
+    assert clean.confidence == "high" and clean.lr < 0.03  # the valley of the fall near 1e-2
+    # a curve too short for a valley keeps the minimum's fallback, whatever its noise reads
+    short = np.geomspace(1e-6, 10, 14)
+    short_losses = np.interp(np.log10(short), x, trend + noise)
+    assert suggest(short, short_losses).lr == pytest.approx(
+        minimum(short, short_losses).lr * MINIMUM_DIVISOR / DESCENT_FALLBACK_DIVISOR)

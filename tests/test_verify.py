@@ -248,10 +248,11 @@ def test_a_pretrained_result_probes_around_the_fine_tuning_default():
 
 
 def test_no_candidate_lies_below_the_tested_range():
-    """A short curve from 1e-3 whose default sits just above its first LR: a third of it
-    would be an LR the test never saw, so only the default is probed."""
+    """A short curve from 1e-3 whose default (its minimum's LR / 10: too few points for a
+    valley) sits just above its first LR: a third of it would be an LR the test never saw, so
+    only the default is probed."""
     lrs = np.geomspace(1e-3, 10, 12)
-    losses = np.array([2.0, 1.0, 0.5, 0.55, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3])
+    losses = np.array([2.0, 1.5, 1.0, 0.5, 0.6, 0.9, 1.5, 3, 6, 12, 50, 200])
     result = RangeTestResult(lrs, losses, losses)
     default = result.suggest().lr
     assert default / 3 < lrs[0] <= default
@@ -279,3 +280,22 @@ def test_fine_tuning_takes_the_lower_lr_of_a_near_tie():
     # the outcome in words says it was a near tie, not a clear win
     said = _probes_outcome(Verification(near_tie, 0, 30, 1.0, "holdout"), near_tie[0])
     assert "about as well" in said and "clearly" not in said
+
+
+def test_a_pretrained_range_test_chooses_by_the_fine_tuning_rule():
+    """range_test(pretrained=True, verify=True) picks by the fine-tuning rule: on this noisy
+    quadratic the lower LR's held-out loss beats the default's by less than the from-scratch
+    margin, so the two rules part, and the recorded choice is the fine-tuning one's."""
+    from lrexp.engine.verify import choose
+
+    generator = torch.Generator().manual_seed(0)
+    batches = [(torch.zeros(1), 0.5 + 0.3 * torch.randn(8, generator=generator))
+               for _ in range(100)]
+    torch.manual_seed(0)
+    res = lrexp.range_test(Point(), batches, quadratic_loss, min_lr=1e-4, max_lr=10,
+                           num_iter=60, progress=False, verify=True, verify_steps=80,
+                           pretrained=True)
+    probes = res.verification.probes
+    assert choose(probes, pretrained=True) != choose(probes, pretrained=False)
+    assert res.verification.chosen == choose(probes, pretrained=True) == 0
+    assert probes[1].at_default and res.suggest().lr == probes[0].lr < probes[1].lr

@@ -82,15 +82,16 @@ FINE_TUNING_DIVISOR = 30.0
 # A "high" verdict needs a second, independent reading of the curve to agree within this many
 # decades of the rule's own (``_second_reading``: the blow-up rule for the descent's valley,
 # the valley for every other rule). Where they part, the curve does not pin the LR down. Chosen
-# on the tuning split (102 cases): the widest gap between the high and low hit rates with at
-# least two fifths of the verdicts high.
+# on the tuning split of rounds 1-7 (102 cases): the widest gap between the high and low hit
+# rates with at least two fifths of the verdicts high.
 AGREEMENT_DECADES = 0.7
 # From scratch the default is the descent's valley (fastai's valley on the lagging EMA) times
 # DESCENT_FACTOR; the zero-lag minimum / DESCENT_FALLBACK_DIVISOR where the curve is too short
-# for a valley. Chosen on the tuning split (102 cases) by leaving one family out: each family
-# scored with the factor chosen on the others (scripts/bench_suggest_tune.py --cross-validate);
-# every fold chose 1.5 (the 80-case split of the round before chose 2), 97 of 150 trials
-# against 86 for the blow-up rule capped at the valley, its two constants chosen the same way.
+# for a valley. Chosen on the tuning split of rounds 1-7 (102 cases) by leaving one family out:
+# each family scored with the factor chosen on the others (scripts/bench_suggest_tune.py
+# --cross-validate); every fold chose 1.5 (the 80-case split of the round before chose 2), 97
+# of 150 trials against 86 for the blow-up rule capped at the valley, its two constants chosen
+# the same way.
 # Where the loss fell less than FALL_HIGH noise widths before it blew up, the descent reads the
 # blow-up instead (``_read_off_blowup``; chosen on rounds 1-9's tuning split: 127 of 182 trials
 # leaving one family out, EDGE_DIVISOR's 20 in every fold, against 117 for the valley alone;
@@ -549,17 +550,16 @@ def descent(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
     """The descent's valley (``descent_valley_lr``) times ``DESCENT_FACTOR``, at most the
     blow-up's LR / 5 (the top of the supported interval); the LR at the loss's minimum /
     ``DESCENT_FALLBACK_DIVISOR`` where the curve is too short for a valley; the blow-up's LR /
-    ``EDGE_DIVISOR`` where the loss fell less than ``FALL_HIGH`` noise widths before it blew
-    up (``_read_off_blowup``)."""
+    ``EDGE_DIVISOR`` where the valley is there but the loss fell less than ``FALL_HIGH`` noise
+    widths before it blew up (``_read_off_blowup``)."""
     curve = _readable_curve(lrs, losses)
     if isinstance(curve, str):
         return Suggestion(None, "descent", reason=curve)
     valley_lr = _valley_of(curve)
-    noisy = _read_off_blowup(curve)
-    if noisy is not None:
-        suggestion = noisy
-    elif valley_lr is None:
+    if valley_lr is None:
         suggestion = _below_minimum(lrs, losses, DESCENT_FALLBACK_DIVISOR, "descent")
+    elif (noisy := _read_off_blowup(curve)) is not None:
+        suggestion = noisy
     else:
         # the factor was chosen on exponential ramps; on a linear one DESCENT_FACTOR times
         # the valley can land past the blow-up
@@ -573,20 +573,27 @@ def descent(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
 def _read_off_blowup(curve: _Curve) -> Suggestion | None:
     """The descent's reading of a curve whose loss fell less than ``FALL_HIGH`` noise widths
     before it blew up: there the valley is read off the noise, and the blow-up, where the loss
-    explodes, is the sharper landmark. None for any other curve. On the tuning split (rounds
-    1-9, 182 trials from scratch) this hit 127 trials against 117 for the valley on every
-    curve, 127 leaving one family out (scripts/bench_suggest.md)."""
-    verdict = _assess(curve)  # "low" for every such curve
+    explodes, is the sharper landmark; "low". None for any other curve. On the tuning split
+    (rounds 1-9, 182 trials from scratch) this hit 127 trials against 117 for the valley on
+    every curve, 127 leaving one family out (scripts/bench_suggest.md)."""
+    verdict = _assess(curve)
     widths = verdict.fall_in_noise_widths
     if curve.blowup_lr is None or widths is None or widths >= FALL_HIGH:
         return None
+    lr = curve.blowup_lr / EDGE_DIVISOR
+    minimum_lr = float(curve.lrs[curve.best])
     # not held below the curve's minimum, unlike the other rules: a minimum this close to the
     # noise wanders (on the tuning split half these LRs lay past it, and held there they hit
     # 6 trials fewer)
-    return Suggestion(curve.blowup_lr / EDGE_DIVISOR, "descent", curve.blowup, reason=(
-        f"{verdict.reason} The loss fell too little for its valley or its minimum to be read, "
-        f"so the suggestion is the blow-up's LR / {EDGE_DIVISOR:g}."),
-        confidence=verdict.confidence, interval=verdict.interval)
+    past = (f" It lies past the curve's minimum (LR {minimum_lr:.3g}), which a fall this "
+            "shallow does not place." if lr > minimum_lr else "")
+    return Suggestion(lr, "descent", curve.blowup, confidence="low", interval=verdict.interval,
+                      reason=(
+        f"the loss fell {widths * curve.noise:.3g} ({widths:.1f} noise widths of "
+        f"{curve.noise:.2g}) before it blew up at LR {curve.blowup_lr:.3g}: too little for its "
+        f"valley or its minimum to be read, so the suggestion is the blow-up's LR / "
+        f"{EDGE_DIVISOR:g}, a rough guess.{past} Raise num_iter or batch_size for a clearer "
+        "curve."))
 
 
 def _below_range_checked(suggestion: Suggestion, curve: _Curve) -> Suggestion:

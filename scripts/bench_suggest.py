@@ -1296,7 +1296,7 @@ def run_trial(case: Case, data, seed: int, verify_only: bool = False) -> dict:
 
 
 def run_case(case: Case, seeds=SEEDS, reuse: dict | None = None,
-             onecycle: bool = True, verify_only: bool = False) -> dict:
+             onecycle: bool = True, keep_curves: bool = False) -> dict:
     torch.set_num_threads(1)
     start = time.perf_counter()
     data = case.data()
@@ -1304,7 +1304,7 @@ def run_case(case: Case, seeds=SEEDS, reuse: dict | None = None,
         for trial in reuse["trials"]:  # table (its LRs depend on the engine's blow-up) rerun
             seed = trial["seed"]
             trial["verify"] = run_trial(case, data, seed, verify_only=True)["verify"]
-            if verify_only:  # the curve and the probe table are the engine's as they were
+            if keep_curves:  # the curve and the probe table are the engine's as they were
                 continue
             result, seconds = _range_test(case, data, seed)
             trial["curve"] = _curve_record(result, seconds)
@@ -1708,17 +1708,19 @@ def main() -> None:
                         help="re-score saved runs (their cases joined) without training, "
                              "then exit")
     parser.add_argument("--reuse", type=Path, metavar="PATH",
-                        help="keep a saved run's truth, curves and probe table; rerun only "
-                             "the engine's verify (after an engine change)")
-    parser.add_argument("--verify-only", action="store_true",
-                        help="with --reuse: rerun only the engine's verify (after a change to "
-                             "verify alone; the curves and probe table stay)")
+                        help="keep a saved run's truth; rerun the engine's curves, verify and "
+                             "probe table (after an engine change)")
+    parser.add_argument("--keep-curves", action="store_true",
+                        help="with --reuse: keep the curves and probe table too, rerun only the "
+                             "engine's verify (after a change to verify or to the rules alone)")
     parser.add_argument("--no-onecycle", action="store_true",
                         help="skip the one-cycle truth column (half the training time)")
     parser.add_argument("--check", type=Path, metavar="PATH",
                         help="train a saved run's suggestions (default, verify, fastai) to check "
                              "the interpolation, then exit")
     args = parser.parse_args()
+    if args.keep_curves and not args.reuse:
+        parser.error("--keep-curves keeps a saved run's curves: give that run with --reuse PATH")
     if args.check:
         torch.set_num_threads(1)
         print(trained_check(load_results(args.check)))
@@ -1733,7 +1735,7 @@ def main() -> None:
     for name in args.cases:
         case = next(c for c in CASES if c.name == name)
         results.append(run_case(case, tuple(range(args.seeds)), saved.get(name),
-                                onecycle=not args.no_onecycle, verify_only=args.verify_only))
+                                onecycle=not args.no_onecycle, keep_curves=args.keep_curves))
         print(f"{name}: {time.perf_counter() - start:.0f} s", flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=1, default=str))

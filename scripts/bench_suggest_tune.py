@@ -181,19 +181,20 @@ def valley_times(k):
 
 
 def blowup_when_noisy(wk):
-    """The valley x 1.5 (as ``valley_times``), but the blow-up / k where the loss fell less
-    than w noise widths before it blew up (the engine's descent: w = FALL_HIGH, k = 20)."""
+    """The valley x 1.5 (as ``valley_times``), but the blow-up / k where the curve has a valley
+    and its loss fell less than w noise widths before it blew up (the engine's descent:
+    w = FALL_HIGH, k = 20)."""
+    from lrexp.engine.suggest import assess, descent_valley_lr
+
     widths_below, k = wk
     valley = valley_times(1.5)
 
     def rule(lrs, losses, pretrained=False):
-        c = _curve(lrs, losses)
-        if c is None:
-            return None
-        peak = float(c.trend[: c.best + 1].max())
-        widths = (peak - float(c.trend[c.best])) / c.noise if c.noise > 0 else math.inf
-        if c.blowup_lr is not None and widths < widths_below:
-            return c.blowup_lr / k
+        verdict = assess(lrs, losses)
+        widths = verdict.fall_in_noise_widths
+        if (verdict.blowup_lr is not None and widths is not None and widths < widths_below
+                and descent_valley_lr(lrs, losses) is not None):
+            return verdict.blowup_lr / k
         return valley(lrs, losses)
     return rule
 
@@ -373,15 +374,7 @@ VERIFY_FACTORS = ((1, 3), (1 / 3, 1), (1 / 3, 1, 3), (1 / 10, 1 / 3, 1), (1 / 10
 def print_verify_scan(results, show_held_out: bool, top: int = 12) -> None:
     """Verify variants replayed on the probe table, per regime, best first by tuning hits
     (ties: the cheaper, in probe steps): candidates, judge, horizon, tolerance, halving."""
-    anchors: dict[int, float | None] = {}
-    default = lrexp_rule("default")
-
-    def anchor(lrs, losses, pretrained=False):  # the default's LR, once per curve
-        key = hash((lrs.tobytes(), losses.tobytes(), pretrained))
-        if key not in anchors:
-            anchors[key] = default(lrs, losses, pretrained)
-        return anchors[key]
-
+    anchor = remembered(lrexp_rule("default"))
     variants = [(f, k, h, tol, halving, False) for f in VERIFY_FACTORS
                 for k in ("train", "holdout", "val") for h in (20, 30, 40)
                 for tol in (0.0, 0.05, 0.1, 0.2) for halving in (None, 20)
@@ -433,18 +426,36 @@ def verify_variants():
             if len(f) * h <= VERIFY_BUDGET and (keep or tol < 0.2)]
 
 
+def remembered(rule):
+    """``rule`` computed once per curve (the scans replay it on every curve many times)."""
+    found: dict[int, float | None] = {}
+
+    def once(lrs, losses, pretrained=False):
+        key = hash((lrs.tobytes(), losses.tobytes(), pretrained))
+        if key not in found:
+            found[key] = rule(lrs, losses, pretrained)
+        return found[key]
+    return once
+
+
+def _left_out_families(tables, variants, family_of) -> tuple[int, list[int]]:
+    """Leave one family out: each family's hits with the variant that hits most on the others
+    (ties: the cheaper in probe steps, then the first); the total and the variants picked."""
+    total, picks = 0, []
+    for family in sorted(set(family_of.values())):
+        def outside(i, family=family):
+            hits = sum(sum(h) for c, h in tables[i].items() if family_of[c] != family)
+            return hits, -len(variants[i][0]) * variants[i][2]
+        best = max(range(len(variants)), key=outside)
+        picks.append(best)
+        total += sum(sum(h) for c, h in tables[best].items() if family_of[c] == family)
+    return total, picks
+
+
 def print_verify_cross_validation(results) -> None:
     """Leave one family out over the verify variants, per regime and judge: each family scored
     with the variant that hits most on the other families (ties: the cheaper, then the first)."""
-    default = lrexp_rule("default")
-    anchors: dict[int, float | None] = {}
-
-    def anchor(lrs, losses, pretrained=False):
-        key = hash((lrs.tobytes(), losses.tobytes(), pretrained))
-        if key not in anchors:
-            anchors[key] = default(lrs, losses, pretrained)
-        return anchors[key]
-
+    default = remembered(lrexp_rule("default"))
     print("\n## verify, leave one family out (tuning split)\n")
     print("| regime | judge | horizons | cross-validated hits | default's hits | trials | "
           "variants chosen |\n|---|---|---|---|---|---|---|")
@@ -456,16 +467,9 @@ def print_verify_cross_validation(results) -> None:
         trials = sum(len(r["trials"]) for r in chosen)
         for judge, horizons in [(j, h) for j in ("holdout", "val") for h in ((20, 30, 40), (30,))]:
             variants = [v for v in verify_variants() if v[1] == judge and v[2] in horizons]
-            tables = [replay_verify(chosen, anchor, *v) for v in variants]
-            total, picks = 0, []
-            for family in sorted(set(family_of.values())):
-                def outside(table, family=family, family_of=family_of):
-                    return sum(sum(h) for c, h in table.items() if family_of[c] != family)
-                best = max(range(len(variants)), key=lambda i: (
-                    outside(tables[i]), -len(variants[i][0]) * variants[i][2]))
-                picks.append(best)
-                total += sum(sum(h) for c, h in tables[best].items() if family_of[c] == family)
-            named = {}
+            tables = [replay_verify(chosen, default, *v) for v in variants]
+            total, picks = _left_out_families(tables, variants, family_of)
+            named: dict[str, int] = {}
             for i in picks:
                 f, _, h, tol, _, keep = variants[i]
                 name = (f"{','.join(f'{x:.3g}' for x in f)} at {h}, tol {tol}, "

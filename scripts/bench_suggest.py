@@ -70,7 +70,8 @@ CACHE = Path("outputs/bench_cache")
 # changes, become the held-out split the README reports (rounds: 7210088; "four new held-out
 # families"; "five new held-out families"; "four new held-out families, a fourth round";
 # "a fifth round"; "a sixth round"; "a seventh round": no rule changed before it ran; "an
-# eighth round"; "a ninth round"; "a tenth round").
+# eighth round"; "a ninth round"; "a tenth round"; "an eleventh round": no rule changed before
+# it ran).
 SPLIT = {
     "digits_classic": "tuning",
     "synthetic_mlp": "tuning",
@@ -114,10 +115,14 @@ SPLIT = {
     "checkerboard": "tuning",  # held-out in round 9
     "polynomial_regression": "tuning",  # held-out in round 9
     "finetune_blurred": "tuning",  # held-out in round 9
-    "label_noise_tabular": "held-out",
-    "occluded_cnn": "held-out",
-    "heteroscedastic_regression": "held-out",
-    "finetune_occluded": "held-out",
+    "label_noise_tabular": "tuning",  # held-out in round 10
+    "occluded_cnn": "tuning",  # held-out in round 10
+    "heteroscedastic_regression": "tuning",  # held-out in round 10
+    "finetune_occluded": "tuning",  # held-out in round 10
+    "noisy_moons_deep": "held-out",
+    "noisy_shapes_cnn": "held-out",
+    "low_rank_wide_regression": "held-out",
+    "finetune_shifted_down": "held-out",
 }
 
 
@@ -704,6 +709,42 @@ def occluded_target():
     return _few_labels(_occluded(x, seed=44).astype(np.float32), y, per_class=4, seed=10)
 
 
+# The eleventh round's held-out data (written after round 10, with no rule change before it).
+def noisy_moons():
+    """Two moons with heavy noise (0.3)."""
+    from sklearn.datasets import make_moons
+
+    x, y = make_moons(3000, noise=0.3, random_state=51)
+    return _split(x, y, regression=False)
+
+
+def noisy_shapes():
+    """The ten shapes with twice the pixel noise, as images."""
+    x, y = _shape_images(seed=52)
+    rng = np.random.default_rng(52)
+    x = x + 0.2 * rng.standard_normal(x.shape).astype(np.float32)
+    train, val = _split(x, y, regression=False)
+    return [(x.reshape(-1, 1, 8, 8), y) for x, y in (train, val)]
+
+
+def low_rank_wide_regression():
+    """30 inputs of effective rank 5, 10 informative, with noise."""
+    from sklearn.datasets import make_regression
+
+    x, y = make_regression(2500, 30, n_informative=10, effective_rank=5, noise=5.0,
+                           random_state=53)
+    return _split(x, y, regression=True)
+
+
+def shifted_down_target():
+    """The second half of the digits moved one pixel down, 6 labels per class: a backbone
+    pretrained on all ten shapes (``cross``'s source: another domain)."""
+    x, y = _digit_images()
+    half = len(x) // 2
+    images = np.roll(x[half:].reshape(-1, 8, 8), 1, axis=1).reshape(-1, 64)
+    return _few_labels(images.astype(np.float32), y[half:], per_class=6, seed=11)
+
+
 # -- models ----------------------------------------------------------------------------------
 def mlp(inputs, outputs, hidden=128, bn=False, act=nn.ReLU, depth=2, dropout=0.0):
     layers: list[nn.Module] = []
@@ -1080,6 +1121,25 @@ CASES = [
          heteroscedastic_regression, lambda: mlp(6, 1, hidden=64, act=nn.Tanh), rmsprop, MSE,
          steps=800),
     *_finetune_cases("finetune_occluded", "new_classes", occluded_target, 10),
+    # held-out since the eleventh round (written after round 10; no rule changed before it)
+    Case("noisy_moons_deep_mlp_adam", "noisy_moons_deep", noisy_moons,
+         lambda: mlp(2, 2, hidden=64, depth=4), adam, CE),
+    Case("noisy_moons_deep_mlp_sgd_nesterov_b16", "noisy_moons_deep", noisy_moons,
+         lambda: mlp(2, 2, hidden=64, depth=4), sgd(0.9, nesterov=True), CE, batch=16),
+    Case("noisy_shapes_cnn_bn_adamw", "noisy_shapes_cnn", noisy_shapes, lambda: cnn(bn=True),
+         adamw(0.01), CE),
+    Case("noisy_shapes_cnn_rmsprop_b16", "noisy_shapes_cnn", noisy_shapes,
+         lambda: cnn(bn=False), rmsprop, CE, batch=16),
+    Case("noisy_shapes_cnn_sgd_plain", "noisy_shapes_cnn", noisy_shapes, lambda: cnn(bn=False),
+         sgd(0.0), CE),
+    Case("low_rank_wide_mlp_adam_b64", "low_rank_wide_regression", low_rank_wide_regression,
+         lambda: mlp(30, 1, hidden=128), adam, MSE, batch=64),
+    Case("low_rank_wide_mlp_sgd_momentum_huber", "low_rank_wide_regression",
+         low_rank_wide_regression, lambda: mlp(30, 1, hidden=64), sgd(0.9), nn.HuberLoss),
+    Case("low_rank_wide_tanh_mlp_rmsprop_long", "low_rank_wide_regression",
+         low_rank_wide_regression, lambda: mlp(30, 1, hidden=64, act=nn.Tanh), rmsprop, MSE,
+         steps=1000),
+    *_finetune_cases("finetune_shifted_down", "cross", shifted_down_target, 10),
 ]
 
 

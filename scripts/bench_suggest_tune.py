@@ -412,8 +412,8 @@ def print_verify_scan(results, show_held_out: bool, top: int = 12) -> None:
 
 
 # The verify variants the leave-one-family-out scan compares: at most ``VERIFY_BUDGET`` probe
-# steps (the range test's 100 points cost about as much as 80 probe steps and their held-out
-# evaluations; scripts/bench_suggest.md, "Verify cost").
+# steps (the engine's 2 probes of 30 steps cost a median 0.65x the range test's 100 points on
+# the tuning split, so 80 steps stay under about 1x; scripts/bench_suggest.md).
 VERIFY_BUDGET = 80
 CV_VERIFY_FACTORS = ((1 / 3, 1), (1, 3), (1 / 3, 1, 3), (1 / 10, 1 / 3, 1), (1 / 10, 1))
 
@@ -490,14 +490,13 @@ def _curve_features(lrs, losses, pretrained: bool) -> dict[str, float] | None:
     lr = lrexp_rule("default")(lrs, losses, pretrained)
     if c is None or lr is None:
         return None
-    peak = float(c.trend[: c.best + 1].max())
-    fall = peak - float(c.trend[c.best])
+    widths = rules.assess(lrs, losses).fall_in_noise_widths
+    widths = math.inf if widths is None else widths
     minimum = float(c.lrs[c.best]) / 7
     edge = c.blowup_lr / 20 if c.blowup_lr is not None else minimum
     readings = [x for x in (minimum, edge, rules.descent_valley_lr(lrs, losses),
                             fastai_minimum(lrs, losses), lr) if x]
-    return {"fall in noise widths (log10)": math.log10(max(fall / c.noise, 1e-3))
-            if c.noise > 0 else 9.0,
+    return {"fall in noise widths (log10)": math.log10(min(max(widths, 1e-3), 1e9)),
             "spread of the rules (decades)": math.log10(max(readings) / min(readings)),
             "default vs minimum / 7 (decades)": abs(math.log10(lr / minimum)),
             "default vs blow-up / 20 (decades)": abs(math.log10(lr / edge)),

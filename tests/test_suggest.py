@@ -4,6 +4,9 @@ import pytest
 from lrexp.engine.curve import smooth, zero_lag
 from lrexp.engine.result import RangeTestResult
 from lrexp.engine.suggest import (
+    DESCENT_FALLBACK_DIVISOR,
+    EDGE_DIVISOR,
+    FALL_HIGH,
     METHODS,
     MINIMUM_DIVISOR,
     assess,
@@ -386,13 +389,6 @@ def test_the_fine_tuning_switch_never_moves_the_lr_up_onto_the_rising_side():
 
 
 def test_the_valley_is_not_read_off_a_handful_of_points():
-    from lrexp.engine.suggest import (
-        DESCENT_FALLBACK_DIVISOR,
-        MINIMUM_DIVISOR,
-        descent_valley_lr,
-        minimum,
-    )
-
     lrs = np.geomspace(1e-4, 10, 8)
     x = np.log10(lrs)
     losses = 2.0 - np.tanh(x + 3) + np.exp(3 * (x + 0.5)).clip(max=50)
@@ -430,14 +426,6 @@ def test_a_fall_lost_in_the_noise_is_read_off_the_blowup():
     """A loss that falls 0.2 near LR 1e-2 under minibatch noise of 0.2, then explodes past LR
     1: its valley is a noise dip, and the default reads the blow-up instead, "low"; the same
     fall with a hundredth of the noise is read off its valley, "high"."""
-    from lrexp.engine.suggest import (
-        DESCENT_FALLBACK_DIVISOR,
-        EDGE_DIVISOR,
-        FALL_HIGH,
-        MINIMUM_DIVISOR,
-        minimum,
-    )
-
     lrs = np.geomspace(1e-6, 10, 100)
     x = np.log10(lrs)
     trend = 2.0 - 0.1 * (np.tanh(2 * (x + 2)) + 1) + np.where(x > 0, np.exp(5 * x) - 1, 0)

@@ -1,7 +1,10 @@
 import logging
 import math
+import os
 import re
+import signal
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -12,6 +15,7 @@ from torch import nn
 import lrexp
 from lrexp.engine.curve import divergence_step
 from lrexp.engine.settings import SettingError
+from lrexp.run import stops
 
 
 @pytest.mark.parametrize("a", [2.0, 20.0, 200.0])
@@ -200,6 +204,49 @@ def test_ctrl_c_mid_step_counts_the_points_the_curve_holds(caplog):
                               num_iter=50, progress=False)
     assert result.stop_reason == "interrupted" and len(result) == 11
     assert f"interrupted after {len(result)} points" in caplog.text
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
+def test_a_stop_that_comes_while_a_point_is_recorded_waits_until_every_record_has_it(signum):
+    # on_step keeps two records, as the app does (curve.csv, then the tracker), and the signal
+    # comes between them: its handler runs inside on_step, and without the hold the second
+    # record ended one point short of the result (MLflow one point short of curve.csv)
+    first, second = [], []
+
+    def on_step(step, lr, loss):
+        first.append(step)
+        if step == 10:
+            os.kill(os.getpid(), signum)
+            time.sleep(0.2)  # the handler runs during the sleep
+        second.append(step)
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with stops.sigterm_as_interrupt() as record:
+        result = lrexp.range_test(bn_net(), classification_batches(), nn.CrossEntropyLoss(),
+                                  num_iter=50, on_step=on_step, progress=False)
+    assert result.stop_reason == "interrupted"
+    assert len(result) == len(first) == len(second) == 11
+    assert record.terminated == (signum == signal.SIGTERM)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handed back
+
+
+def test_a_second_ctrl_c_while_a_point_is_recorded_interrupts_at_once():
+    # a record that hangs (a store that does not answer) must not make Ctrl-C useless
+    recorded = []
+
+    def on_step(step, lr, loss):
+        if step == 10:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)  # the first Ctrl-C waits for this point's records
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the second one ends the sleep
+        recorded.append(step)
+
+    started = time.monotonic()
+    result = lrexp.range_test(bn_net(), classification_batches(), nn.CrossEntropyLoss(),
+                              num_iter=50, on_step=on_step, progress=False)
+    assert time.monotonic() - started < 4
+    assert result.stop_reason == "interrupted" and len(recorded) == 10 and len(result) == 11
 
 
 def test_bad_arguments_say_what_is_wrong():

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from lrexp.engine.curve import CurveMonitor
+from lrexp.engine.interrupts import held, holdable_ctrl_c
 from lrexp.engine.losses import LossFn, batch_loss
 from lrexp.engine.repeats import repeat_seed, seed_everything
 from lrexp.engine.result import RangeTestResult
@@ -304,7 +305,8 @@ class _Ramp:
         """Ramp through ``lrs``; ``stop_reason`` says how it ended. Ctrl-C and a one-shot
         loader that ran out end it early with the points recorded so far."""
         try:
-            self.stop_reason = self._ramp(lrs)
+            with holdable_ctrl_c():
+                self.stop_reason = self._ramp(lrs)
         except KeyboardInterrupt:
             self._record_pending()  # first: the count below is what the curve holds
             self._close_bar()  # before the warning: on a terminal it would share the bar's line
@@ -362,12 +364,13 @@ class _Ramp:
         # taken off the queue first: a Ctrl-C in on_step must not record it a second time
         (point, lr, loss), self._pending = self._pending, None
         value = loss.item()
-        reason = self.monitor.update(value)
-        self.lrs.append(lr)
-        self.losses.append(value)
-        self.smoothed.append(self.monitor.smoothed)
-        if self.on_step is not None:
-            self.on_step(point, lr, value)
+        with held():  # the point reaches the result and every on_step record, or none
+            reason = self.monitor.update(value)
+            self.lrs.append(lr)
+            self.losses.append(value)
+            self.smoothed.append(self.monitor.smoothed)
+            if self.on_step is not None:
+                self.on_step(point, lr, value)
         if self.bar is not None:
             self.bar.update()
             self.bar.set_postfix(lr=f"{lr:.2e}", loss=f"{self.monitor.smoothed:.4g}",

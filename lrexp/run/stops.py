@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from lrexp.engine.interrupts import interrupt
 from lrexp.run.life import EXIT_INTERRUPTED, EXIT_TERMINATED
 
 __all__ = ["ProcessRecord", "Scheduler", "Terminated", "current", "recording", "scheduled_job",
@@ -112,7 +113,7 @@ def sigterm_as_interrupt() -> Iterator[ProcessRecord]:
             record.received = signum
             for each in signums:  # a second one (SLURM's SIGTERM after its notice): recording
                 signal.signal(each, signal.SIG_IGN)
-            raise Terminated
+            interrupt(Terminated())  # after the curve point being recorded, if one is
 
         previous = {signum: signal.signal(signum, on_stop) for signum in signums}
         try:

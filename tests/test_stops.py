@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from lrexp.engine import interrupts
 from lrexp.run import stops
 from lrexp.run.life import EXIT_INTERRUPTED, EXIT_TERMINATED
 
@@ -42,3 +43,19 @@ def test_a_schedulers_job_takes_its_stop_signals_and_says_why():
             time.sleep(5)
         assert record.stop_cause() == "SLURM time limit"
     assert record.scheduler is None
+
+
+def test_a_part_released_from_the_hold_takes_a_stop_at_once():
+    # the tracker's flush among a point's records: the step is buffered already, and a store
+    # that hangs must not keep SIGTERM waiting until SLURM's SIGKILL
+    with (stops.sigterm_as_interrupt(), interrupts.held(), pytest.raises(stops.Terminated),
+          interrupts.released()):
+        signal.raise_signal(signal.SIGTERM)
+        pytest.fail("SIGTERM was held inside released()")
+
+
+def test_a_stop_held_before_a_released_part_is_raised_as_it_starts():
+    with stops.sigterm_as_interrupt(), interrupts.held():
+        signal.raise_signal(signal.SIGTERM)  # held: the point's records go on
+        with pytest.raises(stops.Terminated), interrupts.released():
+            pytest.fail("the held SIGTERM waited past the released part's start")

@@ -14,7 +14,7 @@ import signal
 import threading
 from collections.abc import Iterator
 
-__all__ = ["held", "holdable_ctrl_c", "interrupt"]
+__all__ = ["held", "holdable_ctrl_c", "interrupt", "released"]
 
 
 class _Hold:
@@ -41,23 +41,50 @@ def _in_main_thread() -> bool:
 
 @contextlib.contextmanager
 def held() -> Iterator[None]:
-    """Within the block, ``interrupt`` waits; the first one is raised as the block ends. A block
-    that fails drops it: the failure ends the work anyway, and the signal was seen."""
+    """Within the block, ``interrupt`` waits; the first one is raised as the block ends. When
+    the block fails meanwhile the stop still wins, with the failure as its context."""
     if not _in_main_thread():
         yield
         return
+    if not _hold.depth:  # one raised just as an earlier block ended may have been left here
+        _hold.pending = None
     _hold.depth += 1
     try:
         yield
-    except BaseException:
+    except BaseException as error:
         _hold.depth -= 1
-        if not _hold.depth:
-            _hold.pending = None
+        pending = _take_pending()
+        if pending is not None and not isinstance(error, KeyboardInterrupt):
+            raise pending from error
         raise
     _hold.depth -= 1
-    if not _hold.depth and _hold.pending is not None:
-        pending, _hold.pending = _hold.pending, None
+    pending = _take_pending()
+    if pending is not None:
         raise pending
+
+
+@contextlib.contextmanager
+def released() -> Iterator[None]:
+    """Within a ``held()`` block, a part that may hang (sending to a tracking store) once the
+    point is already recorded: there an interrupt is raised at once, a waiting one first."""
+    if not _in_main_thread() or not _hold.depth:
+        yield
+        return
+    depth, _hold.depth = _hold.depth, 0
+    try:
+        pending = _take_pending()
+        if pending is not None:
+            raise pending
+        yield
+    finally:
+        _hold.depth = depth
+
+
+def _take_pending() -> KeyboardInterrupt | None:
+    if _hold.depth:
+        return None
+    pending, _hold.pending = _hold.pending, None
+    return pending
 
 
 def _ctrl_c(signum: int, frame: object) -> None:
@@ -71,8 +98,8 @@ def holdable_ctrl_c() -> Iterator[None]:
     if not _in_main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         yield
         return
-    signal.signal(signal.SIGINT, _ctrl_c)
     try:
+        signal.signal(signal.SIGINT, _ctrl_c)
         yield
     finally:
         if signal.getsignal(signal.SIGINT) is _ctrl_c:

@@ -304,24 +304,30 @@ class _Ramp:
     def run(self, lrs: list[float]) -> None:
         """Ramp through ``lrs``; ``stop_reason`` says how it ended. Ctrl-C and a one-shot
         loader that ran out end it early with the points recorded so far."""
-        try:
-            with holdable_ctrl_c():
+        with holdable_ctrl_c():
+            try:
                 self.stop_reason = self._ramp(lrs)
-        except KeyboardInterrupt:
-            self._record_pending()  # first: the count below is what the curve holds
-            self._close_bar()  # before the warning: on a terminal it would share the bar's line
+            except KeyboardInterrupt:
+                self._end_early("interrupted")
+            except LoaderExhausted:
+                self._end_early("exhausted")
+            finally:
+                self._close_bar()
+
+    def _end_early(self, reason: str) -> None:
+        try:
+            self._record_pending()  # first: the warning counts what the curve holds
+        except KeyboardInterrupt:  # a stop held while that point was recorded
+            reason = "interrupted"
+        self._close_bar()  # before the warning: on a terminal it would share the bar's line
+        if reason == "interrupted":
             log.warning("Range test interrupted after %d points; returning the partial curve.",
                         len(self.losses))
-            self.stop_reason = "interrupted"
-        except LoaderExhausted:
-            self._record_pending()
-            self._close_bar()
+        else:
             log.warning("train_loader ran out after %d points and cannot be iterated again (a "
                         "one-shot iterator?); the curve stops there. Pass a DataLoader or a "
                         "list to get all num_iter points.", len(self.losses))
-            self.stop_reason = "exhausted"
-        finally:
-            self._close_bar()
+        self.stop_reason = reason
 
     def _close_bar(self) -> None:
         if self.bar is not None:
@@ -361,10 +367,10 @@ class _Ramp:
         """Record the queued point, if any; "diverged" or "non-finite" when the test stops."""
         if self._pending is None:
             return None
-        # taken off the queue first: a Ctrl-C in on_step must not record it a second time
-        (point, lr, loss), self._pending = self._pending, None
-        value = loss.item()
+        point, lr, loss = self._pending
+        value = loss.item()  # a stop while the device finishes it: the point is still queued
         with held():  # the point reaches the result and every on_step record, or none
+            self._pending = None  # an on_step that raises must not record it a second time
             reason = self.monitor.update(value)
             self.lrs.append(lr)
             self.losses.append(value)
@@ -436,15 +442,15 @@ def _holdout_batches(trainer: _Trainer, snapshot: _Snapshot,
     ``HOLDOUT_BATCHES``), in the order the probes will see (each restores the RNG first);
     None when the loader has too few batches to spare any."""
     snapshot.restore(trainer)
-    held: list[Any] = []
+    kept: list[Any] = []
     seen = 0
     for position, batch in enumerate(train_loader):
         seen = position + 1
         if position % HOLDOUT_EVERY == 0:
-            if len(held) == HOLDOUT_BATCHES:
+            if len(kept) == HOLDOUT_BATCHES:
                 break
-            held.append(batch)
-    return held if seen > HOLDOUT_EVERY else None
+            kept.append(batch)
+    return kept if seen > HOLDOUT_EVERY else None
 
 
 def _probe(trainer: _Trainer, snapshot: _Snapshot, train_loader: Iterable[Any],

@@ -3,7 +3,8 @@ one job, and whether a sweep it runs was interrupted.
 
 Ctrl-C raises KeyboardInterrupt by itself; SIGTERM (a SLURM time limit, ``docker stop``,
 systemd) and a scheduler's stop signals are taken the same way inside ``sigterm_as_interrupt``,
-so the engine returns its partial curve and the run is recorded KILLED. The record lives as long
+so the engine returns its partial curve and the run is recorded KILLED. Either waits while a
+curve point is being recorded (``lrexp.engine.interrupts``). The record lives as long
 as the outermost ``recording`` block (the command, or a job run by a launcher in a process of its
 own), so nothing of one command's stops outlives it.
 """
@@ -99,10 +100,10 @@ def scheduled_job(scheduler: Scheduler) -> Iterator[ProcessRecord]:
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[ProcessRecord]:
-    """Within the block, the first SIGTERM (or a scheduler's stop signal) raises ``Terminated``;
-    later ones are ignored while the run records what it has (the sender's SIGKILL follows
-    anyway after its grace time). Signal handlers can only be set in the main thread;
-    elsewhere only the record is kept."""
+    """Within the block, the first SIGTERM (or a scheduler's stop signal) raises ``Terminated``
+    once the curve point being recorded, if any, is; later ones are ignored while the run
+    records what it has (the sender's SIGKILL follows anyway after its grace time). Signal
+    handlers can only be set in the main thread; elsewhere only the record is kept."""
     with recording() as record:
         if threading.current_thread() is not threading.main_thread():
             yield record
@@ -113,7 +114,7 @@ def sigterm_as_interrupt() -> Iterator[ProcessRecord]:
             record.received = signum
             for each in signums:  # a second one (SLURM's SIGTERM after its notice): recording
                 signal.signal(each, signal.SIG_IGN)
-            interrupt(Terminated())  # after the curve point being recorded, if one is
+            interrupt(Terminated())
 
         previous = {signum: signal.signal(signum, on_stop) for signum in signums}
         try:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from lrexp.engine.interrupts import released
 from lrexp.run.files import PLOT_FILE
 from lrexp.run.life import FAILED, KILLED
 from lrexp.run.summary import RunSummary
@@ -463,7 +464,8 @@ class MlflowTracker(MlflowStore, RunLogger):
         self._steps.append((step, dict(values), _now_ms() if timestamp_ms is None
                             else timestamp_ms))
         if self.flush_every and len(self._steps) - self._sent >= self.flush_every:
-            self._send_steps()
+            with released():  # the step is buffered: a stop may cut a slow store short
+                self._send_steps()
 
     def finish(self, *, status: str, result: Any = None, summary: RunSummary | None = None,
                files: Mapping[str, Path] | None = None, out_dir: Path | None = None) -> None:

@@ -70,8 +70,8 @@ CACHE = Path("outputs/bench_cache")
 # changes, become the held-out split the README reports (rounds: 7210088; "four new held-out
 # families"; "five new held-out families"; "four new held-out families, a fourth round";
 # "a fifth round"; "a sixth round"; "a seventh round": no rule changed before it ran; "an
-# eighth round"; "a ninth round"; "a tenth round"; "an eleventh round": no rule changed before
-# it ran).
+# eighth round"; "a ninth round"; "a tenth round"; "an eleventh round" and "a twelfth round": no
+# rule changed before either ran).
 SPLIT = {
     "digits_classic": "tuning",
     "synthetic_mlp": "tuning",
@@ -119,10 +119,14 @@ SPLIT = {
     "occluded_cnn": "tuning",  # held-out in round 10
     "heteroscedastic_regression": "tuning",  # held-out in round 10
     "finetune_occluded": "tuning",  # held-out in round 10
-    "noisy_moons_deep": "held-out",
-    "noisy_shapes_cnn": "held-out",
-    "low_rank_wide_regression": "held-out",
-    "finetune_shifted_down": "held-out",
+    "noisy_moons_deep": "tuning",  # held-out in round 11
+    "noisy_shapes_cnn": "tuning",  # held-out in round 11
+    "low_rank_wide_regression": "tuning",  # held-out in round 11
+    "finetune_shifted_down": "tuning",  # held-out in round 11
+    "contrast_digits_cnn": "held-out",
+    "piecewise_regression": "held-out",
+    "many_classes_tabular": "held-out",
+    "finetune_contrast": "held-out",
 }
 
 
@@ -745,6 +749,48 @@ def shifted_down_target():
     return _few_labels(images.astype(np.float32), y[half:], per_class=6, seed=11)
 
 
+# The twelfth round's held-out data (written after round 11, with no rule change before it).
+def _contrast(images, seed: int):
+    """Each image scaled by its own contrast (0.3-1.7) and shifted by its own brightness."""
+    rng = np.random.default_rng(seed)
+    gain = rng.uniform(0.3, 1.7, (len(images), 1))
+    offset = rng.uniform(-0.3, 0.3, (len(images), 1))
+    return (images * gain + offset).astype(np.float32)
+
+
+def contrast_digits():
+    """The digits as 8x8 images, each with its own contrast and brightness."""
+    x, y = _digit_images()
+    train, val = _split(_contrast(x, seed=61), y, regression=False)
+    return [(x.reshape(-1, 1, 8, 8), y) for x, y in (train, val)]
+
+
+def piecewise_regression():
+    """A target with kinks and steps: |x0|, a jump in x1, floor(x2), a product, and noise."""
+    rng = np.random.default_rng(62)
+    x = rng.uniform(-2, 2, (2500, 6))
+    y = (np.abs(x[:, 0]) + 1.5 * (x[:, 1] > 0) + 0.5 * np.floor(x[:, 2]) + 0.3 * x[:, 3] * x[:, 4]
+         + 0.2 * rng.standard_normal(2500))
+    return _split(x, y, regression=True)
+
+
+def many_classes():
+    """Ten classes in 40 features, 15 informative, 5% of the labels flipped."""
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(4000, 40, n_informative=15, n_redundant=5, n_classes=10,
+                               n_clusters_per_class=1, flip_y=0.05, random_state=63)
+    return _split(x, y, regression=False)
+
+
+def contrast_target():
+    """The second half of the digits, each with its own contrast and brightness, 5 labels per
+    class: a backbone pretrained on the first half as it was (``shifted``'s source)."""
+    x, y = _digit_images()
+    half = len(x) // 2
+    return _few_labels(_contrast(x[half:], seed=64), y[half:], per_class=5, seed=12)
+
+
 # -- models ----------------------------------------------------------------------------------
 def mlp(inputs, outputs, hidden=128, bn=False, act=nn.ReLU, depth=2, dropout=0.0):
     layers: list[nn.Module] = []
@@ -1140,6 +1186,27 @@ CASES = [
          low_rank_wide_regression, lambda: mlp(30, 1, hidden=64, act=nn.Tanh), rmsprop, MSE,
          steps=1000),
     *_finetune_cases("finetune_shifted_down", "cross", shifted_down_target, 10),
+    # held-out since the twelfth round (written after round 11; no rule changed before it)
+    Case("contrast_cnn_bn_sgd_momentum_b16", "contrast_digits_cnn", contrast_digits,
+         lambda: cnn(bn=True), sgd(0.9), CE, batch=16),
+    Case("contrast_cnn_adam_b64", "contrast_digits_cnn", contrast_digits, lambda: cnn(bn=False),
+         adam, CE, batch=64),
+    Case("contrast_cnn_adamw", "contrast_digits_cnn", contrast_digits, lambda: cnn(bn=False),
+         adamw(0.05), CE),
+    Case("piecewise_mlp_adam", "piecewise_regression", piecewise_regression,
+         lambda: mlp(6, 1, hidden=64), adam, MSE),
+    Case("piecewise_deep_mlp_sgd_momentum_b16", "piecewise_regression", piecewise_regression,
+         lambda: mlp(6, 1, hidden=128, depth=3), sgd(0.9), MSE, batch=16),
+    Case("piecewise_tanh_mlp_rmsprop_long", "piecewise_regression", piecewise_regression,
+         lambda: mlp(6, 1, hidden=64, act=nn.Tanh), rmsprop, MSE, steps=1000),
+    Case("many_classes_deep_mlp_sgd_nesterov", "many_classes_tabular", many_classes,
+         lambda: mlp(40, 10, hidden=128, depth=3), sgd(0.9, nesterov=True), CE),
+    Case("many_classes_bn_mlp_adamw_b64", "many_classes_tabular", many_classes,
+         lambda: mlp(40, 10, bn=True), adamw(0.05), CE, batch=64),
+    Case("many_classes_dropout_mlp_rmsprop_b16", "many_classes_tabular", many_classes,
+         lambda: mlp(40, 10, dropout=0.3), rmsprop, CE, batch=16),
+    *_finetune_cases("finetune_contrast", "shifted", contrast_target, 10, weight_decay=0.05,
+                     batch=8, steps=300),
 ]
 
 

@@ -166,6 +166,20 @@ def test_by_default_a_fine_tuning_run_records_the_training_loss(user_conf, tmp_p
     assert RangeTestResult.from_csv(tmp_path / "curve.csv").loss_kind == "train"
 
 
+@pytest.mark.parametrize(("pretrained", "verify", "verified"), [
+    ("true", "auto", True), ("false", "auto", False), ("true", "false", False),
+    ("false", "true", True)])
+def test_verify_auto_verifies_a_fine_tuning_run_only(user_conf, tmp_path, pretrained, verify,
+                                                     verified):
+    # verify hit more than the default rule when fine-tuning, not from scratch (bench_suggest.md)
+    assert run_user(user_conf, *BASE, f"pretrained={pretrained}", f"verify={verify}",
+                    "verify_steps=5", out_dir=tmp_path) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["verification"] is not None) == verified
+    assert (summary["default_method"] == "verified") == verified
+    assert (RangeTestResult.from_csv(tmp_path / "curve.csv").verification is not None) == verified
+
+
 def test_dict_samples_run_with_the_batch_keys_they_name(user_conf, tmp_path, caplog):
     assert run_user(user_conf, *BASE, out_dir=tmp_path / "a", values=["dataset.kind=dict"]) == 2
     assert "batch_keys=[<input>,<target>]" in caplog.text and "'features'" in caplog.text

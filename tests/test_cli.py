@@ -176,6 +176,11 @@ def test_an_lr_past_what_optimizers_take_is_refused_before_the_first_step():
     assert_user_error(lrexp("max_lr=1e300"), "max_lr=1e+300", "<= 1e+30")
 
 
+def test_verify_takes_auto_true_or_false():
+    assert_user_error(lrexp("verify=sometimes"), "verify=sometimes",
+                      "auto (verify when fine-tuning)")
+
+
 def test_a_key_the_tracker_does_not_take_is_refused():
     # it reached MlflowTracker's __init__ as a TypeError and turned tracking off
     assert_user_error(lrexp("+tracking.foo=1"), "tracking.foo=1", "timeout_s")

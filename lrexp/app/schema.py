@@ -103,7 +103,9 @@ class LrexpConfig:
     channels_last: bool = True  # on CUDA only
     threads: int = 0  # torch threads per job; 0 = auto (cores / parallel jobs under joblib)
     progress: bool = True
-    verify: bool = DEFAULTS.verify  # short probe trainings pick among the candidate LRs
+    # short probe trainings pick among the candidate LRs: true, false, or auto (when
+    # fine-tuning, where verify hit more than the default rule; scripts/bench_suggest.md)
+    verify: Any = "auto"
     verify_steps: int = DEFAULTS.verify_steps  # optimizer steps per probe
     repeats: int = DEFAULTS.repeats  # range tests from the same weights, reseeded data orders
 
@@ -128,8 +130,9 @@ def check(cfg: Any) -> None:
     test's settings by the engine's rules (``SettingError``), the app's here (``ConfigError``).
     A key nothing reads is refused: it would be silently ignored."""
     _check_no_unread_keys(cfg)
-    # pretrained may be "auto" here: the app resolves it from the weights it loads
-    RangeTestSettings(**{key: cfg[key] for key in ENGINE_KEYS if key != "pretrained"})
+    # pretrained and verify may be "auto" here: the app resolves them from the weights it loads
+    RangeTestSettings(**{key: cfg[key] for key in ENGINE_KEYS
+                         if key != "pretrained" and not (key == "verify" and cfg[key] == "auto")})
     rules = [
         (bool(DEVICE_PATTERN.match(str(cfg.device))), f"device={cfg.device}",
          "use device=auto, cpu, cuda or cuda:N"),
@@ -151,6 +154,8 @@ def check(cfg: Any) -> None:
         (cfg.validate in ("auto", True, False), f"validate={cfg.validate}",
          "use auto (the validation loss when fine-tuning and there is a validation set), true "
          "or false"),
+        (cfg.verify in ("auto", True, False), f"verify={cfg.verify}",
+         "use auto (verify when fine-tuning), true or false"),
         (cfg.pretrained in ("auto", True, False), f"pretrained={cfg.pretrained}",
          "use auto (from the weights the net is loaded with), true or false"),
         (len(cfg.batch_keys) == 2, f"batch_keys={list(cfg.batch_keys)}",

@@ -167,12 +167,14 @@ def test_by_default_a_fine_tuning_run_records_the_training_loss(user_conf, tmp_p
 
 
 @pytest.mark.parametrize(("pretrained", "verify", "verified"), [
-    ("true", "auto", True), ("false", "auto", False), ("true", "false", False),
-    ("false", "true", True)])
+    ("true", None, True), ("false", None, False), ("true", "auto", True),
+    ("true", "false", False), ("false", "true", True)])
 def test_verify_auto_verifies_a_fine_tuning_run_only(user_conf, tmp_path, pretrained, verify,
                                                      verified):
-    # verify hit more than the default rule when fine-tuning, not from scratch (bench_suggest.md)
-    assert run_user(user_conf, *BASE, f"pretrained={pretrained}", f"verify={verify}",
+    # verify hit more than the default rule when fine-tuning, not from scratch (bench_suggest.md);
+    # None: the default, auto
+    verify_setting = () if verify is None else (f"verify={verify}",)
+    assert run_user(user_conf, *BASE, f"pretrained={pretrained}", *verify_setting,
                     "verify_steps=5", out_dir=tmp_path) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert (summary["verification"] is not None) == verified

@@ -90,7 +90,9 @@ def test_the_readme_example_runs_outside_the_checkout(tmp_path):
     summary = json.loads((tuned_dir / "summary.json").read_text())
     assert summary["weights"] == tuned.data.tags["weights"]
     assert summary["regime"] == tuned.data.tags["regime"] == "fine-tuning"
-    assert summary["default_method"] == "default (finetune)"
+    # a fine-tuning run verifies (verify=auto): the probes' choice is the suggestion
+    assert summary["default_method"] == "verified" and summary["verification"] is not None
+    assert "verified by short probe trainings (verify=auto" in proc.stdout + proc.stderr
     assert json.loads((fresh_dir / "summary.json").read_text())["regime"] == "from scratch"
     assert "assumed: fine-tuning (weights: checkpoint: " in proc.stdout + proc.stderr
     assert (project / "compare_runs.png").is_file()  # compare read every run back

@@ -244,14 +244,15 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
-def engine_settings(cfg: DictConfig, device: Any, built: Built) -> dict[str, Any]:
+def engine_settings(cfg: DictConfig, job: Job, built: Built) -> dict[str, Any]:
     """range_test's keyword arguments from the config (the CLI's model is fresh: no restore)."""
+    device = job.device
     return dict(
         min_lr=cfg.min_lr, max_lr=cfg.max_lr, num_iter=cfg.num_iter, schedule=cfg.schedule,
         steps_per_lr=cfg.steps_per_lr, beta=cfg.beta, diverge_th=cfg.diverge_th,
         restore=False, device=device, amp=cfg.amp, accumulation_steps=cfg.accumulation_steps,
         val_loader=built.val if records_val_loss(cfg, built) else None, progress=cfg.progress,
-        verify=runs_verify(cfg, built), verify_steps=cfg.verify_steps, repeats=cfg.repeats,
+        verify=runs_verify(cfg, job, built), verify_steps=cfg.verify_steps, repeats=cfg.repeats,
         seed=cfg.seed,
         batch_keys=tuple(cfg.batch_keys), pretrained=_pretrained(cfg, built.weights),
     )
@@ -267,13 +268,13 @@ def records_val_loss(cfg: DictConfig, built: Built) -> bool:
     return bool(cfg.validate)
 
 
-def runs_verify(cfg: DictConfig, built: Built) -> bool:
+def runs_verify(cfg: DictConfig, job: Job, built: Built) -> bool:
     """Does the test verify its suggestion? ``verify=auto``: when fine-tuning, where verify
     hit more than the default rule (tuning split 59 of 78 against 54, held-out rounds 9-12 ahead
     or level in each) for about 0.7x the range test's time more; from scratch it hit no more
-    (scripts/bench_suggest.md)."""
+    (scripts/bench_suggest.md). Not under torchrun, where the engine cannot verify."""
     if cfg.verify == "auto":
-        return _pretrained(cfg, built.weights)
+        return _pretrained(cfg, built.weights) and job.world_size == 1
     return bool(cfg.verify)
 
 

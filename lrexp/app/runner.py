@@ -185,7 +185,7 @@ def _run_tracked(cfg: DictConfig, tracker: RunLogger, record: stops.ProcessRecor
 
     job = prepare_job(cfg, _launcher_n_jobs())
     built = build(cfg, job)
-    settings = engine_settings(cfg, job.device, built)
+    settings = engine_settings(cfg, job, built)
     arguments = (built.model, built.train, built.loss_fn, built.optimizer)
     if job.rank != 0:  # every rank trains; rank 0 alone records and reports
         range_test(*arguments, **settings)
@@ -197,6 +197,9 @@ def _run_tracked(cfg: DictConfig, tracker: RunLogger, record: stops.ProcessRecor
     log.info("Starting the LR range test: %s on %s with %s, %d points from %g to %g on %s%s",
              names["net"], names["dataset"], names["optimizer"], cfg.num_iter, cfg.min_lr,
              cfg.max_lr, job.device, f", {cfg.repeats} repeats" if cfg.repeats > 1 else "")
+    if cfg.verify == "auto" and settings["verify"]:
+        log.info("Fine-tuning: the suggestion will be verified by short probe trainings "
+                 "(verify=auto; about 0.7x the test's time more; verify=false skips them).")
     return _test_and_record(arguments, settings, _Recording(
         tracker, out_dir, names, str(job.device), record, str(built.weights), job.world_size))
 

@@ -246,11 +246,10 @@ def user_error_types() -> tuple[type[BaseException], ...]:
 
 def engine_settings(cfg: DictConfig, job: Job, built: Built) -> dict[str, Any]:
     """range_test's keyword arguments from the config (the CLI's model is fresh: no restore)."""
-    device = job.device
     return dict(
         min_lr=cfg.min_lr, max_lr=cfg.max_lr, num_iter=cfg.num_iter, schedule=cfg.schedule,
         steps_per_lr=cfg.steps_per_lr, beta=cfg.beta, diverge_th=cfg.diverge_th,
-        restore=False, device=device, amp=cfg.amp, accumulation_steps=cfg.accumulation_steps,
+        restore=False, device=job.device, amp=cfg.amp, accumulation_steps=cfg.accumulation_steps,
         val_loader=built.val if records_val_loss(cfg, built) else None, progress=cfg.progress,
         verify=runs_verify(cfg, job, built), verify_steps=cfg.verify_steps, repeats=cfg.repeats,
         seed=cfg.seed,

@@ -287,7 +287,7 @@ def _run_name(names: dict[str, str]) -> str:
 def _recorded_range_test(arguments: tuple[Any, ...], settings: dict[str, Any],
                          run: _Recording) -> Any:
     """The range test with every step appended to curve.csv and buffered for the tracker."""
-    from lrexp.engine.interrupts import held
+    from lrexp.engine.interrupts import held, holdable_ctrl_c
     from lrexp.engine.rangetest import range_test
     from lrexp.engine.result import CurveWriter
     from lrexp.tracking.mlflow_tracker import median_band_series, repeat_loss_key
@@ -319,7 +319,7 @@ def _recorded_range_test(arguments: tuple[Any, ...], settings: dict[str, Any],
         writer.close()  # its last rows reach the disk before a failure is recorded
         run.steps = writer.rows
     if result.repeats:
-        with held():  # the whole median and band, or none of it
+        with holdable_ctrl_c(), held():  # the whole median and band, or none of it
             for step, values in median_band_series(result):
                 tracker.log_values(step, values)
     return result

@@ -117,6 +117,7 @@ def test_verify_in_the_app_records_every_probe_and_suggests_the_chosen_one(tmp_p
     curve = RangeTestResult.from_csv(tmp_path / "curve.csv")
     assert [p.lr for p in curve.verification.probes] == [p["lr"] for p in verification["probes"]]
     assert "verify: " in caplog.text and "x the range test's" in caplog.text
+    assert " LR points on cpu in " in caplog.text and ", verify included (diverged)" in caplog.text
 
 
 @pytest.mark.parametrize("num_iter", [2, pytest.param(4, marks=pytest.mark.slow)])

@@ -227,6 +227,17 @@ def test_a_stop_that_comes_while_a_point_is_recorded_waits_until_every_record_ha
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handed back
 
 
+def test_verify_after_an_interrupted_test_is_skipped_and_says_so(caplog):
+    def interrupt_at_10(step, lr, loss):
+        if step == 10:
+            raise KeyboardInterrupt
+
+    result = lrexp.range_test(bn_net(), classification_batches(), nn.CrossEntropyLoss(),
+                              num_iter=50, on_step=interrupt_at_10, verify=True, progress=False)
+    assert result.stop_reason == "interrupted" and result.verification is None
+    assert "Verify skipped: the range test was interrupted." in caplog.text
+
+
 def test_a_second_ctrl_c_while_a_point_is_recorded_interrupts_at_once():
     # a record that hangs (a store that does not answer) must not make Ctrl-C useless
     waited = []

@@ -115,6 +115,10 @@ def test_a_single_test_cut_short_is_never_high_and_says_to_finish_it():
     assert suggestion.lr == whole.suggest().lr and suggestion.confidence == "low"
     assert suggestion.reason.startswith(f"The test was stopped at LR {whole.lrs[-1]:.3g}")
     assert "run the test to the end" in suggestion.reason
+    # the curve's own reading follows as a sentence of its own
+    after = suggestion.reason.split("max_lr or num_iter). ", 1)[1]
+    assert after[0].isupper() and after[1:] == whole.suggest().reason[1:]
+
 
 
 def test_a_repeat_cut_short_by_ctrl_c_does_not_count_in_the_spread():

@@ -4,6 +4,7 @@ import pytest
 from lrexp.engine.curve import smooth, zero_lag
 from lrexp.engine.result import RangeTestResult
 from lrexp.engine.suggest import (
+    DESCENT_FACTOR,
     DESCENT_FALLBACK_DIVISOR,
     EDGE_DIVISOR,
     FALL_HIGH,
@@ -446,3 +447,15 @@ def test_a_fall_lost_in_the_noise_is_read_off_the_blowup():
     short_losses = np.interp(np.log10(short), x, trend + noise)
     assert suggest(short, short_losses).lr == pytest.approx(
         minimum(short, short_losses).lr * MINIMUM_DIVISOR / DESCENT_FALLBACK_DIVISOR)
+
+
+def test_a_test_stopped_early_never_suggests_an_lr_it_did_not_reach():
+    # Ctrl-C after 22 points spanning a quarter decade: the valley times 1.5 lay past the last
+    # LR the test reached (found by a new user's walk)
+    lrs = np.geomspace(1e-7, 1.8e-7, 22)
+    noise = 0.003 * np.random.default_rng(2).standard_normal(22)
+    losses = 0.8 - 0.02 * np.linspace(0, 1, 22) + noise
+    assert descent_valley_lr(lrs, losses) * DESCENT_FACTOR > lrs[-1]  # what the cap is for
+    cut = RangeTestResult(lrs, losses, smooth(losses), stop_reason="interrupted")
+    suggestion = cut.suggest()
+    assert suggestion.lr == pytest.approx(lrs[-1]) and suggestion.confidence == "low"

@@ -85,8 +85,8 @@ def summary_text(summary: RunSummary, files: Mapping[str, Path], out_dir: Path) 
     interval = summary.interval
     lines = [
         f"LR range test: {summary.net} on {summary.dataset} with {summary.optimizer}, "
-        f"{summary.steps} steps on {summary.device} in {summary.seconds or 0:.1f} s "
-        f"({summary.status})",
+        f"{summary.steps} LR points on {summary.device} in {summary.seconds or 0:.1f} s"
+        f"{', verify included' if summary.verification is not None else ''} ({summary.status})",
         f"  suggested LR ({summary.default_method}): {_fmt(summary.suggested_lr)}   "
         f"confidence: {summary.confidence}"
         + (f", supported {_fmt(interval[0])} – {_fmt(interval[1])}" if interval else ""),

@@ -199,7 +199,8 @@ def _run_tracked(cfg: DictConfig, tracker: RunLogger, record: stops.ProcessRecor
              cfg.max_lr, job.device, f", {cfg.repeats} repeats" if cfg.repeats > 1 else "")
     if cfg.verify == "auto" and settings["verify"]:
         log.info("Fine-tuning: the suggestion will be verified by short probe trainings "
-                 "(verify=auto; about 0.7x the test's time more; verify=false skips them).")
+                 "(verify=auto; on the suggestion benchmark a median 0.7x the test's time "
+                 "more; verify=false skips them).")
     return _test_and_record(arguments, settings, _Recording(
         tracker, out_dir, names, str(job.device), record, str(built.weights), job.world_size))
 

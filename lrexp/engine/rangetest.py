@@ -153,6 +153,8 @@ def range_test(
                                      train_loader, val_loader, steps_per_point, on_step, progress)
         if snapshot is not None and settings.verify and result.stop_reason != "interrupted":
             _verify(result, trainer, snapshot, train_loader, val_loader, settings.verify_steps)
+        elif settings.verify and result.stop_reason == "interrupted":
+            log.warning("Verify skipped: the range test was interrupted.")
     finally:
         if snapshot is not None and restore:
             snapshot.restore(trainer)

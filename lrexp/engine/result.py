@@ -240,7 +240,9 @@ class RangeTestResult:
                    "reading covers only the LRs it reached; run the test to the end before "
                    "trusting it (rather than changing max_lr or num_iter).")
         confidence = "none" if suggestion.confidence == "none" else "low"
-        return replace(suggestion, confidence=confidence, reason=f"{stopped} {suggestion.reason}")
+        reason = suggestion.reason or ""
+        return replace(suggestion, confidence=confidence,
+                       reason=f"{stopped} {reason[:1].upper()}{reason[1:]}".rstrip())
 
     def _verified(self) -> Suggestion:
         verification = self.verification

@@ -562,9 +562,10 @@ def descent(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
         suggestion = noisy
     else:
         # the factor was chosen on exponential ramps; on a linear one DESCENT_FACTOR times
-        # the valley can land past the blow-up
+        # the valley can land past the blow-up, and on a curve stopped early past every LR
+        # the test reached
         ceiling = curve.blowup_lr / INTERVAL_BELOW_EDGE[1] if curve.blowup_lr else math.inf
-        lr = min(valley_lr * DESCENT_FACTOR, ceiling)
+        lr = min(valley_lr * DESCENT_FACTOR, ceiling, float(np.max(lrs)))
         index = int(np.argmin(np.abs(np.log(curve.lrs / lr))))  # the curve point nearest it
         suggestion = _with_verdict(Suggestion(lr, "descent", index), curve)
     return _below_range_checked(suggestion, curve)

@@ -156,8 +156,13 @@ def digits(image: bool = False, label_noise: float = 0.0):
         target[flip] = rng.integers(0, 10, flip.sum())
     train, val = _split(d.data, target, regression=False)
     if image:
-        train, val = [(x.reshape(-1, 1, 8, 8), y) for x, y in (train, val)]
+        train, val = _as_images(train, val)
     return train, val
+
+
+def _as_images(train, val):
+    """Both splits' 64 features as 1x8x8 images, for the CNNs."""
+    return [(x.reshape(-1, 1, 8, 8), y) for x, y in (train, val)]
 
 
 def _sklearn(name: str, regression: bool, rows: int | None = None):
@@ -317,7 +322,7 @@ def shapes(image: bool = True):
     x, y = _shape_images()
     train, val = _split(x, y, regression=False)
     if image:
-        train, val = [(x.reshape(-1, 1, 8, 8), y) for x, y in (train, val)]
+        train, val = _as_images(train, val)
     return train, val
 
 
@@ -465,7 +470,7 @@ def jittered_digits(image: bool = True):
     images += 1.5 * rng.standard_normal(images.shape)
     train, val = _split(images.reshape(len(images), 64), d.target, regression=False)
     if image:
-        train, val = [(x.reshape(-1, 1, 8, 8), y) for x, y in (train, val)]
+        train, val = _as_images(train, val)
     return train, val
 
 
@@ -519,7 +524,7 @@ def small_digits(image: bool = False, rows: int = 400):
     keep = np.random.default_rng(17).permutation(len(d.data))[:rows]
     train, val = _split(d.data[keep], d.target[keep], regression=False)
     if image:
-        train, val = [(x.reshape(-1, 1, 8, 8), y) for x, y in (train, val)]
+        train, val = _as_images(train, val)
     return train, val
 
 
@@ -580,7 +585,7 @@ def digit_parity(image: bool = True):
     d = load_digits()
     train, val = _split(d.data, d.target % 2, regression=False)
     if image:
-        train, val = [(x.reshape(-1, 1, 8, 8), y) for x, y in (train, val)]
+        train, val = _as_images(train, val)
     return train, val
 
 
@@ -639,7 +644,7 @@ def noisy_digit_images():
     rng = np.random.default_rng(31)
     images = d.images / 16.0 + 0.33 * rng.standard_normal(d.images.shape)
     train, val = _split(images.reshape(len(images), 64), d.target, regression=False)
-    return [(x.reshape(-1, 1, 8, 8), y) for x, y in (train, val)]
+    return _as_images(train, val)
 
 
 def checkerboard():
@@ -694,7 +699,7 @@ def occluded_digits():
     """The digits as 8x8 images, each with a 3x3 patch blacked out."""
     x, y = _digit_images()
     train, val = _split(_occluded(x, seed=42), y, regression=False)
-    return [(x.reshape(-1, 1, 8, 8), y) for x, y in (train, val)]
+    return _as_images(train, val)
 
 
 def heteroscedastic_regression():
@@ -728,7 +733,7 @@ def noisy_shapes():
     rng = np.random.default_rng(52)
     x = x + 0.2 * rng.standard_normal(x.shape).astype(np.float32)
     train, val = _split(x, y, regression=False)
-    return [(x.reshape(-1, 1, 8, 8), y) for x, y in (train, val)]
+    return _as_images(train, val)
 
 
 def low_rank_wide_regression():
@@ -762,7 +767,7 @@ def contrast_digits():
     """The digits as 8x8 images, each with its own contrast and brightness."""
     x, y = _digit_images()
     train, val = _split(_contrast(x, seed=61), y, regression=False)
-    return [(x.reshape(-1, 1, 8, 8), y) for x, y in (train, val)]
+    return _as_images(train, val)
 
 
 def piecewise_regression():

@@ -70,8 +70,8 @@ CACHE = Path("outputs/bench_cache")
 # changes, become the held-out split the README reports (rounds: 7210088; "four new held-out
 # families"; "five new held-out families"; "four new held-out families, a fourth round";
 # "a fifth round"; "a sixth round"; "a seventh round": no rule changed before it ran; "an
-# eighth round"; "a ninth round"; "a tenth round"; "an eleventh round" and "a twelfth round": no
-# rule changed before either ran).
+# eighth round"; "a ninth round"; "a tenth round"; "an eleventh round", "a twelfth round" and
+# "a thirteenth round": no rule changed before any of them ran).
 SPLIT = {
     "digits_classic": "tuning",
     "synthetic_mlp": "tuning",
@@ -123,10 +123,15 @@ SPLIT = {
     "noisy_shapes_cnn": "tuning",  # held-out in round 11
     "low_rank_wide_regression": "tuning",  # held-out in round 11
     "finetune_shifted_down": "tuning",  # held-out in round 11
-    "contrast_digits_cnn": "held-out",
-    "piecewise_regression": "held-out",
-    "many_classes_tabular": "held-out",
-    "finetune_contrast": "held-out",
+    "contrast_digits_cnn": "tuning",  # held-out in round 12
+    "piecewise_regression": "tuning",  # held-out in round 12
+    "many_classes_tabular": "tuning",  # held-out in round 12
+    "finetune_contrast": "tuning",  # held-out in round 12
+    "signal_conv1d": "held-out",
+    "gru_sequences": "held-out",
+    "multioutput_regression": "held-out",
+    "digit_value_cnn": "held-out",
+    "finetune_dilated": "held-out",
 }
 
 
@@ -140,7 +145,8 @@ def _split(x, y, regression: bool, seed: int = 0, train_fraction: float = 0.75):
     mean, std = x[:cut].mean(0), x[:cut].std(0) + 1e-6
     x = (x - mean) / std
     if regression:
-        y = ((y - y[:cut].mean()) / y[:cut].std()).reshape(-1, 1)  # unit-variance targets
+        # unit-variance targets, one column each
+        y = ((y - y[:cut].mean(0)) / y[:cut].std(0)).reshape(len(y), -1)
     t = torch.from_numpy
     return (t(x[:cut]), t(y[:cut])), (t(x[cut:]), t(y[cut:]))
 
@@ -796,6 +802,71 @@ def contrast_target():
     return _few_labels(_contrast(x[half:], seed=64), y[half:], per_class=5, seed=12)
 
 
+# The thirteenth round's held-out data (written after round 12, with no rule change before it).
+_WAVEFORMS = 5
+
+
+def signals():
+    """1-D signals of 32 samples, one of five waveforms (sine, square, sawtooth, a chirp, a
+    decaying burst) with its own frequency, phase and amplitude, in noise; as 1x32 rows."""
+    rng = np.random.default_rng(71)
+    n, t = 3000, np.linspace(0, 1, 32)
+    kind = rng.integers(0, _WAVEFORMS, n)
+    freq, phase = rng.uniform(1.5, 4.0, (n, 1)), rng.uniform(0, 2 * np.pi, (n, 1))
+    angle = 2 * np.pi * freq * t + phase
+    waves = np.stack([np.sin(angle), np.sign(np.sin(angle)), 2 * ((angle / (2 * np.pi)) % 1) - 1,
+                      np.sin(2 * np.pi * freq * t * t * 2 + phase),
+                      np.exp(-4 * t) * np.sin(3 * angle)], axis=1)
+    x = waves[np.arange(n), kind] * rng.uniform(0.5, 1.5, (n, 1))
+    x = x + 0.5 * rng.standard_normal(x.shape)
+    (xt, yt), (xv, yv) = _split(x, kind, regression=False)
+    return (xt.reshape(-1, 1, 32), yt), (xv.reshape(-1, 1, 32), yv)
+
+
+def sequences():
+    """Sequences of 12 steps of 4 features; the class (4) is how many steps have a positive
+    first feature (0-3, 4-6, 7-9, 10-12 steps) - a count a recurrent net has to carry."""
+    rng = np.random.default_rng(72)
+    n = 3000
+    x = rng.standard_normal((n, 12, 4)).astype(np.float32)
+    count = (x[:, :, 0] > 0).sum(1)
+    y = np.digitize(count, [4, 7, 10]).astype(np.int64)
+    cut = int(0.75 * n)
+    t = torch.from_numpy
+    return (t(x[:cut]), t(y[:cut])), (t(x[cut:]), t(y[cut:]))
+
+
+def multioutput_regression():
+    """Three targets from eight inputs (a sine plus a square, a product, a hinge minus a
+    linear term), noise on each; every target standardized on the training rows."""
+    rng = np.random.default_rng(73)
+    x = rng.uniform(-2, 2, (2500, 8))
+    y = np.stack([np.sin(x[:, 0]) + 0.5 * x[:, 1] ** 2, x[:, 2] * x[:, 3],
+                  np.maximum(x[:, 4], 0) - x[:, 5]], axis=1)
+    y = y + 0.2 * rng.standard_normal(y.shape)
+    return _split(x, y, regression=True)
+
+
+def digit_values():
+    """The digits as 8x8 images with the digit's value (0-9, standardized) as a regression
+    target: a CNN trained by MSE."""
+    x, y = _digit_images()
+    train, val = _split(x, y.astype(np.float32), regression=True)
+    return _as_images(train, val)
+
+
+def dilated_target():
+    """The second half of the digits with every stroke thickened (a 3x3 maximum filter), 5
+    labels per class: a backbone pretrained on the first half as it was (``shifted``'s
+    source)."""
+    from scipy.ndimage import maximum_filter
+
+    x, y = _digit_images()
+    half = len(x) // 2
+    images = maximum_filter(x[half:].reshape(-1, 8, 8), size=(1, 3, 3)).reshape(-1, 64)
+    return _few_labels(images.astype(np.float32), y[half:], per_class=5, seed=13)
+
+
 # -- models ----------------------------------------------------------------------------------
 def mlp(inputs, outputs, hidden=128, bn=False, act=nn.ReLU, depth=2, dropout=0.0):
     layers: list[nn.Module] = []
@@ -854,6 +925,27 @@ class _RowTransformer(nn.Module):
     def forward(self, x):
         tokens = self.embed(x.reshape(-1, 8, 8)) + self.position
         return self.norm(self.encoder(tokens).mean(1))
+
+
+def conv1d_net(bn: bool, classes: int = _WAVEFORMS):
+    def block(cin, cout):
+        return [nn.Conv1d(cin, cout, 5, padding=2)] + ([nn.BatchNorm1d(cout)] if bn else []) + [
+            nn.ReLU()]
+
+    return nn.Sequential(*block(1, 16), nn.MaxPool1d(2), *block(16, 32), nn.AdaptiveAvgPool1d(1),
+                         nn.Flatten(), nn.Linear(32, classes))
+
+
+class GRUClassifier(nn.Module):
+    """A one-layer GRU over the sequence; its last hidden state classifies."""
+
+    def __init__(self, inputs: int = 4, hidden: int = 32, classes: int = 4):
+        super().__init__()
+        self.gru = nn.GRU(inputs, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, classes)
+
+    def forward(self, x):
+        return self.head(self.gru(x)[1][-1])
 
 
 BACKBONES: dict[str, tuple[Callable[[], nn.Module], int]] = {  # (builder, feature width)
@@ -1212,6 +1304,29 @@ CASES = [
          lambda: mlp(40, 10, dropout=0.3), rmsprop, CE, batch=16),
     *_finetune_cases("finetune_contrast", "shifted", contrast_target, 10, weight_decay=0.05,
                      batch=8, steps=300),
+    # held-out since the thirteenth round (written after round 12; no rule changed before it)
+    Case("signal_conv1d_bn_sgd_nesterov_b16", "signal_conv1d", signals,
+         lambda: conv1d_net(bn=True), sgd(0.9, nesterov=True), CE, batch=16),
+    Case("signal_conv1d_adam", "signal_conv1d", signals, lambda: conv1d_net(bn=False), adam, CE),
+    Case("signal_conv1d_adamw_b64", "signal_conv1d", signals, lambda: conv1d_net(bn=False),
+         adamw(), CE, batch=64),
+    Case("gru_adam", "gru_sequences", sequences, GRUClassifier, adam, CE),
+    Case("gru_rmsprop_b16", "gru_sequences", sequences, GRUClassifier, rmsprop, CE, batch=16),
+    Case("gru_sgd_momentum_long", "gru_sequences", sequences, GRUClassifier, sgd(0.9), CE,
+         steps=1000),
+    Case("multioutput_mlp_adam_b16", "multioutput_regression", multioutput_regression,
+         lambda: mlp(8, 3, hidden=64), adam, MSE, batch=16),
+    Case("multioutput_mlp_sgd_plain", "multioutput_regression", multioutput_regression,
+         lambda: mlp(8, 3, hidden=128), sgd(0.0), MSE),
+    Case("multioutput_residual_mlp_adamw_long", "multioutput_regression",
+         multioutput_regression, lambda: ResidualMLP(8, 3), adamw(), MSE, steps=1000),
+    Case("digit_value_cnn_sgd_momentum", "digit_value_cnn", digit_values, lambda: cnn(False, 1),
+         sgd(0.9), MSE),
+    Case("digit_value_cnn_bn_adam_b64", "digit_value_cnn", digit_values, lambda: cnn(True, 1),
+         adam, MSE, batch=64),
+    Case("digit_value_cnn_rmsprop_b16", "digit_value_cnn", digit_values, lambda: cnn(False, 1),
+         rmsprop, MSE, batch=16),
+    *_finetune_cases("finetune_dilated", "shifted", dilated_target, 10, steps=250),
 ]
 
 

@@ -299,12 +299,12 @@ class RangeTestResult:
     def schedule(self, name: str) -> TrainingSchedule: ...
 
     def schedule(self, name: str) -> TrainingSchedule:
-        """The bounds of training schedule ``name`` read from this curve: "onecycle" gives
-        ``OneCycleSettings`` (max_lr, div_factor) for torch's OneCycleLR, "cyclic" gives
-        ``CyclicSettings`` (base_lr, max_lr) for CyclicLR. The rules and their sources:
-        ``lrexp.engine.training_schedules``. ``ScheduleBoundsError`` when the curve has no
-        suggestion to read them from."""
-        return schedule_settings(self.lrs, self.losses, name)
+        """The bounds of training schedule ``name`` read from this curve in its regime
+        (``pretrained``): "onecycle" gives ``OneCycleSettings`` (max_lr, div_factor) for torch's
+        OneCycleLR, "cyclic" gives ``CyclicSettings`` (base_lr, max_lr) for CyclicLR. The
+        rules and their sources: ``lrexp.engine.training_schedules``. ``ScheduleBoundsError``
+        when the curve has no supported interval to read them from."""
+        return schedule_settings(self.lrs, self.losses, name, pretrained=self.pretrained)
 
     def make_scheduler(self, optimizer: Optimizer, name: str, **torch_kwargs: Any) -> LRScheduler:
         """torch's scheduler for ``schedule(name)`` on ``optimizer``; ``torch_kwargs`` go to it

@@ -6,6 +6,7 @@ Both rules read the curve the suggestions read (``lrexp.engine.suggest``), nothi
   curve supports (``Verdict.interval``). With a blow-up on the curve that is the blow-up LR / 5,
   a fixed distance below the edge of the stable LRs (the edge barely moves with noise, where
   the minimum of a noisy curve wanders by decades); without one, the LR of the smoothed minimum.
+  One-cycle peaks lower: at twice the suggestion (below).
 * the bottom is where the loss starts to fall (``suggest.fall_start_lr``): where the zero-lag
   loss leaves the level the test started at for good, a tenth of its fall below it.
 
@@ -17,13 +18,15 @@ starts late, or one too small to see, still gets a cycle by his second rule.
 
 One-cycle (Smith 2018, "A disciplined approach to neural network hyper-parameters: Part 1",
 arXiv:1803.09820, section 4): the maximum LR from the range test, the minimum about 1/10 to
-1/20 of it. torch's ``OneCycleLR`` starts at max_lr / div_factor (default 25, fastai's). Here
+1/20 of it. Here max_lr is the default rule's suggestion (the curve's regime: from scratch or
+fine-tuning) times ``ONECYCLE_PEAK_OVER_SUGGESTION``, at most the top above: a one-cycle
+training passes its peak briefly, so its best peak lies above the best constant LR. torch's
+``OneCycleLR`` starts at max_lr / div_factor (default 25, fastai's). Here
 div_factor puts the start where the loss starts to fall, within ``ONECYCLE_MIN_DIV`` (Smith's
 tenth) and ``ONECYCLE_MAX_DIV`` (torch's 25): a fall that spans decades would put the start
 where the loss barely moves, spending the warm-up there; where no start can be read it is 25.
 (fastai's ``fit_one_cycle`` takes lr_max from its valley or steepest suggestion, points inside
-the fall; the top used here lies closer to the edge: a one-cycle peak is visited briefly,
-unlike a constant LR.)
+the fall, as twice lrexp's suggestion mostly is.)
 
 A curve without a supported interval (too short, constant, or a loss that never fell below its
 noise and never blew up: its suggestion is at most a rough guess) has no bounds:
@@ -39,7 +42,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy.typing as npt
 
-from lrexp.engine.suggest import assess, fall_start_lr
+from lrexp.engine.suggest import assess, fall_start_lr, suggest
 
 if TYPE_CHECKING:  # torch is imported when a scheduler is made, not with the rules
     from torch.optim import Optimizer
@@ -47,7 +50,7 @@ if TYPE_CHECKING:  # torch is imported when a scheduler is made, not with the ru
 
 __all__ = [
     "CYCLIC_MIN_RATIO", "ONECYCLE_DEFAULT_DIV", "ONECYCLE_MAX_DIV", "ONECYCLE_MIN_DIV",
-    "ONECYCLE_PEAK_BELOW_BLOWUP",
+    "ONECYCLE_PEAK_OVER_SUGGESTION",
     "TRAINING_SCHEDULES",
     "CyclicSettings", "OneCycleSettings", "ScheduleBoundsError", "TrainingSchedule",
     "cyclic_settings", "group_lr_ratios", "make_scheduler", "onecycle_settings",
@@ -58,10 +61,12 @@ CYCLIC_MIN_RATIO = 4.0  # Smith 2017, 3.3: "set base_lr to 1/3 or 1/4 of max_lr"
 ONECYCLE_MIN_DIV = 10.0  # Smith 2018, section 4: the minimum LR 1/10 to 1/20 of the maximum
 ONECYCLE_DEFAULT_DIV = 25.0  # torch's OneCycleLR default, after fastai
 ONECYCLE_MAX_DIV = ONECYCLE_DEFAULT_DIV  # a start deeper in the plateau only slows the warm-up
-# one-cycle's peak with a blow-up on the curve: blow-up LR / 15, chosen on the benchmark's tuning
-# split only (scripts/bench_suggest.md: from scratch blow-up / k hits 12 of 28 at k = 5, 17 at 10,
-# 21 at 15, 20 at 20 and 30); the interval's top (blow-up / 5) peaked too high
-ONECYCLE_PEAK_BELOW_BLOWUP = 15.0
+# one-cycle's peak: the default suggestion x 2, at most the interval's top. Chosen on the
+# suggestion benchmark's tuning split only (its one-cycle truth, 36 cases, 72 trials;
+# scripts/bench_suggest.md): x 2 in each left-out family; it hits 48 where the blow-up / 15 it
+# replaced hit 39. The grid's best one-cycle peak lies a median 0.33 decades above its best
+# constant LR.
+ONECYCLE_PEAK_OVER_SUGGESTION = 2.0
 
 
 class ScheduleBoundsError(ValueError):
@@ -114,10 +119,10 @@ class CyclicSettings:
 TrainingSchedule = OneCycleSettings | CyclicSettings
 
 
-def _bounds(lrs: npt.ArrayLike, losses: npt.ArrayLike, schedule: str,
-            settings: str) -> tuple[float, float | None]:
+def _bounds(lrs: npt.ArrayLike, losses: npt.ArrayLike, schedule: str, settings: str,
+            pretrained: bool) -> tuple[float, float | None]:
     """(top, start): where the loss stops falling and where it starts to (None: not seen)."""
-    verdict = assess(lrs, losses)
+    verdict = assess(lrs, losses, pretrained=pretrained)
     if verdict.interval is None:
         raise ScheduleBoundsError(
             f"No {schedule} bounds from this range test: they are read from where the loss "
@@ -127,36 +132,40 @@ def _bounds(lrs: npt.ArrayLike, losses: npt.ArrayLike, schedule: str,
     return verdict.interval[1], fall_start_lr(lrs, losses)
 
 
-def onecycle_settings(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> OneCycleSettings:
-    """One-cycle's bounds from a curve (module docstring: Smith 2018)."""
-    top, start = _bounds(lrs, losses, "one-cycle", "OneCycleLR's max_lr")
-    blowup_lr = assess(lrs, losses).blowup_lr
-    if blowup_lr is not None:
-        top = min(top, blowup_lr / ONECYCLE_PEAK_BELOW_BLOWUP)
+def onecycle_settings(lrs: npt.ArrayLike, losses: npt.ArrayLike,
+                      pretrained: bool = False) -> OneCycleSettings:
+    """One-cycle's bounds from a curve (module docstring: Smith 2018); ``pretrained`` as in
+    ``suggest``."""
+    top, start = _bounds(lrs, losses, "one-cycle", "OneCycleLR's max_lr", pretrained)
+    suggested = suggest(lrs, losses, pretrained=pretrained).lr
+    peak = top if suggested is None else min(top, suggested * ONECYCLE_PEAK_OVER_SUGGESTION)
     div_factor = (ONECYCLE_DEFAULT_DIV if start is None
-                  else min(max(top / start, ONECYCLE_MIN_DIV), ONECYCLE_MAX_DIV))
-    return OneCycleSettings(max_lr=top, div_factor=div_factor)
+                  else min(max(peak / start, ONECYCLE_MIN_DIV), ONECYCLE_MAX_DIV))
+    return OneCycleSettings(max_lr=peak, div_factor=div_factor)
 
 
-def cyclic_settings(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> CyclicSettings:
+def cyclic_settings(lrs: npt.ArrayLike, losses: npt.ArrayLike,
+                    pretrained: bool = False) -> CyclicSettings:
     """The cyclical LR's bounds from a curve (module docstring: Smith 2017)."""
-    top, start = _bounds(lrs, losses, "cyclic", "CyclicLR's base_lr and max_lr")
+    top, start = _bounds(lrs, losses, "cyclic", "CyclicLR's base_lr and max_lr", pretrained)
     base_lr = top / CYCLIC_MIN_RATIO if start is None else min(start, top / CYCLIC_MIN_RATIO)
     return CyclicSettings(base_lr=base_lr, max_lr=top)
 
 
-TRAINING_SCHEDULES: dict[str, Callable[[npt.ArrayLike, npt.ArrayLike], TrainingSchedule]] = {
+TRAINING_SCHEDULES: dict[str, Callable[..., TrainingSchedule]] = {  # (lrs, losses, pretrained)
     "onecycle": onecycle_settings,
     "cyclic": cyclic_settings,
 }
 
 
-def schedule_settings(lrs: npt.ArrayLike, losses: npt.ArrayLike, name: str) -> TrainingSchedule:
-    """The settings of training schedule ``name`` (a key of ``TRAINING_SCHEDULES``)."""
+def schedule_settings(lrs: npt.ArrayLike, losses: npt.ArrayLike, name: str,
+                      pretrained: bool = False) -> TrainingSchedule:
+    """The settings of training schedule ``name`` (a key of ``TRAINING_SCHEDULES``) for a model
+    that trains from scratch or, ``pretrained``, fine-tunes."""
     if name not in TRAINING_SCHEDULES:
         raise ValueError(f"Unknown training schedule {name!r}; choose one of "
                          f"{sorted(TRAINING_SCHEDULES)}.")
-    return TRAINING_SCHEDULES[name](lrs, losses)
+    return TRAINING_SCHEDULES[name](lrs, losses, pretrained=pretrained)
 
 
 def make_scheduler(optimizer: Optimizer, settings: TrainingSchedule,

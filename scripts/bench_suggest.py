@@ -71,7 +71,8 @@ CACHE = Path("outputs/bench_cache")
 # families"; "five new held-out families"; "four new held-out families, a fourth round";
 # "a fifth round"; "a sixth round"; "a seventh round": no rule changed before it ran; "an
 # eighth round"; "a ninth round"; "a tenth round"; "an eleventh round", "a twelfth round" and
-# "a thirteenth round": no rule changed before any of them ran).
+# "a thirteenth round": no suggestion rule changed before any of them ran; "a fourteenth round":
+# one-cycle's peak changed before it).
 SPLIT = {
     "digits_classic": "tuning",
     "synthetic_mlp": "tuning",
@@ -127,11 +128,15 @@ SPLIT = {
     "piecewise_regression": "tuning",  # held-out in round 12
     "many_classes_tabular": "tuning",  # held-out in round 12
     "finetune_contrast": "tuning",  # held-out in round 12
-    "signal_conv1d": "held-out",
-    "gru_sequences": "held-out",
-    "multioutput_regression": "held-out",
-    "digit_value_cnn": "held-out",
-    "finetune_dilated": "held-out",
+    "signal_conv1d": "tuning",  # held-out in round 13
+    "gru_sequences": "tuning",  # held-out in round 13
+    "multioutput_regression": "tuning",  # held-out in round 13
+    "digit_value_cnn": "tuning",  # held-out in round 13
+    "finetune_dilated": "tuning",  # held-out in round 13
+    "gratings_cnn": "held-out",
+    "digits_autoencoder": "held-out",
+    "rings_3d": "held-out",
+    "finetune_mirrored": "held-out",
 }
 
 
@@ -867,6 +872,57 @@ def dilated_target():
     return _few_labels(images.astype(np.float32), y[half:], per_class=5, seed=13)
 
 
+# The fourteenth round's held-out data (written after round 13; the suggestion rules unchanged,
+# one-cycle's peak chosen again on rounds 1-13 before it runs).
+def gratings():
+    """8x8 gratings at one of four orientations (0, 45, 90, 135 degrees), each with its own
+    frequency, phase and contrast, in pixel noise: a CNN's task."""
+    rng = np.random.default_rng(81)
+    n = 3000
+    angle = rng.integers(0, 4, n)
+    theta = angle * np.pi / 4
+    freq, phase = rng.uniform(0.6, 1.4, n), rng.uniform(0, 2 * np.pi, n)
+    rows, cols = np.mgrid[0:8, 0:8]
+    along = (np.cos(theta)[:, None, None] * cols + np.sin(theta)[:, None, None] * rows)
+    images = rng.uniform(0.3, 1.0, (n, 1, 1)) * np.sin(freq[:, None, None] * along
+                                                         + phase[:, None, None])
+    images = images + 0.6 * rng.standard_normal(images.shape)
+    train, val = _split(images.reshape(n, 64), angle, regression=False)
+    return _as_images(train, val)
+
+
+def digit_reconstruction():
+    """The digits as 8x8 images, each its own target (an autoencoder's reconstruction, MSE)."""
+    x, _ = _digit_images()
+    (xt, _), (xv, _) = _split(x, np.zeros(len(x)), regression=False)
+    (it, _), (iv, _) = _as_images((xt, xt), (xv, xv))
+    return (it, it), (iv, iv)
+
+
+def rings_3d():
+    """Points on three noisy concentric spherical shells in 3-D (radius 1, 2, 3), one class
+    each; 10 % of the labels flipped."""
+    rng = np.random.default_rng(83)
+    n = 3000
+    y = rng.integers(0, 3, n)
+    direction = rng.standard_normal((n, 3))
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    x = direction * (y + 1 + 0.35 * rng.standard_normal(n))[:, None]
+    flip = rng.random(n) < 0.1
+    y = np.where(flip, rng.integers(0, 3, n), y)
+    return _split(x, y, regression=False)
+
+
+def mirrored_target():
+    """The second half of the digits mirrored left to right, 5 labels per class: a backbone
+    pretrained on the first half as it was (``shifted``'s source)."""
+    x, y = _digit_images()
+    half = len(x) // 2
+    images = x[half:].reshape(-1, 8, 8)[:, :, ::-1].reshape(-1, 64)
+    return _few_labels(np.ascontiguousarray(images, dtype=np.float32), y[half:], per_class=5,
+                       seed=14)
+
+
 # -- models ----------------------------------------------------------------------------------
 def mlp(inputs, outputs, hidden=128, bn=False, act=nn.ReLU, depth=2, dropout=0.0):
     layers: list[nn.Module] = []
@@ -946,6 +1002,15 @@ class GRUClassifier(nn.Module):
 
     def forward(self, x):
         return self.head(self.gru(x)[1][-1])
+
+
+def autoencoder(bn: bool) -> nn.Module:
+    """A small convolutional autoencoder for 1x8x8 images: 8x8 -> 4x4 (16 channels) -> 8x8."""
+    norm: list[nn.Module] = [nn.BatchNorm2d(16)] if bn else []
+    return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), *norm, nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(16, 8, 3, padding=1), nn.ReLU(),
+                         nn.Upsample(scale_factor=2), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(16, 1, 3, padding=1))
 
 
 BACKBONES: dict[str, tuple[Callable[[], nn.Module], int]] = {  # (builder, feature width)
@@ -1327,6 +1392,27 @@ CASES = [
     Case("digit_value_cnn_rmsprop_b16", "digit_value_cnn", digit_values, lambda: cnn(False, 1),
          rmsprop, MSE, batch=16),
     *_finetune_cases("finetune_dilated", "shifted", dilated_target, 10, steps=250),
+    # held-out since the fourteenth round (written after round 13; no suggestion rule changed
+    # before it)
+    Case("gratings_cnn_bn_sgd_nesterov", "gratings_cnn", gratings, lambda: cnn(bn=True, classes=4),
+         sgd(0.9, nesterov=True), CE),
+    Case("gratings_cnn_adamw_b16", "gratings_cnn", gratings, lambda: cnn(bn=False, classes=4),
+         adamw(), CE, batch=16),
+    Case("gratings_cnn_sgd_plain_b64", "gratings_cnn", gratings,
+         lambda: cnn(bn=False, classes=4), sgd(0.0), CE, batch=64),
+    Case("autoencoder_adam", "digits_autoencoder", digit_reconstruction,
+         lambda: autoencoder(bn=False), adam, MSE),
+    Case("autoencoder_bn_sgd_momentum_b16", "digits_autoencoder", digit_reconstruction,
+         lambda: autoencoder(bn=True), sgd(0.9), MSE, batch=16),
+    Case("autoencoder_rmsprop_long", "digits_autoencoder", digit_reconstruction,
+         lambda: autoencoder(bn=False), rmsprop, MSE, steps=1000),
+    Case("rings_mlp_adam_b64", "rings_3d", rings_3d, lambda: mlp(3, 3, hidden=64), adam, CE,
+         batch=64),
+    Case("rings_deep_mlp_sgd_momentum", "rings_3d", rings_3d,
+         lambda: mlp(3, 3, hidden=64, depth=4), sgd(0.9), CE),
+    Case("rings_tanh_mlp_rmsprop_b16", "rings_3d", rings_3d,
+         lambda: mlp(3, 3, hidden=64, act=nn.Tanh), rmsprop, CE, batch=16),
+    *_finetune_cases("finetune_mirrored", "shifted", mirrored_target, 10, batch=8),
 ]
 
 

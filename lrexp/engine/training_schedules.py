@@ -6,7 +6,7 @@ Both rules read the curve the suggestions read (``lrexp.engine.suggest``), nothi
   curve supports (``Verdict.interval``). With a blow-up on the curve that is the blow-up LR / 5,
   a fixed distance below the edge of the stable LRs (the edge barely moves with noise, where
   the minimum of a noisy curve wanders by decades); without one, the LR of the smoothed minimum.
-  One-cycle peaks lower: at twice the suggestion (below).
+  One-cycle peaks lower (below).
 * the bottom is where the loss starts to fall (``suggest.fall_start_lr``): where the zero-lag
   loss leaves the level the test started at for good, a tenth of its fall below it.
 
@@ -18,15 +18,18 @@ starts late, or one too small to see, still gets a cycle by his second rule.
 
 One-cycle (Smith 2018, "A disciplined approach to neural network hyper-parameters: Part 1",
 arXiv:1803.09820, section 4): the maximum LR from the range test, the minimum about 1/10 to
-1/20 of it. Here max_lr is the default rule's suggestion (the curve's regime: from scratch or
-fine-tuning) times ``ONECYCLE_PEAK_OVER_SUGGESTION``, at most the top above: a one-cycle
-training passes its peak briefly, so its best peak lies above the best constant LR. torch's
-``OneCycleLR`` starts at max_lr / div_factor (default 25, fastai's). Here
+1/20 of it. Here max_lr is at most the top above, and from scratch the blow-up LR /
+``ONECYCLE_PEAK_BELOW_BLOWUP``: a fixed distance below the edge of the stable LRs, the sharper
+landmark. A pretrained net's blow-up (where its weights get wrecked) lies far above the LRs it
+fine-tunes well at, as for the suggestion (``suggest``'s fine-tuning rule), so when fine-tuning
+max_lr is that rule's LR times ``ONECYCLE_PEAK_OVER_SUGGESTION``: a one-cycle training passes
+its peak briefly, so its best peak lies above the best constant LR. torch's ``OneCycleLR``
+starts at max_lr / div_factor (default 25, fastai's). Here
 div_factor puts the start where the loss starts to fall, within ``ONECYCLE_MIN_DIV`` (Smith's
 tenth) and ``ONECYCLE_MAX_DIV`` (torch's 25): a fall that spans decades would put the start
 where the loss barely moves, spending the warm-up there; where no start can be read it is 25.
 (fastai's ``fit_one_cycle`` takes lr_max from its valley or steepest suggestion, points inside
-the fall, as twice lrexp's suggestion mostly is.)
+the fall.)
 
 A curve without a supported interval (too short, constant, or a loss that never fell below its
 noise and never blew up: its suggestion is at most a rough guess) has no bounds:
@@ -50,7 +53,7 @@ if TYPE_CHECKING:  # torch is imported when a scheduler is made, not with the ru
 
 __all__ = [
     "CYCLIC_MIN_RATIO", "ONECYCLE_DEFAULT_DIV", "ONECYCLE_MAX_DIV", "ONECYCLE_MIN_DIV",
-    "ONECYCLE_PEAK_OVER_SUGGESTION",
+    "ONECYCLE_PEAK_BELOW_BLOWUP", "ONECYCLE_PEAK_OVER_SUGGESTION",
     "TRAINING_SCHEDULES",
     "CyclicSettings", "OneCycleSettings", "ScheduleBoundsError", "TrainingSchedule",
     "cyclic_settings", "group_lr_ratios", "make_scheduler", "onecycle_settings",
@@ -61,11 +64,11 @@ CYCLIC_MIN_RATIO = 4.0  # Smith 2017, 3.3: "set base_lr to 1/3 or 1/4 of max_lr"
 ONECYCLE_MIN_DIV = 10.0  # Smith 2018, section 4: the minimum LR 1/10 to 1/20 of the maximum
 ONECYCLE_DEFAULT_DIV = 25.0  # torch's OneCycleLR default, after fastai
 ONECYCLE_MAX_DIV = ONECYCLE_DEFAULT_DIV  # a start deeper in the plateau only slows the warm-up
-# one-cycle's peak: the default suggestion x 2, at most the interval's top. Chosen on the
-# suggestion benchmark's tuning split only (its one-cycle truth, 36 cases, 72 trials;
-# scripts/bench_suggest.md): x 2 in each left-out family; it hits 48 where the blow-up / 15 it
-# replaced hit 39. The grid's best one-cycle peak lies a median 0.33 decades above its best
-# constant LR.
+# one-cycle's peak, at most the interval's top; chosen on the suggestion benchmark's one-cycle
+# truth, tuning split only (rounds 1-13, 51 cases; scripts/bench_suggest.md), leaving one family
+# out. From scratch: the blow-up LR / 15 (in all 14 folds; 56 of 84 trials, the fine-tuning
+# rule's x 2 52). Fine-tuning: the suggestion x 2 (16 of 18; the blow-up / 15 4).
+ONECYCLE_PEAK_BELOW_BLOWUP = 15.0
 ONECYCLE_PEAK_OVER_SUGGESTION = 2.0
 
 
@@ -137,8 +140,12 @@ def onecycle_settings(lrs: npt.ArrayLike, losses: npt.ArrayLike,
     """One-cycle's bounds from a curve (module docstring: Smith 2018); ``pretrained`` as in
     ``suggest``."""
     top, start = _bounds(lrs, losses, "one-cycle", "OneCycleLR's max_lr", pretrained)
-    suggested = suggest(lrs, losses, pretrained=pretrained).lr
-    peak = top if suggested is None else min(top, suggested * ONECYCLE_PEAK_OVER_SUGGESTION)
+    if pretrained:
+        suggested = suggest(lrs, losses, pretrained=True).lr
+        peak = top if suggested is None else min(top, suggested * ONECYCLE_PEAK_OVER_SUGGESTION)
+    else:
+        blowup_lr = assess(lrs, losses).blowup_lr
+        peak = top if blowup_lr is None else min(top, blowup_lr / ONECYCLE_PEAK_BELOW_BLOWUP)
     div_factor = (ONECYCLE_DEFAULT_DIV if start is None
                   else min(max(peak / start, ONECYCLE_MIN_DIV), ONECYCLE_MAX_DIV))
     return OneCycleSettings(max_lr=peak, div_factor=div_factor)

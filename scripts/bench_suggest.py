@@ -283,6 +283,16 @@ def new_classes_target():
     return _few_labels(x[keep], y[keep] - 5, per_class=12)
 
 
+def _second_half_target(transform: Callable, per_class: int, seed: int = 0):
+    """A fine-tuning target: the second half of the digits as 8x8 images through ``transform``,
+    ``per_class`` labels per class (``_few_labels``; ``seed`` picks them)."""
+    x, y = _digit_images()
+    half = len(x) // 2
+    images = transform(x[half:].reshape(-1, 8, 8)).reshape(-1, 64)
+    return _few_labels(np.ascontiguousarray(images, dtype=np.float32), y[half:],
+                       per_class=per_class, seed=seed)
+
+
 def shifted_source():
     x, y = _digit_images()
     half = len(x) // 2
@@ -292,10 +302,7 @@ def shifted_source():
 def shifted_target():
     """The other half of the digits, inverted and moved one pixel right, 5 labels per class:
     a backbone pretrained on the first half as it was."""
-    x, y = _digit_images()
-    half = len(x) // 2
-    images = np.roll(1.0 - x[half:].reshape(-1, 8, 8), 1, axis=2).reshape(-1, 64)
-    return _few_labels(images.astype(np.float32), y[half:], per_class=5)
+    return _second_half_target(lambda images: np.roll(1.0 - images, 1, axis=2), per_class=5)
 
 
 # Shapes: ten small stroke patterns at random places on an 8x8 canvas, random brightness, pixel
@@ -407,11 +414,11 @@ def cross_target():
 def rotated_target():
     """The second half of the digits turned a quarter and noisier, 6 labels per class: a
     backbone pretrained on the first half upright (``shifted``'s source)."""
-    x, y = _digit_images()
-    half = len(x) // 2
-    images = np.rot90(x[half:].reshape(-1, 8, 8), 1, axes=(1, 2)).reshape(-1, 64)
-    noise = 0.15 * np.random.default_rng(4).standard_normal(images.shape)
-    return _few_labels((images + noise).astype(np.float32), y[half:], per_class=6, seed=2)
+    def turned(images):
+        noise = 0.15 * np.random.default_rng(4).standard_normal(images.shape)
+        return np.rot90(images, 1, axes=(1, 2)) + noise
+
+    return _second_half_target(turned, per_class=6, seed=2)
 
 
 # The fourth round's held-out data (written before that round's rule changes).
@@ -759,10 +766,7 @@ def low_rank_wide_regression():
 def shifted_down_target():
     """The second half of the digits moved one pixel down, 6 labels per class: a backbone
     pretrained on all ten shapes (``cross``'s source: another domain)."""
-    x, y = _digit_images()
-    half = len(x) // 2
-    images = np.roll(x[half:].reshape(-1, 8, 8), 1, axis=1).reshape(-1, 64)
-    return _few_labels(images.astype(np.float32), y[half:], per_class=6, seed=11)
+    return _second_half_target(lambda images: np.roll(images, 1, axis=1), per_class=6, seed=11)
 
 
 # The twelfth round's held-out data (written after round 11, with no rule change before it).
@@ -802,9 +806,8 @@ def many_classes():
 def contrast_target():
     """The second half of the digits, each with its own contrast and brightness, 5 labels per
     class: a backbone pretrained on the first half as it was (``shifted``'s source)."""
-    x, y = _digit_images()
-    half = len(x) // 2
-    return _few_labels(_contrast(x[half:], seed=64), y[half:], per_class=5, seed=12)
+    return _second_half_target(lambda images: _contrast(images.reshape(-1, 64), seed=64),
+                               per_class=5, seed=12)
 
 
 # The thirteenth round's held-out data (written after round 12, with no rule change before it).
@@ -866,10 +869,8 @@ def dilated_target():
     source)."""
     from scipy.ndimage import maximum_filter
 
-    x, y = _digit_images()
-    half = len(x) // 2
-    images = maximum_filter(x[half:].reshape(-1, 8, 8), size=(1, 3, 3)).reshape(-1, 64)
-    return _few_labels(images.astype(np.float32), y[half:], per_class=5, seed=13)
+    return _second_half_target(lambda images: maximum_filter(images, size=(1, 3, 3)),
+                               per_class=5, seed=13)
 
 
 # The fourteenth round's held-out data (written after round 13; the suggestion rules unchanged,
@@ -916,11 +917,7 @@ def rings_3d():
 def mirrored_target():
     """The second half of the digits mirrored left to right, 5 labels per class: a backbone
     pretrained on the first half as it was (``shifted``'s source)."""
-    x, y = _digit_images()
-    half = len(x) // 2
-    images = x[half:].reshape(-1, 8, 8)[:, :, ::-1].reshape(-1, 64)
-    return _few_labels(np.ascontiguousarray(images, dtype=np.float32), y[half:], per_class=5,
-                       seed=14)
+    return _second_half_target(lambda images: images[:, :, ::-1], per_class=5, seed=14)
 
 
 # -- models ----------------------------------------------------------------------------------

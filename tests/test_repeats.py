@@ -120,7 +120,6 @@ def test_a_single_test_cut_short_is_never_high_and_says_to_finish_it():
     assert after[0].isupper() and after[1:] == whole.suggest().reason[1:]
 
 
-
 def test_a_repeat_cut_short_by_ctrl_c_does_not_count_in_the_spread():
     partial = _edge_curve(0.5, fall_lr=1e-3)  # a repeat whose loss fell early, cut short
     partial = RangeTestResult(partial.lrs[:25], partial.losses[:25], partial.smoothed[:25],

@@ -123,8 +123,9 @@ TrainingSchedule = OneCycleSettings | CyclicSettings
 
 
 def _bounds(lrs: npt.ArrayLike, losses: npt.ArrayLike, schedule: str, settings: str,
-            pretrained: bool) -> tuple[float, float | None]:
-    """(top, start): where the loss stops falling and where it starts to (None: not seen)."""
+            pretrained: bool) -> tuple[float, float | None, float | None]:
+    """(top, start, blow-up): where the loss stops falling, where it starts to and where it
+    blew up (None: not seen)."""
     verdict = assess(lrs, losses, pretrained=pretrained)
     if verdict.interval is None:
         raise ScheduleBoundsError(
@@ -132,19 +133,18 @@ def _bounds(lrs: npt.ArrayLike, losses: npt.ArrayLike, schedule: str, settings: 
             f"starts and stops falling, and this curve shows no such fall ({verdict.reason}) "
             f"Rerun the test as that says, or set {settings} by hand."
         )
-    return verdict.interval[1], fall_start_lr(lrs, losses)
+    return verdict.interval[1], fall_start_lr(lrs, losses), verdict.blowup_lr
 
 
 def onecycle_settings(lrs: npt.ArrayLike, losses: npt.ArrayLike,
                       pretrained: bool = False) -> OneCycleSettings:
     """One-cycle's bounds from a curve (module docstring: Smith 2018); ``pretrained`` as in
     ``suggest``."""
-    top, start = _bounds(lrs, losses, "one-cycle", "OneCycleLR's max_lr", pretrained)
+    top, start, blowup_lr = _bounds(lrs, losses, "one-cycle", "OneCycleLR's max_lr", pretrained)
     if pretrained:
         suggested = suggest(lrs, losses, pretrained=True).lr
         peak = top if suggested is None else min(top, suggested * ONECYCLE_PEAK_OVER_SUGGESTION)
     else:
-        blowup_lr = assess(lrs, losses).blowup_lr
         peak = top if blowup_lr is None else min(top, blowup_lr / ONECYCLE_PEAK_BELOW_BLOWUP)
     div_factor = (ONECYCLE_DEFAULT_DIV if start is None
                   else min(max(peak / start, ONECYCLE_MIN_DIV), ONECYCLE_MAX_DIV))
@@ -154,7 +154,7 @@ def onecycle_settings(lrs: npt.ArrayLike, losses: npt.ArrayLike,
 def cyclic_settings(lrs: npt.ArrayLike, losses: npt.ArrayLike,
                     pretrained: bool = False) -> CyclicSettings:
     """The cyclical LR's bounds from a curve (module docstring: Smith 2017)."""
-    top, start = _bounds(lrs, losses, "cyclic", "CyclicLR's base_lr and max_lr", pretrained)
+    top, start, _ = _bounds(lrs, losses, "cyclic", "CyclicLR's base_lr and max_lr", pretrained)
     base_lr = top / CYCLIC_MIN_RATIO if start is None else min(start, top / CYCLIC_MIN_RATIO)
     return CyclicSettings(base_lr=base_lr, max_lr=top)
 

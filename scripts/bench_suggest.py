@@ -72,7 +72,7 @@ CACHE = Path("outputs/bench_cache")
 # "a fifth round"; "a sixth round"; "a seventh round": no rule changed before it ran; "an
 # eighth round"; "a ninth round"; "a tenth round"; "an eleventh round", "a twelfth round" and
 # "a thirteenth round": no suggestion rule changed before any of them ran; "a fourteenth round":
-# one-cycle's peak changed before it).
+# one-cycle's peak changed before it; "a fifteenth round").
 SPLIT = {
     "digits_classic": "tuning",
     "synthetic_mlp": "tuning",
@@ -133,10 +133,14 @@ SPLIT = {
     "multioutput_regression": "tuning",  # held-out in round 13
     "digit_value_cnn": "tuning",  # held-out in round 13
     "finetune_dilated": "tuning",  # held-out in round 13
-    "gratings_cnn": "held-out",
-    "digits_autoencoder": "held-out",
-    "rings_3d": "held-out",
-    "finetune_mirrored": "held-out",
+    "gratings_cnn": "tuning",  # held-out in round 14
+    "digits_autoencoder": "tuning",  # held-out in round 14
+    "rings_3d": "tuning",  # held-out in round 14
+    "finetune_mirrored": "tuning",  # held-out in round 14
+    "bar_counts_cnn": "held-out",
+    "xor_gaussians": "held-out",
+    "range_regression": "held-out",
+    "finetune_pixelated": "held-out",
 }
 
 
@@ -920,6 +924,56 @@ def mirrored_target():
     return _second_half_target(lambda images: images[:, :, ::-1], per_class=5, seed=14)
 
 
+# The fifteenth round's held-out data (written after round 14, before any rule changed).
+def bar_counts():
+    """8x8 images holding 0 to 4 full-length bars, each horizontal or vertical at a random row
+    or column, in pixel noise; the target is the number of bars (a CNN's regression, MSE)."""
+    rng = np.random.default_rng(91)
+    n = 3000
+    counts = rng.integers(0, 5, n)
+    images = 0.5 * rng.standard_normal((n, 8, 8))
+    for image, count in zip(images, counts):
+        for _ in range(count):
+            where = rng.integers(0, 8)
+            if rng.random() < 0.5:
+                image[where, :] += 1.0
+            else:
+                image[:, where] += 1.0
+    train, val = _split(images.reshape(n, 64), counts.astype(np.float32), regression=True)
+    return _as_images(train, val)
+
+
+def xor_gaussians():
+    """Four Gaussian clusters at the corners of a square in 2 of 12 dimensions, opposite
+    corners one class (XOR), the other 10 dimensions noise."""
+    rng = np.random.default_rng(93)
+    n = 3000
+    corner = rng.integers(0, 4, n)
+    centres = np.array([[1, 1], [-1, -1], [1, -1], [-1, 1]], dtype=float)
+    x = rng.standard_normal((n, 12))
+    x[:, :2] = centres[corner] + 0.45 * rng.standard_normal((n, 2))
+    return _split(x, (corner >= 2).astype(np.int64), regression=False)
+
+
+def range_regression():
+    """The spread (maximum minus minimum) of 12 uniform features, plus noise: a target an MLP
+    must build from comparisons."""
+    rng = np.random.default_rng(95)
+    x = rng.uniform(-1, 1, (3000, 12))
+    y = x.max(1) - x.min(1) + 0.05 * rng.standard_normal(3000)
+    return _split(x, y, regression=True)
+
+
+def pixelated_target():
+    """The second half of the digits pixelated (each 2x2 block its mean), 5 labels per class:
+    a backbone pretrained on the first half as it was (``shifted``'s source)."""
+    def pixelate(images):
+        blocks = images.reshape(-1, 4, 2, 4, 2).mean(axis=(2, 4))
+        return blocks.repeat(2, axis=1).repeat(2, axis=2)
+
+    return _second_half_target(pixelate, per_class=5, seed=15)
+
+
 # -- models ----------------------------------------------------------------------------------
 def mlp(inputs, outputs, hidden=128, bn=False, act=nn.ReLU, depth=2, dropout=0.0):
     layers: list[nn.Module] = []
@@ -1410,6 +1464,26 @@ CASES = [
     Case("rings_tanh_mlp_rmsprop_b16", "rings_3d", rings_3d,
          lambda: mlp(3, 3, hidden=64, act=nn.Tanh), rmsprop, CE, batch=16),
     *_finetune_cases("finetune_mirrored", "shifted", mirrored_target, 10, batch=8),
+    # held-out since the fifteenth round (written after round 14, before any rule changed)
+    Case("bar_counts_cnn_sgd_plain", "bar_counts_cnn", bar_counts, lambda: cnn(False, 1),
+         sgd(0.0), MSE),
+    Case("bar_counts_cnn_bn_adam_b16", "bar_counts_cnn", bar_counts, lambda: cnn(True, 1),
+         adam, MSE, batch=16),
+    Case("bar_counts_cnn_rmsprop_b64", "bar_counts_cnn", bar_counts, lambda: cnn(False, 1),
+         rmsprop, MSE, batch=64),
+    Case("xor_gaussians_mlp_sgd_plain_b16", "xor_gaussians", xor_gaussians,
+         lambda: mlp(12, 2, hidden=64), sgd(0.0), CE, batch=16),
+    Case("xor_gaussians_mlp_adamw", "xor_gaussians", xor_gaussians,
+         lambda: mlp(12, 2, hidden=128), adamw(), CE),
+    Case("xor_gaussians_deep_mlp_sgd_momentum_long", "xor_gaussians", xor_gaussians,
+         lambda: mlp(12, 2, hidden=64, depth=3), sgd(0.9), CE, steps=1000),
+    Case("range_mlp_sgd_plain_long", "range_regression", range_regression,
+         lambda: mlp(12, 1, hidden=128), sgd(0.0), MSE, steps=1000),
+    Case("range_mlp_rmsprop_b16", "range_regression", range_regression,
+         lambda: mlp(12, 1, hidden=64), rmsprop, MSE, batch=16),
+    Case("range_residual_mlp_adam_b64", "range_regression", range_regression,
+         lambda: ResidualMLP(12, 1), adam, MSE, batch=64),
+    *_finetune_cases("finetune_pixelated", "shifted", pixelated_target, 10, batch=8),
 ]
 
 

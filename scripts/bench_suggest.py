@@ -1743,6 +1743,7 @@ def load_results(*paths: str | Path) -> list[dict]:
     results = sorted(joined.values(), key=lambda r: order.get(r["case"], len(order)))
     for r in results:
         r["split"] = SPLIT[r["family"]]
+        r["momentum"] = case_keeps_momentum(r["case"])
         for key in ("grid", "onecycle_grid"):
             r[key] = {float(lr): float(loss) for lr, loss in r[key].items()}
         r.setdefault("best_lr", min(r["grid"], key=r["grid"].get))
@@ -1753,6 +1754,15 @@ def load_results(*paths: str | Path) -> list[dict]:
                 t.setdefault("lrs", t["curve"]["lrs"])
                 t.setdefault("losses", t["curve"]["losses"])
     return results
+
+
+def case_keeps_momentum(name: str) -> bool:
+    """Whether a case's optimizer keeps momentum, as ``range_test`` tells the rules (True for a
+    case no longer in CASES: the rule's assumption for an unknown optimizer)."""
+    from lrexp.engine.rangetest import keeps_momentum
+
+    case = next((c for c in CASES if c.name == name), None)
+    return case is None or keeps_momentum(case.optimizer([nn.Parameter(torch.zeros(1))], 1e-3))
 
 
 def estimated_val_loss(grid: dict[float, float], lr: float) -> float:
@@ -1785,21 +1795,23 @@ def hit(grid: dict[float, float], lr: float | None) -> bool:
             and is_hit(estimated_val_loss(grid, lr), min(grid.values())))
 
 
-Rule = Callable[..., "float | None"]  # (lrs, losses, pretrained) -> lr
+Rule = Callable[..., "float | None"]  # (lrs, losses, pretrained, momentum) -> lr
 
 
 def lrexp_rule(method: str) -> Rule:
-    def rule(lrs, losses, pretrained=False):
-        return _lrexp_suggestion(lrs, losses, method, pretrained).lr
+    def rule(lrs, losses, pretrained=False, momentum=True):
+        return _lrexp_suggestion(lrs, losses, method, pretrained, momentum).lr
     return rule
 
 
-def _lrexp_suggestion(lrs, losses, method: str, pretrained: bool):
+def _lrexp_suggestion(lrs, losses, method: str, pretrained: bool, momentum: bool = True):
+    """The engine's suggestion, told what it can take of the case (an older engine, run for a
+    comparison, may not take the regime or the optimizer's momentum)."""
     from lrexp.engine.suggest import suggest
 
-    if "pretrained" in inspect.signature(suggest).parameters:
-        return suggest(lrs, losses, method, pretrained=pretrained)
-    return suggest(lrs, losses, method)
+    told = {"pretrained": pretrained, "momentum": momentum}
+    takes = inspect.signature(suggest).parameters
+    return suggest(lrs, losses, method, **{k: v for k, v in told.items() if k in takes})
 
 
 def curve_rules() -> dict[str, Rule]:
@@ -1811,13 +1823,15 @@ def curve_rules() -> dict[str, Rule]:
 
 
 def _ignoring_regime(rule):
-    return lambda lrs, losses, pretrained=False: rule(np.asarray(lrs), np.asarray(losses))
+    return lambda lrs, losses, pretrained=False, momentum=True: rule(np.asarray(lrs),
+                                                                    np.asarray(losses))
 
 
 def rule_hits(results, rule: Rule, curve: str = "curve", grid: str = "grid") -> dict[str, list]:
     """{case: [hit per seed]} of ``rule`` on the saved curves."""
     return {r["case"]: [hit(r[grid], rule(np.asarray(t[curve]["lrs"]),
-                                          np.asarray(t[curve]["losses"]), r["pretrained"]))
+                                          np.asarray(t[curve]["losses"]), r["pretrained"],
+                                          r["momentum"]))
                         for t in r["trials"]] for r in results if r[grid]}
 
 
@@ -1826,7 +1840,7 @@ def verify_hits(results) -> dict[str, list]:
             for r in results}
 
 
-def _onecycle_rule(lrs, losses, pretrained=False):
+def _onecycle_rule(lrs, losses, pretrained=False, momentum=True):
     """The one-cycle max_lr lrexp recommends (``res.schedule("onecycle")``)."""
     result = lrexp.RangeTestResult(np.asarray(lrs), np.asarray(losses), smooth(losses))
     if hasattr(result, "pretrained"):
@@ -1904,7 +1918,7 @@ def _case_table(results) -> list[str]:
         cells = []
         for t in r["trials"]:
             lrs, losses = np.asarray(t["curve"]["lrs"]), np.asarray(t["curve"]["losses"])
-            s = _lrexp_suggestion(lrs, losses, "default", r["pretrained"])
+            s = _lrexp_suggestion(lrs, losses, "default", r["pretrained"], r["momentum"])
             fa = fastai_minimum(lrs, losses)
             cells.append(f"{_fmt(s.lr)} ({s.confidence}) / {_fmt(t['verify']['lr'])} / "
                          f"{_fmt(fa)}")
@@ -1927,7 +1941,7 @@ def verdict_lines(results) -> list[str]:
                 continue
             for t in r["trials"]:
                 lrs, losses = np.asarray(t["curve"]["lrs"]), np.asarray(t["curve"]["losses"])
-                s = _lrexp_suggestion(lrs, losses, "default", r["pretrained"])
+                s = _lrexp_suggestion(lrs, losses, "default", r["pretrained"], r["momentum"])
                 levels.setdefault(s.confidence, []).append(hit(r["grid"], s.lr))
         lines.append(f"{split}: default's hits by confidence: " + ", ".join(
             f"{level} {sum(v)}/{len(v)} ({100 * sum(v) / len(v):.0f}%)"
@@ -1999,7 +2013,7 @@ def replay_verify(results, anchor: Rule, factors, kind: str, horizon: int,
         hits = []
         for t in r["trials"]:
             lrs, losses = np.asarray(t["curve"]["lrs"]), np.asarray(t["curve"]["losses"])
-            lr = anchor(lrs, losses, r["pretrained"])
+            lr = anchor(lrs, losses, r["pretrained"], r["momentum"])
             choice = _replayed_choice(t["probes"], lr, factors, kind, horizon, tolerance,
                                       halving_at, keep_default)
             hits.append(hit(r["grid"], choice))
@@ -2080,7 +2094,8 @@ def trained_check(results, names=("lrexp default", "lrexp verify", "fastai minim
                     lr = t["verify"]["lr"]
                 else:
                     lr = rules[name](np.asarray(t["curve"]["lrs"]),
-                                     np.asarray(t["curve"]["losses"]), r["pretrained"])
+                                     np.asarray(t["curve"]["losses"]), r["pretrained"],
+                                     r["momentum"])
                 if lr is None:
                     trained = False
                 else:

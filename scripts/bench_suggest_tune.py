@@ -40,9 +40,9 @@ def _curve(lrs, losses):
 
 
 def reads_curve(read):
-    """A rule ``(lrs, losses, pretrained)`` from ``read(curve, lrs, losses)``: None where lrexp
-    cannot read the curve."""
-    def rule(lrs, losses, pretrained=False):
+    """A rule ``(lrs, losses, pretrained, momentum)`` from ``read(curve, lrs, losses)``: None
+    where lrexp cannot read the curve."""
+    def rule(lrs, losses, pretrained=False, momentum=True):
         c = _curve(lrs, losses)
         return None if c is None else read(c, lrs, losses)
     return rule
@@ -68,7 +68,7 @@ def lower_of(k):
 
 
 def ema_minimum(k):
-    def rule(lrs, losses, pretrained=False):
+    def rule(lrs, losses, pretrained=False, momentum=True):
         lr = fastai_minimum(lrs, losses)
         return None if lr is None else lr * 10 / k
     return rule
@@ -103,7 +103,7 @@ def lower_of_edge_and_valley(k):
 
 
 def valley_over(k):
-    def rule(lrs, losses, pretrained=False):
+    def rule(lrs, losses, pretrained=False, momentum=True):
         lr = _valley_lr(lrs, losses)
         return None if lr is None else lr / k
     return rule
@@ -111,7 +111,7 @@ def valley_over(k):
 
 def geometric_edge_valley(k):
     """The geometric mean of the blow-up / k and the valley."""
-    def rule(lrs, losses, pretrained=False):
+    def rule(lrs, losses, pretrained=False, momentum=True):
         c = _curve(lrs, losses)
         lr = _valley_lr(lrs, losses)
         if c is None or lr is None:
@@ -132,7 +132,7 @@ def median_of_three(k):
 
 def geometric_edge_ema(k):
     """The geometric mean of the blow-up / 20 and fastai's EMA minimum / 10, divided by k."""
-    def rule(lrs, losses, pretrained=False):
+    def rule(lrs, losses, pretrained=False, momentum=True):
         readings = [lr for lr in (edge(20)(lrs, losses), fastai_minimum(lrs, losses)) if lr]
         return float(10 ** np.mean(np.log10(readings))) / k if readings else None
     return rule
@@ -147,9 +147,9 @@ def default_capped_at_valley(k):
 
     default, uncapped = lrexp_rule("default"), lrexp_rule("edge")
 
-    def rule(lrs, losses, pretrained=False):
+    def rule(lrs, losses, pretrained=False, momentum=True):
         if pretrained:
-            return default(lrs, losses, pretrained)
+            return default(lrs, losses, pretrained, momentum)
         lr, valley = uncapped(lrs, losses), descent_valley_lr(lrs, losses)
         return lr if lr is None or valley is None else min(lr, valley * k)
     return rule
@@ -189,7 +189,7 @@ def blowup_when_noisy(wk):
     widths_below, k = wk
     valley = valley_times(1.5)
 
-    def rule(lrs, losses, pretrained=False):
+    def rule(lrs, losses, pretrained=False, momentum=True):
         verdict = assess(lrs, losses)
         widths = verdict.fall_in_noise_widths
         if (verdict.blowup_lr is not None and widths is not None and widths < widths_below
@@ -242,7 +242,8 @@ def per_case_hits(results, rule, cases) -> dict[str, int]:
         if r["case"] in cases:
             found[r["case"]] = sum(
                 hit(r["grid"], rule(np.asarray(t["curve"]["lrs"]),
-                                    np.asarray(t["curve"]["losses"]), r["pretrained"]))
+                                    np.asarray(t["curve"]["losses"]), r["pretrained"],
+                                    r["momentum"]))
                 for t in r["trials"])
     return found
 
@@ -301,7 +302,7 @@ def log_error(results, rule, cases):
         best = min(r["grid"], key=r["grid"].get)
         for t in r["trials"]:
             lr = rule(np.asarray(t["curve"]["lrs"]), np.asarray(t["curve"]["losses"]),
-                      r["pretrained"])
+                      r["pretrained"], r["momentum"])
             if lr:
                 errors.append(math.log10(lr / best))
     return statistics.median(errors) if errors else math.nan
@@ -319,6 +320,8 @@ def main() -> None:
                         help="only the hit rate by what a verdict could read off the curve")
     parser.add_argument("--verify-cv", action="store_true",
                         help="only the leave-one-family-out comparison of verify variants")
+    parser.add_argument("--momentum-cv", action="store_true",
+                        help="only the leave-one-family-out choice of NO_MOMENTUM_FACTOR")
     args = parser.parse_args()
     results = load_results(*args.results)
     if args.cross_validate:
@@ -329,6 +332,9 @@ def main() -> None:
         return
     if args.verify_cv:
         print_verify_cross_validation(results)
+        return
+    if args.momentum_cv:
+        print_momentum_cross_validation(results)
         return
 
     def shown(counts):
@@ -354,7 +360,7 @@ def main() -> None:
             print(f"| {family} | {k} (scan {scan}) | {tune[0]}/{tune[1]} | "
                   f"{log_error(results, make(k), splits['tuning']):+.2f} | {shown(held)} |")
         for name, peer in PEER_RULES.items():
-            def as_rule(a, b, p=False, r=peer):
+            def as_rule(a, b, p=False, m=True, r=peer):
                 return r(a, b)
             tune, held = (hits(results, as_rule, splits[s]) for s in ("tuning", "held-out"))
             error = log_error(results, as_rule, splits["tuning"])
@@ -366,6 +372,46 @@ def main() -> None:
               f"{log_error(results, rule, splits['tuning']):+.2f} | {shown(held)} |")
     print_verify_scan(results, args.held_out)
     print_verdict_scan(results, args.held_out)
+
+
+MOMENTUM_FACTORS = (1 / 1.5, 1.0, 1.5, 2.0, 3.0, 4.5)
+
+
+def print_momentum_cross_validation(results) -> None:
+    """From scratch on the tuning split: the default for an optimizer without momentum times
+    each of MOMENTUM_FACTORS (``NO_MOMENTUM_FACTOR``), the others' default as it is; the factor
+    chosen leaving one family out (ties: the one nearest 1)."""
+    from lrexp.engine import suggest as rules
+
+    chosen_factor = rules.NO_MOMENTUM_FACTOR
+    scratch = [r for r in results if r["split"] == "tuning" and not r["pretrained"]]
+    table = {}  # factor -> {case: hits}
+    for factor in MOMENTUM_FACTORS:
+        rules.NO_MOMENTUM_FACTOR = factor
+        table[factor] = per_case_hits(scratch, lrexp_rule("default"),
+                                      {r["case"] for r in scratch})
+    rules.NO_MOMENTUM_FACTOR = chosen_factor
+    without = {r["case"] for r in scratch if not r["momentum"]}
+    family_of = {r["case"]: r["family"] for r in scratch}
+    trials = sum(len(r["trials"]) for r in scratch)
+    print(f"\n## the default x k for optimizers without momentum (tuning, from scratch: {trials} "
+          f"trials, {sum(len(r['trials']) for r in scratch if r['case'] in without)} without)\n")
+    print("| k | hits without momentum | all hits |\n|---|---|---|")
+    for factor in MOMENTUM_FACTORS:
+        print(f"| {factor:.3g} | {sum(table[factor][c] for c in without)} | "
+              f"{sum(table[factor].values())} |")
+    total, folds = 0, []
+    for family in sorted(set(family_of.values())):
+        outside = {f: sum(v for c, v in table[f].items() if family_of[c] != family)
+                   for f in MOMENTUM_FACTORS}
+        best = max(outside.values())
+        factor = min((f for f in MOMENTUM_FACTORS if outside[f] == best),
+                     key=lambda f: abs(math.log(f)))
+        folds.append(factor)
+        total += sum(v for c, v in table[factor].items() if family_of[c] == family)
+    counts = ", ".join(f"{f:.3g} in {folds.count(f)}" for f in MOMENTUM_FACTORS if f in folds)
+    print(f"\nLeaving one family out ({len(folds)} folds): {total} hits ({counts}); one factor "
+          f"for every optimizer (k = 1): {sum(table[1.0].values())}.")
 
 
 VERIFY_FACTORS = ((1, 3), (1 / 3, 1), (1 / 3, 1, 3), (1 / 10, 1 / 3, 1), (1 / 10, 1 / 3, 1, 3))
@@ -430,10 +476,10 @@ def remembered(rule):
     """``rule`` computed once per curve (the scans replay it on every curve many times)."""
     found: dict[int, float | None] = {}
 
-    def once(lrs, losses, pretrained=False):
-        key = hash((lrs.tobytes(), losses.tobytes(), pretrained))
+    def once(lrs, losses, pretrained=False, momentum=True):
+        key = hash((lrs.tobytes(), losses.tobytes(), pretrained, momentum))
         if key not in found:
-            found[key] = rule(lrs, losses, pretrained)
+            found[key] = rule(lrs, losses, pretrained, momentum)
         return found[key]
     return once
 
@@ -480,14 +526,15 @@ def print_verify_cross_validation(results) -> None:
                   f"{default_hits} | {trials} | {spread} |")
 
 
-def _curve_features(lrs, losses, pretrained: bool) -> dict[str, float] | None:
+def _curve_features(lrs, losses, pretrained: bool,
+                    momentum: bool = True) -> dict[str, float] | None:
     """What a verdict could read off a curve, for the default's suggestion: how far the loss
     fell in noise widths, how far the rules disagree (decades), how far the default sits from
     the minimum / 7 and from the blow-up / 20, and how many decades the descent spans."""
     from lrexp.engine import suggest as rules
 
     c = _curve(lrs, losses)
-    lr = lrexp_rule("default")(lrs, losses, pretrained)
+    lr = lrexp_rule("default")(lrs, losses, pretrained, momentum)
     if c is None or lr is None:
         return None
     widths = rules.assess(lrs, losses).fall_in_noise_widths
@@ -512,9 +559,9 @@ def print_verdict_features(results) -> None:
             continue
         for t in r["trials"]:
             lrs, losses = np.asarray(t["curve"]["lrs"]), np.asarray(t["curve"]["losses"])
-            features = _curve_features(lrs, losses, r["pretrained"])
+            features = _curve_features(lrs, losses, r["pretrained"], r["momentum"])
             if features is not None:
-                lr = lrexp_rule("default")(lrs, losses, r["pretrained"])
+                lr = lrexp_rule("default")(lrs, losses, r["pretrained"], r["momentum"])
                 rows.append((hit(r["grid"], lr), features))
     print(f"\n## verdict features: the default's hit rate by curve feature ({len(rows)} tuning "
           f"trials, {sum(h for h, _ in rows)} hits)\n")
@@ -545,7 +592,8 @@ def print_verdict_scan(results, show_held_out: bool) -> None:
                 found = [hit(r["grid"], s.lr) for r in results if r["split"] == split
                          for t in r["trials"]
                          for s in [rules.suggest(t["curve"]["lrs"], t["curve"]["losses"],
-                                                 pretrained=r["pretrained"])]
+                                                 pretrained=r["pretrained"],
+                                                 momentum=r["momentum"])]
                          if s.confidence == level]
                 rates[split, level] = f"{sum(found)}/{len(found)}"
         held = [rates["held-out", level] if show_held_out else "-" for level in ("high", "low")]

@@ -342,6 +342,40 @@ def test_pretrained_reaches_the_result_and_its_suggestion_says_fine_tuning():
                          pretrained="yes")
 
 
+@pytest.mark.parametrize("make, keeps", [
+    (lambda p: torch.optim.SGD(p, lr=0.1), False),
+    (lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), True),
+    (lambda p: torch.optim.RMSprop(p), False),
+    (lambda p: torch.optim.RMSprop(p, momentum=0.5), True),
+    (lambda p: torch.optim.Adam(p), True),
+    (lambda p: torch.optim.AdamW(p, betas=(0.0, 0.99)), False),
+    (lambda p: torch.optim.Adagrad(p), True),  # declares neither: the rule for most optimizers
+    (lambda p: torch.optim.SGD([{"params": p[:1]}, {"params": p[1:], "momentum": 0.9}],
+                               lr=0.1), True),
+])
+def test_keeps_momentum_reads_the_optimizers_own_settings(make, keeps):
+    from lrexp.engine.rangetest import keeps_momentum
+
+    params = [nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(3))]
+    assert keeps_momentum(make(params)) is keeps
+    model = Scalar(1.0)
+    result = lrexp.range_test(model, noise_batches(), quadratic_loss(2.0),
+                              make(list(model.parameters())), num_iter=20, progress=False)
+    assert result.momentum is keeps
+
+
+def test_plain_sgd_gets_the_default_for_an_optimizer_without_momentum():
+    from lrexp.engine.suggest import suggest
+
+    model = Scalar(1.0)
+    result = lrexp.range_test(model, noise_batches(), quadratic_loss(2.0),
+                              torch.optim.SGD(model.parameters(), lr=1e-7), min_lr=1e-7,
+                              max_lr=10, num_iter=100, progress=False)
+    assert result.momentum is False
+    assert result.suggest().lr == suggest(result.lrs, result.losses, momentum=False).lr
+    assert result.suggest().lr != suggest(result.lrs, result.losses).lr
+
+
 # -- what the API refuses before it trains ----------------------------------------------------
 @pytest.mark.parametrize("loss_fn,needle", [
     (nn.CrossEntropyLoss(reduction="none"), "returned [16], not a scalar"),

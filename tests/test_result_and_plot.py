@@ -146,6 +146,29 @@ def test_a_file_written_before_pretrained_existed_reads_as_from_scratch(tmp_path
     assert back.pretrained is False and back.suggest().regime == "from scratch"
 
 
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_an_optimizer_without_momentum_round_trips_with_its_suggestion(tmp_path, fmt):
+    result = _curve()
+    result.momentum = False
+    path = getattr(result, f"to_{fmt}")(tmp_path / f"curve.{fmt}")
+    back = getattr(RangeTestResult, f"from_{fmt}")(path)
+    assert back.momentum is False and back.suggestions() == result.suggestions()
+    assert back.suggest().lr != _curve().suggest().lr
+
+
+def test_a_file_written_before_momentum_existed_reads_as_keeping_it(tmp_path):
+    import json
+
+    result = _curve()
+    result.momentum = False
+    path = result.to_csv(tmp_path / "curve.csv")
+    head, rest = path.read_text().split("\n", 1)
+    meta = json.loads(head[len("# lrexp "):])
+    del meta["momentum"]
+    path.write_text("# lrexp " + json.dumps(meta) + "\n" + rest)
+    assert RangeTestResult.from_csv(path).momentum is True
+
+
 def test_a_strict_read_gives_the_curve_and_its_repeats_as_written(tmp_path):
     repeated = RangeTestResult.of_repeats([_curve(), _curve()])
     path = repeated.to_csv(tmp_path / "curve.csv")

@@ -459,3 +459,30 @@ def test_a_test_stopped_early_never_suggests_an_lr_it_did_not_reach():
     cut = RangeTestResult(lrs, losses, smooth(losses), stop_reason="interrupted")
     suggestion = cut.suggest()
     assert suggestion.lr == pytest.approx(lrs[-1]) and suggestion.confidence == "low"
+
+
+def test_without_momentum_the_default_is_the_factor_higher_and_says_why():
+    from lrexp.engine.suggest import NO_MOMENTUM_FACTOR
+
+    lrs, losses = _sigmoid_curve(noise=0.02)
+    kept, plain = suggest(lrs, losses), suggest(lrs, losses, momentum=False)
+    assert plain.lr == pytest.approx(NO_MOMENTUM_FACTOR * kept.lr)
+    assert "keeps no momentum" in plain.reason and "keeps no momentum" not in kept.reason
+    assert plain.lr <= plain.interval[1]  # the supported interval holds it
+
+
+def test_momentum_moves_neither_the_fine_tuning_default_nor_a_named_rule():
+    lrs, losses = _sigmoid_curve(noise=0.02)
+    assert suggest(lrs, losses, pretrained=True, momentum=False) == \
+        suggest(lrs, losses, pretrained=True)
+    for method in METHODS:
+        assert suggest(lrs, losses, method, momentum=False) == suggest(lrs, losses, method)
+
+
+def test_without_momentum_the_default_stops_at_a_fifth_of_the_blowup():
+    """The linear ramp whose valley x DESCENT_FACTOR already lies past a fifth of the blow-up:
+    the factor for an optimizer without momentum cannot lift it further."""
+    lrs = np.linspace(1e-3, 1, 100)
+    losses = 2 - 0.5 * np.tanh(5 * (lrs - 0.3)) + np.where(lrs > 0.9, 10 ** (20 * (lrs - 0.9)), 0)
+    res = RangeTestResult(lrs, losses, losses, momentum=False)
+    assert res.suggest().lr == pytest.approx(res.blowup_lr / 5)

@@ -31,7 +31,7 @@ from lrexp.engine.settings import DEFAULTS, Amp, RangeTestSettings, Schedule, Se
 from lrexp.engine.training_schedules import group_lr_ratios
 from lrexp.engine.verify import HOLDOUT_BATCHES, HOLDOUT_EVERY, candidate_lrs, run_probes
 
-__all__ = ["LoaderExhausted", "range_test", "resolve_device"]
+__all__ = ["LoaderExhausted", "keeps_momentum", "range_test", "resolve_device"]
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,9 @@ def range_test(
 
     With ``pretrained=True`` the model starts from pretrained weights (fine-tuning): the
     suggestion and its verdict read the curve as a fine-tuning one
-    (``lrexp.engine.suggest``; ``Suggestion.regime`` says which regime was assumed).
+    (``lrexp.engine.suggest``; ``Suggestion.regime`` says which regime was assumed). From
+    scratch, an optimizer that keeps no momentum (``keeps_momentum``: plain SGD, RMSprop's
+    default) gets a higher default suggestion (``result.momentum`` is False).
 
     Under torch.distributed (e.g. torchrun with a DistributedDataParallel model) each point's
     loss is averaged across ranks before it is recorded, so every rank records the same curve
@@ -278,7 +280,24 @@ def _record_curve(trainer: _Trainer, settings: RangeTestSettings, train_loader: 
         min_lr=settings.min_lr, max_lr=settings.max_lr, num_iter=settings.num_iter,
         steps_per_lr=settings.steps_per_lr,
         loss_kind="train" if val_loader is None else "val", pretrained=settings.pretrained,
+        momentum=keeps_momentum(trainer.optimizer),
     )
+
+
+def keeps_momentum(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer`` keeps momentum, a running average of its gradients: a param
+    group's ``momentum`` (SGD, RMSprop) or first beta (Adam and its kin) above 0. An optimizer
+    whose groups declare neither counts as keeping it, which leaves the default rule as it was
+    chosen for most optimizers (``lrexp.engine.suggest.NO_MOMENTUM_FACTOR``)."""
+    declared = []
+    for group in optimizer.param_groups:
+        if "momentum" in group:
+            declared.append(float(group["momentum"]) > 0)
+        elif "betas" in group:
+            declared.append(float(group["betas"][0]) > 0)
+        else:
+            return True
+    return any(declared) or not declared
 
 
 class _ProgressBar(Protocol):

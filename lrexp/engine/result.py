@@ -145,7 +145,9 @@ class RangeTestResult:
 
     ``pretrained`` says the model started from pretrained weights: the suggestion and the
     verdict then read the curve as a fine-tuning one (files written before this field existed
-    read as False).
+    read as False). ``momentum`` says the optimizer keeps momentum; without it the default
+    suggestion from scratch is higher (``lrexp.engine.suggest.NO_MOMENTUM_FACTOR``; files
+    written before this field existed read as True, the rule they were read with).
     """
 
     lrs: FloatArray
@@ -161,6 +163,7 @@ class RangeTestResult:
     steps_per_lr: int | str = DEFAULTS.steps_per_lr
     loss_kind: str = "train"
     pretrained: bool = False  # the model started from pretrained weights (fine-tuning)
+    momentum: bool = True  # the optimizer keeps momentum (rangetest.keeps_momentum)
     extra: dict[str, Any] = field(default_factory=dict)
     verification: Verification | None = None
     repeats: list[RangeTestResult] = field(default_factory=list)
@@ -212,7 +215,8 @@ class RangeTestResult:
 
     def _default(self, method: str = "default") -> Suggestion:
         """``method``'s reading of the curve, verify aside."""
-        suggestion = suggest(self.lrs, self.losses, method, pretrained=self.pretrained)
+        suggestion = suggest(self.lrs, self.losses, method, pretrained=self.pretrained,
+                             momentum=self.momentum)
         if self.repeats:
             return with_spread(suggestion, self.suggestion_spread())
         if self.stop_reason == "interrupted":
@@ -275,8 +279,8 @@ class RangeTestResult:
         order moves the suggestion."""
         whole = [r for r in self.repeats if r.stop_reason != "interrupted"]
         curves = whole or self.repeats or [self]
-        return spread_of([suggest(r.lrs, r.losses, pretrained=self.pretrained).lr
-                          for r in curves])
+        return spread_of([suggest(r.lrs, r.losses, pretrained=self.pretrained,
+                                  momentum=self.momentum).lr for r in curves])
 
     @property
     def band(self) -> MedianCurve | None:

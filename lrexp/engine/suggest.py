@@ -23,7 +23,9 @@ A rule never raises on a poor curve: when the curve is too short, constant or no
 * ``default``: per regime (``DEFAULT_METHODS``), the rule the suggestion benchmark
   (scripts/bench_suggest.py, chosen on its tuning families) found best: ``descent`` from
   scratch; ``finetune`` for pretrained weights (``suggest(..., pretrained=True)``), or the
-  valley where the two part by more than ``FINE_TUNING_VALLEY_SWITCH`` decades.
+  valley where the two part by more than ``FINE_TUNING_VALLEY_SWITCH`` decades. From scratch
+  with an optimizer that keeps no momentum (``suggest(..., momentum=False)``: plain SGD,
+  RMSprop's default) it is ``NO_MOMENTUM_FACTOR`` times higher.
 
 The verdict (``assess``) compares how far the loss fell with its minibatch noise, checks that
 the loss turned up again before the test ended, and gives the interval of LRs the curve
@@ -53,9 +55,10 @@ from lrexp.engine.curve import FloatArray, read, readable_end, smooth, start_lev
 
 __all__ = [
     "AGREEMENT_DECADES", "CONFIDENCE_LEVELS", "DEFAULT_METHOD", "DEFAULT_METHODS", "METHODS",
-    "REGIMES", "SPREAD_HIGH_DECADES", "Suggestion", "SuggestionSpread", "Verdict", "assess",
-    "checked", "descent", "descent_valley_lr", "edge", "fall_start_lr", "finetune", "minimum",
-    "regime_name", "spread_of", "steepest", "suggest", "valley", "with_spread",
+    "NO_MOMENTUM_FACTOR", "REGIMES", "SPREAD_HIGH_DECADES", "Suggestion", "SuggestionSpread",
+    "Verdict", "assess", "checked", "descent", "descent_valley_lr", "edge", "fall_start_lr",
+    "finetune", "minimum", "regime_name", "spread_of", "steepest", "suggest", "valley",
+    "with_spread",
 ]
 
 # Fewer usable points than this cannot show a descent and a turn.
@@ -100,6 +103,13 @@ AGREEMENT_DECADES = 0.7
 # FINE_TUNING_VALLEY_SWITCH decades.
 DESCENT_FACTOR = 1.5
 DESCENT_FALLBACK_DIVISOR = 10.0
+# From scratch with an optimizer that keeps no momentum (plain SGD, RMSprop's default), the
+# default is this much higher, at most a fifth of the blow-up's LR. Such an optimizer makes
+# less progress per step at a given LR, and its best constant LR lies closer to the edge of
+# stability than the valley's reading says: on the tuning split of rounds 1-14 (274 trials
+# from scratch, 74 of them without momentum) leaving one family out chose 1.5 in all 47
+# folds, 198 hits against 193 for one factor for every optimizer (scripts/bench_suggest.md).
+NO_MOMENTUM_FACTOR = 1.5
 FINE_TUNING_VALLEY_SWITCH = 0.3
 VALLEY_POINTS = 10  # the fewest points the valley is read on
 INTERVAL_BELOW_EDGE = (100.0, 5.0)  # the supported interval: blow-up LR / 100 .. / 5
@@ -467,6 +477,25 @@ def _moved_by_valley(suggestion: Suggestion, curve: _Curve) -> Suggestion:
         f"of the curve's longest descent (LR {valley:.3g}), {apart:.2g} decades away."))
 
 
+def _raised_without_momentum(suggestion: Suggestion, curve: _Curve,
+                             top_tested: float) -> Suggestion:
+    """The from-scratch default for an optimizer that keeps no momentum: ``NO_MOMENTUM_FACTOR``
+    times the rule's LR, at most the blow-up's LR / 5 (the top of the supported interval) and
+    the last LR tested, and never lowered by those caps."""
+    if suggestion.lr is None:
+        return suggestion
+    ceiling = min(curve.blowup_lr / INTERVAL_BELOW_EDGE[1] if curve.blowup_lr else math.inf,
+                  top_tested)
+    lr = min(suggestion.lr * NO_MOMENTUM_FACTOR, max(ceiling, suggestion.lr))
+    if lr == suggestion.lr:
+        return suggestion
+    index = int(np.argmin(np.abs(np.log(curve.lrs / lr))))  # the curve point nearest it
+    return replace(suggestion, lr=lr, index=index, reason=(
+        f"{suggestion.reason} The optimizer keeps no momentum, so the rule's LR "
+        f"{suggestion.lr:.3g} is raised to {lr:.3g} ({lr / suggestion.lr:.2g}x): such an "
+        "optimizer trains best closer to the blow-up."))
+
+
 def steepest(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
     """LR where the loss falls fastest per decade, before its minimum."""
     curve = _readable_curve(lrs, losses)
@@ -627,10 +656,12 @@ def regime_name(pretrained: bool) -> str:
 
 
 def suggest(lrs: npt.ArrayLike, losses: npt.ArrayLike, method: str = "default",
-            pretrained: bool = False) -> Suggestion:
+            pretrained: bool = False, momentum: bool = True) -> Suggestion:
     """The suggestion of ``method`` ("default" or a name in METHODS). ``pretrained``: the
     model started from pretrained weights, and the default is the fine-tuning rule
-    (``DEFAULT_METHODS``); the reason says which regime was assumed."""
+    (``DEFAULT_METHODS``); the reason says which regime was assumed. ``momentum=False``: the
+    optimizer keeps no momentum (``keeps_momentum``), and the from-scratch default is
+    ``NO_MOMENTUM_FACTOR`` times higher."""
     regime = regime_name(pretrained)
     name = DEFAULT_METHODS[regime] if method == "default" else method
     if name not in METHODS:
@@ -638,8 +669,11 @@ def suggest(lrs: npt.ArrayLike, losses: npt.ArrayLike, method: str = "default",
             f"Unknown suggestion method {method!r}; choose 'default' or one of {sorted(METHODS)}."
         )
     result = METHODS[name](lrs, losses)
-    curve = _readable_curve(lrs, losses)  # read once for the checks and the move below
+    curve = _readable_curve(lrs, losses)  # read once for the checks and the moves below
+    without_momentum = method == "default" and not pretrained and not momentum
     if not isinstance(curve, str):
+        if without_momentum:  # before the checks, which then judge the LR it gives
+            result = _raised_without_momentum(result, curve, float(np.max(lrs)))
         # the verdict weighs the rule's own reading against a second one; the fine-tuning
         # default then moves to the valley where the two part
         result = _checked(result, curve)
@@ -647,7 +681,8 @@ def suggest(lrs: npt.ArrayLike, losses: npt.ArrayLike, method: str = "default",
             result = _moved_by_valley(result, curve)
     result = _interval_holding(result)
     start = "starts from pretrained weights" if pretrained else "trains from its initial weights"
-    assumed = f"Assumed regime: {regime} (the model {start})."
+    optimizer = ", with an optimizer that keeps no momentum" if without_momentum else ""
+    assumed = f"Assumed regime: {regime} (the model {start}{optimizer})."
     result = replace(result, regime=regime,
                      reason=f"{result.reason} {assumed}" if result.reason else assumed)
     return result if method != "default" else replace(result, method=f"default ({name})")

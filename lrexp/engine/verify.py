@@ -63,7 +63,8 @@ HOLDOUT_BATCHES = 8
 
 def candidate_lrs(result: RangeTestResult) -> list[tuple[float, str]]:
     """(LR, source) pairs to probe, ascending; empty when the curve supports no LR."""
-    default = suggest(result.lrs, result.losses, pretrained=result.pretrained)
+    default = suggest(result.lrs, result.losses, pretrained=result.pretrained,
+                      momentum=result.momentum)
     if default.lr is None:
         return []
     proposals = [(default.lr * factor, DEFAULT_SOURCE if factor == 1 else f"default x{factor:.3g}")

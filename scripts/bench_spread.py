@@ -31,8 +31,9 @@ from lrexp.engine.suggest import SPREAD_HIGH_DECADES, suggest  # noqa: E402
 def case_row(case: dict) -> dict:
     """The case's seeds read together: the median suggestion, its hit, the spread, the verdict."""
     best = min(case["grid"].values())
+    start = {"pretrained": case["pretrained"], "momentum": case["momentum"]}  # as range_test
     curves = [RangeTestResult(np.asarray(t["lrs"]), np.asarray(t["losses"]),
-                              np.asarray(t["losses"])) for t in case["trials"]]
+                              np.asarray(t["losses"]), **start) for t in case["trials"]]
     median = RangeTestResult.of_repeats(curves)
     chosen = median.suggest()
     spread = median.suggestion_spread()
@@ -42,7 +43,7 @@ def case_row(case: dict) -> dict:
 
     return {"case": case["case"], "iqr": spread.iqr_decades, "range": spread.range_decades,
             "lr": chosen.lr, "best_lr": case["best_lr"], "hit": hits(chosen.lr),
-            "seed_hits": sum(hits(suggest(c.lrs, c.losses).lr) for c in curves),
+            "seed_hits": sum(hits(suggest(c.lrs, c.losses, **start).lr) for c in curves),
             "seeds": len(curves), "confidence": chosen.confidence}
 
 

@@ -282,7 +282,7 @@ def print_cross_validation(results) -> None:
         for name, peer in [*PEER_RULES.items(), ("lrexp default (this engine, its constants "
                                                   "chosen on all of these)", None)]:
             rule = lrexp_rule("default") if peer is None else (
-                lambda a, b, p=False, r=peer: r(a, b))
+                lambda a, b, p=False, m=True, r=peer: r(a, b))
             total = sum(per_case_hits(results, rule, cases).values())
             print(f"| {regime} | {name} | {total} | {trials} | - |")
 

@@ -34,6 +34,36 @@ def assert_user_error(finished, *needles):
         assert needle in finished.output, finished.output
 
 
+def test_an_optimizer_without_momentum_is_said_written_and_tracked(tmp_path, default_store):
+    """optimizer=rmsprop keeps no momentum: the console's method, curve.csv's settings line
+    and the tracked run agree; so does the header curve.csv starts with, which is all a run
+    killed outright leaves of its settings."""
+    import json
+
+    import torch
+
+    from lrexp.app.runner import _curve_header
+
+    settings = {"val_loader": None, "schedule": "exp", "beta": 0.98, "diverge_th": 4.0,
+                "min_lr": 1e-7, "max_lr": 10.0, "num_iter": 40, "steps_per_lr": 1,
+                "pretrained": False}
+    optimizer = torch.optim.RMSprop([torch.nn.Parameter(torch.zeros(1))])
+    assert _curve_header(settings, {}, optimizer).momentum is False
+
+    finished = lrexp_main("optimizer=rmsprop", "num_iter=40")
+    assert finished.returncode == 0, finished.output
+    [run_dir] = [p.parent for p in (tmp_path / "outputs").glob("*/*/curve.csv")]
+    head = (run_dir / "curve.csv").read_text().split("\n", 1)[0]
+    assert json.loads(head[len("# lrexp "):])["momentum"] is False
+    curve = RangeTestResult.from_csv(run_dir / "curve.csv", strict=True)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["suggested_lr"] == pytest.approx(curve.suggest().lr)
+    assert summary["default_method"] == "default (descent, no momentum)"
+    assert "suggested LR (default (descent, no momentum))" in finished.output
+    [run] = runs_of(MlflowClient(f"sqlite:///{default_store}"))
+    assert run.data.tags["default_method"] == summary["default_method"]
+
+
 def test_default_run_writes_under_outputs_and_tracks_into_the_default_store(tmp_path,
                                                                             default_store):
     finished = lrexp_main("num_iter=10")  # the README's `python -m lrexp`, a shorter ramp

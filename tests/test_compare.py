@@ -195,3 +195,32 @@ def test_a_summary_read_back_from_its_metrics_gives_the_same_table_row():
         suggested_lr_range_decades=0.9)
     read = RunSummary.from_metrics(summary.metrics(), names, status="diverged")
     assert read.row("x") == summary.row("x")
+
+
+@pytest.mark.parametrize("regime, method, pretrained, momentum", [
+    ("from scratch", "default (descent)", False, True),
+    ("from scratch", "default (descent, no momentum)", False, False),
+    ("fine-tuning", "default (finetune)", True, True),
+])
+def test_the_overlay_reads_each_curve_as_its_run_assumed(shared_sqlite_uri, regime, method,
+                                                        pretrained, momentum):
+    """The overlay's curve from a real store suggests what the run did: its regime and its
+    optimizer's momentum come from the run's tags."""
+    import numpy as np
+
+    from lrexp.engine.suggest import suggest
+    from lrexp.tracking.compare import curve_of
+
+    client = MlflowClient(shared_sqlite_uri)
+    experiment = client.create_experiment(f"overlay-{uuid.uuid4().hex[:8]}")
+    run = client.create_run(experiment, tags={"regime": regime, "default_method": method})
+    lrs = np.geomspace(1e-6, 1, 80)
+    losses = 2.0 - np.tanh(np.log10(lrs) + 3) + np.exp(4 * np.log10(lrs)).clip(max=20)
+    for step, (lr, loss) in enumerate(zip(lrs, losses)):
+        client.log_metric(run.info.run_id, "lr", float(lr), step=step)
+        client.log_metric(run.info.run_id, "loss", float(loss), step=step)
+    curve = curve_of(client, client.get_run(run.info.run_id))
+    assert (curve.pretrained, curve.momentum) == (pretrained, momentum)
+    expected = suggest(lrs, losses, pretrained=pretrained, momentum=momentum)
+    assert curve.suggest().lr == pytest.approx(expected.lr)
+    assert curve.suggest().method == method

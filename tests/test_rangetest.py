@@ -350,6 +350,8 @@ def test_pretrained_reaches_the_result_and_its_suggestion_says_fine_tuning():
     (lambda p: torch.optim.Adam(p), True),
     (lambda p: torch.optim.AdamW(p, betas=(0.0, 0.99)), False),
     (lambda p: torch.optim.Adagrad(p), True),  # declares neither: the rule for most optimizers
+    (lambda p: torch.optim.SGD(p, lr=0.1, momentum=torch.tensor(0.0)), False),
+    (lambda p: torch.optim.SGD(p, lr=0.1, momentum=torch.tensor(0.9)), True),
     (lambda p: torch.optim.SGD([{"params": p[:1]}, {"params": p[1:], "momentum": 0.9}],
                                lr=0.1), True),
 ])
@@ -362,6 +364,28 @@ def test_keeps_momentum_reads_the_optimizers_own_settings(make, keeps):
     result = lrexp.range_test(model, noise_batches(), quadratic_loss(2.0),
                               make(list(model.parameters())), num_iter=20, progress=False)
     assert result.momentum is keeps
+
+
+class _PlainStepWithPlaceholderBetas(torch.optim.Optimizer):
+    """Plain gradient steps; its groups hold betas=None, as some wrappers' placeholders do."""
+
+    def __init__(self, params, lr=1e-3):
+        super().__init__(params, {"lr": lr, "betas": None})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is not None:
+                    param.add_(param.grad, alpha=-group["lr"])
+
+
+def test_a_momentum_it_cannot_read_counts_as_kept_and_loses_no_curve():
+    model = Scalar(1.0)
+    result = lrexp.range_test(model, noise_batches(), quadratic_loss(2.0),
+                              _PlainStepWithPlaceholderBetas(model.parameters()), num_iter=20,
+                              progress=False)
+    assert len(result) == 20 and result.momentum is True
 
 
 def test_plain_sgd_gets_the_default_for_an_optimizer_without_momentum():

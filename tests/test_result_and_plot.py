@@ -178,6 +178,18 @@ def test_a_strict_read_gives_the_curve_and_its_repeats_as_written(tmp_path):
     np.testing.assert_array_equal(back.repeats[1].lrs, repeated.repeats[1].lrs)
 
 
+def test_a_strict_read_keeps_what_the_suggestion_reads_of_the_tests_start(tmp_path):
+    result = _curve()
+    result.pretrained, result.momentum = False, False
+    repeated = RangeTestResult.of_repeats([result, result])
+    assert repeated.momentum is False  # the median keeps its repeats' start
+    back = RangeTestResult.from_csv(repeated.to_csv(tmp_path / "curve.csv"), strict=True)
+    assert back.momentum is False and back.suggestions() == repeated.suggestions()
+    assert back.suggestion_spread() == repeated.suggestion_spread()
+    assert back.suggestion_spread().median_lr == pytest.approx(
+        result.suggest().lr)  # each repeat read without momentum, as the median is
+
+
 def test_a_strict_read_refuses_a_bad_row_but_drops_a_last_row_cut_mid_write(tmp_path, caplog):
     from lrexp.engine.curve_file import CurveFileError
 

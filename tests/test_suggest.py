@@ -486,3 +486,25 @@ def test_without_momentum_the_default_stops_at_a_fifth_of_the_blowup():
     losses = 2 - 0.5 * np.tanh(5 * (lrs - 0.3)) + np.where(lrs > 0.9, 10 ** (20 * (lrs - 0.9)), 0)
     res = RangeTestResult(lrs, losses, losses, momentum=False)
     assert res.suggest().lr == pytest.approx(res.blowup_lr / 5)
+
+
+def test_without_momentum_a_fifth_of_the_blowup_cuts_the_raise_part_way(monkeypatch):
+    """With a factor large enough to pass a fifth of the blow-up, the raise stops there."""
+    import lrexp.engine.suggest as rules
+
+    lrs, losses = _sigmoid_curve(noise=0.02)
+    kept = suggest(lrs, losses)
+    ceiling = assess(lrs, losses).blowup_lr / 5
+    monkeypatch.setattr(rules, "NO_MOMENTUM_FACTOR", 2 * ceiling / kept.lr)
+    assert suggest(lrs, losses, momentum=False).lr == pytest.approx(ceiling)
+    monkeypatch.setattr(rules, "NO_MOMENTUM_FACTOR", 0.5 * ceiling / kept.lr)
+    assert suggest(lrs, losses, momentum=False).lr == pytest.approx(0.5 * ceiling)
+
+
+def test_without_momentum_or_a_blowup_the_raise_stops_at_the_last_lr_tested():
+    lrs = np.geomspace(1e-7, 1e-2, 100)
+    losses = 2.0 - np.tanh(np.log10(lrs) + 2.6)  # still falling where the test ends
+    kept, plain = suggest(lrs, losses), suggest(lrs, losses, momentum=False)
+    assert assess(lrs, losses).blowup_lr is None and kept.lr < lrs[-1]
+    assert plain.lr == pytest.approx(min(1.5 * kept.lr, lrs[-1]))
+    assert plain.method == "default (descent, no momentum)"

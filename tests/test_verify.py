@@ -98,6 +98,22 @@ def test_candidates_stay_below_the_blowup_and_are_merged():
     assert any(abs(math.log(lr / default)) < math.log(MERGE_FACTOR) for lr in lrs)
 
 
+def test_the_candidates_surround_the_default_the_optimizer_gets():
+    """Without momentum the default is higher, and so is every candidate around it."""
+    from lrexp.engine.suggest import NO_MOMENTUM_FACTOR, suggest
+
+    torch.manual_seed(0)
+    res = lrexp.range_test(Point(), _batches(), quadratic_loss, min_lr=1e-4, max_lr=10,
+                           num_iter=60, progress=False)
+    kept = [lr for lr, _ in candidate_lrs(res)]
+    res.momentum = False
+    plain = [lr for lr, _ in candidate_lrs(res)]
+    raised = suggest(res.lrs, res.losses, momentum=False).lr
+    assert raised == pytest.approx(NO_MOMENTUM_FACTOR * suggest(res.lrs, res.losses).lr)
+    assert any(lr == pytest.approx(raised) for lr in plain)
+    assert plain != kept and max(plain) > max(kept)
+
+
 def test_a_curve_that_supports_no_lr_is_not_probed():
     batches = [(torch.zeros(1), torch.zeros(1))] * 5
     model = nn.Linear(1, 1)

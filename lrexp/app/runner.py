@@ -294,7 +294,7 @@ def _recorded_range_test(arguments: tuple[Any, ...], settings: dict[str, Any],
     from lrexp.tracking.mlflow_tracker import median_band_series, repeat_loss_key
 
     tracker = run.tracker
-    writer = CurveWriter(run.files["curve"], _curve_header(settings, run.names))
+    writer = CurveWriter(run.files["curve"], _curve_header(settings, run.names, arguments[3]))
     repeated = settings["repeats"] > 1
     repeat, lr_points = -1, 0  # the repeat running; how many points of the LR grid were sent
 
@@ -350,17 +350,20 @@ def _write_config(cfg: DictConfig, out_dir: Path) -> bool:
     return True
 
 
-def _curve_header(settings: dict[str, Any], names: dict[str, str]) -> Any:
-    """An empty RangeTestResult holding the run's settings: the curve file's header."""
+def _curve_header(settings: dict[str, Any], names: dict[str, str], optimizer: Any) -> Any:
+    """An empty RangeTestResult holding the run's settings: the curve file's header (a run
+    killed outright leaves a file whose suggestion reads the test's start as the run would)."""
     import numpy as np
 
+    from lrexp.engine.rangetest import keeps_momentum
     from lrexp.engine.result import RangeTestResult
 
-    keys = ("beta", "diverge_th", "min_lr", "max_lr", "num_iter", "steps_per_lr")
+    keys = ("beta", "diverge_th", "min_lr", "max_lr", "num_iter", "steps_per_lr", "pretrained")
     empty = np.empty(0)
     return RangeTestResult(empty, empty, empty, extra=dict(names),
                            loss_kind="train" if settings["val_loader"] is None else "val",
                            range_schedule=settings["schedule"],
+                           momentum=keeps_momentum(optimizer),
                            **{key: settings[key] for key in keys})
 
 

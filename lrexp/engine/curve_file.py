@@ -13,14 +13,15 @@ from __future__ import annotations
 import json
 import logging
 import math
+from typing import Any
 
 import numpy as np
 
 from lrexp.engine.repeats import median_curve
 from lrexp.engine.settings import STOP_REASONS
 
-__all__ = ["CURVE_COLUMNS", "META_PREFIX", "REPEAT_COLUMNS", "CurveFileError", "read_rows",
-           "repeat_curves", "stop_reason"]
+__all__ = ["CURVE_COLUMNS", "META_PREFIX", "REPEAT_COLUMNS", "START_FLAGS", "CurveFileError",
+           "read_rows", "repeat_curves", "start_flags", "stop_reason"]
 
 log = logging.getLogger(__name__)
 
@@ -116,16 +117,33 @@ def repeat_curves(rows: list[Row], lrs: np.ndarray, losses: np.ndarray) -> list[
     return columns
 
 
-def stop_reason(text: str) -> str:
-    """The stop reason in a curve file's settings line; "completed" where it says none."""
+def _settings_line(text: str) -> dict[str, Any]:
+    """A curve file's settings line as a dict; empty where there is none or it is not JSON."""
     first = text.split("\n", 1)[0]
     if not first.startswith(META_PREFIX):
-        return "completed"
+        return {}
     try:
-        reason = json.loads(first[len(META_PREFIX):]).get("stop_reason")
-    except (ValueError, AttributeError, RecursionError):
-        return "completed"
+        settings = json.loads(first[len(META_PREFIX):])
+    except (ValueError, RecursionError):
+        return {}
+    return settings if isinstance(settings, dict) else {}
+
+
+def stop_reason(text: str) -> str:
+    """The stop reason in a curve file's settings line; "completed" where it says none."""
+    reason = _settings_line(text).get("stop_reason")
     return reason if reason in STOP_REASONS else "completed"
+
+
+# What the suggestion reads of how the test started (RangeTestResult's fields of those names).
+START_FLAGS = ("pretrained", "momentum")
+
+
+def start_flags(text: str) -> dict[str, Any]:
+    """The START_FLAGS a curve file's settings line holds as booleans (others are ignored)."""
+    settings = _settings_line(text)
+    return {name: settings[name] for name in START_FLAGS
+            if isinstance(settings.get(name), bool)}
 
 
 def _shown(text: str, limit: int = 60) -> str:

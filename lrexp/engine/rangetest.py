@@ -269,6 +269,7 @@ def _record_curve(trainer: _Trainer, settings: RangeTestSettings, train_loader: 
                   title: str = "LR range test") -> RangeTestResult:
     """Ramp the LR over the schedule; the recorded curve with the settings that made it."""
     trainer.prepare()
+    momentum = keeps_momentum(trainer.optimizer)  # read before the ramp, whatever it does
     ramp = _Ramp(trainer, CurveMonitor(settings.beta, settings.diverge_th),
                  _endless(train_loader), steps_per_point, val_loader, on_step,
                  _progress_bar(settings.num_iter, progress, title))
@@ -280,24 +281,30 @@ def _record_curve(trainer: _Trainer, settings: RangeTestSettings, train_loader: 
         min_lr=settings.min_lr, max_lr=settings.max_lr, num_iter=settings.num_iter,
         steps_per_lr=settings.steps_per_lr,
         loss_kind="train" if val_loader is None else "val", pretrained=settings.pretrained,
-        momentum=keeps_momentum(trainer.optimizer),
+        momentum=momentum,
     )
 
 
 def keeps_momentum(optimizer: torch.optim.Optimizer) -> bool:
     """Whether ``optimizer`` keeps momentum, a running average of its gradients: a param
-    group's ``momentum`` (SGD, RMSprop) or first beta (Adam and its kin) above 0. An optimizer
-    whose groups declare neither counts as keeping it, which leaves the default rule as it was
-    chosen for most optimizers (``lrexp.engine.suggest.NO_MOMENTUM_FACTOR``)."""
-    declared = []
-    for group in optimizer.param_groups:
+    group's ``momentum`` (SGD, RMSprop) or first beta (Adam and its kin) above 0. False only
+    when every group declares 0; an optimizer whose groups declare neither, or a value that is
+    not a number, counts as keeping it, which leaves the default rule as it was chosen for most
+    optimizers (``lrexp.engine.suggest.NO_MOMENTUM_FACTOR``)."""
+    groups = getattr(optimizer, "param_groups", None) or [{}]
+    return any(_declared_momentum(group) != 0 for group in groups)
+
+
+def _declared_momentum(group: Mapping[str, Any]) -> float | None:
+    """A param group's momentum (or first beta) as a number; None where it declares none."""
+    try:
         if "momentum" in group:
-            declared.append(float(group["momentum"]) > 0)
-        elif "betas" in group:
-            declared.append(float(group["betas"][0]) > 0)
-        else:
-            return True
-    return any(declared) or not declared
+            return float(group["momentum"])
+        if "betas" in group:
+            return float(group["betas"][0])
+    except (TypeError, ValueError, IndexError):
+        pass
+    return None
 
 
 class _ProgressBar(Protocol):

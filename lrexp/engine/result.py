@@ -23,6 +23,7 @@ from lrexp.engine.curve_file import (
     REPEAT_COLUMNS,
     read_rows,
     repeat_curves,
+    start_flags,
     stop_reason,
 )
 from lrexp.engine.repeats import MedianCurve, median_curve, median_length
@@ -409,7 +410,8 @@ class RangeTestResult:
     def from_csv(cls, path: str | Path, strict: bool = False) -> RangeTestResult:
         """A result written by ``to_csv`` (its repeats too, from the sibling file). ``strict``:
         a file from anywhere, checked row by row (``lrexp.engine.curve_file``, which raises
-        ``CurveFileError``), of whose settings only the stop reason is read."""
+        ``CurveFileError``), of whose settings only the stop reason and what the suggestion
+        reads of the test's start (``pretrained``, ``momentum``) are read."""
         path = Path(path)
         if strict:
             sibling = cls.repeats_path(path)
@@ -429,11 +431,11 @@ class RangeTestResult:
         """``from_csv(strict=True)`` of a curve file's text and its repeats file's, if any."""
         _, lrs, losses, smoothed = np.array(
             read_rows(curve, CURVE_COLUMNS, last_row_may_be_cut=True), dtype=np.float64).T
-        result = cls(lrs, losses, smoothed, stop_reason=stop_reason(curve))
+        result = cls(lrs, losses, smoothed, stop_reason=stop_reason(curve), **start_flags(curve))
         if repeats is None:
             return result
         curves = repeat_curves(read_rows(repeats, REPEAT_COLUMNS), result.lrs, result.losses)
-        return replace(result, repeats=[cls(*each) for each in curves])
+        return replace(result, repeats=[cls(*each, **start_flags(curve)) for each in curves])
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

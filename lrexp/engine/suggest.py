@@ -55,10 +55,10 @@ from lrexp.engine.curve import FloatArray, read, readable_end, smooth, start_lev
 
 __all__ = [
     "AGREEMENT_DECADES", "CONFIDENCE_LEVELS", "DEFAULT_METHOD", "DEFAULT_METHODS", "METHODS",
-    "NO_MOMENTUM_FACTOR", "REGIMES", "SPREAD_HIGH_DECADES", "Suggestion", "SuggestionSpread",
-    "Verdict", "assess", "checked", "descent", "descent_valley_lr", "edge", "fall_start_lr",
-    "finetune", "minimum", "regime_name", "spread_of", "steepest", "suggest", "valley",
-    "with_spread",
+    "NO_MOMENTUM_FACTOR", "NO_MOMENTUM_LABEL", "REGIMES", "SPREAD_HIGH_DECADES", "Suggestion",
+    "SuggestionSpread", "Verdict", "assess", "checked", "descent", "descent_valley_lr", "edge",
+    "fall_start_lr", "finetune", "minimum", "regime_name", "spread_of", "steepest", "suggest",
+    "valley", "with_spread",
 ]
 
 # Fewer usable points than this cannot show a descent and a turn.
@@ -110,6 +110,7 @@ DESCENT_FALLBACK_DIVISOR = 10.0
 # from scratch, 74 of them without momentum) leaving one family out chose 1.5 in all 47
 # folds, 198 hits against 193 for one factor for every optimizer (scripts/bench_suggest.md).
 NO_MOMENTUM_FACTOR = 1.5
+NO_MOMENTUM_LABEL = "no momentum"  # in the default's method name: "default (descent, no momentum)"
 FINE_TUNING_VALLEY_SWITCH = 0.3
 VALLEY_POINTS = 10  # the fewest points the valley is read on
 INTERVAL_BELOW_EDGE = (100.0, 5.0)  # the supported interval: blow-up LR / 100 .. / 5
@@ -685,4 +686,7 @@ def suggest(lrs: npt.ArrayLike, losses: npt.ArrayLike, method: str = "default",
     assumed = f"Assumed regime: {regime} (the model {start}{optimizer})."
     result = replace(result, regime=regime,
                      reason=f"{result.reason} {assumed}" if result.reason else assumed)
-    return result if method != "default" else replace(result, method=f"default ({name})")
+    if method != "default":
+        return result
+    label = f"{name}, {NO_MOMENTUM_LABEL}" if without_momentum else name
+    return replace(result, method=f"default ({label})")

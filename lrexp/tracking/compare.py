@@ -157,6 +157,7 @@ def curve_of(client: Any, run: Any) -> Any:
 
     from lrexp.engine.curve import smooth
     from lrexp.engine.result import RangeTestResult
+    from lrexp.engine.suggest import NO_MOMENTUM_LABEL, REGIMES
 
     history = {key: {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
                for key in ("lr", "loss")}
@@ -165,8 +166,12 @@ def curve_of(client: Any, run: Any) -> Any:
     lrs = np.array([history["lr"][step] for step in steps], dtype=np.float64)
     losses = np.array([history["loss"][step] for step in steps], dtype=np.float64)
     beta = float(run.data.params.get("beta", 0.98))
+    # the start the run's suggestion assumed, from its tags, so the overlay marks its LR
+    tags = run.data.tags
     return RangeTestResult(lrs, losses, smooth(losses, beta), beta=beta,
-                           range_schedule=run.data.params.get("schedule", "exp"))
+                           range_schedule=run.data.params.get("schedule", "exp"),
+                           pretrained=tags.get("regime") == REGIMES[1],
+                           momentum=NO_MOMENTUM_LABEL not in tags.get("default_method", ""))
 
 
 def _row(run: Any) -> dict[str, Any]:

@@ -59,9 +59,13 @@ def test_an_optimizer_without_momentum_is_said_written_and_tracked(tmp_path, def
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["suggested_lr"] == pytest.approx(curve.suggest().lr)
     assert summary["default_method"] == "default (descent, no momentum)"
+    assert summary["momentum"] is False
     assert "suggested LR (default (descent, no momentum))" in finished.output
+    assert "assumed: from scratch" in finished.output
+    assert "; the optimizer keeps no momentum" in finished.output
     [run] = runs_of(MlflowClient(f"sqlite:///{default_store}"))
     assert run.data.tags["default_method"] == summary["default_method"]
+    assert run.data.tags["momentum"] == "false"
 
 
 def test_default_run_writes_under_outputs_and_tracks_into_the_default_store(tmp_path,

@@ -197,13 +197,19 @@ def test_a_summary_read_back_from_its_metrics_gives_the_same_table_row():
     assert read.row("x") == summary.row("x")
 
 
-@pytest.mark.parametrize("regime, method, pretrained, momentum", [
-    ("from scratch", "default (descent)", False, True),
-    ("from scratch", "default (descent, no momentum)", False, False),
-    ("fine-tuning", "default (finetune)", True, True),
+@pytest.mark.parametrize("tags, pretrained, momentum", [
+    ({"regime": "from scratch", "default_method": "default (descent)", "momentum": "true"},
+     False, True),
+    ({"regime": "from scratch", "default_method": "default (descent, no momentum)",
+      "momentum": "false"}, False, False),
+    ({"regime": "from scratch", "default_method": "verified", "momentum": "false"},
+     False, False),
+    ({"regime": "fine-tuning", "default_method": "default (finetune)", "momentum": "false"},
+     True, False),
+    ({}, False, True),  # a run recorded before the tags: the rule it was read with
 ])
-def test_the_overlay_reads_each_curve_as_its_run_assumed(shared_sqlite_uri, regime, method,
-                                                        pretrained, momentum):
+def test_the_overlay_reads_each_curve_as_its_run_assumed(shared_sqlite_uri, tags, pretrained,
+                                                        momentum):
     """The overlay's curve from a real store suggests what the run did: its regime and its
     optimizer's momentum come from the run's tags."""
     import numpy as np
@@ -213,7 +219,7 @@ def test_the_overlay_reads_each_curve_as_its_run_assumed(shared_sqlite_uri, regi
 
     client = MlflowClient(shared_sqlite_uri)
     experiment = client.create_experiment(f"overlay-{uuid.uuid4().hex[:8]}")
-    run = client.create_run(experiment, tags={"regime": regime, "default_method": method})
+    run = client.create_run(experiment, tags=tags)
     lrs = np.geomspace(1e-6, 1, 80)
     losses = 2.0 - np.tanh(np.log10(lrs) + 3) + np.exp(4 * np.log10(lrs)).clip(max=20)
     for step, (lr, loss) in enumerate(zip(lrs, losses)):
@@ -223,4 +229,4 @@ def test_the_overlay_reads_each_curve_as_its_run_assumed(shared_sqlite_uri, regi
     assert (curve.pretrained, curve.momentum) == (pretrained, momentum)
     expected = suggest(lrs, losses, pretrained=pretrained, momentum=momentum)
     assert curve.suggest().lr == pytest.approx(expected.lr)
-    assert curve.suggest().method == method
+    assert curve.suggest().method == expected.method

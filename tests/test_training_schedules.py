@@ -337,6 +337,14 @@ def test_a_malformed_bound_in_summary_json_is_refused_by_name(value):
     assert raised.value.key == "onecycle" and "max_lr, div_factor" in raised.value.expected
 
 
+@pytest.mark.parametrize("value", ["no", 0, [False]])
+def test_a_momentum_in_summary_json_that_is_not_a_boolean_is_refused(value):
+    with pytest.raises(SummaryError) as raised:
+        RunSummary.from_dict({"momentum": value})
+    assert raised.value.key == "momentum"
+    assert RunSummary.from_dict({"momentum": False}).momentum is False
+
+
 def test_the_console_summary_shows_both_schedules(tmp_path):
     res = falling_curve()
     text = summary_text(RunSummary.of_result(res, NAMES, 1.0, "cpu"), {}, tmp_path)

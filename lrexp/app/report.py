@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lrexp.engine.suggest import REGIMES
 from lrexp.run.files import CURVE_FILE, PLOT_FILE, SCHEDULE_PLOT_FILE, SUMMARY_FILE
 from lrexp.run.summary import RunSummary
 
@@ -76,7 +77,10 @@ def _regime_line(summary: RunSummary) -> list[str]:
     if not summary.regime:
         return []
     source = f" (weights: {summary.weights})" if summary.weights else ""
-    return [f"  assumed: {summary.regime}{source}"]
+    # the from-scratch default reads it (lrexp.engine.suggest.NO_MOMENTUM_FACTOR)
+    raised = summary.momentum is False and summary.regime == REGIMES[0]
+    optimizer = "; the optimizer keeps no momentum" if raised else ""
+    return [f"  assumed: {summary.regime}{source}{optimizer}"]
 
 
 def summary_text(summary: RunSummary, files: Mapping[str, Path], out_dir: Path) -> str:

@@ -101,6 +101,7 @@ class RunSummary:
     confidence: str | None = None
     confidence_reason: str | None = None
     regime: str | None = None  # what the suggestion assumed: "from scratch" or "fine-tuning"
+    momentum: bool | None = None  # the optimizer keeps momentum, as the suggestion read it
     interval: tuple[float, float] | None = None
     suggestions: dict[str, float | None] = field(default_factory=dict)
     min_loss: float | None = None
@@ -131,6 +132,7 @@ class RunSummary:
                    default_method=default.method, confidence=default.confidence,
                    confidence_reason=default.reason, interval=default.interval,
                    regime=getattr(default, "regime", None),
+                   momentum=getattr(result, "momentum", None),
                    suggestions=result.suggestions(), min_loss=result.min_loss,
                    lr_at_min_loss=result.lr_at_min_loss, diverged_lr=result.diverged_lr,
                    verification=_verify_record(result.verification),
@@ -364,6 +366,7 @@ _FIELD_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
        for key in ("steps", "repeats")},
     "repeat_suggested_lrs": (lambda v: isinstance(v, list) and all(map(_is_number_or_null, v)),
                              "a list of numbers or nulls"),
+    "momentum": (lambda v: v is None or isinstance(v, bool), "true, false or null"),
     "interval": (lambda v: v is None or isinstance(v, list) and len(v) == 2
                  and all(map(is_number, v)), "null or a list of two numbers"),
     "verification": (_is_verification, "null or an object with a list of probes {lr, loss}"),

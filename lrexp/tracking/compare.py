@@ -157,7 +157,7 @@ def curve_of(client: Any, run: Any) -> Any:
 
     from lrexp.engine.curve import smooth
     from lrexp.engine.result import RangeTestResult
-    from lrexp.engine.suggest import NO_MOMENTUM_LABEL, REGIMES
+    from lrexp.engine.suggest import REGIMES
 
     history = {key: {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
                for key in ("lr", "loss")}
@@ -171,7 +171,7 @@ def curve_of(client: Any, run: Any) -> Any:
     return RangeTestResult(lrs, losses, smooth(losses, beta), beta=beta,
                            range_schedule=run.data.params.get("schedule", "exp"),
                            pretrained=tags.get("regime") == REGIMES[1],
-                           momentum=NO_MOMENTUM_LABEL not in tags.get("default_method", ""))
+                           momentum=tags.get("momentum") != "false")
 
 
 def _row(run: Any) -> dict[str, Any]:

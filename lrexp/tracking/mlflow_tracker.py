@@ -524,6 +524,8 @@ class MlflowTracker(MlflowStore, RunLogger):
                 "confidence_reason": str(summary.confidence_reason or "")[:5000]}
         tags.update({key: value for key, value in (("stopped_by", summary.stopped_by),
                                                    ("regime", summary.regime)) if value})
+        if summary.momentum is not None:  # what the suggestion read of the optimizer
+            tags["momentum"] = str(summary.momentum).lower()
         self.log_metrics(run_id, _summary_points(summary))
         self.set_tags(run_id, tags)
 

@@ -123,26 +123,35 @@ def test_original_findlr_scheduler_with_the_blog_loop():
     np.testing.assert_allclose(seen, 1e-7 * (1e8) ** (np.arange(5) / 100), rtol=1e-12)
 
 
+def _written_and_read(result, tmp_path, fmt):
+    path = getattr(result, f"to_{fmt}")(tmp_path / f"curve.{fmt}")
+    return getattr(RangeTestResult, f"from_{fmt}")(path)
+
+
+def _read_as_if_written_before(result, tmp_path, field):
+    """``result`` through a curve file whose settings line lacks ``field`` (an older file)."""
+    import json
+
+    path = result.to_csv(tmp_path / "curve.csv")
+    head, rest = path.read_text().split("\n", 1)
+    meta = json.loads(head[len("# lrexp "):])
+    del meta[field]
+    path.write_text("# lrexp " + json.dumps(meta) + "\n" + rest)
+    return RangeTestResult.from_csv(path)
+
+
 @pytest.mark.parametrize("fmt", ["csv", "json"])
 def test_pretrained_round_trips_and_keeps_the_fine_tuning_regime(tmp_path, fmt):
     result = _curve()
     result.pretrained = True
-    path = getattr(result, f"to_{fmt}")(tmp_path / f"curve.{fmt}")
-    back = getattr(RangeTestResult, f"from_{fmt}")(path)
+    back = _written_and_read(result, tmp_path, fmt)
     assert back.pretrained is True
     assert back.suggest().regime == "fine-tuning" and "fine-tuning" in back.suggest().reason
     assert back.suggestions() == result.suggestions()
 
 
 def test_a_file_written_before_pretrained_existed_reads_as_from_scratch(tmp_path):
-    import json
-
-    path = _curve().to_csv(tmp_path / "curve.csv")
-    head, rest = path.read_text().split("\n", 1)
-    meta = json.loads(head[len("# lrexp "):])
-    del meta["pretrained"]
-    path.write_text("# lrexp " + json.dumps(meta) + "\n" + rest)
-    back = RangeTestResult.from_csv(path)
+    back = _read_as_if_written_before(_curve(), tmp_path, "pretrained")
     assert back.pretrained is False and back.suggest().regime == "from scratch"
 
 
@@ -150,32 +159,15 @@ def test_a_file_written_before_pretrained_existed_reads_as_from_scratch(tmp_path
 def test_an_optimizer_without_momentum_round_trips_with_its_suggestion(tmp_path, fmt):
     result = _curve()
     result.momentum = False
-    path = getattr(result, f"to_{fmt}")(tmp_path / f"curve.{fmt}")
-    back = getattr(RangeTestResult, f"from_{fmt}")(path)
+    back = _written_and_read(result, tmp_path, fmt)
     assert back.momentum is False and back.suggestions() == result.suggestions()
     assert back.suggest().lr != _curve().suggest().lr
 
 
 def test_a_file_written_before_momentum_existed_reads_as_keeping_it(tmp_path):
-    import json
-
     result = _curve()
     result.momentum = False
-    path = result.to_csv(tmp_path / "curve.csv")
-    head, rest = path.read_text().split("\n", 1)
-    meta = json.loads(head[len("# lrexp "):])
-    del meta["momentum"]
-    path.write_text("# lrexp " + json.dumps(meta) + "\n" + rest)
-    assert RangeTestResult.from_csv(path).momentum is True
-
-
-def test_a_strict_read_gives_the_curve_and_its_repeats_as_written(tmp_path):
-    repeated = RangeTestResult.of_repeats([_curve(), _curve()])
-    path = repeated.to_csv(tmp_path / "curve.csv")
-    back = RangeTestResult.from_csv(path, strict=True)
-    np.testing.assert_array_equal(back.losses, repeated.losses)
-    assert back.stop_reason == repeated.stop_reason and len(back.repeats) == 2
-    np.testing.assert_array_equal(back.repeats[1].lrs, repeated.repeats[1].lrs)
+    assert _read_as_if_written_before(result, tmp_path, "momentum").momentum is True
 
 
 def test_a_strict_read_keeps_what_the_suggestion_reads_of_the_tests_start(tmp_path):

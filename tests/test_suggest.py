@@ -502,9 +502,11 @@ def test_without_momentum_a_fifth_of_the_blowup_cuts_the_raise_part_way(monkeypa
 
 
 def test_without_momentum_or_a_blowup_the_raise_stops_at_the_last_lr_tested():
+    from lrexp.engine.suggest import NO_MOMENTUM_FACTOR
+
     lrs = np.geomspace(1e-7, 1e-2, 100)
     losses = 2.0 - np.tanh(np.log10(lrs) + 2.6)  # still falling where the test ends
     kept, plain = suggest(lrs, losses), suggest(lrs, losses, momentum=False)
     assert assess(lrs, losses).blowup_lr is None and kept.lr < lrs[-1]
-    assert plain.lr == pytest.approx(min(1.5 * kept.lr, lrs[-1]))
+    assert plain.lr == pytest.approx(min(NO_MOMENTUM_FACTOR * kept.lr, lrs[-1]))
     assert plain.method == "default (descent, no momentum)"

@@ -170,6 +170,15 @@ def test_a_file_written_before_momentum_existed_reads_as_keeping_it(tmp_path):
     assert _read_as_if_written_before(result, tmp_path, "momentum").momentum is True
 
 
+def test_a_strict_read_gives_the_curve_and_its_repeats_as_written(tmp_path):
+    repeated = RangeTestResult.of_repeats([_curve(), _curve()])
+    path = repeated.to_csv(tmp_path / "curve.csv")
+    back = RangeTestResult.from_csv(path, strict=True)
+    np.testing.assert_array_equal(back.losses, repeated.losses)
+    assert back.stop_reason == repeated.stop_reason and len(back.repeats) == 2
+    np.testing.assert_array_equal(back.repeats[1].lrs, repeated.repeats[1].lrs)
+
+
 def test_a_strict_read_keeps_what_the_suggestion_reads_of_the_tests_start(tmp_path):
     result = _curve()
     result.pretrained, result.momentum = False, False

@@ -485,13 +485,11 @@ def _raised_without_momentum(suggestion: Suggestion, curve: _Curve,
     the last LR tested, and never lowered by those caps."""
     if suggestion.lr is None:
         return suggestion
-    ceiling = min(curve.blowup_lr / INTERVAL_BELOW_EDGE[1] if curve.blowup_lr else math.inf,
-                  top_tested)
-    lr = min(suggestion.lr * NO_MOMENTUM_FACTOR, max(ceiling, suggestion.lr))
+    lr = min(suggestion.lr * NO_MOMENTUM_FACTOR,
+             max(_descent_ceiling(curve, top_tested), suggestion.lr))
     if lr == suggestion.lr:
         return suggestion
-    index = int(np.argmin(np.abs(np.log(curve.lrs / lr))))  # the curve point nearest it
-    return replace(suggestion, lr=lr, index=index, reason=(
+    return replace(suggestion, lr=lr, index=_nearest_point(curve, lr), reason=(
         f"{suggestion.reason} The optimizer keeps no momentum, so the rule's LR "
         f"{suggestion.lr:.3g} is raised to {lr:.3g} ({lr / suggestion.lr:.2g}x): such an "
         "optimizer trains best closer to the blow-up."))
@@ -594,11 +592,21 @@ def descent(lrs: npt.ArrayLike, losses: npt.ArrayLike) -> Suggestion:
         # the factor was chosen on exponential ramps; on a linear one DESCENT_FACTOR times
         # the valley can land past the blow-up, and on a curve stopped early past every LR
         # the test reached
-        ceiling = curve.blowup_lr / INTERVAL_BELOW_EDGE[1] if curve.blowup_lr else math.inf
-        lr = min(valley_lr * DESCENT_FACTOR, ceiling, float(np.max(lrs)))
-        index = int(np.argmin(np.abs(np.log(curve.lrs / lr))))  # the curve point nearest it
-        suggestion = _with_verdict(Suggestion(lr, "descent", index), curve)
+        lr = min(valley_lr * DESCENT_FACTOR, _descent_ceiling(curve, float(np.max(lrs))))
+        suggestion = _with_verdict(Suggestion(lr, "descent", _nearest_point(curve, lr)), curve)
     return _below_range_checked(suggestion, curve)
+
+
+def _descent_ceiling(curve: _Curve, top_tested: float) -> float:
+    """The most the descent's factors may lift an LR to: the blow-up's LR / 5 (the top of the
+    supported interval) and the last LR the test reached."""
+    blowup_top = curve.blowup_lr / INTERVAL_BELOW_EDGE[1] if curve.blowup_lr else math.inf
+    return min(blowup_top, top_tested)
+
+
+def _nearest_point(curve: _Curve, lr: float) -> int:
+    """Index of the curve point whose LR is nearest ``lr`` (in log)."""
+    return int(np.argmin(np.abs(np.log(curve.lrs / lr))))
 
 
 def _read_off_blowup(curve: _Curve) -> Suggestion | None:

@@ -72,7 +72,7 @@ CACHE = Path("outputs/bench_cache")
 # "a fifth round"; "a sixth round"; "a seventh round": no rule changed before it ran; "an
 # eighth round"; "a ninth round"; "a tenth round"; "an eleventh round", "a twelfth round" and
 # "a thirteenth round": no suggestion rule changed before any of them ran; "a fourteenth round":
-# one-cycle's peak changed before it; "a fifteenth round").
+# one-cycle's peak changed before it; "a fifteenth round"; "a sixteenth round").
 SPLIT = {
     "digits_classic": "tuning",
     "synthetic_mlp": "tuning",
@@ -137,10 +137,14 @@ SPLIT = {
     "digits_autoencoder": "tuning",  # held-out in round 14
     "rings_3d": "tuning",  # held-out in round 14
     "finetune_mirrored": "tuning",  # held-out in round 14
-    "bar_counts_cnn": "held-out",
-    "xor_gaussians": "held-out",
-    "range_regression": "held-out",
-    "finetune_pixelated": "held-out",
+    "bar_counts_cnn": "tuning",  # held-out in round 15
+    "xor_gaussians": "tuning",  # held-out in round 15
+    "range_regression": "tuning",  # held-out in round 15
+    "finetune_pixelated": "tuning",  # held-out in round 15
+    "dot_counts_cnn": "held-out",
+    "sparse_parity": "held-out",
+    "product_regression": "held-out",
+    "finetune_binarized": "held-out",
 }
 
 
@@ -974,6 +978,50 @@ def pixelated_target():
     return _second_half_target(pixelate, per_class=5, seed=15)
 
 
+
+# The sixteenth round's held-out data (written after round 15, before any rule changed).
+def dot_counts():
+    """8x8 images holding 1 to 4 bright dots at random pixels, random brightness, in pixel
+    noise; the class is the number of dots (4 classes)."""
+    rng = np.random.default_rng(97)
+    n = 3000
+    counts = rng.integers(1, 5, n)
+    images = 0.3 * rng.standard_normal((n, 64))
+    for image, count in zip(images, counts):
+        image[rng.choice(64, count, replace=False)] += rng.uniform(1.0, 2.0, count)
+    train, val = _split(images, counts - 1, regression=False)
+    return _as_images(train, val)
+
+
+def sparse_parity():
+    """The parity of 3 of 10 random +-1 features, 5% of the labels flipped: an MLP must find
+    the three among the ten and their product."""
+    rng = np.random.default_rng(99)
+    x = rng.choice([-1.0, 1.0], size=(3000, 10))
+    y = (x[:, 1] * x[:, 4] * x[:, 7] > 0).astype(np.int64)
+    flip = rng.random(3000) < 0.05
+    y[flip] = 1 - y[flip]
+    return _split(x, y, regression=False)
+
+
+def product_regression():
+    """A sum of pairwise products of 8 uniform features, plus noise: x0 x1 + x2 x3 - x4 x5."""
+    rng = np.random.default_rng(101)
+    x = rng.uniform(-1, 1, (3000, 8))
+    y = x[:, 0] * x[:, 1] + x[:, 2] * x[:, 3] - x[:, 4] * x[:, 5]
+    return _split(x, y + 0.1 * rng.standard_normal(3000), regression=True)
+
+
+def binarized_target():
+    """The second half of the digits binarized (each pixel 1 above its image's mean, else 0),
+    5 labels per class: a backbone pretrained on the first half as it was (``shifted``'s
+    source)."""
+    def binarize(images):
+        return (images > images.mean(axis=(1, 2), keepdims=True)).astype(np.float32)
+
+    return _second_half_target(binarize, per_class=5, seed=16)
+
+
 # -- models ----------------------------------------------------------------------------------
 def mlp(inputs, outputs, hidden=128, bn=False, act=nn.ReLU, depth=2, dropout=0.0):
     layers: list[nn.Module] = []
@@ -1464,7 +1512,7 @@ CASES = [
     Case("rings_tanh_mlp_rmsprop_b16", "rings_3d", rings_3d,
          lambda: mlp(3, 3, hidden=64, act=nn.Tanh), rmsprop, CE, batch=16),
     *_finetune_cases("finetune_mirrored", "shifted", mirrored_target, 10, batch=8),
-    # held-out since the fifteenth round (written after round 14, before any rule changed)
+    # held-out in the fifteenth round (written after round 14, before any rule changed)
     Case("bar_counts_cnn_sgd_plain", "bar_counts_cnn", bar_counts, lambda: cnn(False, 1),
          sgd(0.0), MSE),
     Case("bar_counts_cnn_bn_adam_b16", "bar_counts_cnn", bar_counts, lambda: cnn(True, 1),
@@ -1484,6 +1532,25 @@ CASES = [
     Case("range_residual_mlp_adam_b64", "range_regression", range_regression,
          lambda: ResidualMLP(12, 1), adam, MSE, batch=64),
     *_finetune_cases("finetune_pixelated", "shifted", pixelated_target, 10, batch=8),
+    # held-out since the sixteenth round (written after round 15, before any rule changed)
+    Case("dot_counts_cnn_bn_sgd_momentum_b16", "dot_counts_cnn", dot_counts,
+         lambda: cnn(True, 4), sgd(0.9), CE, batch=16),
+    Case("dot_counts_cnn_adam", "dot_counts_cnn", dot_counts, lambda: cnn(False, 4), adam, CE),
+    Case("dot_counts_cnn_sgd_plain_b64", "dot_counts_cnn", dot_counts, lambda: cnn(False, 4),
+         sgd(0.0), CE, batch=64),
+    Case("sparse_parity_mlp_adamw_b16", "sparse_parity", sparse_parity,
+         lambda: mlp(10, 2, hidden=128), adamw(), CE, batch=16),
+    Case("sparse_parity_mlp_rmsprop", "sparse_parity", sparse_parity,
+         lambda: mlp(10, 2, hidden=64), rmsprop, CE),
+    Case("sparse_parity_deep_mlp_sgd_nesterov_long", "sparse_parity", sparse_parity,
+         lambda: mlp(10, 2, hidden=64, depth=3), sgd(0.9, nesterov=True), CE, steps=1000),
+    Case("product_mlp_sgd_plain_b16", "product_regression", product_regression,
+         lambda: mlp(8, 1, hidden=128), sgd(0.0), MSE, batch=16),
+    Case("product_tanh_mlp_adam_long", "product_regression", product_regression,
+         lambda: mlp(8, 1, hidden=64, act=nn.Tanh), adam, MSE, steps=1000),
+    Case("product_residual_mlp_sgd_momentum_b64", "product_regression", product_regression,
+         lambda: ResidualMLP(8, 1), sgd(0.9), MSE, batch=64),
+    *_finetune_cases("finetune_binarized", "shifted", binarized_target, 10, batch=8),
 ]
 
 

@@ -1783,7 +1783,8 @@ def run_case(case: Case, seeds=SEEDS, reuse: dict | None = None,
                                           result.lr_at_min_loss or case.grid[-1])
         return reuse
     record = {"case": case.name, "family": case.family, "split": case.split,
-              "pretrained": case.pretrained, "steps": case.steps, "batch": case.batch,
+              "pretrained": case.pretrained, "momentum": case_keeps_momentum(case.name),
+              "steps": case.steps, "batch": case.batch,
               "grid": truth_grid(case, data, seeds, onecycle=False),
               "onecycle_grid": truth_grid(case, data, seeds, onecycle=True) if onecycle else {}}
     record["trials"] = [run_trial(case, data, seed) for seed in seeds]

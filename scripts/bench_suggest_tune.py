@@ -306,6 +306,25 @@ def print_cross_validation(results) -> None:
                 lambda a, b, p=False, m=True, r=peer: r(a, b))
             total = sum(per_case_hits(results, rule, cases).values())
             print(f"| {regime} | {name} | {total} | {trials} | - |")
+    print_finetune_through_verify(results)
+
+
+def print_finetune_through_verify(results) -> None:
+    """When fine-tuning the app answers with verify: each rule's LR replayed through the
+    engine's fine-tuning verify on the saved probes (the rule's LR and a third of it, held-out
+    batches at 30 steps, the lower within FINE_TUNING_WITHIN), on the tuning split."""
+    from lrexp.engine.verify import AROUND_DEFAULT, FINE_TUNING_WITHIN
+
+    chosen = [r for r in results if r["split"] == "tuning" and r["pretrained"]]
+    trials = sum(len(r["trials"]) for r in chosen)
+    print("\n## fine-tuning through verify (tuning split, replayed on the saved probes)\n")
+    print("| rule | its own hits | through verify | trials |\n|---|---|---|---|")
+    for name, rule in (("lrexp default", lrexp_rule("default")),
+                       ("blow-up / 30, at most the valley", edge_capped_at_valley((30, 1)))):
+        rule = remembered(rule)
+        own = sum(per_case_hits(chosen, rule, {r["case"] for r in chosen}).values())
+        verified = replay_verify(chosen, rule, AROUND_DEFAULT, "holdout", 30, FINE_TUNING_WITHIN)
+        print(f"| {name} | {own} | {sum(map(sum, verified.values()))} | {trials} |")
 
 
 def hits(results, rule, cases):

@@ -72,8 +72,8 @@ CACHE = Path("outputs/bench_cache")
 # "a fifth round"; "a sixth round"; "a seventh round": no rule changed before it ran; "an
 # eighth round"; "a ninth round"; "a tenth round"; "an eleventh round", "a twelfth round" and
 # "a thirteenth round": no suggestion rule changed before any of them ran; "a fourteenth round":
-# one-cycle's peak changed before it; "a fifteenth round"; "a sixteenth round": no rule changed
-# before it; "a seventeenth round").
+# one-cycle's peak changed before it; "a fifteenth round"; "a sixteenth round" and "a seventeenth
+# round": no rule changed before either).
 SPLIT = {
     "digits_classic": "tuning",
     "synthetic_mlp": "tuning",
@@ -983,7 +983,6 @@ def pixelated_target():
     return _second_half_target(pixelate, per_class=5, seed=15)
 
 
-
 # The sixteenth round's held-out data (written after round 15, before any rule changed).
 def dot_counts():
     """8x8 images holding 1 to 4 bright dots at random pixels, random brightness, in pixel
@@ -1025,7 +1024,6 @@ def binarized_target():
         return (images > images.mean(axis=(1, 2), keepdims=True)).astype(np.float32)
 
     return _second_half_target(binarize, per_class=5, seed=16)
-
 
 
 # The seventeenth round's held-out data (written after round 16 was scored, before any rule

@@ -1038,8 +1038,8 @@ def brightest_quadrant():
     for image, quadrant in zip(images, brightest):
         for q in range(4):
             row, col = 4 * (q // 2) + rng.integers(0, 3), 4 * (q % 2) + rng.integers(0, 3)
-            image[row:row + 2, col:col + 2] += rng.uniform(1.4, 2.0) if q == quadrant \
-                else rng.uniform(0.4, 1.2)
+            brightness = (1.4, 2.0) if q == quadrant else (0.4, 1.2)
+            image[row:row + 2, col:col + 2] += rng.uniform(*brightness)
     train, val = _split(images.reshape(n, 64), brightest, regression=False)
     return _as_images(train, val)
 
